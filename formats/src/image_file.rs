@@ -1,0 +1,223 @@
+//! [`ImageFile`]: one opened input file (or in-memory bytes) that format
+//! readers read with positional, bounds-checked reads.
+//!
+//! Files are always opened read-only. Reads use `pread` (`FileExt::read_at`)
+//! by default, or a read-only memory map when [`OpenOptions::mmap`] is set.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+use crate::error::{Detail, Error, ErrorKind, Format, Result};
+use crate::mmap::map_read_only;
+use crate::options::OpenOptions;
+
+enum Backend {
+    Pread(File),
+    Mmap(Mmap),
+    Memory(Arc<[u8]>),
+}
+
+/// An opened, read-only input file: its path, length and bytes.
+pub struct ImageFile {
+    path: PathBuf,
+    len: u64,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for ImageFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageFile")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImageFile {
+    /// Opens `path` read-only; a directory, a missing file or an unreadable
+    /// one is an error naming the path.
+    pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
+        let file = File::open(path).map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                ErrorKind::MissingFile
+            } else {
+                ErrorKind::Io
+            };
+            Error::new(kind, Format::Probe, Detail::Io(e)).in_file(path)
+        })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(Format::Probe, e).in_file(path))?;
+        if meta.is_dir() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                Format::Probe,
+                Detail::Invalid("is a directory, not a disk image".into()),
+            )
+            .in_file(path));
+        }
+        let len = meta.len();
+        let backend = if options.mmap && len > 0 {
+            Backend::Mmap(
+                map_read_only(&file).map_err(|e| Error::io(Format::Probe, e).in_file(path))?,
+            )
+        } else {
+            Backend::Pread(file)
+        };
+        Ok(ImageFile {
+            path: path.to_path_buf(),
+            len,
+            backend,
+        })
+    }
+
+    /// Wraps bytes in memory as if they were the file at `path`.
+    pub fn from_bytes(path: impl Into<PathBuf>, data: impl Into<Arc<[u8]>>) -> Self {
+        let data = data.into();
+        ImageFile {
+            path: path.into(),
+            len: data.len() as u64,
+            backend: Backend::Memory(data),
+        }
+    }
+
+    /// The path the file was opened by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Fills `buf` from byte `offset` of the file. Reading past the end is an
+    /// [`ErrorKind::OutOfBounds`] error naming this file and the offset.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let len = buf.len() as u64;
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(Error::new(
+                ErrorKind::OutOfBounds,
+                Format::Probe,
+                Detail::Truncated {
+                    what: format!("read of {len} bytes"),
+                    needed: len,
+                    available: self.len.saturating_sub(offset),
+                },
+            )
+            .at(offset)
+            .in_file(&self.path));
+        }
+        match &self.backend {
+            Backend::Pread(file) => file
+                .read_exact_at(buf, offset)
+                .map_err(|e| Error::io(Format::Probe, e).at(offset).in_file(&self.path)),
+            Backend::Mmap(map) => copy_from(map, buf, offset, &self.path),
+            Backend::Memory(data) => copy_from(data, buf, offset, &self.path),
+        }
+    }
+
+    /// Reads `len` bytes at `offset` into a new vector. The range is checked
+    /// against the file's length before anything is allocated, so a header
+    /// field can never size an allocation larger than the file.
+    pub fn read_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(Error::new(
+                ErrorKind::OutOfBounds,
+                Format::Probe,
+                Detail::Truncated {
+                    what: format!("read of {len} bytes"),
+                    needed: len,
+                    available: self.len.saturating_sub(offset),
+                },
+            )
+            .at(offset)
+            .in_file(&self.path));
+        }
+        let n = usize::try_from(len)
+            .map_err(|_| Error::limit(Format::Probe, "read length", len, usize::MAX as u64))?;
+        let mut buf = vec![0u8; n];
+        self.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    /// Reads up to `max` bytes at `offset`: fewer when the file ends first.
+    pub fn read_up_to(&self, offset: u64, max: usize) -> Result<Vec<u8>> {
+        let avail = self.len.saturating_sub(offset).min(max as u64);
+        self.read_vec(offset.min(self.len), avail)
+    }
+}
+
+fn copy_from(src: &[u8], buf: &mut [u8], offset: u64, path: &Path) -> Result<()> {
+    let slice = usize::try_from(offset)
+        .ok()
+        .and_then(|start| src.get(start..start.checked_add(buf.len())?));
+    match slice {
+        Some(s) => {
+            buf.copy_from_slice(s);
+            Ok(())
+        }
+        None => Err(Error::out_of_range(
+            Format::Probe,
+            "file",
+            offset,
+            buf.len() as u64,
+            src.len() as u64,
+        )
+        .in_file(path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_past_the_end_name_file_and_offset() {
+        let f = ImageFile::from_bytes("mem.img", vec![1u8; 100]);
+        let mut buf = [0u8; 8];
+        f.read_exact_at(&mut buf, 92).unwrap();
+        let e = f.read_exact_at(&mut buf, 93).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutOfBounds);
+        assert_eq!(e.offset(), Some(93));
+        assert_eq!(e.path(), Some(Path::new("mem.img")));
+        assert!(f.read_vec(0, u64::MAX).is_err());
+        assert_eq!(f.read_up_to(90, 64).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn pread_and_mmap_read_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.bin");
+        std::fs::write(&p, (0..=255u8).collect::<Vec<_>>()).unwrap();
+        for mmap in [false, true] {
+            let opts = OpenOptions {
+                mmap,
+                ..OpenOptions::default()
+            };
+            let f = ImageFile::open(&p, &opts).unwrap();
+            let mut buf = [0u8; 3];
+            f.read_exact_at(&mut buf, 253).unwrap();
+            assert_eq!(buf, [253, 254, 255]);
+        }
+    }
+
+    #[test]
+    fn directory_and_missing_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = OpenOptions::default();
+        let e = ImageFile::open(dir.path(), &opts).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        let e = ImageFile::open(&dir.path().join("nope"), &opts).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MissingFile);
+    }
+}

@@ -1,0 +1,270 @@
+//! Optical-disc images (ISO 9660 / CDFS and UDF) as a device with
+//! 2,048-byte sectors.
+//!
+//! Opening applies the rules of Windows' `OpenVirtualDisk` for ISO files,
+//! each with its own error: the size is a multiple of 2,048 bytes; it is at
+//! least 34,816 bytes (the 16 system-area sectors plus one descriptor); and
+//! the volume recognition sequence from sector 16 holds a `CD001` (ISO 9660)
+//! or `BEA01`/`NSR02`/`NSR03` (UDF) identifier. One more check catches
+//! truncated copies: the volume space the primary descriptor claims must fit
+//! in the file.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::block_device::{check_range, uniform_map, BlockDevice, Extent, ExtentKind};
+use crate::error::{hex_preview, Detail, Error, ErrorKind, Format, Result};
+use crate::image::{DiskImage, ImageInfo};
+use crate::image_file::ImageFile;
+
+/// Bytes in one optical-disc sector.
+pub const SECTOR: u64 = 2048;
+/// The smallest ISO `OpenVirtualDisk` accepts: 17 sectors.
+pub const MIN_SIZE: u64 = 34_816;
+/// The sector where the volume recognition sequence starts.
+pub const VRS_START_SECTOR: u64 = 16;
+/// How many descriptors of the recognition sequence are read at most.
+pub const MAX_DESCRIPTORS: u64 = 64;
+
+/// Identifiers a volume recognition sequence may hold (ECMA-119, ECMA-167).
+const KNOWN_IDS: [&[u8; 5]; 7] = [
+    b"CD001", b"BEA01", b"NSR02", b"NSR03", b"TEA01", b"BOOT2", b"CDW02",
+];
+
+/// What the recognition sequence holds, as far as `info` shows it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IsoSummary {
+    /// A `CD001` descriptor was found.
+    pub iso9660: bool,
+    /// An `NSR02`/`NSR03` descriptor was found.
+    pub udf: bool,
+    /// A supplementary descriptor with a Joliet escape sequence.
+    pub joliet: bool,
+    /// An El Torito boot record.
+    pub el_torito: bool,
+    /// The primary descriptor's volume identifier.
+    pub volume_id: Option<String>,
+    /// The primary descriptor's system identifier.
+    pub system_id: Option<String>,
+    /// The volume space the primary descriptor claims, in bytes.
+    pub volume_bytes: Option<u64>,
+}
+
+/// An ISO image: its file, read with 2,048-byte sectors.
+#[derive(Debug)]
+pub struct IsoImage {
+    file: ImageFile,
+}
+
+impl BlockDevice for IsoImage {
+    fn size(&self) -> u64 {
+        self.file.len()
+    }
+    fn sector_size(&self) -> u32 {
+        2048
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        check_range(Format::Iso, offset, buf.len() as u64, self.size())?;
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| e.in_format(Format::Iso))
+    }
+    fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
+        uniform_map(Format::Iso, self.size(), offset, len, ExtentKind::Data)
+    }
+}
+
+/// Whether the bytes at 0x8000.. (sector 16) start a recognition sequence: a quick probe.
+pub fn looks_like_iso(sector16: &[u8]) -> bool {
+    sector16
+        .get(1..6)
+        .is_some_and(|id| KNOWN_IDS.iter().any(|k| k.as_slice() == id))
+}
+
+fn text(bytes: &[u8]) -> Option<String> {
+    let s = String::from_utf8_lossy(bytes)
+        .trim_end_matches([' ', '\0'])
+        .to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+fn iso_err(path: &Path, offset: u64, detail: Detail) -> Error {
+    Error::corrupt(Format::Iso, detail).at(offset).in_file(path)
+}
+
+/// Reads the recognition sequence and checks the `OpenVirtualDisk` rules.
+pub fn summarize(file: &ImageFile) -> Result<IsoSummary> {
+    let path = file.path();
+    let len = file.len();
+    if len % SECTOR != 0 {
+        return Err(iso_err(
+            path,
+            0,
+            Detail::BadValue {
+                field: "file size",
+                value: len,
+                expected: "a multiple of 2048 bytes (rule 1 of OpenVirtualDisk for ISO)".into(),
+            },
+        ));
+    }
+    if len < MIN_SIZE {
+        return Err(iso_err(
+            path,
+            0,
+            Detail::BadValue {
+                field: "file size",
+                value: len,
+                expected: format!("at least {MIN_SIZE} bytes (rule 2 of OpenVirtualDisk for ISO)"),
+            },
+        ));
+    }
+    let mut summary = IsoSummary::default();
+    let mut sector = [0u8; 2048];
+    let last = (len / SECTOR).min(VRS_START_SECTOR + MAX_DESCRIPTORS);
+    for n in VRS_START_SECTOR..last {
+        let off = n * SECTOR;
+        file.read_exact_at(&mut sector, off)
+            .map_err(|e| e.in_format(Format::Iso))?;
+        let id = sector.get(1..6).unwrap_or_default();
+        let kind = sector[0];
+        match id {
+            b"CD001" => {
+                summary.iso9660 = true;
+                match kind {
+                    0 if sector.get(7..30) == Some(b"EL TORITO SPECIFICATION".as_slice()) => {
+                        summary.el_torito = true;
+                    }
+                    1 if summary.volume_id.is_none() => {
+                        summary.system_id = text(&sector[8..40]);
+                        summary.volume_id = text(&sector[40..72]);
+                        let blocks =
+                            u32::from_le_bytes([sector[80], sector[81], sector[82], sector[83]]);
+                        let block_size = u16::from_le_bytes([sector[128], sector[129]]);
+                        summary.volume_bytes = Some(u64::from(blocks) * u64::from(block_size));
+                    }
+                    2 if matches!(sector.get(88..91), Some(b"%/@" | b"%/C" | b"%/E")) => {
+                        summary.joliet = true;
+                    }
+                    255 => {}
+                    _ => {}
+                }
+            }
+            b"NSR02" | b"NSR03" => summary.udf = true,
+            _ if KNOWN_IDS.iter().any(|k| k.as_slice() == id) => {}
+            _ => break,
+        }
+    }
+    if !summary.iso9660 && !summary.udf {
+        let mut first = [0u8; 6];
+        file.read_exact_at(&mut first, VRS_START_SECTOR * SECTOR)?;
+        return Err(iso_err(
+            path,
+            VRS_START_SECTOR * SECTOR,
+            Detail::BadSignature {
+                what: "volume recognition sequence (rule 3 of OpenVirtualDisk for ISO)",
+                expected: "a CD001, BEA01, NSR02 or NSR03 identifier".into(),
+                found: hex_preview(&first),
+            },
+        ));
+    }
+    if let Some(vol) = summary.volume_bytes.filter(|&v| v > len) {
+        return Err(Error::new(
+            ErrorKind::OutOfBounds,
+            Format::Iso,
+            Detail::Truncated {
+                what: format!("volume space of {vol} bytes claimed by the primary volume descriptor (truncated image?)"),
+                needed: vol,
+                available: len,
+            },
+        )
+        .at(VRS_START_SECTOR * SECTOR)
+        .in_file(path));
+    }
+    Ok(summary)
+}
+
+/// Opens `file` as an ISO image.
+pub fn open(file: ImageFile) -> Result<DiskImage> {
+    let s = summarize(&file)?;
+    let mut info = ImageInfo::new(file.path(), Format::Iso, file.len(), 2048);
+    info.subformat = Some(
+        match (s.iso9660, s.udf) {
+            (true, true) => "ISO 9660 + UDF bridge",
+            (true, false) => "ISO 9660",
+            _ => "UDF",
+        }
+        .to_owned(),
+    );
+    if let Some(v) = &s.volume_id {
+        info.property("volume_id", v);
+    }
+    if let Some(v) = &s.system_id {
+        info.property("system_id", v);
+    }
+    if let Some(v) = s.volume_bytes {
+        info.property("volume_space_bytes", v);
+    }
+    info.property("joliet", s.joliet);
+    info.property("el_torito", s.el_torito);
+    Ok(DiskImage::new(Arc::new(IsoImage { file }), info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iso(len: usize, blocks: u32) -> Vec<u8> {
+        let mut d = vec![0u8; len];
+        let pvd = 16 * 2048;
+        d[pvd] = 1;
+        d[pvd + 1..pvd + 6].copy_from_slice(b"CD001");
+        d[pvd + 40..pvd + 44].copy_from_slice(b"TEST");
+        d[pvd + 80..pvd + 84].copy_from_slice(&blocks.to_le_bytes());
+        d[pvd + 128..pvd + 130].copy_from_slice(&2048u16.to_le_bytes());
+        let term = 17 * 2048;
+        if term < len {
+            d[term] = 255;
+            d[term + 1..term + 6].copy_from_slice(b"CD001");
+        }
+        d
+    }
+
+    fn open_bytes(d: Vec<u8>) -> Result<DiskImage> {
+        open(ImageFile::from_bytes("t.iso", d))
+    }
+
+    #[test]
+    fn minimal_iso_opens_with_2048_byte_sectors() {
+        let img = open_bytes(iso(18 * 2048, 18)).unwrap();
+        assert_eq!(img.sector_size(), 2048);
+        assert_eq!(img.info().subformat.as_deref(), Some("ISO 9660"));
+        assert!(img
+            .info()
+            .properties
+            .contains(&("volume_id".into(), "TEST".into())));
+    }
+
+    #[test]
+    fn each_rule_has_its_own_error() {
+        let e = open_bytes(iso(18 * 2048 + 1, 18)).unwrap_err().to_string();
+        assert!(e.contains("multiple of 2048"), "{e}");
+        let e = open_bytes(vec![0; 16 * 2048]).unwrap_err().to_string();
+        assert!(e.contains("at least 34816"), "{e}");
+        let e = open_bytes(vec![0; 34_816]).unwrap_err().to_string();
+        assert!(e.contains("volume recognition sequence"), "{e}");
+        let e = open_bytes(iso(18 * 2048, 100)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutOfBounds);
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn udf_only_sequence_is_accepted() {
+        let mut d = vec![0u8; 20 * 2048];
+        for (i, id) in [b"BEA01", b"NSR02", b"TEA01"].iter().enumerate() {
+            let o = (16 + i) * 2048;
+            d[o + 1..o + 6].copy_from_slice(*id);
+        }
+        let img = open_bytes(d).unwrap();
+        assert_eq!(img.info().subformat.as_deref(), Some("UDF"));
+    }
+}

@@ -1,0 +1,44 @@
+//! Virtual disk container readers behind one positional-read trait.
+//!
+//! [`open`] decides an image's format by its content (see [`probe`]) and
+//! returns a [`DiskImage`]: a [`BlockDevice`] — `size`, `sector_size`,
+//! `read_at(&self, ..)` and an allocation [`map`](BlockDevice::map) — plus the
+//! [`ImageInfo`] that `diskimage info` shows, warnings included.
+//!
+//! This crate knows nothing about partitions or files; `diskimage-fs` and
+//! the `diskimage` facade build on it. Every input is opened read-only.
+//!
+//! | format | module | reads |
+//! |---|---|---|
+//! | raw, split raw | [`raw`] | yes |
+//! | ISO 9660 / UDF | [`iso`] | yes (2,048-byte sectors) |
+//! | VMDK, VHD, VHDX | — | recognised; readers land with their issues |
+//! | QCOW2, VDI | — | recognised, "unsupported" error |
+
+#![deny(unsafe_code)]
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
+#![cfg_attr(
+    test,
+    allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)
+)]
+
+pub mod block_device;
+pub mod context;
+pub mod error;
+pub mod image;
+pub mod image_file;
+pub mod iso;
+mod mmap;
+pub mod options;
+pub mod probe;
+pub mod raw;
+
+pub use block_device::{
+    push_extent, BlockDevice, DeviceReader, Extent, ExtentKind, MemoryDevice, SliceDevice,
+};
+pub use context::{MemoryFiles, OpenContext, MAX_CHAIN_DEPTH};
+pub use error::{Detail, Error, ErrorKind, Format, Result};
+pub use image::{DiskImage, ImageInfo, Warning, WarningKind, Warnings};
+pub use image_file::ImageFile;
+pub use options::{OpenOptions, ParentRequest, ParentResolver};
+pub use probe::{open, open_in_memory};

@@ -1,0 +1,292 @@
+//! Identifying what a volume holds by its superblock or boot sector.
+
+use diskimage_formats::{BlockDevice, Result};
+
+/// What a volume holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FsKind {
+    /// NTFS (`NTFS    ` OEM id).
+    Ntfs,
+    /// ext2 (no journal, no ext4 features).
+    Ext2,
+    /// ext3 (journal, no ext4 features).
+    Ext3,
+    /// ext4 (extents, 64bit, flex_bg, metadata_csum, ...).
+    Ext4,
+    /// FAT12, by cluster count.
+    Fat12,
+    /// FAT16, by cluster count.
+    Fat16,
+    /// FAT32, by cluster count.
+    Fat32,
+    /// exFAT.
+    ExFat,
+    /// ISO 9660 (`CD001` at sector 16).
+    Iso9660,
+    /// UDF (`NSR02`/`NSR03` in the recognition sequence).
+    Udf,
+    /// XFS.
+    Xfs,
+    /// Btrfs.
+    Btrfs,
+    /// ReFS.
+    Refs,
+    /// HFS+ or HFSX.
+    HfsPlus,
+    /// APFS container.
+    Apfs,
+    /// Linux swap.
+    Swap,
+    /// LVM2 physical volume.
+    LvmPv,
+    /// BitLocker-encrypted volume.
+    BitLocker,
+    /// LUKS-encrypted volume.
+    Luks,
+}
+
+impl FsKind {
+    /// A stable, lower-case name for JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsKind::Ntfs => "ntfs",
+            FsKind::Ext2 => "ext2",
+            FsKind::Ext3 => "ext3",
+            FsKind::Ext4 => "ext4",
+            FsKind::Fat12 => "fat12",
+            FsKind::Fat16 => "fat16",
+            FsKind::Fat32 => "fat32",
+            FsKind::ExFat => "exfat",
+            FsKind::Iso9660 => "iso9660",
+            FsKind::Udf => "udf",
+            FsKind::Xfs => "xfs",
+            FsKind::Btrfs => "btrfs",
+            FsKind::Refs => "refs",
+            FsKind::HfsPlus => "hfsplus",
+            FsKind::Apfs => "apfs",
+            FsKind::Swap => "swap",
+            FsKind::LvmPv => "lvm2-pv",
+            FsKind::BitLocker => "bitlocker",
+            FsKind::Luks => "luks",
+        }
+    }
+}
+
+/// A detected file system with the identity its superblock records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsInfo {
+    /// What the volume holds.
+    pub kind: FsKind,
+    /// The volume label, where the superblock holds one.
+    pub label: Option<String>,
+    /// The serial number or UUID, as the format's own tools print it.
+    pub uuid: Option<String>,
+}
+
+/// Bytes read from the start of the volume: enough for every superblock
+/// checked here (Btrfs's is at 64 KiB).
+const PROBE_LEN: u64 = 0x10000 + 0x1000;
+
+fn at(b: &[u8], off: usize, magic: &[u8]) -> bool {
+    b.get(off..off + magic.len()) == Some(magic)
+}
+
+fn u16le(b: &[u8], off: usize) -> u64 {
+    b.get(off..off + 2)
+        .map_or(0, |s| u64::from(u16::from_le_bytes([s[0], s[1]])))
+}
+
+fn u32le(b: &[u8], off: usize) -> u64 {
+    b.get(off..off + 4).map_or(0, |s| {
+        u64::from(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    })
+}
+
+fn label(b: &[u8], off: usize, len: usize) -> Option<String> {
+    let raw = b.get(off..off + len)?;
+    let s = String::from_utf8_lossy(raw)
+        .trim_end_matches([' ', '\0'])
+        .to_string();
+    (!s.is_empty() && s != "NO NAME").then_some(s)
+}
+
+fn hex_rev(b: &[u8], off: usize, len: usize) -> Option<String> {
+    let raw = b.get(off..off + len)?;
+    Some(raw.iter().rev().map(|x| format!("{x:02X}")).collect())
+}
+
+fn uuid(b: &[u8], off: usize) -> Option<String> {
+    let r = b.get(off..off + 16)?;
+    let h: Vec<String> = r.iter().map(|x| format!("{x:02x}")).collect();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        h[0..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..16].concat()
+    ))
+}
+
+fn fat_serial(b: &[u8], off: usize) -> Option<String> {
+    let v = u32le(b, off);
+    Some(format!("{:04X}-{:04X}", v >> 16, v & 0xffff))
+}
+
+/// The FAT type by the cluster count rule of Microsoft's FAT specification,
+/// or `None` when the boot sector's BPB is not a valid FAT BPB.
+fn fat_kind(b: &[u8]) -> Option<FsKind> {
+    // A FAT boot sector starts with a jump (EB xx 90 or E9 xx xx); an MBR does not.
+    if !at(b, 0, &[0xEB]) && !at(b, 0, &[0xE9]) {
+        return None;
+    }
+    let bps = u16le(b, 11);
+    let spc = u64::from(*b.get(13)?);
+    let rsvd = u16le(b, 14);
+    let fats = u64::from(*b.get(16)?);
+    let root_ents = u16le(b, 17);
+    let fat_sz = match u16le(b, 22) {
+        0 => u32le(b, 36),
+        n => n,
+    };
+    let tot = match u16le(b, 19) {
+        0 => u32le(b, 32),
+        n => n,
+    };
+    if !matches!(bps, 512 | 1024 | 2048 | 4096)
+        || spc == 0
+        || !spc.is_power_of_two()
+        || rsvd == 0
+        || fats == 0
+        || fat_sz == 0
+    {
+        return None;
+    }
+    let root_secs = (root_ents * 32).div_ceil(bps);
+    let meta = rsvd + fats * fat_sz + root_secs;
+    let clusters = tot.checked_sub(meta)? / spc;
+    Some(if clusters < 4085 {
+        FsKind::Fat12
+    } else if clusters < 65525 {
+        FsKind::Fat16
+    } else {
+        FsKind::Fat32
+    })
+}
+
+fn ext_kind(b: &[u8]) -> FsKind {
+    const SB: usize = 1024;
+    let compat = u32le(b, SB + 0x5C);
+    let incompat = u32le(b, SB + 0x60);
+    let ro_compat = u32le(b, SB + 0x64);
+    // incompat: extents 0x40, 64bit 0x80, flex_bg 0x200, inline_data 0x8000;
+    // ro_compat: huge_file 0x8, gdt_csum 0x10, dir_nlink 0x20, extra_isize 0x40, metadata_csum 0x400.
+    if incompat & (0x40 | 0x80 | 0x200 | 0x8000) != 0
+        || ro_compat & (0x8 | 0x10 | 0x20 | 0x40 | 0x400) != 0
+    {
+        FsKind::Ext4
+    } else if compat & 0x4 != 0 {
+        FsKind::Ext3
+    } else {
+        FsKind::Ext2
+    }
+}
+
+/// Identifies what `device` holds, reading at most its first 68 KiB.
+/// `Ok(None)` means nothing known was found.
+pub fn detect(device: &dyn BlockDevice) -> Result<Option<FsInfo>> {
+    let n = usize::try_from(device.size().min(PROBE_LEN)).unwrap_or(0);
+    let mut b = vec![0u8; n];
+    device.read_at(&mut b, 0)?;
+    let info = |kind, label, uuid| Some(FsInfo { kind, label, uuid });
+    Ok(if at(&b, 3, b"NTFS    ") {
+        info(FsKind::Ntfs, None, hex_rev(&b, 0x48, 8))
+    } else if at(&b, 3, b"EXFAT   ") {
+        info(FsKind::ExFat, None, fat_serial(&b, 100))
+    } else if at(&b, 3, b"-FVE-FS-") {
+        info(FsKind::BitLocker, None, None)
+    } else if at(&b, 3, b"ReFS\0\0\0\0") {
+        info(FsKind::Refs, None, None)
+    } else if at(&b, 0, b"LUKS\xba\xbe") {
+        info(
+            FsKind::Luks,
+            label(&b, 24, 48).filter(|_| u16le(&b, 6) == 0x200),
+            None,
+        )
+    } else if at(&b, 0, b"XFSB") {
+        info(FsKind::Xfs, label(&b, 108, 12), uuid(&b, 32))
+    } else if at(&b, 1080, &[0x53, 0xEF]) {
+        info(
+            ext_kind(&b),
+            label(&b, 1024 + 120, 16),
+            uuid(&b, 1024 + 104),
+        )
+    } else if at(&b, 0x10040, b"_BHRfS_M") {
+        info(FsKind::Btrfs, label(&b, 0x1012B, 256), uuid(&b, 0x10020))
+    } else if at(&b, 1024, b"H+") || at(&b, 1024, b"HX") {
+        info(FsKind::HfsPlus, None, None)
+    } else if at(&b, 32, b"NXSB") {
+        info(FsKind::Apfs, None, None)
+    } else if (0..4).any(|s| at(&b, s * 512, b"LABELONE") && at(&b, s * 512 + 24, b"LVM2 001")) {
+        info(FsKind::LvmPv, None, None)
+    } else if at(&b, 4086, b"SWAPSPACE2") || at(&b, 4086, b"SWAP-SPACE") {
+        info(FsKind::Swap, label(&b, 1024 + 28, 16), uuid(&b, 1024 + 12))
+    } else if let Some(kind) = fat_kind(&b) {
+        let (lab, ser) = if kind == FsKind::Fat32 {
+            (71, 67)
+        } else {
+            (43, 39)
+        };
+        info(kind, label(&b, lab, 11), fat_serial(&b, ser))
+    } else if at(&b, 0x8001, b"CD001") {
+        info(FsKind::Iso9660, label(&b, 0x8000 + 40, 32), None)
+    } else if (16..32).any(|s| at(&b, s * 2048 + 1, b"NSR02") || at(&b, s * 2048 + 1, b"NSR03")) {
+        info(FsKind::Udf, None, None)
+    } else {
+        None
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diskimage_formats::MemoryDevice;
+
+    fn fat16_boot() -> Vec<u8> {
+        let mut b = vec![0u8; 4096];
+        b[0] = 0xEB;
+        b[11..13].copy_from_slice(&512u16.to_le_bytes());
+        b[13] = 4;
+        b[14..16].copy_from_slice(&4u16.to_le_bytes());
+        b[16] = 2;
+        b[17..19].copy_from_slice(&512u16.to_le_bytes());
+        b[22..24].copy_from_slice(&32u16.to_le_bytes());
+        b[32..36].copy_from_slice(&40_000u32.to_le_bytes());
+        b[39..43].copy_from_slice(&0x1234_ABCDu32.to_le_bytes());
+        b[43..54].copy_from_slice(b"MYLABEL    ");
+        b[510] = 0x55;
+        b[511] = 0xAA;
+        b
+    }
+
+    #[test]
+    fn fat_type_comes_from_the_cluster_count() {
+        let d = MemoryDevice::new(fat16_boot());
+        let i = detect(&d).unwrap().unwrap();
+        // (40000 - 4 reserved - 2 * 32 FAT - 32 root) / 4 = 9975 clusters: FAT16.
+        assert_eq!(i.kind, FsKind::Fat16);
+        assert_eq!(i.label.as_deref(), Some("MYLABEL"));
+        assert_eq!(i.uuid.as_deref(), Some("1234-ABCD"));
+        let mut b = fat16_boot();
+        b[32..36].copy_from_slice(&10_000u32.to_le_bytes());
+        let i = detect(&MemoryDevice::new(b)).unwrap().unwrap();
+        assert_eq!(i.kind, FsKind::Fat12);
+    }
+
+    #[test]
+    fn nothing_known_is_none() {
+        assert_eq!(detect(&MemoryDevice::new(vec![0u8; 100])).unwrap(), None);
+        assert_eq!(detect(&MemoryDevice::new(Vec::new())).unwrap(), None);
+    }
+}

@@ -1,0 +1,110 @@
+//! Command-line interface: flags are declared once, as data (clap derive);
+//! each subcommand lives in its own module.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use diskimage::{Format, OpenOptions};
+
+mod dump;
+mod error;
+mod extents;
+mod hash;
+mod info;
+mod map;
+mod progress;
+
+pub use error::CliError;
+
+/// Read virtual disk images (VMDK, VHD, VHDX, ISO, raw) offline and read-only.
+#[derive(Debug, Parser)]
+#[command(name = "diskimage", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Format, subformat, size, files, chain, metadata and warnings.
+    Info(info::InfoArgs),
+    /// Allocation map: data, zero, unallocated, parent and compressed runs.
+    Map(map::MapArgs),
+    /// The whole virtual disk as raw bytes (holes kept sparse in a file).
+    Dump(dump::DumpArgs),
+    /// Hash of the whole virtual disk, printed like sha256sum.
+    Hash(hash::HashArgs),
+}
+
+/// Forceable formats for `--format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Raw,
+    SplitRaw,
+    Iso,
+    Vmdk,
+    Vhd,
+    Vhdx,
+}
+
+/// How images are opened; every command that opens images takes these.
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// Open a differencing/delta image alone, without its parents.
+    #[arg(long)]
+    no_parents: bool,
+    /// Refuse recoverable damage (bad checksums ...) instead of warning.
+    #[arg(long)]
+    strict: bool,
+    /// Read through a read-only memory map instead of pread.
+    #[arg(long)]
+    mmap: bool,
+    /// Skip the content probe and open as this format.
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+}
+
+impl OpenArgs {
+    /// The library options these flags stand for.
+    pub fn options(&self) -> OpenOptions {
+        OpenOptions {
+            strict: self.strict,
+            no_parents: self.no_parents,
+            mmap: self.mmap,
+            format: self.format.map(|f| match f {
+                FormatArg::Raw => Format::Raw,
+                FormatArg::SplitRaw => Format::SplitRaw,
+                FormatArg::Iso => Format::Iso,
+                FormatArg::Vmdk => Format::Vmdk,
+                FormatArg::Vhd => Format::Vhd,
+                FormatArg::Vhdx => Format::Vhdx,
+            }),
+            parent_resolver: None,
+        }
+    }
+
+    /// Opens `path` with these options.
+    pub fn open(&self, path: &PathBuf) -> Result<diskimage::DiskImage, CliError> {
+        Ok(diskimage::open(path, &self.options())?)
+    }
+}
+
+/// Runs the command line and turns any error into one line and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(a) => info::run(&a),
+        Command::Map(a) => map::run(&a),
+        Command::Dump(a) => dump::run(&a),
+        Command::Hash(a) => hash::run(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("diskimage: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
