@@ -82,6 +82,20 @@ pub fn push_extent(map: &mut Vec<Extent>, extent: Extent) {
     map.push(extent);
 }
 
+/// Turns a parent's map into what a child reports for the same range when
+/// the child holds none of it: the parent's own data becomes
+/// `Parent { depth: 1 }`, deeper links move one further away, and zeros stay
+/// zeros (a backup tool can skip them whichever link they come from).
+pub fn inherit_from_parent(kind: ExtentKind) -> ExtentKind {
+    match kind {
+        ExtentKind::Data | ExtentKind::Compressed => ExtentKind::Parent { depth: 1 },
+        ExtentKind::Parent { depth } => ExtentKind::Parent {
+            depth: depth.saturating_add(1),
+        },
+        k @ (ExtentKind::Zero | ExtentKind::Unallocated) => k,
+    }
+}
+
 /// A virtual disk that can be read at any byte offset, from many threads.
 ///
 /// Implementations must:
