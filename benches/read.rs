@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench read` (criterion options after `--`).
 
+#![allow(missing_docs)] // criterion's macros generate undocumented items
+
 use std::fs::File;
 use std::hint::black_box;
 use std::os::unix::fs::FileExt;
@@ -11,6 +13,9 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use diskimage::{open, BlockDevice, OpenOptions};
+
+/// One way of reading `buf.len()` bytes at an offset.
+type ReadFn<'a> = dyn Fn(&mut [u8], u64) + 'a;
 
 const IMAGE_SIZE: u64 = 256 << 20;
 const SEQ_CHUNK: usize = 1 << 20;
@@ -61,7 +66,7 @@ fn bench(c: &mut Criterion) {
         },
     )
     .expect("open mmap");
-    let readers: [(&str, &dyn Fn(&mut [u8], u64)); 3] = [
+    let readers: [(&str, &ReadFn); 3] = [
         ("plain-pread", &|b, o| {
             file.read_exact_at(b, o).expect("pread")
         }),

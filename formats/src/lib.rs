@@ -23,8 +23,10 @@
 )]
 
 pub mod block_device;
+pub mod bytes;
 pub mod context;
 pub mod error;
+pub mod fuzzing;
 pub mod image;
 pub mod image_file;
 pub mod iso;

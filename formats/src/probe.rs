@@ -89,9 +89,7 @@ impl ProbeBytes {
     }
 }
 
-fn at(bytes: &[u8], offset: usize, magic: &[u8]) -> bool {
-    bytes.get(offset..offset + magic.len()) == Some(magic)
-}
+use crate::bytes::has_at as at;
 
 /// Whether `head` is VMDK descriptor text.
 pub fn looks_like_descriptor(head: &[u8]) -> bool {
@@ -218,7 +216,7 @@ fn open_as(ctx: &OpenContext<'_>, format: Format, file: ImageFile) -> Result<Dis
     let result = match format {
         Format::Raw | Format::Probe => {
             drop(file);
-            raw::open(ctx, &[path.clone()])
+            raw::open(ctx, std::slice::from_ref(&path))
         }
         Format::SplitRaw => {
             let parts = raw::split_parts(ctx, &path).unwrap_or_else(|| vec![path.clone()]);

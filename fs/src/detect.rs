@@ -88,19 +88,14 @@ pub struct FsInfo {
 /// checked here (Btrfs's is at 64 KiB).
 const PROBE_LEN: u64 = 0x10000 + 0x1000;
 
-fn at(b: &[u8], off: usize, magic: &[u8]) -> bool {
-    b.get(off..off + magic.len()) == Some(magic)
-}
+use diskimage_formats::bytes::{has_at as at, le_u16, le_u32};
 
 fn u16le(b: &[u8], off: usize) -> u64 {
-    b.get(off..off + 2)
-        .map_or(0, |s| u64::from(u16::from_le_bytes([s[0], s[1]])))
+    le_u16(b, off).map_or(0, u64::from)
 }
 
 fn u32le(b: &[u8], off: usize) -> u64 {
-    b.get(off..off + 4).map_or(0, |s| {
-        u64::from(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-    })
+    le_u32(b, off).map_or(0, u64::from)
 }
 
 fn label(b: &[u8], off: usize, len: usize) -> Option<String> {
@@ -118,15 +113,14 @@ fn hex_rev(b: &[u8], off: usize, len: usize) -> Option<String> {
 
 fn uuid(b: &[u8], off: usize) -> Option<String> {
     let r = b.get(off..off + 16)?;
-    let h: Vec<String> = r.iter().map(|x| format!("{x:02x}")).collect();
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        h[0..4].concat(),
-        h[4..6].concat(),
-        h[6..8].concat(),
-        h[8..10].concat(),
-        h[10..16].concat()
-    ))
+    let mut s = String::with_capacity(36);
+    for (i, x) in r.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push_str(&format!("{x:02x}"));
+    }
+    Some(s)
 }
 
 fn fat_serial(b: &[u8], off: usize) -> Option<String> {

@@ -123,11 +123,9 @@ pub fn run(args: &HashArgs) -> Result<(), CliError> {
     bar.finish_and_clear();
     for (a, h) in algos.iter().zip(hex) {
         if algos.len() > 1 {
-            println!(
-                "{}  {h}  {}",
-                format!("{a:?}").to_uppercase(),
-                args.image.display()
-            );
+            // Several digests: BSD tag lines, as `sha256sum --tag` prints them.
+            let name = format!("{a:?}").to_uppercase();
+            println!("{name} ({}) = {h}", args.image.display());
         } else {
             println!("{h}  {}", args.image.display());
         }

@@ -1,7 +1,6 @@
 //! Command-line interface: flags are declared once, as data (clap derive);
 //! each subcommand lives in its own module.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -85,7 +84,7 @@ impl OpenArgs {
     }
 
     /// Opens `path` with these options.
-    pub fn open(&self, path: &PathBuf) -> Result<diskimage::DiskImage, CliError> {
+    pub fn open(&self, path: &std::path::Path) -> Result<diskimage::DiskImage, CliError> {
         Ok(diskimage::open(path, &self.options())?)
     }
 }

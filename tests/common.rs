@@ -1,0 +1,181 @@
+//! Helpers shared by the integration tests.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use diskimage::{BlockDevice, ExtentKind, Format, OpenOptions};
+use sha2::{Digest, Sha256};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Decompresses every `*.gz` in `src` into `dst` under its name without `.gz`.
+pub fn gunzip_dir(src: &Path, dst: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(src)
+        .unwrap_or_else(|e| panic!("{}: {e}", src.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gz"))
+        .collect();
+    entries.sort();
+    for p in entries {
+        let name = p.file_stem().expect("gz file name");
+        let target = dst.join(name);
+        gunzip(&p, &target);
+        out.push(target);
+    }
+    out
+}
+
+/// Decompresses one gzip file.
+pub fn gunzip(src: &Path, dst: &Path) {
+    let f = File::open(src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    let mut dec = flate2::read::GzDecoder::new(std::io::BufReader::new(f));
+    let mut out = File::create(dst).unwrap_or_else(|e| panic!("{}: {e}", dst.display()));
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = dec
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).expect("write decompressed file");
+    }
+}
+
+/// sha256 of a file's bytes.
+pub fn sha256_file(path: &Path) -> String {
+    let mut f = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex(&h.finalize())
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of the first `len` bytes of a device, reading only what the map
+/// says is not zero (zero runs are hashed from a zero buffer). Checks the
+/// map contract on the way: sorted, contiguous, non-empty, inside the device.
+pub fn sha256_device(dev: &dyn BlockDevice, len: u64) -> Result<String, diskimage::Error> {
+    const CHUNK: u64 = 4 << 20;
+    let mut h = Sha256::new();
+    let zeros = vec![0u8; CHUNK as usize];
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut offset = 0u64;
+    while offset < len {
+        let span = (1u64 << 30).min(len - offset);
+        let map = dev.map(offset, span)?;
+        let mut expect = offset;
+        for e in map {
+            assert_eq!(e.offset, expect, "map is not contiguous at {expect:#x}");
+            assert!(e.len > 0, "empty extent at {:#x}", e.offset);
+            let end = e.offset + e.len;
+            assert!(end <= offset + span, "extent past the requested range");
+            let mut pos = e.offset;
+            while pos < end {
+                let n = CHUNK.min(end - pos) as usize;
+                if e.kind.reads_as_zero() {
+                    h.update(&zeros[..n]);
+                } else {
+                    dev.read_at(&mut buf[..n], pos)?;
+                    h.update(&buf[..n]);
+                }
+                pos += n as u64;
+            }
+            expect = end;
+        }
+        assert_eq!(
+            expect,
+            offset + span,
+            "map does not cover the requested range"
+        );
+        offset += span;
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Reads a few sectors of every zero extent and checks they really are zeros.
+pub fn check_zero_extents(dev: &dyn BlockDevice) -> Result<(), diskimage::Error> {
+    let mut buf = vec![0u8; 4096];
+    for e in dev.map(0, dev.size())? {
+        if matches!(e.kind, ExtentKind::Zero | ExtentKind::Unallocated) {
+            for pos in [
+                e.offset,
+                e.offset + e.len / 2,
+                e.end().saturating_sub(4096).max(e.offset),
+            ] {
+                let n = 4096.min(e.end() - pos) as usize;
+                dev.read_at(&mut buf[..n], pos)?;
+                assert!(
+                    buf[..n].iter().all(|&b| b == 0),
+                    "extent {e:?} does not read as zeros at {pos:#x}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses an options column: `-` or a comma list of `no_parents`,
+/// `strict`, `mmap`, `format=NAME`.
+pub fn parse_options(s: &str) -> OpenOptions {
+    let mut o = OpenOptions::default();
+    for word in s
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty() && *w != "-")
+    {
+        match word {
+            "no_parents" => o.no_parents = true,
+            "strict" => o.strict = true,
+            "mmap" => o.mmap = true,
+            f if f.starts_with("format=") => {
+                o.format = Some(match &f[7..] {
+                    "raw" => Format::Raw,
+                    "split-raw" => Format::SplitRaw,
+                    "iso" => Format::Iso,
+                    "vmdk" => Format::Vmdk,
+                    "vhd" => Format::Vhd,
+                    "vhdx" => Format::Vhdx,
+                    other => panic!("unknown format {other} in options column"),
+                })
+            }
+            other => panic!("unknown option {other:?} in options column"),
+        }
+    }
+    o
+}
+
+/// Rows of a tab-separated file, comments and blank lines skipped.
+pub fn tsv_rows(path: &Path) -> Vec<Vec<String>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+/// Runs the built `diskimage` binary.
+pub fn diskimage(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_diskimage"))
+        .args(args)
+        .output()
+        .expect("run diskimage")
+}

@@ -1,0 +1,302 @@
+//! The real-world corpus (`../shared/corpus/`, or `$DISKIMAGE_CORPUS`):
+//! images written by VMware, Hyper-V, Windows, Disk2vhd, Virtual PC and
+//! qemu, checked against `TRUTH.tsv` (size and sha256 of the whole virtual
+//! disk as `qemu-img convert -O raw` — or the reader the line names — sees it).
+//!
+//! Every line of TRUTH.tsv is in exactly one group:
+//! - checked: opened with default options, size and sha256 must match;
+//! - [`EXPECTED_ERRORS`]: lines where qemu fails; we must fail with a typed error of that kind;
+//! - [`UNSUPPORTED`]: formats this version does not read, with the reason.
+//!
+//! A line in no group, or in a group that does not hold, fails the test.
+//! The images are decompressed into a temporary folder, one corpus folder
+//! at a time, under their original names (multi-file images need that).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use diskimage::{open, BlockDevice, ErrorKind, OpenOptions};
+
+use crate::common::{gunzip_dir, sha256_device, sha256_file};
+
+/// Images this version does not read, and why. Delete a line when its reader lands.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("dissect/vhd/fixed.vhd", "VHD reader not landed yet"),
+    ("dissect/vhd/dynamic.vhd", "VHD reader not landed yet"),
+    ("dissect/vhdx/fixed.vhdx", "VHDX reader not landed yet"),
+    ("dissect/vhdx/dynamic.vhdx", "VHDX reader not landed yet"),
+    (
+        "dissect/vhdx/differencing.avhdx",
+        "VHDX reader not landed yet",
+    ),
+    (
+        "dissect/qcow2/basic.qcow2",
+        "QCOW2 is recognised but not read (no issue yet)",
+    ),
+    (
+        "dissect/qcow2/basic-zstd.qcow2",
+        "QCOW2 is recognised but not read (no issue yet)",
+    ),
+    (
+        "dissect/qcow2/snapshot.qcow2",
+        "QCOW2 is recognised but not read (no issue yet)",
+    ),
+    (
+        "dissect/qcow2/backing-chain-3.qcow2",
+        "QCOW2 is recognised but not read (no issue yet)",
+    ),
+    ("dfvfs/ext2.vhd", "VHD reader not landed yet"),
+    ("dfvfs/ext2.vmdk", "VMDK reader not landed yet"),
+    (
+        "dfvfs/ext2.qcow2",
+        "QCOW2 is recognised but not read (no issue yet)",
+    ),
+    ("dfvfs/image.vmdk", "VMDK reader not landed yet"),
+    ("dfvfs/fat-differential.vhd", "VHD reader not landed yet"),
+    ("qemu/d2v-zerofilled.vhd", "VHD reader not landed yet"),
+    ("qemu/hyperv2012r2-dynamic.vhd", "VHD reader not landed yet"),
+    ("qemu/virtualpc-dynamic.vhd", "VHD reader not landed yet"),
+    ("qemu/afl5.img", "VHD reader not landed yet"),
+    ("qemu/iotest-dynamic-1G.vhdx", "VHDX reader not landed yet"),
+    ("qemu/test-disk2vhd.vhdx", "VHDX reader not landed yet"),
+    (
+        "qemu/iotest-dirtylog-10G-4M.vhdx",
+        "VHDX reader not landed yet",
+    ),
+    ("qemu/iotest-version3.vmdk", "VMDK reader not landed yet"),
+    ("qemu/afl9.vmdk", "VMDK reader not landed yet"),
+    (
+        "vmdk-rs/monolithicSparse.vmdk",
+        "VMDK reader not landed yet",
+    ),
+    ("vmdk-rs/streamOptimized.vmdk", "VMDK reader not landed yet"),
+    (
+        "vmdk-rs/twoGbMaxExtentSparse.vmdk",
+        "VMDK reader not landed yet",
+    ),
+    ("vmdk-rs/vmfs_thick.vmdk", "VMDK reader not landed yet"),
+    (
+        "vmdk-rs/streamOptimizedWithMarkers.vmdk",
+        "VMDK reader not landed yet",
+    ),
+    ("vmdk-rs/monolithicFlat.vmdk", "VMDK reader not landed yet"),
+    (
+        "vmdk-rs/vmfs_thick-000001.vmdk",
+        "VMDK reader not landed yet",
+    ),
+    (
+        "go-vmdk-parser/vmdk-monolith.img",
+        "VMDK reader not landed yet",
+    ),
+    (
+        "go-vmdk-parser/vmdk-streamoptimized.img",
+        "VMDK reader not landed yet",
+    ),
+    (
+        "go-vmdk-parser/vmdk-invalid.img",
+        "VMDK reader not landed yet",
+    ),
+    ("dissect/vmdk/sesparse.vmdk", "VMDK reader not landed yet"),
+    ("dfvfs/image.vhd", "VHD reader not landed yet"),
+    ("dfvfs/image-differential.vhd", "VHD reader not landed yet"),
+];
+
+/// Lines where qemu could not open the image: we must refuse it with this kind of error.
+const EXPECTED_ERRORS: &[(&str, ErrorKind)] = &[];
+
+/// The corpus folder, or `None` (with the reason printed) when it is absent.
+pub fn corpus_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("DISKIMAGE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::common::repo().join("../shared/corpus"));
+    if dir.join("TRUTH.tsv").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "corpus: skipped: no TRUTH.tsv in {} (set DISKIMAGE_CORPUS to the corpus folder)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// One TRUTH.tsv line.
+#[derive(Debug, Clone)]
+pub struct Truth {
+    /// Path under the corpus folder, without `.gz`.
+    pub image: String,
+    /// Virtual size in bytes, when qemu (or the named reader) opened it.
+    pub size: Option<u64>,
+    /// sha256 of the whole virtual disk, or the error text qemu gave.
+    pub sha256_or_error: String,
+}
+
+/// Every TRUTH.tsv line; the ` (how the truth was taken)` suffix is dropped from the name.
+pub fn truth(dir: &Path) -> Vec<Truth> {
+    crate::common::tsv_rows(&dir.join("TRUTH.tsv"))
+        .into_iter()
+        .map(|row| {
+            let name = row[0].split(" (").next().unwrap_or_default().to_owned();
+            Truth {
+                image: name,
+                size: row.get(1).and_then(|s| s.parse().ok()),
+                sha256_or_error: row.get(2).cloned().unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// Decompresses corpus folders on demand, once each, into one temporary folder.
+pub struct Unpacked {
+    corpus: PathBuf,
+    root: tempfile::TempDir,
+    done: Mutex<HashSet<PathBuf>>,
+}
+
+impl Unpacked {
+    /// An empty unpacking area over `corpus`.
+    pub fn new(corpus: PathBuf) -> Self {
+        Unpacked {
+            corpus,
+            root: tempfile::tempdir().expect("tempdir"),
+            done: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The decompressed path of `image` (e.g. `dfvfs/ext2.vmdk`), with all of its folder's files beside it.
+    pub fn path(&self, image: &str) -> PathBuf {
+        let rel = Path::new(image);
+        let folder = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        let mut done = self.done.lock().expect("lock");
+        if !done.contains(&folder) {
+            let dst = self.root.path().join(&folder);
+            std::fs::create_dir_all(&dst).expect("mkdir");
+            gunzip_dir(&self.corpus.join(&folder), &dst);
+            done.insert(folder);
+        }
+        self.root.path().join(rel)
+    }
+}
+
+fn check_line(unpacked: &Unpacked, t: &Truth) -> Result<String, String> {
+    let path = unpacked.path(&t.image);
+    let before = sha256_file(&path);
+    let result = match EXPECTED_ERRORS.iter().find(|(i, _)| *i == t.image) {
+        Some((_, kind)) => match open(&path, &OpenOptions::default()) {
+            Ok(_) => Err(format!(
+                "{}: opened, but a {} error was expected",
+                t.image,
+                kind.as_str()
+            )),
+            Err(e) if e.kind() == *kind => Ok(format!("{}: refused as expected: {e}", t.image)),
+            Err(e) => Err(format!(
+                "{}: expected {} error, got {}: {e}",
+                t.image,
+                kind.as_str(),
+                e.kind().as_str()
+            )),
+        },
+        None => {
+            let (Some(size), sha) = (t.size, &t.sha256_or_error) else {
+                return Err(format!(
+                    "{}: TRUTH.tsv has no size ({}), and it is in no group",
+                    t.image, t.sha256_or_error
+                ));
+            };
+            match open(&path, &OpenOptions::default()) {
+                Err(e) => Err(format!("{}: open failed: {e}", t.image)),
+                Ok(img) if img.size() != size => {
+                    Err(format!("{}: size {} != truth {size}", t.image, img.size()))
+                }
+                Ok(img) => match sha256_device(&img, size) {
+                    Ok(h) if &h == sha => Ok(format!("{}: matches", t.image)),
+                    Ok(h) => Err(format!("{}: sha256 {h} != truth {sha}", t.image)),
+                    Err(e) => Err(format!("{}: read failed: {e}", t.image)),
+                },
+            }
+        }
+    };
+    if sha256_file(&path) != before {
+        return Err(format!(
+            "{}: the image file changed while being read",
+            t.image
+        ));
+    }
+    result
+}
+
+#[test]
+fn every_supported_corpus_image_matches_truth_tsv() {
+    let Some(dir) = corpus_dir() else { return };
+    let lines = truth(&dir);
+    assert!(!lines.is_empty(), "TRUTH.tsv has no lines");
+    let named = UNSUPPORTED
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(EXPECTED_ERRORS.iter().map(|(n, _)| *n));
+    for name in named {
+        assert!(
+            lines.iter().any(|t| t.image == name),
+            "{name} is in a table but not in TRUTH.tsv"
+        );
+    }
+    let todo: Vec<&Truth> = lines
+        .iter()
+        .filter(|t| !UNSUPPORTED.iter().any(|(n, _)| *n == t.image))
+        .collect();
+    let unpacked = Unpacked::new(dir);
+    let next = Mutex::new(todo.iter());
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let Some(t) = next.lock().expect("lock").next().copied() else {
+                    break;
+                };
+                let r = check_line(&unpacked, t);
+                results.lock().expect("lock").push(r);
+            });
+        }
+    });
+    let results = results.into_inner().expect("lock");
+    for r in results.iter().flatten() {
+        eprintln!("corpus: {r}");
+    }
+    for (n, why) in UNSUPPORTED {
+        eprintln!("corpus: not checked: {n}: {why}");
+    }
+    let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failures.is_empty(),
+        "corpus failures:\n{}",
+        failures
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn dfvfs_iso9660_raw_is_an_iso_with_volume_id_cdrom() {
+    // Not in TRUTH.tsv; SOURCES.md says: genisoimage, ISO 9660 level 3, volume id CDROM.
+    // As a plain ISO its virtual disk is the file itself.
+    let Some(dir) = corpus_dir() else { return };
+    let unpacked = Unpacked::new(dir);
+    let path = unpacked.path("dfvfs/iso9660.raw");
+    let img = open(&path, &OpenOptions::default()).expect("open iso9660.raw");
+    assert_eq!(img.format(), diskimage::Format::Iso);
+    assert_eq!(img.sector_size(), 2048);
+    assert!(
+        img.info()
+            .properties
+            .contains(&("volume_id".into(), "CDROM".into())),
+        "{:?}",
+        img.info().properties
+    );
+    assert_eq!(
+        sha256_device(&img, img.size()).expect("read"),
+        sha256_file(&path)
+    );
+}

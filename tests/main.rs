@@ -1,0 +1,15 @@
+//! The integration tests: one binary, one module per topic.
+//!
+//! - `fixtures`: every image under `fixtures/<topic>/` against the
+//!   `expected.tsv`, `errors.tsv` and `warnings.tsv` made with it.
+//! - `corpus`: the real-world images of `../shared/corpus/` against `TRUTH.tsv`.
+//! - `cli`: the `diskimage` binary, end to end.
+//! - `fuzz_corpus`: every fuzz seed and crash reproducer through `open`, never a panic.
+//! - `regression`: one test per bug found, named after it.
+
+mod cli;
+mod common;
+mod corpus;
+mod fixtures;
+mod fuzz_corpus;
+mod regression;
