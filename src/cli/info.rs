@@ -107,7 +107,7 @@ fn print_text(info: &ImageInfo, content: Option<&FsInfo>, depth: usize) {
         println!("{pad}content:      {line} (whole disk)");
     }
     for (k, v) in &info.properties {
-        println!("{pad}{:<14}{v}", format!("{k}:"));
+        println!("{pad}{:<13} {v}", format!("{k}:"));
     }
     for w in &info.warnings {
         println!("{pad}warning:      [{}] {w}", w.kind.as_str());

@@ -91,6 +91,13 @@ impl OpenArgs {
 
 /// Runs the command line and turns any error into one line and exit code 1.
 pub fn main() -> ExitCode {
+    // A panic is a bug in diskimage, never the input's fault: say so in one
+    // line instead of a backtrace (RUST_BACKTRACE=1 still shows one).
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        std::panic::set_hook(Box::new(|info| {
+            eprintln!("diskimage: internal error (a bug, please report it with the image if you can): {info}");
+        }));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(a) => info::run(&a),
