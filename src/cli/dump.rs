@@ -32,11 +32,31 @@ pub fn run(args: &DumpArgs) -> Result<(), CliError> {
     let image = args.open.open(&args.image)?;
     let bar = progress::bytes(image.size(), "dump");
     let result = match args.output.as_deref() {
-        None => to_stdout(&image, &bar),
-        Some(p) if p == Path::new("-") => to_stdout(&image, &bar),
+        None => stream(
+            &image,
+            std::io::stdout().lock(),
+            Path::new("<stdout>"),
+            &bar,
+        ),
+        Some(p) if p == Path::new("-") => stream(
+            &image,
+            std::io::stdout().lock(),
+            Path::new("<stdout>"),
+            &bar,
+        ),
         Some(p) => {
             refuse_input_as_output(image.info(), p)?;
-            to_file(&image, p, &bar)
+            let regular = std::fs::metadata(p).map_or(true, |m| m.is_file());
+            if regular {
+                to_file(&image, p, &bar)
+            } else {
+                // A device or FIFO: no holes to punch, no length to set.
+                let out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .map_err(|e| CliError::output(p, e))?;
+                stream(&image, out, p, &bar)
+            }
         }
     };
     bar.finish_and_clear();
@@ -59,11 +79,15 @@ fn refuse_input_as_output(info: &diskimage::ImageInfo, out: &Path) -> Result<(),
     Ok(())
 }
 
-fn to_stdout(image: &dyn BlockDevice, bar: &indicatif::ProgressBar) -> Result<(), CliError> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+/// Writes every byte in order (zeros included) to a stream.
+fn stream(
+    image: &dyn BlockDevice,
+    mut out: impl Write,
+    name: &Path,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), CliError> {
     let zeros = vec![0u8; super::extents::READ_CHUNK];
-    let err = |e| CliError::output("<stdout>", e);
+    let err = |e| CliError::output(name, e);
     for_each_piece(image, |piece| {
         match piece {
             Piece::Data(_, bytes) => {
