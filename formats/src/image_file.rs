@@ -17,7 +17,8 @@ use crate::options::OpenOptions;
 
 enum Backend {
     Pread(File),
-    Mmap(Mmap),
+    /// The map, and the file kept open for hole queries.
+    Mmap(Mmap, File),
     Memory(Arc<[u8]>),
 }
 
@@ -62,9 +63,9 @@ impl ImageFile {
         }
         let len = meta.len();
         let backend = if options.mmap && len > 0 {
-            Backend::Mmap(
-                map_read_only(&file).map_err(|e| Error::io(Format::Probe, e).in_file(path))?,
-            )
+            let map =
+                map_read_only(&file).map_err(|e| Error::io(Format::Probe, e).in_file(path))?;
+            Backend::Mmap(map, file)
         } else {
             Backend::Pread(file)
         };
@@ -121,9 +122,46 @@ impl ImageFile {
             Backend::Pread(file) => file
                 .read_exact_at(buf, offset)
                 .map_err(|e| Error::io(Format::Probe, e).at(offset).in_file(&self.path)),
-            Backend::Mmap(map) => copy_from(map, buf, offset, &self.path),
+            Backend::Mmap(map, _) => copy_from(map, buf, offset, &self.path),
             Backend::Memory(data) => copy_from(data, buf, offset, &self.path),
         }
+    }
+
+    /// The runs of `[offset, offset + len)` that hold data, as the host file
+    /// system stores the file: holes of a sparse file are left out
+    /// (`SEEK_DATA`/`SEEK_HOLE`). Where that cannot be asked (bytes in
+    /// memory, a file system without hole support) the whole range is one run.
+    /// The range is clipped to the file.
+    pub fn data_runs(&self, offset: u64, len: u64) -> Vec<(u64, u64)> {
+        let end = offset.saturating_add(len).min(self.len);
+        let file = match &self.backend {
+            Backend::Pread(f) | Backend::Mmap(_, f) => f,
+            Backend::Memory(_) => return whole_run(offset, end),
+        };
+        let mut runs = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let data = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(pos)) {
+                Ok(d) => d,
+                Err(rustix::io::Errno::NXIO) => break, // only a hole from here on
+                Err(_) => {
+                    runs.extend(whole_run(pos, end));
+                    break;
+                }
+            };
+            if data >= end {
+                break;
+            }
+            let hole = rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(data))
+                .map_or(end, |h| h.min(end));
+            if hole <= data {
+                runs.extend(whole_run(data, end)); // no progress: do not trust the answers
+                break;
+            }
+            runs.push((data, hole - data));
+            pos = hole;
+        }
+        runs
     }
 
     /// Reads `len` bytes at `offset` into a new vector. The range is checked
@@ -154,6 +192,14 @@ impl ImageFile {
     pub fn read_up_to(&self, offset: u64, max: usize) -> Result<Vec<u8>> {
         let avail = self.len.saturating_sub(offset).min(max as u64);
         self.read_vec(offset.min(self.len), avail)
+    }
+}
+
+fn whole_run(start: u64, end: u64) -> Vec<(u64, u64)> {
+    if end > start {
+        vec![(start, end - start)]
+    } else {
+        Vec::new()
     }
 }
 
@@ -209,6 +255,30 @@ mod tests {
             f.read_exact_at(&mut buf, 253).unwrap();
             assert_eq!(buf, [253, 254, 255]);
         }
+    }
+
+    #[test]
+    fn data_runs_leave_out_the_holes_of_a_sparse_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sparse.img");
+        let f = File::create(&p).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_all_at(&[1u8; 4096], 4 << 20).unwrap();
+        drop(f);
+        let img = ImageFile::open(&p, &OpenOptions::default()).unwrap();
+        let runs = img.data_runs(0, 8 << 20);
+        // tmpfs and ext4 report the hole; a file system that cannot gives one run.
+        if runs.len() == 1 && runs[0] == (0, 8 << 20) {
+            return;
+        }
+        assert!(
+            runs.iter()
+                .all(|&(o, l)| o <= 4 << 20 && o + l >= (4 << 20) + 4096),
+            "{runs:?}"
+        );
+        assert_eq!(img.data_runs(0, 1 << 20), vec![]);
+        let mem = ImageFile::from_bytes("m", vec![0u8; 10]);
+        assert_eq!(mem.data_runs(2, 100), vec![(2, 8)]);
     }
 
     #[test]

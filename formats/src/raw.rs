@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::block_device::{check_range, uniform_map, BlockDevice, Extent, ExtentKind};
+use crate::block_device::{check_range, push_extent, BlockDevice, Extent, ExtentKind};
 use crate::context::OpenContext;
 use crate::error::{Detail, Error, Format, Result};
 use crate::image::{DiskImage, ImageInfo};
@@ -90,8 +90,51 @@ impl BlockDevice for RawImage {
         Ok(())
     }
 
+    /// Data where the files hold data; holes of sparse files are `Zero`.
     fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
-        uniform_map(self.format, self.size, offset, len, ExtentKind::Data)
+        check_range(self.format, offset, len, self.size)?;
+        let end = offset + len;
+        let mut map = Vec::new();
+        let first = self
+            .starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1);
+        for (part, &start) in self.parts.iter().zip(&self.starts).skip(first) {
+            if start >= end {
+                break;
+            }
+            let lo = offset.max(start) - start;
+            let hi = end.min(start + part.len()) - start;
+            let mut pos = lo;
+            for (o, l) in part.data_runs(lo, hi - lo) {
+                push_extent(
+                    &mut map,
+                    Extent {
+                        offset: start + pos,
+                        len: o - pos,
+                        kind: ExtentKind::Zero,
+                    },
+                );
+                push_extent(
+                    &mut map,
+                    Extent {
+                        offset: start + o,
+                        len: l,
+                        kind: ExtentKind::Data,
+                    },
+                );
+                pos = o + l;
+            }
+            push_extent(
+                &mut map,
+                Extent {
+                    offset: start + pos,
+                    len: hi - pos,
+                    kind: ExtentKind::Zero,
+                },
+            );
+        }
+        Ok(map)
     }
 }
 

@@ -1,6 +1,8 @@
 //! Walking a device's allocation map in bounded chunks, and reading its
 //! bytes run by run: the shared engine of `map`, `dump` and `hash`.
 
+use std::sync::mpsc::{channel, sync_channel};
+
 use diskimage::{BlockDevice, Extent};
 
 /// The map is asked for this many bytes at a time, so that a huge sparse
@@ -46,25 +48,56 @@ pub enum Piece<'a> {
     Zeros(u64),
 }
 
-/// Reads the whole device in order, calling `f` with each piece.
+enum Owned {
+    Data(u64, Vec<u8>),
+    Zeros(u64),
+}
+
+/// Reads the whole device in order, calling `f` with each piece. A reader
+/// thread stays up to two chunks ahead, so reading (and inflating, for
+/// compressed formats) overlaps with what `f` does (writing, hashing).
 pub fn for_each_piece(
     device: &dyn BlockDevice,
     mut f: impl FnMut(Piece<'_>) -> Result<(), super::CliError>,
 ) -> Result<(), super::CliError> {
-    let mut buf = vec![0u8; READ_CHUNK];
-    for_each_extent(device, |e| {
-        if e.kind.reads_as_zero() {
-            return f(Piece::Zeros(e.len));
+    const BUFFERS: usize = 3;
+    std::thread::scope(|s| {
+        let (tx, rx) = sync_channel::<Result<Owned, super::CliError>>(BUFFERS - 1);
+        let (back_tx, back_rx) = channel::<Vec<u8>>();
+        for _ in 0..BUFFERS {
+            let _ = back_tx.send(Vec::with_capacity(READ_CHUNK));
         }
-        let mut off = e.offset;
-        while off < e.end() {
-            let n = usize::try_from(e.end() - off)
-                .unwrap_or(READ_CHUNK)
-                .min(READ_CHUNK);
-            let chunk = &mut buf[..n];
-            device.read_at(chunk, off)?;
-            f(Piece::Data(off, chunk))?;
-            off += n as u64;
+        s.spawn(move || {
+            let stopped = || super::CliError::Usage("output stopped".into());
+            let result = for_each_extent(device, |e| {
+                if e.kind.reads_as_zero() {
+                    return tx.send(Ok(Owned::Zeros(e.len))).map_err(|_| stopped());
+                }
+                let mut off = e.offset;
+                while off < e.end() {
+                    let n = usize::try_from(e.end() - off)
+                        .unwrap_or(READ_CHUNK)
+                        .min(READ_CHUNK);
+                    let mut buf = back_rx.recv().map_err(|_| stopped())?;
+                    buf.resize(n, 0);
+                    device.read_at(&mut buf, off)?;
+                    tx.send(Ok(Owned::Data(off, buf))).map_err(|_| stopped())?;
+                    off += n as u64;
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                let _ = tx.send(Err(e));
+            }
+        });
+        for msg in rx {
+            match msg? {
+                Owned::Data(off, buf) => {
+                    f(Piece::Data(off, &buf))?;
+                    let _ = back_tx.send(buf);
+                }
+                Owned::Zeros(n) => f(Piece::Zeros(n))?,
+            }
         }
         Ok(())
     })
