@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use diskimage::{BlockDevice, ExtentKind, Format, OpenOptions};
+use diskimage::{BlockDevice, ExtentKind, OpenOptions};
 use sha2::{Digest, Sha256};
 
 /// The repository root.
@@ -145,15 +145,7 @@ pub fn parse_options(s: &str) -> OpenOptions {
             "strict" => o.strict = true,
             "mmap" => o.mmap = true,
             f if f.starts_with("format=") => {
-                o.format = Some(match &f[7..] {
-                    "raw" => Format::Raw,
-                    "split-raw" => Format::SplitRaw,
-                    "iso" => Format::Iso,
-                    "vmdk" => Format::Vmdk,
-                    "vhd" => Format::Vhd,
-                    "vhdx" => Format::Vhdx,
-                    other => panic!("unknown format {other} in options column"),
-                })
+                o.format = Some(f[7..].parse().expect("format in options column"))
             }
             other => panic!("unknown option {other:?} in options column"),
         }

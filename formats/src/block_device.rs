@@ -121,35 +121,27 @@ pub trait BlockDevice: Send + Sync {
     fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>>;
 }
 
-impl<T: BlockDevice + ?Sized> BlockDevice for Arc<T> {
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-    fn sector_size(&self) -> u32 {
-        (**self).sector_size()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        (**self).read_at(buf, offset)
-    }
-    fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
-        (**self).map(offset, len)
-    }
+/// A pointer to a device is a device (`Arc<dyn BlockDevice>`, `Box<..>`, `&..`).
+macro_rules! forward_through_pointer {
+    ($($ptr:ty),*) => {$(
+        impl<T: BlockDevice + ?Sized> BlockDevice for $ptr {
+            fn size(&self) -> u64 {
+                (**self).size()
+            }
+            fn sector_size(&self) -> u32 {
+                (**self).sector_size()
+            }
+            fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+                (**self).read_at(buf, offset)
+            }
+            fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
+                (**self).map(offset, len)
+            }
+        }
+    )*};
 }
 
-impl<T: BlockDevice + ?Sized> BlockDevice for Box<T> {
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-    fn sector_size(&self) -> u32 {
-        (**self).sector_size()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        (**self).read_at(buf, offset)
-    }
-    fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
-        (**self).map(offset, len)
-    }
-}
+forward_through_pointer!(Arc<T>, Box<T>, &T);
 
 /// Checks that `len` bytes at `offset` lie within a device of `size` bytes.
 pub fn check_range(format: Format, offset: u64, len: u64, size: u64) -> Result<()> {

@@ -86,6 +86,16 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every format a caller can force with [`OpenOptions::format`](crate::OpenOptions::format).
+    pub const READERS: [Format; 6] = [
+        Format::Raw,
+        Format::SplitRaw,
+        Format::Iso,
+        Format::Vmdk,
+        Format::Vhd,
+        Format::Vhdx,
+    ];
+
     /// A stable, lower-case name for JSON output and the `--format` flag.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -99,6 +109,21 @@ impl Format {
             Format::Qcow2 => "qcow2",
             Format::Vdi => "vdi",
         }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    /// Parses a name of [`Format::READERS`] as [`Format::as_str`] spells it.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Format::READERS
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Format::READERS.iter().map(|f| f.as_str()).collect();
+                format!("unknown format {s:?}; expected one of {}", names.join(", "))
+            })
     }
 }
 

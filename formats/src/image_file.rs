@@ -101,23 +101,29 @@ impl ImageFile {
         self.len == 0
     }
 
+    /// Fails with [`ErrorKind::OutOfBounds`] unless `len` bytes at `offset` are in the file.
+    pub fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        if offset.checked_add(len).is_some_and(|end| end <= self.len) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::OutOfBounds,
+            Format::Probe,
+            Detail::Truncated {
+                what: format!("read of {len} bytes"),
+                needed: len,
+                available: self.len.saturating_sub(offset),
+            },
+        )
+        .at(offset)
+        .in_file(&self.path))
+    }
+
     /// Fills `buf` from byte `offset` of the file. Reading past the end is an
     /// [`ErrorKind::OutOfBounds`] error naming this file and the offset.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let len = buf.len() as u64;
-        if offset.checked_add(len).is_none_or(|end| end > self.len) {
-            return Err(Error::new(
-                ErrorKind::OutOfBounds,
-                Format::Probe,
-                Detail::Truncated {
-                    what: format!("read of {len} bytes"),
-                    needed: len,
-                    available: self.len.saturating_sub(offset),
-                },
-            )
-            .at(offset)
-            .in_file(&self.path));
-        }
+        self.check_range(offset, len)?;
         match &self.backend {
             Backend::Pread(file) => file
                 .read_exact_at(buf, offset)
@@ -168,19 +174,7 @@ impl ImageFile {
     /// against the file's length before anything is allocated, so a header
     /// field can never size an allocation larger than the file.
     pub fn read_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
-        if offset.checked_add(len).is_none_or(|end| end > self.len) {
-            return Err(Error::new(
-                ErrorKind::OutOfBounds,
-                Format::Probe,
-                Detail::Truncated {
-                    what: format!("read of {len} bytes"),
-                    needed: len,
-                    available: self.len.saturating_sub(offset),
-                },
-            )
-            .at(offset)
-            .in_file(&self.path));
-        }
+        self.check_range(offset, len)?;
         let n = usize::try_from(len)
             .map_err(|_| Error::limit(Format::Probe, "read length", len, usize::MAX as u64))?;
         let mut buf = vec![0u8; n];

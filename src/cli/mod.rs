@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use diskimage::{Format, OpenOptions};
 
 mod dump;
@@ -36,17 +36,6 @@ enum Command {
     Hash(hash::HashArgs),
 }
 
-/// Forceable formats for `--format`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum FormatArg {
-    Raw,
-    SplitRaw,
-    Iso,
-    Vmdk,
-    Vhd,
-    Vhdx,
-}
-
 /// How images are opened; every command that opens images takes these.
 #[derive(Debug, Args)]
 pub struct OpenArgs {
@@ -59,9 +48,9 @@ pub struct OpenArgs {
     /// Read through a read-only memory map instead of pread.
     #[arg(long)]
     mmap: bool,
-    /// Skip the content probe and open as this format.
-    #[arg(long, value_enum)]
-    format: Option<FormatArg>,
+    /// Skip the content probe and open as this format: raw, split-raw, iso, vmdk, vhd, vhdx.
+    #[arg(long)]
+    format: Option<Format>,
 }
 
 impl OpenArgs {
@@ -71,14 +60,7 @@ impl OpenArgs {
             strict: self.strict,
             no_parents: self.no_parents,
             mmap: self.mmap,
-            format: self.format.map(|f| match f {
-                FormatArg::Raw => Format::Raw,
-                FormatArg::SplitRaw => Format::SplitRaw,
-                FormatArg::Iso => Format::Iso,
-                FormatArg::Vmdk => Format::Vmdk,
-                FormatArg::Vhd => Format::Vhd,
-                FormatArg::Vhdx => Format::Vhdx,
-            }),
+            format: self.format,
             parent_resolver: None,
         }
     }
