@@ -31,6 +31,7 @@
 
 pub mod diskset;
 pub mod error;
+pub mod fuzzing;
 pub mod volume;
 
 pub use diskset::{DiskSet, Volume};
