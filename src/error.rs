@@ -57,9 +57,12 @@ impl fmt::Display for Scheme {
 }
 
 /// An error of the volume layer: kind, scheme, disk, offset, and a detail or
-/// the formats-layer error it comes from.
+/// the formats-layer error it comes from (boxed: results stay small).
 #[derive(Debug)]
-pub struct Error {
+pub struct Error(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     kind: ErrorKind,
     scheme: Scheme,
     disk: Option<usize>,
@@ -71,14 +74,14 @@ pub struct Error {
 impl Error {
     /// A new error with no disk or offset yet.
     pub fn new(kind: ErrorKind, scheme: Scheme, detail: Detail) -> Self {
-        Error {
+        Error(Box::new(Inner {
             kind,
             scheme,
             disk: None,
             offset: None,
             detail: Some(detail),
             source: None,
-        }
+        }))
     }
 
     /// A [`ErrorKind::Corrupt`] error.
@@ -111,68 +114,69 @@ impl Error {
 
     /// An error of the layer below (a read of the disk), seen by `scheme`.
     pub fn from_device(scheme: Scheme, source: diskimage_formats::Error) -> Self {
-        Error {
+        Error(Box::new(Inner {
             kind: source.kind(),
             scheme,
             disk: None,
             offset: None,
             detail: None,
             source: Some(source),
-        }
+        }))
     }
 
     /// Sets the byte offset on the disk (or volume) where the problem is.
     #[must_use]
     pub fn at(mut self, offset: u64) -> Self {
-        self.offset = Some(offset);
+        self.0.offset = Some(offset);
         self
     }
 
     /// Sets the disk's index in the set, unless already set.
     #[must_use]
     pub fn on_disk(mut self, disk: usize) -> Self {
-        if self.disk.is_none() {
-            self.disk = Some(disk);
+        if self.0.disk.is_none() {
+            self.0.disk = Some(disk);
         }
         self
     }
 
     /// What kind of problem this is.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// Which scheme found it.
     pub fn scheme(&self) -> Scheme {
-        self.scheme
+        self.0.scheme
     }
 
     /// The disk's index in the set, where known.
     pub fn disk(&self) -> Option<usize> {
-        self.disk
+        self.0.disk
     }
 
     /// The byte offset, where known.
     pub fn offset(&self) -> Option<u64> {
-        self.offset
+        self.0.offset
     }
 
     /// The typed detail, unless the error comes from the layer below.
     pub fn detail(&self) -> Option<&Detail> {
-        self.detail.as_ref()
+        self.0.detail.as_ref()
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.scheme, self.kind)?;
-        if let Some(offset) = self.offset {
+        let e = &self.0;
+        write!(f, "{}: {}", e.scheme, e.kind)?;
+        if let Some(offset) = e.offset {
             write!(f, " at {offset:#x}")?;
         }
-        if let Some(disk) = self.disk {
+        if let Some(disk) = e.disk {
             write!(f, " on disk {disk}")?;
         }
-        match (&self.detail, &self.source) {
+        match (&e.detail, &e.source) {
             (Some(d), _) => write!(f, ": {d}"),
             (None, Some(s)) => write!(f, ": {s}"),
             (None, None) => Ok(()),
@@ -182,7 +186,8 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.0
+            .source
             .as_ref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
