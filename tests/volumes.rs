@@ -539,3 +539,29 @@ fn multi_segment_linear_lv_reads_and_thin_lv_is_unsupported() {
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert!(e.to_string().contains("not supported"), "{e}");
 }
+
+/// gpt4k.img was partitioned by sfdisk on a loop device with 4096-byte
+/// logical sectors; served here as a 4Kn disk it must match sfdisk and mmls.
+#[test]
+fn gpt_with_4096_byte_sectors_matches_sfdisk_and_mmls() {
+    use diskimage::formats::{DiskImage, Format, ImageInfo, MemoryDevice};
+    let f = Fixtures::new();
+    let path = f.path("gpt4k.img");
+    let dev = MemoryDevice::new(std::fs::read(&path).expect("gpt4k.img")).with_sector_size(4096);
+    let info = ImageInfo::new(&path, Format::Raw, dev.size(), 4096);
+    let image = DiskImage::new(std::sync::Arc::new(dev), info);
+    let set = DiskSet::from_images(vec![image], &OpenOptions::default()).expect("4Kn GPT");
+    let (_, id, truth) = sfdisk_rows("gpt4k.img");
+    assert_eq!(set.disks()[0].table.disk_id.as_deref(), Some(id.as_str()));
+    assert_eq!(our_rows(set.volumes()), truth);
+    let ours: Vec<_> = set
+        .volumes()
+        .iter()
+        .map(|v| (v.offset.unwrap_or(0) / 4096, v.size / 4096))
+        .collect();
+    assert_eq!(ours, mmls_rows("gpt4k.img"));
+    // Read with 512-byte sectors, the same bytes hold no valid GPT at LBA 1.
+    assert!(f
+        .open(&["gpt4k.img"])
+        .map_or(true, |s| s.volumes().is_empty()));
+}
