@@ -565,3 +565,33 @@ fn gpt_with_4096_byte_sectors_matches_sfdisk_and_mmls() {
         .open(&["gpt4k.img"])
         .map_or(true, |s| s.volumes().is_empty()));
 }
+
+/// The corpus's dissect/vhd/fixed.vhd (made by Windows 10) read as raw
+/// bytes (a fixed VHD is the disk followed by a 512-byte footer): its MBR
+/// must match what TSK's `mmls` printed for it
+/// (`fixtures/volumes/corpus-dissect-fixed.vhd.mmls.txt`), and the
+/// partition holds NTFS as SOURCES.md says. Skipped without the corpus.
+#[test]
+fn corpus_fixed_vhd_partition_matches_mmls() {
+    let Some(corpus) = crate::corpus::corpus_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let raw = tmp.path().join("fixed.vhd");
+    crate::common::gunzip(&corpus.join("dissect/vhd/fixed.vhd.gz"), &raw);
+    let options = OpenOptions {
+        format: Some(diskimage::Format::Raw),
+        ..OpenOptions::default()
+    };
+    let set = DiskSet::open(&[&raw], &options).expect("fixed.vhd as raw");
+    let ours: Vec<_> = set
+        .volumes()
+        .iter()
+        .map(|v| (v.offset.unwrap_or(0) / 512, v.size / 512))
+        .collect();
+    assert_eq!(ours, mmls_rows("corpus-dissect-fixed.vhd"));
+    assert_eq!(
+        set.volumes()[0].fs.as_ref().map(|f| f.kind.as_str()),
+        Some("ntfs")
+    );
+}
