@@ -388,6 +388,46 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::LimitExceeded);
     }
 
+    /// The golden disk with both headers changed by `f` (CRCs fixed up).
+    fn mutate(f: impl Fn(&mut [u8])) -> Vec<u8> {
+        let mut b = golden(512);
+        for lba in [1usize, 4095] {
+            let h = &mut b[lba * 512..lba * 512 + 92];
+            f(h);
+            h[16..20].fill(0);
+            let crc = crc32fast::hash(h);
+            h[16..20].copy_from_slice(&crc.to_le_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn one_field_mutations_give_the_exact_error_kind() {
+        let kind = |b: Vec<u8>| read(&MemoryDevice::new(b)).unwrap_err().kind();
+        // SizeOfPartitionEntry not 128 × 2^n.
+        assert_eq!(
+            kind(mutate(|h| h[84..88].copy_from_slice(&100u32.to_le_bytes()))),
+            ErrorKind::Corrupt
+        );
+        // HeaderSize below 92.
+        assert_eq!(
+            kind(mutate(|h| h[12..16].copy_from_slice(&60u32.to_le_bytes()))),
+            ErrorKind::Corrupt
+        );
+        // MyLBA not where the header is.
+        assert_eq!(
+            kind(mutate(|h| h[24..32].copy_from_slice(&7u64.to_le_bytes()))),
+            ErrorKind::Corrupt
+        );
+        // The entry array past the end of the disk.
+        assert_eq!(
+            kind(mutate(|h| h[72..80].copy_from_slice(&4090u64.to_le_bytes()))),
+            ErrorKind::OutOfBounds
+        );
+        // Entry array CRC.
+        assert_eq!(kind(mutate(|h| h[88] ^= 1)), ErrorKind::Corrupt);
+    }
+
     #[test]
     fn guid_text_is_mixed_endian_upper_case() {
         assert_eq!(guid_string(&ESP), "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");

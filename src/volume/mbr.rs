@@ -443,6 +443,19 @@ mod tests {
     }
 
     #[test]
+    fn lbas_count_the_device_s_logical_sectors() {
+        let mut b = vec![0u8; 64 * 4096];
+        sig(&mut b, 0);
+        entry(&mut b, 0, 0, 0x83, 8, 16);
+        let d = MemoryDevice::new(b).with_sector_size(4096);
+        let t = read(&d, &read_mbr(&d).unwrap().unwrap()).unwrap();
+        assert_eq!(
+            (t.partitions[0].offset, t.partitions[0].size),
+            (8 * 4096, 16 * 4096)
+        );
+    }
+
+    #[test]
     fn protective_and_hybrid() {
         let mut b = golden();
         entry(&mut b, 0, 3, 0xEE, 1, 100);

@@ -283,7 +283,7 @@ pub fn read_metadata_text(dev: &dyn BlockDevice, mda: DiskLocn) -> Result<Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use diskimage_formats::ErrorKind;
+    use diskimage_formats::{BlockDevice, ErrorKind};
 
     fn golden_sector() -> Vec<u8> {
         let mut s = vec![0u8; 512];
@@ -333,6 +333,77 @@ mod tests {
         s[16..20].copy_from_slice(&crc.to_le_bytes());
         let e = parse_label(&s, 1).unwrap_err();
         assert!(e.to_string().contains("offset_xl"), "{e}");
+    }
+
+    /// A 64 KiB device with a metadata area at 4 KiB of 8 KiB whose text
+    /// starts `offset` bytes into the area (wrapping past its end).
+    fn mda_device(text: &[u8], offset: u64) -> (diskimage_formats::MemoryDevice, DiskLocn) {
+        let area = DiskLocn {
+            offset: 4096,
+            size: 8192,
+        };
+        let mut d = vec![0u8; 65536];
+        let base = area.offset as usize;
+        let h = &mut d[base..base + 512];
+        h[4..20].copy_from_slice(MDA_MAGIC);
+        h[20..24].copy_from_slice(&1u32.to_le_bytes());
+        h[24..32].copy_from_slice(&area.offset.to_le_bytes());
+        h[32..40].copy_from_slice(&area.size.to_le_bytes());
+        h[40..48].copy_from_slice(&offset.to_le_bytes());
+        h[48..56].copy_from_slice(&(text.len() as u64).to_le_bytes());
+        h[56..60].copy_from_slice(&lvm_crc(text).to_le_bytes());
+        let crc = lvm_crc(&h[4..]);
+        h[0..4].copy_from_slice(&crc.to_le_bytes());
+        for (i, b) in text.iter().enumerate() {
+            let mut pos = offset + i as u64;
+            if pos >= area.size {
+                pos = pos - area.size + MDA_HEADER_SIZE;
+            }
+            d[base + pos as usize] = *b;
+        }
+        (diskimage_formats::MemoryDevice::new(d), area)
+    }
+
+    #[test]
+    fn metadata_text_is_read_and_wraps_around_the_circular_buffer() {
+        let text = b"vg { seqno = 1 }\n".repeat(20);
+        for offset in [512, 8192 - 100] {
+            let (d, area) = mda_device(&text, offset);
+            let got = read_metadata_text(&d, area).unwrap().unwrap();
+            assert_eq!(got.as_bytes(), &text[..], "offset {offset}");
+        }
+    }
+
+    #[test]
+    fn mutated_metadata_area_fails_with_the_exact_kind() {
+        let text = b"vg { seqno = 1 }".to_vec();
+        let (d, area) = mda_device(&text, 512);
+        let mut bytes = vec![0u8; 65536];
+        d.read_at(&mut bytes, 0).unwrap();
+        // Header checksum.
+        let mut b = bytes.clone();
+        b[4096 + 100] ^= 1;
+        let e = read_metadata_text(&diskimage_formats::MemoryDevice::new(b), area).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        // Text checksum.
+        let mut b = bytes.clone();
+        b[4096 + 512] ^= 1;
+        let e = read_metadata_text(&diskimage_formats::MemoryDevice::new(b), area).unwrap_err();
+        assert!(e.to_string().contains("metadata text checksum"), "{e}");
+        // A text larger than the limit (header checksum fixed up).
+        let mut b = bytes.clone();
+        b[4096 + 48..4096 + 56].copy_from_slice(&(MAX_METADATA_TEXT + 1).to_le_bytes());
+        let crc = lvm_crc(&b[4096 + 4..4096 + 512]);
+        b[4096..4096 + 4].copy_from_slice(&crc.to_le_bytes());
+        let e = read_metadata_text(&diskimage_formats::MemoryDevice::new(b), area).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::LimitExceeded);
+        // An area past the end of the device.
+        let far = DiskLocn {
+            offset: 65536 - 1024,
+            size: 8192,
+        };
+        let e = read_metadata_text(&d, far).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
     }
 
     #[test]
