@@ -130,6 +130,13 @@ pub struct DiskSet {
 
 impl DiskSet {
     /// Opens every image of `paths` read-only and finds the volumes of the set.
+    ///
+    /// Damage that has a redundant copy (a zeroed primary GPT header) is a
+    /// warning ([`DiskSet::warnings`]; `strict` refuses it). Damage without
+    /// one fails the open with a typed error naming the disk: an EBR chain
+    /// that loops, both GPT headers unusable, a GPT claiming more entries
+    /// than [`MAX_ENTRY_ARRAY_BYTES`](crate::volume::gpt::MAX_ENTRY_ARRAY_BYTES)
+    /// holds, an LVM2 PV whose every metadata copy is unreadable.
     pub fn open<P: AsRef<Path>>(paths: &[P], options: &OpenOptions) -> Result<Self> {
         if paths.len() > MAX_DISKS {
             return Err(Error::limit(
