@@ -6,6 +6,10 @@
 //! - [`formats`] (`diskimage-formats`): containers → [`BlockDevice`];
 //! - [`fs`] (`diskimage-fs`): what a device holds, and (later) its files.
 //!
+//! On top of them it holds the volume layer ([`volume`]: MBR, GPT, LVM2)
+//! and [`DiskSet`], several disks opened as one set with every volume
+//! across them. Its errors are [`error::Error`].
+//!
 //! ```no_run
 //! use diskimage::{open, BlockDevice, OpenOptions};
 //! let image = open("disk.img".as_ref(), &OpenOptions::default())?;
@@ -19,6 +23,19 @@
 //! ```
 
 #![deny(unsafe_code)]
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
+#![cfg_attr(
+    test,
+    allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)
+)]
+
+pub mod diskset;
+pub mod error;
+pub mod fuzzing;
+pub mod volume;
+
+pub use diskset::{DiskSet, Volume};
+pub use error::Scheme;
 
 pub use diskimage_formats as formats;
 pub use diskimage_fs as fs;

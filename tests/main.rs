@@ -6,6 +6,7 @@
 //! - `cli`: the `diskimage` binary, end to end.
 //! - `fuzz_corpus`: every fuzz seed and crash reproducer through `open`, never a panic.
 //! - `regression`: one test per bug found, named after it.
+//! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
 
 mod cli;
 mod common;
@@ -13,3 +14,4 @@ mod corpus;
 mod fixtures;
 mod fuzz_corpus;
 mod regression;
+mod volumes;

@@ -8,6 +8,9 @@ pub enum CliError {
     /// The library refused or failed to read an image.
     #[error("{0}")]
     Image(#[from] diskimage::Error),
+    /// The volume layer failed (a partition table, LVM metadata ...).
+    #[error("{0}")]
+    Volume(#[from] diskimage::error::Error),
     /// Writing output failed.
     #[error("{path}: {source}")]
     Output {

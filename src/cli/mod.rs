@@ -13,6 +13,7 @@ mod hash;
 mod info;
 mod map;
 mod progress;
+mod volumes;
 
 pub use error::CliError;
 
@@ -34,6 +35,8 @@ enum Command {
     Dump(dump::DumpArgs),
     /// Hash of the whole virtual disk, printed like sha256sum.
     Hash(hash::HashArgs),
+    /// Volumes across the disk set (MBR, GPT, LVM2, whole disk), with file systems.
+    Volumes(volumes::VolumesArgs),
 }
 
 /// How images are opened; every command that opens images takes these.
@@ -86,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Map(a) => map::run(&a),
         Command::Dump(a) => dump::run(&a),
         Command::Hash(a) => hash::run(&a),
+        Command::Volumes(a) => volumes::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,366 @@
+//! [`DiskSet`]: several disk images opened as one set (VixMntapi's
+//! `OpenDiskSet`), and every [`Volume`] across them — partitions of MBR
+//! and GPT tables, whole-disk file systems, and LVM2 logical volumes whose
+//! physical volumes may sit on different disks of the set.
+//!
+//! The VM-configuration issue will feed [`DiskSet::from_images`] the disks
+//! of a `.vmx`; [`DiskSet::open`] is the path-based entry point.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use diskimage_formats::{BlockDevice, DiskImage, OpenOptions, SliceDevice, WarningKind};
+use diskimage_fs::{FsInfo, FsKind};
+
+use crate::error::{Error, Result, Scheme};
+use crate::volume::lvm2::{self, LogicalVolume, VolumeGroup};
+use crate::volume::{read_table, PartitionKind, PartitionTable};
+
+/// Most disks in one set.
+pub const MAX_DISKS: usize = 256;
+
+/// One disk of a set.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    /// Index in the set (0-based, in the order given).
+    pub index: usize,
+    /// The path it was opened by.
+    pub path: PathBuf,
+    /// The opened image.
+    pub image: DiskImage,
+    /// Its partition table (`scheme` is `None` when it has none).
+    pub table: PartitionTable,
+}
+
+/// A tolerated problem found while reading the volumes of a set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeWarning {
+    /// What kind of problem.
+    pub kind: WarningKind,
+    /// The disk it is on, where it is on one.
+    pub disk: Option<usize>,
+    /// One line for a person.
+    pub message: String,
+}
+
+/// A volume of the set: a partition, a whole-disk file system or an LV.
+#[derive(Clone)]
+pub struct Volume {
+    /// The volume number (1-based, in listing order), as `-V N` takes it.
+    pub index: usize,
+    /// The disk holding it (`None` for an LV, which may span disks).
+    pub disk: Option<usize>,
+    /// Start on that disk, bytes (`None` for an LV: see [`Volume::lv`]).
+    pub offset: Option<u64>,
+    /// Size in bytes.
+    pub size: u64,
+    /// MBR, GPT, LVM2 or whole disk.
+    pub scheme: Scheme,
+    /// The partition number in its table (Linux numbering).
+    pub number: Option<u32>,
+    /// Primary, extended, logical or GPT.
+    pub partition_kind: Option<PartitionKind>,
+    /// The partition type as stored (`0x83`, a GUID) or the LV type.
+    pub type_code: Option<String>,
+    /// The type's common name.
+    pub type_name: Option<String>,
+    /// The GPT partition name, or the LV as `vg/lv`.
+    pub name: Option<String>,
+    /// The GPT partition GUID or the LV UUID.
+    pub guid: Option<String>,
+    /// GPT attribute bits.
+    pub attributes: Option<u64>,
+    /// The MBR boot indicator.
+    pub bootable: bool,
+    /// What the volume holds, by its superblock.
+    pub fs: Option<FsInfo>,
+    /// Whether the file-system layer can read it (NTFS, ext2/3/4, FAT, ISO 9660).
+    pub mountable: bool,
+    /// The LV, for an LVM2 volume.
+    pub lv: Option<LogicalVolume>,
+    /// Why the volume cannot be read or probed, when it cannot.
+    pub problem: Option<String>,
+    device: Arc<dyn BlockDevice>,
+}
+
+impl std::fmt::Debug for Volume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Volume")
+            .field("index", &self.index)
+            .field("disk", &self.disk)
+            .field("offset", &self.offset)
+            .field("size", &self.size)
+            .field("scheme", &self.scheme)
+            .field("type_code", &self.type_code)
+            .field("fs", &self.fs)
+            .finish()
+    }
+}
+
+impl Volume {
+    /// The device reading this volume: a slice of its disk, or the LV.
+    pub fn device(&self) -> Arc<dyn BlockDevice> {
+        Arc::clone(&self.device)
+    }
+}
+
+/// Whether the file-system layer reads `kind`.
+pub fn is_mountable(kind: FsKind) -> bool {
+    matches!(
+        kind,
+        FsKind::Ntfs
+            | FsKind::Ext2
+            | FsKind::Ext3
+            | FsKind::Ext4
+            | FsKind::Fat12
+            | FsKind::Fat16
+            | FsKind::Fat32
+            | FsKind::Iso9660
+    )
+}
+
+/// Several disks opened as one set, with every volume across them.
+#[derive(Debug, Clone)]
+pub struct DiskSet {
+    disks: Vec<Disk>,
+    volumes: Vec<Volume>,
+    volume_groups: Vec<VolumeGroup>,
+    warnings: Vec<VolumeWarning>,
+}
+
+impl DiskSet {
+    /// Opens every image of `paths` read-only and finds the volumes of the set.
+    ///
+    /// Damage that has a redundant copy (a zeroed primary GPT header) is a
+    /// warning ([`DiskSet::warnings`]; `strict` refuses it). Damage without
+    /// one fails the open with a typed error naming the disk: an EBR chain
+    /// that loops, both GPT headers unusable, a GPT claiming more entries
+    /// than [`MAX_ENTRY_ARRAY_BYTES`](crate::volume::gpt::MAX_ENTRY_ARRAY_BYTES)
+    /// holds, an LVM2 PV whose every metadata copy is unreadable.
+    pub fn open<P: AsRef<Path>>(paths: &[P], options: &OpenOptions) -> Result<Self> {
+        if paths.len() > MAX_DISKS {
+            return Err(Error::limit(
+                Scheme::DiskSet,
+                "disks in one set",
+                paths.len() as u64,
+                MAX_DISKS as u64,
+            ));
+        }
+        let mut images = Vec::new();
+        for (i, p) in paths.iter().enumerate() {
+            let image = diskimage_formats::open(p.as_ref(), options)
+                .map_err(|e| Error::from_device(Scheme::DiskSet, e).on_disk(i))?;
+            images.push(image);
+        }
+        Self::from_images(images, options)
+    }
+
+    /// Builds a set from images already opened (for the `.vmx` path).
+    pub fn from_images(images: Vec<DiskImage>, options: &OpenOptions) -> Result<Self> {
+        let mut set = DiskSet {
+            disks: Vec::new(),
+            volumes: Vec::new(),
+            volume_groups: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let mut pvs = Vec::new();
+        for (index, image) in images.into_iter().enumerate() {
+            let device = image.device();
+            let table = read_table(device.as_ref()).map_err(|e| e.on_disk(index))?;
+            for w in &table.warnings {
+                let kind = if w.contains("backup") {
+                    WarningKind::RedundantCopyUsed
+                } else {
+                    WarningKind::Other
+                };
+                set.warn(kind, Some(index), w.clone());
+            }
+            if table.scheme.is_none() {
+                let fs = diskimage_fs::detect(device.as_ref())
+                    .map_err(|e| Error::from_device(Scheme::WholeDisk, e).on_disk(index))?;
+                if let Some(fs) = fs {
+                    if fs.kind == FsKind::LvmPv {
+                        set.scan_pv(&mut pvs, Arc::clone(&device), index, 0)?;
+                    }
+                    set.push(Volume {
+                        index: 0,
+                        disk: Some(index),
+                        offset: Some(0),
+                        size: device.size(),
+                        scheme: Scheme::WholeDisk,
+                        number: None,
+                        partition_kind: None,
+                        type_code: None,
+                        type_name: None,
+                        name: None,
+                        guid: None,
+                        attributes: None,
+                        bootable: false,
+                        mountable: is_mountable(fs.kind),
+                        fs: Some(fs),
+                        lv: None,
+                        problem: None,
+                        device: Arc::clone(&device),
+                    });
+                }
+            }
+            let scheme = table.scheme.unwrap_or(Scheme::WholeDisk);
+            for p in &table.partitions {
+                let slice: Arc<dyn BlockDevice> = Arc::new(
+                    SliceDevice::new(Arc::clone(&device), p.offset, p.size)
+                        .map_err(|e| Error::from_device(scheme, e).on_disk(index).at(p.offset))?,
+                );
+                let (fs, problem) = if p.kind == PartitionKind::Extended {
+                    (None, None)
+                } else {
+                    match diskimage_fs::detect(slice.as_ref()) {
+                        Ok(fs) => (fs, None),
+                        Err(e) => (None, Some(e.to_string())),
+                    }
+                };
+                if fs.as_ref().is_some_and(|f| f.kind == FsKind::LvmPv) {
+                    set.scan_pv(&mut pvs, Arc::clone(&slice), index, p.offset)?;
+                }
+                set.push(Volume {
+                    index: 0,
+                    disk: Some(index),
+                    offset: Some(p.offset),
+                    size: p.size,
+                    scheme,
+                    number: Some(p.number),
+                    partition_kind: Some(p.kind),
+                    type_code: Some(p.type_code.clone()),
+                    type_name: Some(p.type_name.to_owned()),
+                    name: p.name.clone(),
+                    guid: p.guid.clone(),
+                    attributes: p.attributes,
+                    bootable: p.bootable,
+                    mountable: fs.as_ref().is_some_and(|f| is_mountable(f.kind)),
+                    fs,
+                    lv: None,
+                    problem,
+                    device: slice,
+                });
+            }
+            set.disks.push(Disk {
+                index,
+                path: image.info().path.clone(),
+                image,
+                table,
+            });
+        }
+        set.volume_groups = lvm2::assemble(&pvs)?;
+        for vg in set.volume_groups.clone() {
+            if !vg.complete() {
+                set.warn(
+                    WarningKind::Other,
+                    None,
+                    format!(
+                        "LVM2 volume group {} is incomplete: PV {} not found in the disk set",
+                        vg.name,
+                        vg.missing.join(", ")
+                    ),
+                );
+            }
+            for lv in vg.lvs {
+                let device: Arc<dyn BlockDevice> = lv.device.clone();
+                let (fs, problem) = match &lv.unreadable {
+                    Some(why) => (None, Some(why.clone())),
+                    None => match diskimage_fs::detect(device.as_ref()) {
+                        Ok(fs) => (fs, None),
+                        Err(e) => (None, Some(e.to_string())),
+                    },
+                };
+                set.push(Volume {
+                    index: 0,
+                    disk: None,
+                    offset: None,
+                    size: lv.size,
+                    scheme: Scheme::Lvm2,
+                    number: None,
+                    partition_kind: None,
+                    type_code: Some(lv.lv_type.clone()),
+                    type_name: Some(format!("LVM2 {}", lv.lv_type)),
+                    name: Some(format!("{}/{}", lv.vg, lv.name)),
+                    guid: Some(lv.uuid.clone()),
+                    attributes: None,
+                    bootable: false,
+                    mountable: fs.as_ref().is_some_and(|f| is_mountable(f.kind)),
+                    fs,
+                    lv: Some(lv),
+                    problem,
+                    device,
+                });
+            }
+        }
+        if options.strict {
+            if let Some(w) = set.warnings.first() {
+                return Err(Error::invalid(
+                    Scheme::DiskSet,
+                    format!("strict mode refuses a tolerated problem: {}", w.message),
+                ));
+            }
+        }
+        Ok(set)
+    }
+
+    fn push(&mut self, mut v: Volume) {
+        v.index = self.volumes.len() + 1;
+        self.volumes.push(v);
+    }
+
+    fn warn(&mut self, kind: WarningKind, disk: Option<usize>, message: String) {
+        self.warnings.push(VolumeWarning {
+            kind,
+            disk,
+            message,
+        });
+    }
+
+    fn scan_pv(
+        &mut self,
+        pvs: &mut Vec<lvm2::PhysicalVolume>,
+        device: Arc<dyn BlockDevice>,
+        disk: usize,
+        offset: u64,
+    ) -> Result<()> {
+        let pv = lvm2::scan(device, disk, offset).map_err(|e| e.on_disk(disk))?;
+        if let Some(pv) = pv {
+            for p in &pv.problems {
+                self.warn(
+                    WarningKind::Other,
+                    Some(disk),
+                    format!("LVM2 metadata area skipped: {p}"),
+                );
+            }
+            pvs.push(pv);
+        }
+        Ok(())
+    }
+
+    /// The disks, in the order given.
+    pub fn disks(&self) -> &[Disk] {
+        &self.disks
+    }
+
+    /// Every volume: each disk's partitions (or whole-disk file system) in
+    /// disk order, then the LVs of each volume group.
+    pub fn volumes(&self) -> &[Volume] {
+        &self.volumes
+    }
+
+    /// The LVM2 volume groups, complete or not.
+    pub fn volume_groups(&self) -> &[VolumeGroup] {
+        &self.volume_groups
+    }
+
+    /// Problems tolerated while reading the set.
+    pub fn warnings(&self) -> &[VolumeWarning] {
+        &self.warnings
+    }
+
+    /// The volume numbered `index` (as `volumes` prints it).
+    pub fn volume(&self, index: usize) -> Option<&Volume> {
+        index.checked_sub(1).and_then(|i| self.volumes.get(i))
+    }
+}

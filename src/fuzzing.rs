@@ -1,0 +1,83 @@
+//! Driving the volume layer the way a fuzz harness does: bytes in memory
+//! become one disk (or two, for LVM2 sets), a [`DiskSet`] is built over
+//! them, and every volume that opens is read in odd-sized chunks within a
+//! budget. Used by `fuzz/fuzz_targets/volumes.rs` and by the seed replay in
+//! `cargo test`. Errors are fine; a panic or an over-read is a bug.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use diskimage_formats::{BlockDevice, DiskImage, Format, ImageInfo, MemoryDevice, OpenOptions};
+
+use crate::diskset::DiskSet;
+
+/// Bytes read from all volumes of one input at most.
+pub const READ_BUDGET: u64 = 16 << 20;
+
+fn disk(name: &str, bytes: &[u8], sector_size: u32) -> DiskImage {
+    let dev = MemoryDevice::new(bytes.to_vec()).with_sector_size(sector_size);
+    let size = dev.size();
+    DiskImage::new(
+        Arc::new(dev),
+        ImageInfo::new(Path::new(name), Format::Raw, size, sector_size),
+    )
+}
+
+/// Builds disk sets from `data` and reads what they hold: the whole input
+/// as one disk with 512- and 4096-byte sectors, and the input split in two
+/// halves as a two-disk set.
+pub fn exercise_volumes(data: &[u8]) {
+    let half = data.len() / 2;
+    let sets = [
+        vec![disk("a.img", data, 512)],
+        vec![disk("a.img", data, 4096)],
+        vec![
+            disk("a.img", data.get(..half).unwrap_or_default(), 512),
+            disk("b.img", data.get(half..).unwrap_or_default(), 512),
+        ],
+    ];
+    for images in sets {
+        let Ok(set) = DiskSet::from_images(images, &OpenOptions::default()) else {
+            continue;
+        };
+        let mut budget = READ_BUDGET;
+        for v in set.volumes() {
+            let dev = v.device();
+            assert_eq!(dev.size(), v.size, "volume {} size", v.index);
+            let mut buf = vec![0u8; 4099];
+            let mut pos = 0u64;
+            while pos < dev.size() && budget > 0 {
+                let n = (dev.size() - pos).min(buf.len() as u64) as usize;
+                let Some(chunk) = buf.get_mut(..n) else { break };
+                if dev.read_at(chunk, pos).is_err() {
+                    break;
+                }
+                pos += n as u64;
+                budget = budget.saturating_sub(n as u64);
+            }
+            let mut one = [0u8; 1];
+            assert!(
+                dev.read_at(&mut one, dev.size()).is_err(),
+                "a read past the end of volume {} must fail",
+                v.index
+            );
+            if let Ok(map) = dev.map(0, dev.size()) {
+                let mut expect = 0;
+                for e in map {
+                    assert_eq!(
+                        e.offset, expect,
+                        "map of volume {} is not contiguous",
+                        v.index
+                    );
+                    expect = e.end();
+                }
+                assert_eq!(
+                    expect,
+                    dev.size(),
+                    "map of volume {} does not cover it",
+                    v.index
+                );
+            }
+        }
+    }
+}

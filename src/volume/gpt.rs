@@ -1,0 +1,435 @@
+//! GUID partition tables (UEFI specification, chapter 5.3): the header at
+//! LBA 1 with its CRC32, the partition entry array with its CRC32, and the
+//! backup header at the last LBA, used when the primary is damaged (a
+//! warning says so).
+//!
+//! Sizes come from the device's logical sector size (512 or 4096 bytes).
+//! The entry array (`NumberOfPartitionEntries × SizeOfPartitionEntry`) is
+//! capped at [`MAX_ENTRY_ARRAY_BYTES`] and must lie inside the disk.
+
+use diskimage_formats::bytes::{has_at, le_u32, le_u64};
+use diskimage_formats::BlockDevice;
+
+use super::{read_bytes, Partition, PartitionKind, PartitionTable};
+use crate::error::{Detail, Error, Result, Scheme};
+
+/// The header signature, `EFI PART`.
+const SIGNATURE: &[u8; 8] = b"EFI PART";
+/// The smallest header size the specification allows, bytes.
+const MIN_HEADER_SIZE: u32 = 92;
+/// The smallest entry size the specification allows, bytes.
+const MIN_ENTRY_SIZE: u32 = 128;
+/// The largest entry array read: 1 MiB (the usual array is 16 KiB: 128 × 128).
+pub const MAX_ENTRY_ARRAY_BYTES: u64 = 1 << 20;
+
+/// The GPT header fields this reader uses (UEFI 2.x table 5-5), raw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GptHeader {
+    pub my_lba: u64,
+    pub disk_guid: [u8; 16],
+    pub partition_entry_lba: u64,
+    pub number_of_partition_entries: u32,
+    pub size_of_partition_entry: u32,
+    pub partition_entry_array_crc32: u32,
+}
+
+fn corrupt(detail: Detail, at: u64) -> Error {
+    Error::corrupt(Scheme::Gpt, detail).at(at)
+}
+
+/// Parses and checks the header in `sector`, read from byte `at`.
+fn parse_header(sector: &[u8], at: u64) -> Result<GptHeader> {
+    if !has_at(sector, 0, SIGNATURE) {
+        return Err(corrupt(
+            Detail::BadSignature {
+                what: "GPT header signature",
+                expected: "EFI PART".into(),
+                found: diskimage_formats::error::hex_preview(sector.get(..8).unwrap_or_default()),
+            },
+            at,
+        ));
+    }
+    let header_size = le_u32(sector, 12).unwrap_or(0);
+    if header_size < MIN_HEADER_SIZE || header_size as usize > sector.len() {
+        return Err(corrupt(
+            Detail::BadValue {
+                field: "HeaderSize",
+                value: u64::from(header_size),
+                expected: format!("between {MIN_HEADER_SIZE} and {}", sector.len()),
+            },
+            at + 12,
+        ));
+    }
+    let stored = le_u32(sector, 16).unwrap_or(0);
+    let mut copy = sector
+        .get(..header_size as usize)
+        .unwrap_or_default()
+        .to_vec();
+    if let Some(crc) = copy.get_mut(16..20) {
+        crc.fill(0);
+    }
+    let computed = crc32fast::hash(&copy);
+    if stored != computed {
+        return Err(corrupt(
+            Detail::Checksum {
+                what: "GPT header",
+                stored: u64::from(stored),
+                computed: u64::from(computed),
+            },
+            at + 16,
+        ));
+    }
+    let field = |off| le_u64(sector, off).unwrap_or(0);
+    Ok(GptHeader {
+        my_lba: field(24),
+        disk_guid: diskimage_formats::bytes::array(sector, 56).unwrap_or_default(),
+        partition_entry_lba: field(72),
+        number_of_partition_entries: le_u32(sector, 80).unwrap_or(0),
+        size_of_partition_entry: le_u32(sector, 84).unwrap_or(0),
+        partition_entry_array_crc32: le_u32(sector, 88).unwrap_or(0),
+    })
+}
+
+/// Reads one header at `lba` and its entry array; every check applied.
+fn read_copy(dev: &dyn BlockDevice, lba: u64) -> Result<(GptHeader, Vec<Partition>)> {
+    let sector = u64::from(dev.sector_size().max(512));
+    let at = lba * sector;
+    let buf = read_bytes(dev, at, sector as usize, Scheme::Gpt)?;
+    let h = parse_header(&buf, at)?;
+    if h.my_lba != lba {
+        return Err(corrupt(
+            Detail::BadValue {
+                field: "MyLBA",
+                value: h.my_lba,
+                expected: format!("{lba} (where the header is)"),
+            },
+            at + 24,
+        ));
+    }
+    let esize = h.size_of_partition_entry;
+    if esize < MIN_ENTRY_SIZE || !esize.is_power_of_two() {
+        return Err(corrupt(
+            Detail::BadValue {
+                field: "SizeOfPartitionEntry",
+                value: u64::from(esize),
+                expected: "128 × 2^n".into(),
+            },
+            at + 84,
+        ));
+    }
+    let bytes = u64::from(h.number_of_partition_entries) * u64::from(esize);
+    if bytes > MAX_ENTRY_ARRAY_BYTES {
+        return Err(Error::limit(
+            Scheme::Gpt,
+            "partition entry array bytes (NumberOfPartitionEntries × SizeOfPartitionEntry)",
+            bytes,
+            MAX_ENTRY_ARRAY_BYTES,
+        )
+        .at(at + 80));
+    }
+    let array_at = h.partition_entry_lba.saturating_mul(sector);
+    if array_at
+        .checked_add(bytes)
+        .is_none_or(|end| end > dev.size())
+    {
+        return Err(Error::new(
+            diskimage_formats::ErrorKind::OutOfBounds,
+            Scheme::Gpt,
+            Detail::OutOfRange {
+                what: "disk (GPT partition entry array)",
+                offset: array_at,
+                len: bytes,
+                size: dev.size(),
+            },
+        )
+        .at(at + 72));
+    }
+    // Capped above at MAX_ENTRY_ARRAY_BYTES.
+    let array = read_bytes(dev, array_at, bytes as usize, Scheme::Gpt)?;
+    let computed = crc32fast::hash(&array);
+    if computed != h.partition_entry_array_crc32 {
+        return Err(corrupt(
+            Detail::Checksum {
+                what: "GPT partition entry array",
+                stored: u64::from(h.partition_entry_array_crc32),
+                computed: u64::from(computed),
+            },
+            array_at,
+        ));
+    }
+    let disk_sectors = dev.size() / sector;
+    let mut parts = Vec::new();
+    for (i, e) in array.chunks_exact(esize as usize).enumerate() {
+        let type_guid: [u8; 16] = diskimage_formats::bytes::array(e, 0).unwrap_or_default();
+        if type_guid == [0; 16] {
+            continue;
+        }
+        let first = le_u64(e, 32).unwrap_or(0);
+        let last = le_u64(e, 40).unwrap_or(0);
+        let entry_at = array_at + (i as u64) * u64::from(esize);
+        if last < first || last >= disk_sectors {
+            return Err(corrupt(
+                Detail::BadValue {
+                    field: "EndingLBA",
+                    value: last,
+                    expected: format!(
+                        "between StartingLBA {first} and the disk's last LBA {}",
+                        disk_sectors.saturating_sub(1)
+                    ),
+                },
+                entry_at + 40,
+            ));
+        }
+        let name_units: Vec<u16> = e
+            .get(56..128)
+            .unwrap_or_default()
+            .chunks_exact(2)
+            .map(|c| {
+                u16::from_le_bytes([
+                    c.first().copied().unwrap_or(0),
+                    c.get(1).copied().unwrap_or(0),
+                ])
+            })
+            .take_while(|&u| u != 0)
+            .collect();
+        let name = String::from_utf16_lossy(&name_units);
+        let type_code = guid_string(&type_guid);
+        parts.push(Partition {
+            number: i as u32 + 1,
+            offset: first * sector,
+            size: (last - first + 1) * sector,
+            kind: PartitionKind::Gpt,
+            type_name: type_name(&type_code),
+            type_code,
+            name: (!name.is_empty()).then_some(name),
+            guid: Some(guid_string(
+                &diskimage_formats::bytes::array(e, 16).unwrap_or_default(),
+            )),
+            attributes: Some(le_u64(e, 48).unwrap_or(0)),
+            bootable: false,
+        });
+    }
+    Ok((h, parts))
+}
+
+/// Reads the GPT of `dev`: the primary at LBA 1, or the backup at the last
+/// LBA when the primary is damaged (with a warning). Fails with the
+/// primary's error when neither copy is usable.
+pub fn read(dev: &dyn BlockDevice) -> Result<PartitionTable> {
+    let sector = u64::from(dev.sector_size().max(512));
+    let last_lba = (dev.size() / sector).saturating_sub(1);
+    let (header, partitions, warnings) = match read_copy(dev, 1) {
+        Ok((h, p)) => (h, p, Vec::new()),
+        Err(primary) => match read_copy(dev, last_lba) {
+            Ok((h, p)) => (
+                h,
+                p,
+                vec![format!(
+                    "primary GPT header is damaged ({primary}); the backup header at LBA {last_lba} was used"
+                )],
+            ),
+            Err(_) => return Err(primary),
+        },
+    };
+    Ok(PartitionTable {
+        scheme: Some(Scheme::Gpt),
+        disk_id: Some(guid_string(&header.disk_guid)),
+        partitions,
+        warnings,
+    })
+}
+
+/// A GUID as text, upper case, with the first three fields little-endian
+/// as GPT stores them (`C12A7328-F81F-11D2-BA4B-00A0C93EC93B`).
+pub fn guid_string(g: &[u8; 16]) -> String {
+    let [a0, a1, a2, a3, b0, b1, c0, c1, rest @ ..] = *g;
+    let mut s = format!(
+        "{:02X}{:02X}{:02X}{:02X}-{:02X}{:02X}-{:02X}{:02X}-",
+        a3, a2, a1, a0, b1, b0, c1, c0
+    );
+    for (i, x) in rest.iter().enumerate() {
+        if i == 2 {
+            s.push('-');
+        }
+        s.push_str(&format!("{x:02X}"));
+    }
+    s
+}
+
+/// The common name of a GPT partition type GUID (upper case).
+pub fn type_name(guid: &str) -> &'static str {
+    match guid {
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" => "EFI System",
+        "024DEE41-33E7-11D3-9D69-0008C781F39F" => "MBR partition scheme",
+        "21686148-6449-6E6F-744E-656564454649" => "BIOS boot",
+        "E3C9E316-0B5C-4DB8-817D-F92DF00215AE" => "Microsoft reserved",
+        "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7" => "Microsoft basic data",
+        "5808C8AA-7E8F-42E0-85D2-E1E90434CFB3" => "Microsoft LDM metadata",
+        "AF9B60A0-1431-4F62-BC68-3311714A69AD" => "Microsoft LDM data",
+        "DE94BBA4-06D1-4D40-A16A-BFD50179D6AC" => "Windows recovery environment",
+        "E75CAF8F-F680-4CEE-AFA3-B001E56EFC2D" => "Microsoft Storage Spaces",
+        "0FC63DAF-8483-4772-8E79-3D69D8477DE4" => "Linux filesystem",
+        "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F" => "Linux swap",
+        "E6D6D379-F507-44C2-A23C-238F2A3DF928" => "Linux LVM",
+        "A19D880F-05FC-4D3B-A006-743F0F84911E" => "Linux RAID",
+        "933AC7E1-2EB4-4F13-B844-0E14E2AEF915" => "Linux home",
+        "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" => "Linux root (x86-64)",
+        "44479540-F297-41B2-9AF7-D131D5F0458A" => "Linux root (x86)",
+        "B921B045-1DF0-41C3-AF44-4C6F280D3FAE" => "Linux root (ARM-64)",
+        "BC13C2FF-59E6-4262-A352-B275FD6F7172" => "Linux extended boot",
+        "CA7D7CCB-63ED-4C53-861C-1742536059CC" => "Linux LUKS",
+        "516E7CB4-6ECF-11D6-8FF8-00022D09712B" => "FreeBSD data",
+        "83BD6B9D-7F41-11DC-BE0B-001560B84F0F" => "FreeBSD boot",
+        "516E7CB5-6ECF-11D6-8FF8-00022D09712B" => "FreeBSD swap",
+        "516E7CB6-6ECF-11D6-8FF8-00022D09712B" => "FreeBSD UFS",
+        "516E7CBA-6ECF-11D6-8FF8-00022D09712B" => "FreeBSD ZFS",
+        "48465300-0000-11AA-AA11-00306543ECAC" => "Apple HFS/HFS+",
+        "7C3457EF-0000-11AA-AA11-00306543ECAC" => "Apple APFS",
+        "AA31E02A-400F-11DB-9590-000C2911D1B8" => "VMware VMFS",
+        "9D275380-40AD-11DB-BF97-000C2911D1B8" => "VMware kcore crash protection",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diskimage_formats::{ErrorKind, MemoryDevice};
+
+    const ESP: [u8; 16] = [
+        0x28, 0x73, 0x2A, 0xC1, 0x1F, 0xF8, 0xD2, 0x11, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E, 0xC9,
+        0x3B,
+    ];
+
+    /// Writes a header at `lba` with entries at `entries_lba` (128 × 128 bytes).
+    fn put_header(b: &mut [u8], ss: usize, lba: u64, entries_lba: u64, count: u32) {
+        let entries = &b[entries_lba as usize * ss..entries_lba as usize * ss + 128 * 128];
+        let ecrc = crc32fast::hash(entries);
+        let h = &mut b[lba as usize * ss..lba as usize * ss + 92];
+        h[..8].copy_from_slice(SIGNATURE);
+        h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+        h[12..16].copy_from_slice(&92u32.to_le_bytes());
+        h[16..20].fill(0);
+        h[24..32].copy_from_slice(&lba.to_le_bytes());
+        h[56..72].copy_from_slice(&[0xAB; 16]);
+        h[72..80].copy_from_slice(&entries_lba.to_le_bytes());
+        h[80..84].copy_from_slice(&count.to_le_bytes());
+        h[84..88].copy_from_slice(&128u32.to_le_bytes());
+        h[88..92].copy_from_slice(&ecrc.to_le_bytes());
+        let crc = crc32fast::hash(h);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn golden(ss: usize) -> Vec<u8> {
+        let sectors = 4096;
+        let mut b = vec![0u8; sectors * ss];
+        let last = sectors as u64 - 1;
+        for base in [2 * ss, (last as usize - 32) * ss] {
+            let e = &mut b[base..base + 128];
+            e[..16].copy_from_slice(&ESP);
+            e[16..32].copy_from_slice(&[0x11; 16]);
+            e[32..40].copy_from_slice(&64u64.to_le_bytes());
+            e[40..48].copy_from_slice(&127u64.to_le_bytes());
+            e[48..56].copy_from_slice(&1u64.to_le_bytes());
+            for (i, c) in "EFI".encode_utf16().enumerate() {
+                e[56 + 2 * i..58 + 2 * i].copy_from_slice(&c.to_le_bytes());
+            }
+        }
+        put_header(&mut b, ss, 1, 2, 128);
+        put_header(&mut b, ss, last, last - 32, 128);
+        b
+    }
+
+    #[test]
+    fn golden_512_and_4096() {
+        for ss in [512usize, 4096] {
+            let d = MemoryDevice::new(golden(ss)).with_sector_size(ss as u32);
+            let t = read(&d).unwrap();
+            assert!(t.warnings.is_empty());
+            let p = &t.partitions[0];
+            assert_eq!(
+                (p.number, p.offset, p.size),
+                (1, 64 * ss as u64, 64 * ss as u64)
+            );
+            assert_eq!(p.type_name, "EFI System");
+            assert_eq!(p.type_code, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+            assert_eq!(p.name.as_deref(), Some("EFI"));
+            assert_eq!(p.attributes, Some(1));
+        }
+    }
+
+    #[test]
+    fn zeroed_primary_uses_the_backup_with_a_warning() {
+        let mut b = golden(512);
+        b[512..1024].fill(0);
+        let t = read(&MemoryDevice::new(b)).unwrap();
+        assert_eq!(t.partitions.len(), 1);
+        assert!(t.warnings[0].contains("backup"), "{:?}", t.warnings);
+    }
+
+    #[test]
+    fn bad_crc_in_both_copies_is_corrupt() {
+        let mut b = golden(512);
+        b[512 + 16] ^= 1;
+        let last = b.len() - 512;
+        b[last + 16] ^= 1;
+        let e = read(&MemoryDevice::new(b)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(e.to_string().contains("checksum"), "{e}");
+    }
+
+    #[test]
+    fn four_billion_entries_is_a_limit() {
+        let mut b = golden(512);
+        let last = 4095;
+        put_header(&mut b, 512, 1, 2, u32::MAX);
+        put_header(&mut b, 512, last, last - 32, u32::MAX);
+        let e = read(&MemoryDevice::new(b)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::LimitExceeded);
+    }
+
+    /// The golden disk with both headers changed by `f` (CRCs fixed up).
+    fn mutate(f: impl Fn(&mut [u8])) -> Vec<u8> {
+        let mut b = golden(512);
+        for lba in [1usize, 4095] {
+            let h = &mut b[lba * 512..lba * 512 + 92];
+            f(h);
+            h[16..20].fill(0);
+            let crc = crc32fast::hash(h);
+            h[16..20].copy_from_slice(&crc.to_le_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn one_field_mutations_give_the_exact_error_kind() {
+        let kind = |b: Vec<u8>| read(&MemoryDevice::new(b)).unwrap_err().kind();
+        // SizeOfPartitionEntry not 128 × 2^n.
+        assert_eq!(
+            kind(mutate(|h| h[84..88].copy_from_slice(&100u32.to_le_bytes()))),
+            ErrorKind::Corrupt
+        );
+        // HeaderSize below 92.
+        assert_eq!(
+            kind(mutate(|h| h[12..16].copy_from_slice(&60u32.to_le_bytes()))),
+            ErrorKind::Corrupt
+        );
+        // MyLBA not where the header is.
+        assert_eq!(
+            kind(mutate(|h| h[24..32].copy_from_slice(&7u64.to_le_bytes()))),
+            ErrorKind::Corrupt
+        );
+        // The entry array past the end of the disk.
+        assert_eq!(
+            kind(mutate(|h| h[72..80].copy_from_slice(&4090u64.to_le_bytes()))),
+            ErrorKind::OutOfBounds
+        );
+        // Entry array CRC.
+        assert_eq!(kind(mutate(|h| h[88] ^= 1)), ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn guid_text_is_mixed_endian_upper_case() {
+        assert_eq!(guid_string(&ESP), "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    }
+}
