@@ -8,6 +8,9 @@ pub enum CliError {
     /// The library refused or failed to read an image.
     #[error("{0}")]
     Image(#[from] diskimage::Error),
+    /// A file system could not be read.
+    #[error("{0}")]
+    Fs(#[from] diskimage::fs::Error),
     /// Writing output failed.
     #[error("{path}: {source}")]
     Output {

@@ -6,13 +6,18 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use diskimage::{Format, OpenOptions};
 
+mod cat;
 mod dump;
 mod error;
 mod extents;
+mod extract;
 mod hash;
 mod info;
+mod ls;
 mod map;
 mod progress;
+mod select;
+mod timeline;
 
 pub use error::CliError;
 
@@ -34,6 +39,14 @@ enum Command {
     Dump(dump::DumpArgs),
     /// Hash of the whole virtual disk, printed like sha256sum.
     Hash(hash::HashArgs),
+    /// List a directory (or, with -r, a tree) of a file system.
+    Ls(ls::LsArgs),
+    /// Write one file (or NTFS `path:stream`) of a file system to stdout.
+    Cat(cat::CatArgs),
+    /// Copy a tree out of a file system into a directory, safely.
+    Extract(extract::ExtractArgs),
+    /// TSK 3.x bodyfile of a file system, for mactime.
+    Timeline(timeline::TimelineArgs),
 }
 
 /// Forceable formats for `--format`.
@@ -104,6 +117,10 @@ pub fn main() -> ExitCode {
         Command::Map(a) => map::run(&a),
         Command::Dump(a) => dump::run(&a),
         Command::Hash(a) => hash::run(&a),
+        Command::Ls(a) => ls::run(&a),
+        Command::Cat(a) => cat::run(&a),
+        Command::Extract(a) => extract::run(&a),
+        Command::Timeline(a) => timeline::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
