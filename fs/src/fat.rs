@@ -148,6 +148,9 @@ type FatDir<'a> = fatfs::Dir<'a, ReadOnlyCursor>;
 pub struct FatFs {
     fs: Inner,
     kind: FsKind,
+    /// The metadata of the entries of the directory listed last, so that a
+    /// listing followed by `metadata` of each entry stays linear.
+    last_dir: std::cell::RefCell<Option<(String, Vec<(String, Metadata)>)>>,
 }
 
 fn io_err(path: &str, e: io::Error) -> Error {
@@ -217,7 +220,11 @@ impl FatFs {
         let options = FsOptions::new().update_accessed_date(false);
         let fs = fatfs::FileSystem::new(ReadOnlyCursor::new(device), options)
             .map_err(|e| io_err("/", e))?;
-        Ok(FatFs { fs, kind })
+        Ok(FatFs {
+            fs,
+            kind,
+            last_dir: std::cell::RefCell::new(None),
+        })
     }
 
     /// The entries of `dir`, without `.`, `..` and volume labels, bounded.
@@ -251,14 +258,29 @@ impl FatFs {
         let count = parts.len();
         for (i, part) in parts.into_iter().enumerate() {
             let want = part.to_lowercase();
-            let entry = self
-                .entries(&dir, path)?
-                .into_iter()
-                .find(|e| {
-                    e.file_name().to_lowercase() == want
-                        || e.short_file_name().to_lowercase() == want
-                })
-                .ok_or_else(|| Error::not_found(FS, path))?;
+            let mut hit = None;
+            for (n, e) in dir.iter().enumerate() {
+                if n >= MAX_DIR_ENTRIES {
+                    return Err(Error::limit(
+                        FS,
+                        Some(path),
+                        format!("directory has more than {MAX_DIR_ENTRIES} entries (cluster-chain cycle?)"),
+                    ));
+                }
+                let e = e.map_err(|e| io_err(path, e))?;
+                if e.attributes().contains(FileAttributes::VOLUME_ID) {
+                    continue;
+                }
+                let name = e.file_name();
+                if name == want
+                    || name.to_lowercase() == want
+                    || e.short_file_name().to_lowercase() == want
+                {
+                    hit = Some(e);
+                    break;
+                }
+            }
+            let entry = hit.ok_or_else(|| Error::not_found(FS, path))?;
             if i + 1 < count {
                 if !entry.is_dir() {
                     return Err(Error::wrong_type(FS, path, "not a directory"));
@@ -300,17 +322,36 @@ impl FileSystem for FatFs {
             Some(e) if e.is_dir() => e.to_dir(),
             Some(_) => return Err(Error::wrong_type(FS, path, "not a directory")),
         };
-        Ok(self
-            .entries(&dir, path)?
+        let entries = self.entries(&dir, path)?;
+        let cluster = u64::from(self.fs.cluster_size());
+        let cached = entries
+            .iter()
+            .map(|e| (e.file_name(), self.entry_metadata(e, cluster)))
+            .collect();
+        let out = entries
             .iter()
             .map(|e| DirEntry {
                 name: e.file_name(),
                 file_type: entry_type(e),
             })
-            .collect())
+            .collect();
+        let key = components(path).map(|c| c.join("/")).unwrap_or_default();
+        *self.last_dir.borrow_mut() = Some((key, cached));
+        Ok(out)
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata> {
+        if let Some(parts) = components(path) {
+            if let Some((last, parent)) = parts.split_last() {
+                if let Some((dir, cached)) = self.last_dir.borrow().as_ref() {
+                    if *dir == parent.join("/") {
+                        if let Some((_, m)) = cached.iter().find(|(n, _)| n == last) {
+                            return Ok(m.clone());
+                        }
+                    }
+                }
+            }
+        }
         let Some(e) = self.lookup(path)? else {
             return Ok(Metadata {
                 file_type: FileType::Directory,
@@ -327,27 +368,7 @@ impl FileSystem for FatFs {
                 changed: None,
             });
         };
-        let file_type = entry_type(&e);
-        let size = if file_type == FileType::File {
-            e.len()
-        } else {
-            0
-        };
-        let cluster = u64::from(self.fs.cluster_size());
-        Ok(Metadata {
-            file_type,
-            size,
-            allocated: Some(size.div_ceil(cluster.max(1)) * cluster),
-            mode: None,
-            uid: None,
-            gid: None,
-            nlink: Some(1),
-            inode: None,
-            created: Some(dt_ts(e.created())),
-            modified: Some(dt_ts(e.modified())),
-            accessed: Some(date_ts(e.accessed(), 0, 0, 0, 0)),
-            changed: None,
-        })
+        Ok(self.entry_metadata(&e, u64::from(self.fs.cluster_size())))
     }
 
     fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>> {
@@ -364,6 +385,31 @@ impl FileSystem for FatFs {
             path,
             "not a symbolic link (FAT has none)",
         ))
+    }
+}
+
+impl FatFs {
+    fn entry_metadata(&self, e: &FatEntry<'_>, cluster: u64) -> Metadata {
+        let file_type = entry_type(e);
+        let size = if file_type == FileType::File {
+            e.len()
+        } else {
+            0
+        };
+        Metadata {
+            file_type,
+            size,
+            allocated: Some(size.div_ceil(cluster.max(1)) * cluster),
+            mode: None,
+            uid: None,
+            gid: None,
+            nlink: Some(1),
+            inode: None,
+            created: Some(dt_ts(e.created())),
+            modified: Some(dt_ts(e.modified())),
+            accessed: Some(date_ts(e.accessed(), 0, 0, 0, 0)),
+            changed: None,
+        }
     }
 }
 

@@ -33,6 +33,7 @@ pub mod error;
 pub mod ext4;
 pub mod fat;
 pub mod file_system;
+pub mod fuzzing;
 pub mod ntfs;
 
 pub use detect::{detect, FsInfo, FsKind};

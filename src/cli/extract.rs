@@ -9,13 +9,12 @@
 //! Every rename is reported on stderr.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use diskimage::fs::{FileSystem, FileType, Timestamp};
 
-use super::cat::read_or_write;
 use super::ls::{walk, Entry};
 use super::select::FsArgs;
 use super::{progress, CliError};
@@ -118,7 +117,24 @@ impl Extractor<'_> {
             .create_new(true)
             .open(host)
             .map_err(|e| CliError::output(host, e))?;
-        std::io::copy(&mut reader, &mut out).map_err(|e| read_or_write(e, fs_path))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // Whatever the reader failed with, it is the file system's.
+                Err(e) => {
+                    return Err(CliError::Fs(diskimage::fs::Error::from_io(
+                        diskimage::fs::FsName::Detect,
+                        fs_path,
+                        e,
+                    )))
+                }
+            };
+            out.write_all(buf.get(..n).unwrap_or_default())
+                .map_err(|e| CliError::output(host, e))?;
+        }
         out.flush().map_err(|e| CliError::output(host, e))
     }
 
@@ -199,14 +215,27 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
             failed += 1;
             eprintln!("diskimage: {p}: {e}");
         };
+        let mut entry_failed = 0usize;
         walk(
             fs.as_ref(),
             &path,
             true,
             0,
-            &mut |e| x.entry(e),
+            &mut |e| {
+                let p = e.path.clone();
+                match x.entry(e) {
+                    // A file the file system cannot give: reported, the rest goes on.
+                    Err(CliError::Fs(err)) => {
+                        entry_failed += 1;
+                        eprintln!("diskimage: {p}: {err}");
+                        Ok(())
+                    }
+                    other => other,
+                }
+            },
             &mut on_err,
         )?;
+        failed += entry_failed;
     } else {
         let target = fs.read_link(&path).ok();
         let streams = fs.streams(&path).unwrap_or_default();

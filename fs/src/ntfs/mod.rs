@@ -126,14 +126,49 @@ impl NtfsFs {
             let next = {
                 let index = file.directory_index(r).map_err(|e| map_err(e, path))?;
                 let mut finder = index.finder();
-                let entry = NtfsFileNameIndex::find(&mut finder, &self.ntfs, r, part)
-                    .ok_or_else(|| Error::not_found(FS, path))?
-                    .map_err(|e| map_err(e, path))?;
-                entry.to_file(&self.ntfs, r).map_err(|e| map_err(e, path))?
+                match NtfsFileNameIndex::find(&mut finder, &self.ntfs, r, part) {
+                    Some(entry) => entry
+                        .map_err(|e| map_err(e, path))?
+                        .to_file(&self.ntfs, r)
+                        .map_err(|e| map_err(e, path))?,
+                    // The crate's B-tree search misses some system names
+                    // ($Extend/$ObjId): fall back to a bounded scan.
+                    None => self.scan(r, &file, part, path)?,
+                }
             };
             file = next;
         }
         Ok(file)
+    }
+
+    /// The entry `name` of `dir` by a linear scan (names compared in upper case).
+    fn scan<'n>(
+        &'n self,
+        r: &mut DeviceReader,
+        dir: &NtfsFile<'n>,
+        name: &str,
+        path: &str,
+    ) -> Result<NtfsFile<'n>> {
+        let want = name.to_uppercase();
+        let index = dir.directory_index(r).map_err(|e| map_err(e, path))?;
+        let mut entries = index.entries();
+        let mut seen = 0usize;
+        while let Some(entry) = entries.next(r) {
+            seen += 1;
+            if seen > MAX_DIR_ENTRIES {
+                return Err(Error::limit(
+                    FS,
+                    Some(path),
+                    "directory index too large (a loop?)",
+                ));
+            }
+            let entry = entry.map_err(|e| map_err(e, path))?;
+            let Some(Ok(key)) = entry.key() else { continue };
+            if key.name().to_string_lossy().to_uppercase() == want {
+                return entry.to_file(&self.ntfs, r).map_err(|e| map_err(e, path));
+            }
+        }
+        Err(Error::not_found(FS, path))
     }
 
     /// The reparse tag and target of a file with a reparse point.
@@ -225,10 +260,12 @@ impl NtfsFs {
         if stream.is_empty() && file.is_directory() {
             return Err(Error::wrong_type(FS, path, "is a directory"));
         }
-        let item = file
-            .data(&mut r, stream)
-            .ok_or_else(|| Error::not_found(FS, path))?
-            .map_err(|e| map_err(e, path))?;
+        let item = match file.data(&mut r, stream) {
+            Some(item) => item.map_err(|e| map_err(e, path))?,
+            // A file record without unnamed data (system files): empty.
+            None if stream.is_empty() => return Ok((Box::new(Cursor::new(Vec::new())), 0)),
+            None => return Err(Error::not_found(FS, path)),
+        };
         let attr = item.to_attribute().map_err(|e| map_err(e, path))?;
         let flags = attr.flags();
         if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
