@@ -144,13 +144,16 @@ type Inner = fatfs::FileSystem<ReadOnlyCursor>;
 type FatEntry<'a> = fatfs::DirEntry<'a, ReadOnlyCursor>;
 type FatDir<'a> = fatfs::Dir<'a, ReadOnlyCursor>;
 
+/// A directory path and the metadata of its entries by name.
+type ListedDir = (String, Vec<(String, Metadata)>);
+
 /// A FAT12/16/32 file system.
 pub struct FatFs {
     fs: Inner,
     kind: FsKind,
     /// The metadata of the entries of the directory listed last, so that a
     /// listing followed by `metadata` of each entry stays linear.
-    last_dir: std::cell::RefCell<Option<(String, Vec<(String, Metadata)>)>>,
+    last_dir: std::cell::RefCell<Option<ListedDir>>,
 }
 
 fn io_err(path: &str, e: io::Error) -> Error {

@@ -9,6 +9,8 @@
 //! how much of the chunk is already decompressed. A zero header ends the
 //! buffer.
 
+use diskimage_formats::bytes::le_u16;
+
 /// Bytes one chunk decompresses to (at most; every chunk but the last of a
 /// compression unit decompresses to exactly this).
 pub const CHUNK_SIZE: usize = 4096;
@@ -27,10 +29,9 @@ pub fn decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, Lznt1Error> {
     let mut out = Vec::with_capacity(limit.min(1 << 20));
     let mut pos = 0usize;
     while out.len() < limit {
-        let Some(h) = input.get(pos..pos + 2) else {
+        let Some(header) = le_u16(input, pos) else {
             break;
         };
-        let header = u16::from_le_bytes([h[0], h[1]]);
         if header == 0 {
             break;
         }
@@ -78,8 +79,7 @@ fn chunk(data: &[u8], out: &mut Vec<u8>, start: usize) -> Result<(), &'static st
                 i += 1;
                 continue;
             }
-            let t = data.get(i..i + 2).ok_or("truncated back-reference")?;
-            let token = usize::from(u16::from_le_bytes([t[0], t[1]]));
+            let token = usize::from(le_u16(data, i).ok_or("truncated back-reference")?);
             i += 2;
             let done = out.len() - start;
             if done == 0 {

@@ -23,6 +23,7 @@ pub mod lznt1;
 use std::io::{Cursor, Read};
 use std::sync::Arc;
 
+use diskimage_formats::bytes::{le_u16, le_u32};
 use diskimage_formats::{BlockDevice, DeviceReader};
 use ntfs::indexes::NtfsFileNameIndex;
 use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileNamespace};
@@ -199,13 +200,8 @@ impl NtfsFs {
                 .take(MAX_REPARSE)
                 .read_to_end(&mut buf)
                 .map_err(|e| Error::from_io(FS, path, e))?;
-            let u16at = |o: usize| {
-                buf.get(o..o + 2)
-                    .map_or(0, |b| usize::from(u16::from_le_bytes([b[0], b[1]])))
-            };
-            let tag = buf
-                .get(0..4)
-                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            let u16at = |o: usize| le_u16(&buf, o).map_or(0, usize::from);
+            let tag = le_u32(&buf, 0).unwrap_or(0);
             let base = match tag {
                 IO_REPARSE_TAG_SYMLINK => 20,
                 IO_REPARSE_TAG_MOUNT_POINT => 16,
@@ -225,10 +221,7 @@ impl NtfsFs {
                     "reparse target lies outside the reparse point",
                 )
             })?;
-            let units: Vec<u16> = raw
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .collect();
+            let units: Vec<u16> = raw.chunks_exact(2).filter_map(|c| le_u16(c, 0)).collect();
             return Ok(Some((tag, String::from_utf16_lossy(&units))));
         }
         Ok(None)
