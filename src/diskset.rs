@@ -74,7 +74,7 @@ pub struct Volume {
     pub bootable: bool,
     /// What the volume holds, by its superblock.
     pub fs: Option<FsInfo>,
-    /// Whether the file-system layer can read it (NTFS, ext2/3/4, FAT, ISO 9660).
+    /// Whether the file-system layer can read it ([`diskimage_fs::reads`]).
     pub mountable: bool,
     /// The LV, for an LVM2 volume.
     pub lv: Option<LogicalVolume>,
@@ -104,19 +104,9 @@ impl Volume {
     }
 }
 
-/// Whether the file-system layer reads `kind`.
+/// Whether the file-system layer reads `kind` (see [`diskimage_fs::reads`]).
 pub fn is_mountable(kind: FsKind) -> bool {
-    matches!(
-        kind,
-        FsKind::Ntfs
-            | FsKind::Ext2
-            | FsKind::Ext3
-            | FsKind::Ext4
-            | FsKind::Fat12
-            | FsKind::Fat16
-            | FsKind::Fat32
-            | FsKind::Iso9660
-    )
+    diskimage_fs::reads(kind)
 }
 
 /// Several disks opened as one set, with every volume across them.

@@ -11,6 +11,7 @@
 mod cli;
 mod common;
 mod corpus;
+mod filesystems;
 mod fixtures;
 mod fuzz_corpus;
 mod regression;

@@ -641,3 +641,41 @@ fn pv_inside_an_mbr_partition() {
         row[2]
     );
 }
+
+/// `-V N` of the file-system commands is the number `volumes` prints; with
+/// no `-V`, the one readable volume is used, and several are listed.
+/// Truth: sfdisk put FAT12, FAT16 and ext4 (labels by mkfs, see fs.tsv) in
+/// gpt.img's partitions 1-3; mke2fs always makes `lost+found`.
+#[test]
+fn file_system_commands_select_volumes_as_volumes_numbers_them() {
+    let f = Fixtures::new();
+    let gpt = f.path("gpt.img").to_string_lossy().into_owned();
+    let out = diskimage(&["ls", &gpt]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("volumes 1, 2, 3 hold file systems"),
+        "{err}"
+    );
+    let out = diskimage(&["ls", "-V", "3", &gpt]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.ends_with("lost+found")));
+    let out = diskimage(&["ls", "-V", "9", &gpt]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-V 9: the disk set has 3 volumes"));
+    // The two-disk LVM set: only the linear LV holds a file system (ext4 FIX_LVROOT).
+    let (a, b) = (f.path("lvm-a.img"), f.path("lvm-b.img"));
+    let out = diskimage(&["ls", &a.to_string_lossy(), &b.to_string_lossy()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.ends_with("lost+found")));
+}

@@ -1,11 +1,21 @@
 //! File systems over any [`BlockDevice`](diskimage_formats::BlockDevice).
 //!
 //! This crate sees only a device (a whole disk or a volume); it knows
-//! nothing about containers. Today it holds [`detect`]: identifying a file
-//! system (or other volume content) by its superblock, with its label and
-//! serial/UUID. Reading files (NTFS, ext2/3/4, FAT, ISO 9660 behind one
-//! `FileSystem` trait) lands with the file-system issue; until then no
-//! reader is claimed.
+//! nothing about containers. [`detect`] identifies a file system (or other
+//! volume content) by its superblock, with its label and serial/UUID;
+//! [`open_fs`] opens a readable one behind the [`FileSystem`] trait.
+//!
+//! | file system | module | over |
+//! |---|---|---|
+//! | ext2/3/4 | [`ext4`] | `ext4-view` 1 |
+//! | FAT12/16/32 | [`fat`] | `fatfs` 0.3 |
+//! | NTFS | [`ntfs`] | `ntfs` 0.4 + our own LZNT1 and data-run reader |
+//! | others | — | detected only: [`ErrorKind::Unsupported`] |
+//!
+//! # Threads
+//! `Box<dyn FileSystem>` is not `Send`: the ext and FAT crates keep
+//! `Rc`/`RefCell` inside. Open one file system per thread over the same
+//! `Arc<dyn BlockDevice>` (which is `Send + Sync`).
 
 #![deny(unsafe_code)]
 #![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
@@ -14,6 +24,61 @@
     allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)
 )]
 
+use std::sync::Arc;
+
+use diskimage_formats::BlockDevice;
+
 pub mod detect;
+pub mod error;
+pub mod ext4;
+pub mod fat;
+pub mod file_system;
+pub mod fuzzing;
+pub mod ntfs;
 
 pub use detect::{detect, FsInfo, FsKind};
+pub use error::{Error, ErrorKind, FsName, Result};
+pub use file_system::{DirEntry, FileReader, FileSystem, FileType, Metadata, Timestamp};
+
+/// Whether [`open_fs`] reads files of `kind` (the others are detected only).
+pub fn reads(kind: FsKind) -> bool {
+    matches!(
+        kind,
+        FsKind::Ntfs
+            | FsKind::Ext2
+            | FsKind::Ext3
+            | FsKind::Ext4
+            | FsKind::Fat12
+            | FsKind::Fat16
+            | FsKind::Fat32
+    )
+}
+
+/// Opens the file system on `device`, by what [`detect`] finds there.
+pub fn open_fs(device: Arc<dyn BlockDevice>) -> Result<Box<dyn FileSystem>> {
+    let info = detect(device.as_ref())?;
+    let Some(info) = info else {
+        return Err(Error::unsupported(
+            FsName::Detect,
+            None,
+            "no known file system on this device",
+        ));
+    };
+    match info.kind {
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
+            Ok(Box::new(ext4::ExtFs::open(device, info.kind)?))
+        }
+        FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
+            Ok(Box::new(fat::FatFs::open(device, info.kind)?))
+        }
+        FsKind::Ntfs => Ok(Box::new(ntfs::NtfsFs::open(device)?)),
+        other => Err(Error::unsupported(
+            FsName::Detect,
+            None,
+            format!(
+                "{} is detected but its files cannot be read yet",
+                other.as_str()
+            ),
+        )),
+    }
+}

@@ -11,6 +11,9 @@ pub enum CliError {
     /// The volume layer failed (a partition table, LVM metadata ...).
     #[error("{0}")]
     Volume(#[from] diskimage::error::Error),
+    /// A file system could not be read.
+    #[error("{0}")]
+    Fs(#[from] diskimage::fs::Error),
     /// Writing output failed.
     #[error("{path}: {source}")]
     Output {

@@ -6,13 +6,18 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use diskimage::{Format, OpenOptions};
 
+mod cat;
 mod dump;
 mod error;
 mod extents;
+mod extract;
 mod hash;
 mod info;
+mod ls;
 mod map;
 mod progress;
+mod select;
+mod timeline;
 mod volumes;
 
 pub use error::CliError;
@@ -37,6 +42,14 @@ enum Command {
     Hash(hash::HashArgs),
     /// Volumes across the disk set (MBR, GPT, LVM2, whole disk), with file systems.
     Volumes(volumes::VolumesArgs),
+    /// List a directory (or, with -r, a tree) of a file system.
+    Ls(ls::LsArgs),
+    /// Write one file (or NTFS `path:stream`) of a file system to stdout.
+    Cat(cat::CatArgs),
+    /// Copy a tree out of a file system into a directory, safely.
+    Extract(extract::ExtractArgs),
+    /// TSK 3.x bodyfile of a file system, for mactime.
+    Timeline(timeline::TimelineArgs),
 }
 
 /// How images are opened; every command that opens images takes these.
@@ -90,6 +103,10 @@ pub fn main() -> ExitCode {
         Command::Dump(a) => dump::run(&a),
         Command::Hash(a) => hash::run(&a),
         Command::Volumes(a) => volumes::run(&a),
+        Command::Ls(a) => ls::run(&a),
+        Command::Cat(a) => cat::run(&a),
+        Command::Extract(a) => extract::run(&a),
+        Command::Timeline(a) => timeline::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

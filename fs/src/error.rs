@@ -1,0 +1,244 @@
+//! The one error type of `diskimage-fs`.
+//!
+//! Every error names the file system that found it, the path inside that
+//! file system where there is one, the byte offset on the volume where it
+//! is known, and keeps the error of the crate underneath as its `source`.
+
+use std::fmt;
+
+/// A specialised `Result` for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error from a crate underneath, kept as the `source`.
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Which file-system reader raised an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FsName {
+    /// No reader chosen yet (detection).
+    Detect,
+    /// ext2/3/4.
+    Ext,
+    /// FAT12/16/32.
+    Fat,
+    /// NTFS.
+    Ntfs,
+    /// ISO 9660.
+    Iso9660,
+}
+
+impl fmt::Display for FsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FsName::Detect => "file system",
+            FsName::Ext => "ext",
+            FsName::Fat => "FAT",
+            FsName::Ntfs => "NTFS",
+            FsName::Iso9660 => "ISO 9660",
+        })
+    }
+}
+
+/// What kind of problem an [`Error`] is; match on this, not on the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The path names nothing.
+    NotFound,
+    /// A directory was needed and the path names something else, or the reverse.
+    WrongType,
+    /// Valid, but a feature this library does not read.
+    Unsupported,
+    /// The file system contradicts itself (bad pointer, cycle, checksum).
+    Corrupt,
+    /// A size or count exceeds a documented limit of this library.
+    LimitExceeded,
+    /// The device underneath failed (read past its end, I/O).
+    Device,
+}
+
+impl ErrorKind {
+    /// A stable, lower-case name for JSON output and scripts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::WrongType => "wrong-type",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::LimitExceeded => "limit-exceeded",
+            ErrorKind::Device => "device",
+        }
+    }
+}
+
+fn at(path: &Option<String>, offset: &Option<u64>) -> String {
+    let mut s = String::new();
+    if let Some(p) = path {
+        s.push_str(&format!(" {p}"));
+    }
+    if let Some(o) = offset {
+        s.push_str(&format!(" at {o:#x}"));
+    }
+    s
+}
+
+/// Anything reading a file system can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The path names nothing.
+    #[error("{fs}: {path}: no such file or directory")]
+    NotFound {
+        /// The reader.
+        fs: FsName,
+        /// The path inside the file system.
+        path: String,
+    },
+    /// The path names the wrong type of object for the operation.
+    #[error("{fs}: {path}: {what}")]
+    WrongType {
+        /// The reader.
+        fs: FsName,
+        /// The path inside the file system.
+        path: String,
+        /// What was expected, e.g. "not a directory".
+        what: &'static str,
+    },
+    /// A feature this library does not read.
+    #[error("{fs}: unsupported{}: {what}", at(path, &None))]
+    Unsupported {
+        /// The reader.
+        fs: FsName,
+        /// The path inside the file system, if the feature is per file.
+        path: Option<String>,
+        /// What is not supported.
+        what: String,
+        /// The error of the crate underneath, if it reported this.
+        #[source]
+        source: Option<BoxedError>,
+    },
+    /// The file system contradicts itself.
+    #[error("{fs}: corrupt{}: {what}", at(path, offset))]
+    Corrupt {
+        /// The reader.
+        fs: FsName,
+        /// The path inside the file system, where known.
+        path: Option<String>,
+        /// The byte offset on the volume, where known.
+        offset: Option<u64>,
+        /// What is wrong.
+        what: String,
+        /// The error of the crate underneath.
+        #[source]
+        source: Option<BoxedError>,
+    },
+    /// A size or count exceeds a documented limit of this library.
+    #[error("{fs}: limit exceeded{}: {what}", at(path, &None))]
+    Limit {
+        /// The reader.
+        fs: FsName,
+        /// The path inside the file system, where known.
+        path: Option<String>,
+        /// Which limit, with its value.
+        what: String,
+    },
+    /// The device underneath failed.
+    #[error("{0}")]
+    Device(#[from] diskimage_formats::Error),
+}
+
+impl Error {
+    /// What kind of problem this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::WrongType { .. } => ErrorKind::WrongType,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Limit { .. } => ErrorKind::LimitExceeded,
+            Error::Device(_) => ErrorKind::Device,
+        }
+    }
+
+    /// A corrupt-file-system error at `path`.
+    pub fn corrupt(fs: FsName, path: Option<&str>, what: impl Into<String>) -> Self {
+        Error::Corrupt {
+            fs,
+            path: path.map(str::to_string),
+            offset: None,
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// An unsupported-feature error.
+    pub fn unsupported(fs: FsName, path: Option<&str>, what: impl Into<String>) -> Self {
+        Error::Unsupported {
+            fs,
+            path: path.map(str::to_string),
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// A limit error.
+    pub fn limit(fs: FsName, path: Option<&str>, what: impl Into<String>) -> Self {
+        Error::Limit {
+            fs,
+            path: path.map(str::to_string),
+            what: what.into(),
+        }
+    }
+
+    /// A not-found error.
+    pub fn not_found(fs: FsName, path: &str) -> Self {
+        Error::NotFound {
+            fs,
+            path: path.to_string(),
+        }
+    }
+
+    /// A wrong-type error ("not a directory", "is a directory", ...).
+    pub fn wrong_type(fs: FsName, path: &str, what: &'static str) -> Self {
+        Error::WrongType {
+            fs,
+            path: path.to_string(),
+            what,
+        }
+    }
+
+    /// Sets the byte offset of a corrupt error.
+    pub fn at(mut self, offset: u64) -> Self {
+        if let Error::Corrupt { offset: o, .. } = &mut self {
+            *o = Some(offset);
+        }
+        self
+    }
+
+    /// Turns this error into an `std::io::Error` for a `Read` implementation,
+    /// keeping it as the inner error.
+    pub fn into_io(self) -> std::io::Error {
+        std::io::Error::other(self)
+    }
+
+    /// Recovers an error of this crate from an `std::io::Error` a reader
+    /// returned, or wraps a foreign one as a device I/O error.
+    pub fn from_io(fs: FsName, path: &str, e: std::io::Error) -> Self {
+        if e.get_ref().is_some_and(|i| i.is::<Error>()) {
+            if let Some(inner) = e.into_inner() {
+                if let Ok(err) = inner.downcast::<Error>() {
+                    return *err;
+                }
+            }
+            return Error::corrupt(fs, Some(path), "read failed");
+        }
+        Error::Corrupt {
+            fs,
+            path: Some(path.to_string()),
+            offset: None,
+            what: format!("read failed: {e}"),
+            source: Some(Box::new(e)),
+        }
+    }
+}

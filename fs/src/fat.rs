@@ -1,0 +1,444 @@
+//! FAT12/16/32 over the `fatfs` crate, strictly read-only.
+//!
+//! `fatfs` wants a `Read + Write + Seek` disk by value even to read; it gets
+//! a [`ReadOnlyCursor`] whose `write` always fails with `PermissionDenied`
+//! (and access-date updates are off), so nothing can ever be written. It
+//! reads a few bytes at a time (3-byte directory-entry reads), so the
+//! cursor keeps a small cache of [`CACHE_BLOCK`]-byte blocks.
+//!
+//! Lookups walk directories here, bounded by [`MAX_DIR_ENTRIES`], rather
+//! than through `fatfs`'s own path walk, which loops forever on a
+//! directory whose cluster chain is a cycle. Names compare
+//! case-insensitively (Unicode lower case), long names first, then the
+//! 8.3 short name. FAT times are local times without a zone; they are
+//! reported as if UTC.
+//!
+//! # Threads
+//! [`FatFs`] is `!Send` and `!Sync` (`fatfs` keeps a `RefCell` inside).
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+
+use diskimage_formats::BlockDevice;
+use fatfs::{FileAttributes, FsOptions};
+
+use crate::error::{Error, FsName, Result};
+use crate::file_system::{
+    components, DirEntry, FileReader, FileSystem, FileType, Metadata, Timestamp,
+};
+use crate::FsKind;
+
+const FS: FsName = FsName::Fat;
+
+/// Size of one cached block, in bytes.
+pub const CACHE_BLOCK: usize = 4096;
+/// Number of blocks the cursor keeps.
+pub const CACHE_BLOCKS: usize = 32;
+/// Most entries read from one directory before it counts as a cluster-chain
+/// cycle (a FAT32 directory holds at most 65,536 32-byte entries).
+pub const MAX_DIR_ENTRIES: usize = 65_536;
+
+/// A read-only `Read + Write + Seek` cursor over a device, with a small
+/// block cache. `write` and `flush` of dirty data fail.
+pub struct ReadOnlyCursor {
+    device: Arc<dyn BlockDevice>,
+    pos: u64,
+    cache: Vec<(u64, Vec<u8>)>,
+    next_slot: usize,
+}
+
+impl ReadOnlyCursor {
+    /// A cursor at offset 0 of `device`.
+    pub fn new(device: Arc<dyn BlockDevice>) -> Self {
+        ReadOnlyCursor {
+            device,
+            pos: 0,
+            cache: Vec::with_capacity(CACHE_BLOCKS),
+            next_slot: 0,
+        }
+    }
+
+    fn block(&mut self, index: u64) -> io::Result<&[u8]> {
+        if let Some(i) = self.cache.iter().position(|(b, _)| *b == index) {
+            return Ok(self.cache.get(i).map_or(&[][..], |(_, d)| d.as_slice()));
+        }
+        let start = index * CACHE_BLOCK as u64;
+        let len = self
+            .device
+            .size()
+            .saturating_sub(start)
+            .min(CACHE_BLOCK as u64);
+        let mut data = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        self.device
+            .read_at(&mut data, start)
+            .map_err(io::Error::other)?;
+        let slot = if self.cache.len() < CACHE_BLOCKS {
+            self.cache.push((index, data));
+            self.cache.len() - 1
+        } else {
+            let s = self.next_slot % CACHE_BLOCKS;
+            self.next_slot = s + 1;
+            if let Some(e) = self.cache.get_mut(s) {
+                *e = (index, data);
+            }
+            s
+        };
+        Ok(self.cache.get(slot).map_or(&[][..], |(_, d)| d.as_slice()))
+    }
+}
+
+impl Read for ReadOnlyCursor {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let size = self.device.size();
+        if self.pos >= size || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = usize::try_from((size - self.pos).min(buf.len() as u64)).unwrap_or(0);
+        if want >= CACHE_BLOCK {
+            let dst = buf.get_mut(..want).unwrap_or_default();
+            self.device
+                .read_at(dst, self.pos)
+                .map_err(io::Error::other)?;
+            self.pos += want as u64;
+            return Ok(want);
+        }
+        let index = self.pos / CACHE_BLOCK as u64;
+        let within = usize::try_from(self.pos % CACHE_BLOCK as u64).unwrap_or(0);
+        let block = self.block(index)?;
+        let src = block.get(within..).unwrap_or_default();
+        let n = src.len().min(want);
+        if let (Some(d), Some(s)) = (buf.get_mut(..n), src.get(..n)) {
+            d.copy_from_slice(s);
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for ReadOnlyCursor {
+    fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "diskimage opens file systems read-only",
+        ))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for ReadOnlyCursor {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.device.size().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos =
+            new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before 0"))?;
+        Ok(self.pos)
+    }
+}
+
+type Inner = fatfs::FileSystem<ReadOnlyCursor>;
+type FatEntry<'a> = fatfs::DirEntry<'a, ReadOnlyCursor>;
+type FatDir<'a> = fatfs::Dir<'a, ReadOnlyCursor>;
+
+/// A directory path and the metadata of its entries by name.
+type ListedDir = (String, Vec<(String, Metadata)>);
+
+/// A FAT12/16/32 file system.
+pub struct FatFs {
+    fs: Inner,
+    kind: FsKind,
+    /// The metadata of the entries of the directory listed last, so that a
+    /// listing followed by `metadata` of each entry stays linear.
+    last_dir: std::cell::RefCell<Option<ListedDir>>,
+}
+
+fn io_err(path: &str, e: io::Error) -> Error {
+    if e.get_ref()
+        .is_some_and(|i| i.is::<diskimage_formats::Error>())
+    {
+        if let Some(Ok(dev)) = e
+            .into_inner()
+            .map(|i| i.downcast::<diskimage_formats::Error>())
+        {
+            return Error::Device(*dev);
+        }
+        return Error::corrupt(FS, Some(path), "read failed");
+    }
+    match e.kind() {
+        io::ErrorKind::NotFound => Error::not_found(FS, path),
+        io::ErrorKind::Unsupported => Error::Unsupported {
+            fs: FS,
+            path: Some(path.to_string()),
+            what: e.to_string(),
+            source: Some(Box::new(e)),
+        },
+        _ => Error::Corrupt {
+            fs: FS,
+            path: Some(path.to_string()),
+            offset: None,
+            what: e.to_string(),
+            source: Some(Box::new(e)),
+        },
+    }
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date.
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn date_ts(d: fatfs::Date, h: u16, mi: u16, s: u16, ms: u16) -> Timestamp {
+    let days = days_from_civil(i64::from(d.year), i64::from(d.month), i64::from(d.day));
+    Timestamp {
+        secs: days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s),
+        nanos: u32::from(ms.min(999)) * 1_000_000,
+    }
+}
+
+fn dt_ts(t: fatfs::DateTime) -> Timestamp {
+    date_ts(t.date, t.time.hour, t.time.min, t.time.sec, t.time.millis)
+}
+
+fn entry_type(e: &FatEntry<'_>) -> FileType {
+    if e.is_dir() {
+        FileType::Directory
+    } else {
+        FileType::File
+    }
+}
+
+impl FatFs {
+    /// Opens the FAT file system on `device`; `kind` is what detection found.
+    pub fn open(device: Arc<dyn BlockDevice>, kind: FsKind) -> Result<Self> {
+        let options = FsOptions::new().update_accessed_date(false);
+        let fs = fatfs::FileSystem::new(ReadOnlyCursor::new(device), options)
+            .map_err(|e| io_err("/", e))?;
+        Ok(FatFs {
+            fs,
+            kind,
+            last_dir: std::cell::RefCell::new(None),
+        })
+    }
+
+    /// The entries of `dir`, without `.`, `..` and volume labels, bounded.
+    fn entries<'a>(&'a self, dir: &FatDir<'a>, path: &str) -> Result<Vec<FatEntry<'a>>> {
+        let mut out = Vec::new();
+        for (i, e) in dir.iter().enumerate() {
+            if i >= MAX_DIR_ENTRIES {
+                return Err(Error::limit(
+                    FS,
+                    Some(path),
+                    format!(
+                        "directory has more than {MAX_DIR_ENTRIES} entries (cluster-chain cycle?)"
+                    ),
+                ));
+            }
+            let e = e.map_err(|e| io_err(path, e))?;
+            let n = e.short_file_name();
+            if n == "." || n == ".." || e.attributes().contains(FileAttributes::VOLUME_ID) {
+                continue;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// The entry at `path`, or `None` for the root.
+    fn lookup<'a>(&'a self, path: &str) -> Result<Option<FatEntry<'a>>> {
+        let parts = components(path).ok_or_else(|| Error::not_found(FS, path))?;
+        let mut dir = self.fs.root_dir();
+        let mut found = None;
+        let count = parts.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            let want = part.to_lowercase();
+            let mut hit = None;
+            for (n, e) in dir.iter().enumerate() {
+                if n >= MAX_DIR_ENTRIES {
+                    return Err(Error::limit(
+                        FS,
+                        Some(path),
+                        format!("directory has more than {MAX_DIR_ENTRIES} entries (cluster-chain cycle?)"),
+                    ));
+                }
+                let e = e.map_err(|e| io_err(path, e))?;
+                if e.attributes().contains(FileAttributes::VOLUME_ID) {
+                    continue;
+                }
+                let name = e.file_name();
+                if name == want
+                    || name.to_lowercase() == want
+                    || e.short_file_name().to_lowercase() == want
+                {
+                    hit = Some(e);
+                    break;
+                }
+            }
+            let entry = hit.ok_or_else(|| Error::not_found(FS, path))?;
+            if i + 1 < count {
+                if !entry.is_dir() {
+                    return Err(Error::wrong_type(FS, path, "not a directory"));
+                }
+                dir = entry.to_dir();
+            }
+            found = Some(entry);
+        }
+        Ok(found)
+    }
+}
+
+impl FileSystem for FatFs {
+    fn kind(&self) -> FsKind {
+        self.kind
+    }
+
+    fn label(&self) -> Option<String> {
+        // The root directory's label entry is what mlabel/Windows set;
+        // the boot sector's copy may be stale.
+        let root = self.fs.read_volume_label_from_root_dir().ok().flatten();
+        let l = root.unwrap_or_else(|| self.fs.volume_label());
+        let l = l.trim_end().to_string();
+        (!l.is_empty() && l != "NO NAME").then_some(l)
+    }
+
+    fn serial(&self) -> Option<String> {
+        let v = self.fs.volume_id();
+        Some(format!("{:04X}-{:04X}", v >> 16, v & 0xffff))
+    }
+
+    fn case_sensitive(&self) -> bool {
+        false
+    }
+
+    fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let dir = match self.lookup(path)? {
+            None => self.fs.root_dir(),
+            Some(e) if e.is_dir() => e.to_dir(),
+            Some(_) => return Err(Error::wrong_type(FS, path, "not a directory")),
+        };
+        let entries = self.entries(&dir, path)?;
+        let cluster = u64::from(self.fs.cluster_size());
+        let cached = entries
+            .iter()
+            .map(|e| (e.file_name(), self.entry_metadata(e, cluster)))
+            .collect();
+        let out = entries
+            .iter()
+            .map(|e| DirEntry {
+                name: e.file_name(),
+                file_type: entry_type(e),
+            })
+            .collect();
+        let key = components(path).map(|c| c.join("/")).unwrap_or_default();
+        *self.last_dir.borrow_mut() = Some((key, cached));
+        Ok(out)
+    }
+
+    fn metadata(&self, path: &str) -> Result<Metadata> {
+        if let Some(parts) = components(path) {
+            if let Some((last, parent)) = parts.split_last() {
+                if let Some((dir, cached)) = self.last_dir.borrow().as_ref() {
+                    if *dir == parent.join("/") {
+                        if let Some((_, m)) = cached.iter().find(|(n, _)| n == last) {
+                            return Ok(m.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let Some(e) = self.lookup(path)? else {
+            return Ok(Metadata {
+                file_type: FileType::Directory,
+                size: 0,
+                allocated: None,
+                mode: None,
+                uid: None,
+                gid: None,
+                nlink: None,
+                inode: None,
+                created: None,
+                modified: None,
+                accessed: None,
+                changed: None,
+            });
+        };
+        Ok(self.entry_metadata(&e, u64::from(self.fs.cluster_size())))
+    }
+
+    fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>> {
+        match self.lookup(path)? {
+            Some(e) if e.is_file() => Ok(Box::new(e.to_file())),
+            _ => Err(Error::wrong_type(FS, path, "not a regular file")),
+        }
+    }
+
+    fn read_link(&self, path: &str) -> Result<String> {
+        self.lookup(path)?;
+        Err(Error::wrong_type(
+            FS,
+            path,
+            "not a symbolic link (FAT has none)",
+        ))
+    }
+}
+
+impl FatFs {
+    fn entry_metadata(&self, e: &FatEntry<'_>, cluster: u64) -> Metadata {
+        let file_type = entry_type(e);
+        let size = if file_type == FileType::File {
+            e.len()
+        } else {
+            0
+        };
+        Metadata {
+            file_type,
+            size,
+            allocated: Some(size.div_ceil(cluster.max(1)) * cluster),
+            mode: None,
+            uid: None,
+            gid: None,
+            nlink: Some(1),
+            inode: None,
+            created: Some(dt_ts(e.created())),
+            modified: Some(dt_ts(e.modified())),
+            accessed: Some(date_ts(e.accessed(), 0, 0, 0, 0)),
+            changed: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_days() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(1980, 1, 1), 3652);
+    }
+
+    #[test]
+    fn cursor_refuses_writes() {
+        let dev: Arc<dyn BlockDevice> =
+            Arc::new(diskimage_formats::MemoryDevice::new(vec![7u8; 10_000]));
+        let mut c = ReadOnlyCursor::new(dev);
+        assert_eq!(
+            c.write(b"x").unwrap_err().kind(),
+            io::ErrorKind::PermissionDenied
+        );
+        c.seek(SeekFrom::Start(9_998)).unwrap();
+        let mut b = [0u8; 8];
+        assert_eq!(c.read(&mut b).unwrap(), 2);
+        assert_eq!(c.read(&mut b).unwrap(), 0);
+    }
+}

@@ -1,0 +1,226 @@
+//! The one [`FileSystem`] trait every adapter implements, and the types it
+//! returns.
+//!
+//! # Paths
+//! Paths are `/`-separated UTF-8 strings from the root (`/`, `/dir/file`);
+//! a leading `/` is optional, empty components and `.` are ignored and
+//! `..` is refused (a path is a name inside the file system, never
+//! resolved against anything). Symbolic links are never followed by the
+//! trait: [`FileSystem::metadata`] describes the link itself.
+//!
+//! # Names that are not UTF-8
+//! ext names are bytes. A name that is not valid UTF-8 is shown with each
+//! byte that is not part of a valid UTF-8 sequence replaced by the
+//! private-use character `U+10FF00 + byte` (see [`encode_name`]); passing
+//! that string back in a path reaches the same entry ([`decode_name`]).
+//! FAT, NTFS and Joliet names are UTF-16: an unpaired surrogate is
+//! replaced by `U+FFFD`, so such a name can be listed but not opened.
+//!
+//! # Named streams
+//! On NTFS, `path:stream` names the alternate data stream `stream` of
+//! `path` in [`FileSystem::open`] and [`FileSystem::metadata`];
+//! [`FileSystem::streams`] lists them. Other file systems have none, and a
+//! `:` there is an ordinary name character.
+//!
+//! # Threads
+//! `ext4-view` (an `Rc` inside) and `fatfs` (a `RefCell` inside) are
+//! `!Send`, so a [`FileSystem`] is not `Send`: open one per thread with
+//! [`open_fs`](crate::open_fs) (the device is an `Arc` and shared).
+
+use std::io::{Read, Seek};
+
+use crate::error::Result;
+use crate::FsKind;
+
+/// First character of the range that stands for raw bytes in names.
+pub const RAW_BYTE_BASE: u32 = 0x10_FF00;
+
+/// What a directory entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileType {
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// A symbolic link (or an NTFS reparse point shown as one).
+    Symlink,
+    /// A device, FIFO or socket.
+    Special,
+}
+
+impl FileType {
+    /// A stable, lower-case name for JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileType::File => "file",
+            FileType::Directory => "dir",
+            FileType::Symlink => "symlink",
+            FileType::Special => "special",
+        }
+    }
+}
+
+/// A point in time with its full on-disk precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
+    /// Seconds since 1970-01-01 UTC (negative before).
+    pub secs: i64,
+    /// Nanoseconds within the second, `0..1_000_000_000`.
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    /// From an NTFS time: 100 ns ticks since 1601-01-01 UTC.
+    pub fn from_nt(ticks: u64) -> Self {
+        const NT_TO_UNIX_SECS: i64 = 11_644_473_600;
+        const TICKS_PER_SEC: u64 = 10_000_000;
+        let secs = i64::try_from(ticks / TICKS_PER_SEC).unwrap_or(i64::MAX) - NT_TO_UNIX_SECS;
+        let nanos = u32::try_from((ticks % TICKS_PER_SEC) * 100).unwrap_or(0);
+        Timestamp { secs, nanos }
+    }
+}
+
+/// What [`FileSystem::metadata`] knows of one file; `None` where the file
+/// system (or the crate underneath) does not record or expose a field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// The type.
+    pub file_type: FileType,
+    /// Size in bytes of the data (of a symlink: of its target).
+    pub size: u64,
+    /// Bytes allocated on the volume.
+    pub allocated: Option<u64>,
+    /// POSIX mode bits including the type (`0o100644`), where recorded.
+    pub mode: Option<u32>,
+    /// Owner user id.
+    pub uid: Option<u32>,
+    /// Owner group id.
+    pub gid: Option<u32>,
+    /// Hard-link count.
+    pub nlink: Option<u64>,
+    /// Inode or MFT record number.
+    pub inode: Option<u64>,
+    /// Creation (birth) time.
+    pub created: Option<Timestamp>,
+    /// Last data modification.
+    pub modified: Option<Timestamp>,
+    /// Last access.
+    pub accessed: Option<Timestamp>,
+    /// Last metadata change (inode ctime, NTFS MFT record change).
+    pub changed: Option<Timestamp>,
+}
+
+/// One entry of [`FileSystem::read_dir`] (never `.` or `..`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The name, encoded as the module docs say.
+    pub name: String,
+    /// The type.
+    pub file_type: FileType,
+}
+
+/// A file's data: `Read + Seek`.
+pub trait FileReader: Read + Seek {}
+impl<T: Read + Seek> FileReader for T {}
+
+/// Read-only file-level access to one file system.
+pub trait FileSystem {
+    /// What file system this is.
+    fn kind(&self) -> FsKind;
+    /// The volume label.
+    fn label(&self) -> Option<String>;
+    /// The serial number or UUID, as the file system's own tools print it.
+    fn serial(&self) -> Option<String>;
+    /// Whether names are compared case-sensitively (ext, ISO Rock Ridge)
+    /// or not (FAT, NTFS: lookups ignore case).
+    fn case_sensitive(&self) -> bool;
+    /// The entries of the directory at `path`, without `.` and `..`.
+    fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>>;
+    /// What is known of `path` (a symlink itself, not its target).
+    fn metadata(&self, path: &str) -> Result<Metadata>;
+    /// The data of the regular file (or named stream) at `path`.
+    fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>>;
+    /// The target of the symbolic link at `path`, as stored.
+    fn read_link(&self, path: &str) -> Result<String>;
+    /// The names of the named streams of `path` (NTFS alternate data
+    /// streams); empty on file systems without them.
+    fn streams(&self, _path: &str) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Joins a directory path and a name.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// The components of `path` (see the module docs), or `None` if it holds `..`.
+pub fn components(path: &str) -> Option<Vec<&str>> {
+    let mut out = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// Shows raw name bytes as a string: valid UTF-8 as is, every other byte
+/// as the character `U+10FF00 + byte`.
+pub fn encode_name(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for &b in chunk.invalid() {
+            out.push(char::from_u32(RAW_BYTE_BASE + u32::from(b)).unwrap_or('\u{FFFD}'));
+        }
+    }
+    out
+}
+
+/// The raw bytes a name made by [`encode_name`] stands for.
+pub fn decode_name(name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len());
+    for c in name.chars() {
+        let v = u32::from(c);
+        if (RAW_BYTE_BASE..=RAW_BYTE_BASE + 0xFF).contains(&v) {
+            out.push(u8::try_from(v - RAW_BYTE_BASE).unwrap_or(b'?'));
+        } else {
+            let mut b = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_names_round_trip() {
+        let raw = b"a\xffb\xc3\xa9\xc3";
+        let s = encode_name(raw);
+        assert_eq!(s.chars().count(), 5);
+        assert_eq!(decode_name(&s), raw);
+        assert_eq!(encode_name("é".as_bytes()), "é");
+    }
+
+    #[test]
+    fn dotdot_is_refused() {
+        assert_eq!(components("/a//./b"), Some(vec!["a", "b"]));
+        assert_eq!(components("/a/../b"), None);
+    }
+
+    #[test]
+    fn nt_epoch() {
+        assert_eq!(Timestamp::from_nt(116_444_736_000_000_000 + 15).nanos, 1500);
+        assert_eq!(Timestamp::from_nt(116_444_736_000_000_000).secs, 0);
+    }
+}

@@ -1,0 +1,493 @@
+//! NTFS over the `ntfs` crate, with our own data reader.
+//!
+//! The crate parses the boot sector, MFT records (fixups checked),
+//! attribute lists, indexes and the $UpCase table (names are looked up
+//! case-insensitively through it). Data is read here ([`data`]): the
+//! crate hands back the raw stored bytes of an LZNT1-compressed stream
+//! without an error, so compressed streams are decompressed per
+//! compression unit by [`lznt1`]. Sparse runs read as zeros, bytes past
+//! the initialized size too. A value spread over several records by an
+//! attribute list is read through the crate (into memory, up to
+//! [`MAX_LISTED_VALUE`]); compressed that way it is unsupported.
+//!
+//! Hard links are entries in several directories naming one MFT record
+//! (`inode` and `nlink` in [`Metadata`]). Reparse points of the symlink and
+//! junction kinds are shown as symlinks with their print name as target.
+//!
+//! # Threads
+//! [`NtfsFs`] is `Send + Sync`: each call reads through its own cursor.
+
+pub mod data;
+pub mod lznt1;
+
+use std::io::{Cursor, Read};
+use std::sync::Arc;
+
+use diskimage_formats::bytes::{le_u16, le_u32};
+use diskimage_formats::{BlockDevice, DeviceReader};
+use ntfs::indexes::NtfsFileNameIndex;
+use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileNamespace};
+use ntfs::{Ntfs, NtfsAttributeFlags, NtfsAttributeType, NtfsError, NtfsFile};
+
+use crate::error::{Error, FsName, Result};
+use crate::file_system::{
+    components, DirEntry, FileReader, FileSystem, FileType, Metadata, Timestamp,
+};
+use crate::FsKind;
+use data::{Run, RunReader};
+
+const FS: FsName = FsName::Ntfs;
+
+/// Most entries read from one directory index.
+pub const MAX_DIR_ENTRIES: usize = 1 << 20;
+/// Most data runs of one stream.
+pub const MAX_RUNS: usize = 1 << 20;
+/// Largest value read into memory through an attribute list.
+pub const MAX_LISTED_VALUE: u64 = 1 << 30;
+/// Largest reparse point read, in bytes (the format's own limit is 16 KiB).
+const MAX_REPARSE: u64 = 16 * 1024;
+/// Reparse tags shown as links.
+const IO_REPARSE_TAG_SYMLINK: u32 = 0xA000_000C;
+const IO_REPARSE_TAG_MOUNT_POINT: u32 = 0xA000_0003;
+
+/// An NTFS file system.
+pub struct NtfsFs {
+    ntfs: Ntfs,
+    device: Arc<dyn BlockDevice>,
+    label: Option<String>,
+}
+
+fn map_err(e: NtfsError, path: &str) -> Error {
+    match e {
+        NtfsError::Io(io) => Error::from_io(FS, path, io),
+        NtfsError::NotADirectory { .. } => Error::wrong_type(FS, path, "not a directory"),
+        e @ (NtfsError::UnsupportedAttributeType { .. }
+        | NtfsError::UnsupportedClusterSize { .. }
+        | NtfsError::UnsupportedFileNamespace { .. }
+        | NtfsError::UnsupportedSectorSize { .. }) => Error::Unsupported {
+            fs: FS,
+            path: Some(path.to_string()),
+            what: e.to_string(),
+            source: Some(Box::new(e)),
+        },
+        e => Error::Corrupt {
+            fs: FS,
+            path: Some(path.to_string()),
+            offset: None,
+            what: e.to_string(),
+            source: Some(Box::new(e)),
+        },
+    }
+}
+
+/// `path` split into the file path and the stream name (`""`: the unnamed data).
+fn split_stream(path: &str) -> (&str, &str) {
+    let last = path.rsplit('/').next().unwrap_or_default();
+    match last.split_once(':') {
+        Some((_, stream)) => (&path[..path.len() - stream.len() - 1], stream),
+        None => (path, ""),
+    }
+}
+
+fn ts(t: ntfs::NtfsTime) -> Option<Timestamp> {
+    Some(Timestamp::from_nt(t.nt_timestamp()))
+}
+
+impl NtfsFs {
+    /// Opens the NTFS file system on `device` and reads its $UpCase table.
+    pub fn open(device: Arc<dyn BlockDevice>) -> Result<Self> {
+        let mut r = DeviceReader::new(Arc::clone(&device));
+        let mut ntfs = Ntfs::new(&mut r).map_err(|e| map_err(e, "/"))?;
+        ntfs.read_upcase_table(&mut r)
+            .map_err(|e| map_err(e, "/"))?;
+        let label = ntfs
+            .volume_name(&mut r)
+            .and_then(|v| v.ok())
+            .map(|v| v.name().to_string_lossy())
+            .filter(|s| !s.is_empty());
+        Ok(NtfsFs {
+            ntfs,
+            device,
+            label,
+        })
+    }
+
+    fn reader(&self) -> DeviceReader {
+        DeviceReader::new(Arc::clone(&self.device))
+    }
+
+    /// The file at `path` (without a stream suffix).
+    fn lookup(&self, r: &mut DeviceReader, path: &str) -> Result<NtfsFile<'_>> {
+        let parts = components(path).ok_or_else(|| Error::not_found(FS, path))?;
+        let mut file = self.ntfs.root_directory(r).map_err(|e| map_err(e, path))?;
+        for part in parts {
+            if !file.is_directory() {
+                return Err(Error::wrong_type(FS, path, "not a directory"));
+            }
+            let next = {
+                let index = file.directory_index(r).map_err(|e| map_err(e, path))?;
+                let mut finder = index.finder();
+                match NtfsFileNameIndex::find(&mut finder, &self.ntfs, r, part) {
+                    Some(entry) => entry
+                        .map_err(|e| map_err(e, path))?
+                        .to_file(&self.ntfs, r)
+                        .map_err(|e| map_err(e, path))?,
+                    // The crate's B-tree search misses some system names
+                    // ($Extend/$ObjId): fall back to a bounded scan.
+                    None => self.scan(r, &file, part, path)?,
+                }
+            };
+            file = next;
+        }
+        Ok(file)
+    }
+
+    /// The entry `name` of `dir` by a linear scan (names compared in upper case).
+    fn scan<'n>(
+        &'n self,
+        r: &mut DeviceReader,
+        dir: &NtfsFile<'n>,
+        name: &str,
+        path: &str,
+    ) -> Result<NtfsFile<'n>> {
+        let want = name.to_uppercase();
+        let index = dir.directory_index(r).map_err(|e| map_err(e, path))?;
+        let mut entries = index.entries();
+        let mut seen = 0usize;
+        while let Some(entry) = entries.next(r) {
+            seen += 1;
+            if seen > MAX_DIR_ENTRIES {
+                return Err(Error::limit(
+                    FS,
+                    Some(path),
+                    "directory index too large (a loop?)",
+                ));
+            }
+            let entry = entry.map_err(|e| map_err(e, path))?;
+            let Some(Ok(key)) = entry.key() else { continue };
+            if key.name().to_string_lossy().to_uppercase() == want {
+                return entry.to_file(&self.ntfs, r).map_err(|e| map_err(e, path));
+            }
+        }
+        Err(Error::not_found(FS, path))
+    }
+
+    /// The reparse tag and target of a file with a reparse point.
+    fn reparse(
+        &self,
+        r: &mut DeviceReader,
+        file: &NtfsFile<'_>,
+        path: &str,
+    ) -> Result<Option<(u32, String)>> {
+        let mut attrs = file.attributes();
+        while let Some(item) = attrs.next(r) {
+            let item = item.map_err(|e| map_err(e, path))?;
+            let attr = item.to_attribute().map_err(|e| map_err(e, path))?;
+            if attr.ty().ok() != Some(NtfsAttributeType::ReparsePoint) {
+                continue;
+            }
+            if attr.value_length() > MAX_REPARSE {
+                return Err(Error::corrupt(
+                    FS,
+                    Some(path),
+                    "reparse point larger than 16 KiB",
+                ));
+            }
+            let mut buf = Vec::new();
+            attr.value(r)
+                .map_err(|e| map_err(e, path))?
+                .attach(r)
+                .take(MAX_REPARSE)
+                .read_to_end(&mut buf)
+                .map_err(|e| Error::from_io(FS, path, e))?;
+            let u16at = |o: usize| le_u16(&buf, o).map_or(0, usize::from);
+            let tag = le_u32(&buf, 0).unwrap_or(0);
+            let base = match tag {
+                IO_REPARSE_TAG_SYMLINK => 20,
+                IO_REPARSE_TAG_MOUNT_POINT => 16,
+                _ => return Ok(Some((tag, format!("<reparse tag {tag:#010x}>")))),
+            };
+            let (sub_off, sub_len, print_off, print_len) =
+                (u16at(8), u16at(10), u16at(12), u16at(14));
+            let (off, len) = if print_len > 0 {
+                (print_off, print_len)
+            } else {
+                (sub_off, sub_len)
+            };
+            let raw = buf.get(base + off..base + off + len).ok_or_else(|| {
+                Error::corrupt(
+                    FS,
+                    Some(path),
+                    "reparse target lies outside the reparse point",
+                )
+            })?;
+            let units: Vec<u16> = raw.chunks_exact(2).filter_map(|c| le_u16(c, 0)).collect();
+            return Ok(Some((tag, String::from_utf16_lossy(&units))));
+        }
+        Ok(None)
+    }
+
+    fn is_link(
+        &self,
+        r: &mut DeviceReader,
+        file: &NtfsFile<'_>,
+        path: &str,
+    ) -> Result<Option<String>> {
+        let info = file.info().map_err(|e| map_err(e, path))?;
+        if !info
+            .file_attributes()
+            .contains(NtfsFileAttributeFlags::REPARSE_POINT)
+        {
+            return Ok(None);
+        }
+        Ok(self
+            .reparse(r, file, path)?
+            .filter(|(tag, _)| matches!(*tag, IO_REPARSE_TAG_SYMLINK | IO_REPARSE_TAG_MOUNT_POINT))
+            .map(|(_, t)| t))
+    }
+
+    fn open_stream(&self, path: &str) -> Result<(Box<dyn FileReader + '_>, u64)> {
+        let (fpath, stream) = split_stream(path);
+        let mut r = self.reader();
+        let file = self.lookup(&mut r, fpath)?;
+        if stream.is_empty() && file.is_directory() {
+            return Err(Error::wrong_type(FS, path, "is a directory"));
+        }
+        let item = match file.data(&mut r, stream) {
+            Some(item) => item.map_err(|e| map_err(e, path))?,
+            // A file record without unnamed data (system files): empty.
+            None if stream.is_empty() => return Ok((Box::new(Cursor::new(Vec::new())), 0)),
+            None => return Err(Error::not_found(FS, path)),
+        };
+        let attr = item.to_attribute().map_err(|e| map_err(e, path))?;
+        let flags = attr.flags();
+        if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
+            return Err(Error::unsupported(FS, Some(path), "EFS-encrypted stream"));
+        }
+        let compressed = flags.contains(NtfsAttributeFlags::COMPRESSED);
+        let size = attr.value_length();
+        let header_pos = attr.position().value().map(|p| p.get());
+        let value = attr.value(&mut r).map_err(|e| map_err(e, path))?;
+        match value {
+            ntfs::attribute_value::NtfsAttributeValue::Resident(v) => {
+                Ok((Box::new(Cursor::new(v.data().to_vec())), size))
+            }
+            ntfs::attribute_value::NtfsAttributeValue::NonResident(v) => {
+                let mut runs = Vec::new();
+                let mut vcn = 0u64;
+                for run in v.data_runs() {
+                    if runs.len() >= MAX_RUNS {
+                        return Err(Error::limit(
+                            FS,
+                            Some(path),
+                            format!("more than {MAX_RUNS} data runs"),
+                        ));
+                    }
+                    let run = run.map_err(|e| map_err(e, path))?;
+                    let len = run.allocated_size();
+                    runs.push(Run {
+                        vcn_byte: vcn,
+                        len,
+                        lcn_byte: run.data_position().value().map(|p| p.get()),
+                    });
+                    vcn = vcn.saturating_add(len);
+                }
+                // Initialized size and compression unit from the raw header.
+                let mut hdr = [0u8; 0x40];
+                let (mut initialized, mut unit_exp) = (size, 4u32);
+                if let Some(p) = header_pos {
+                    if self.device.read_at(&mut hdr, p).is_ok() {
+                        unit_exp = u32::from(hdr[0x22]);
+                        initialized =
+                            u64::from_le_bytes(hdr[0x38..0x40].try_into().unwrap_or([0xff; 8]));
+                    }
+                }
+                let unit = if compressed {
+                    if unit_exp == 0 || unit_exp > 8 {
+                        return Err(Error::unsupported(
+                            FS,
+                            Some(path),
+                            "compressed stream without a compression unit",
+                        ));
+                    }
+                    Some(u64::from(self.ntfs.cluster_size()) << unit_exp)
+                } else {
+                    None
+                };
+                let reader = RunReader::new(
+                    Arc::clone(&self.device),
+                    runs,
+                    size,
+                    initialized,
+                    unit,
+                    path,
+                )?;
+                Ok((Box::new(reader), size))
+            }
+            other => {
+                if compressed {
+                    return Err(Error::unsupported(
+                        FS,
+                        Some(path),
+                        "compressed stream spread over an attribute list",
+                    ));
+                }
+                if size > MAX_LISTED_VALUE {
+                    return Err(Error::limit(
+                        FS,
+                        Some(path),
+                        "stream spread over an attribute list larger than 1 GiB",
+                    ));
+                }
+                let mut buf = Vec::new();
+                other
+                    .attach(&mut r)
+                    .take(size)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| Error::from_io(FS, path, e))?;
+                Ok((Box::new(Cursor::new(buf)), size))
+            }
+        }
+    }
+}
+
+impl FileSystem for NtfsFs {
+    fn kind(&self) -> FsKind {
+        FsKind::Ntfs
+    }
+
+    fn label(&self) -> Option<String> {
+        self.label.clone()
+    }
+
+    fn serial(&self) -> Option<String> {
+        Some(format!("{:016X}", self.ntfs.serial_number()))
+    }
+
+    fn case_sensitive(&self) -> bool {
+        false
+    }
+
+    fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let mut r = self.reader();
+        let file = self.lookup(&mut r, path)?;
+        if !file.is_directory() {
+            return Err(Error::wrong_type(FS, path, "not a directory"));
+        }
+        let index = file.directory_index(&mut r).map_err(|e| map_err(e, path))?;
+        let mut entries = index.entries();
+        let mut out: Vec<DirEntry> = Vec::new();
+        let mut seen = 0usize;
+        while let Some(entry) = entries.next(&mut r) {
+            seen += 1;
+            if seen > MAX_DIR_ENTRIES {
+                return Err(Error::limit(
+                    FS,
+                    Some(path),
+                    format!("more than {MAX_DIR_ENTRIES} index entries (an index loop?)"),
+                ));
+            }
+            let entry = entry.map_err(|e| map_err(e, path))?;
+            let Some(key) = entry.key() else { continue };
+            let key = key.map_err(|e| map_err(e, path))?;
+            if key.namespace() == NtfsFileNamespace::Dos {
+                continue;
+            }
+            let name = key.name().to_string_lossy();
+            if name == "." {
+                continue;
+            }
+            let attrs = key.file_attributes();
+            let file_type = if attrs.contains(NtfsFileAttributeFlags::REPARSE_POINT) {
+                FileType::Symlink
+            } else if key.is_directory() {
+                FileType::Directory
+            } else {
+                FileType::File
+            };
+            if out.iter().any(|e| e.name == name) {
+                continue;
+            }
+            out.push(DirEntry { name, file_type });
+        }
+        // Reparse points that are not links are shown as what they are.
+        for e in out.iter_mut().filter(|e| e.file_type == FileType::Symlink) {
+            if let Ok(m) = self.metadata(&crate::file_system::join(path, &e.name)) {
+                e.file_type = m.file_type;
+            }
+        }
+        Ok(out)
+    }
+
+    fn metadata(&self, path: &str) -> Result<Metadata> {
+        let (fpath, stream) = split_stream(path);
+        let mut r = self.reader();
+        let file = self.lookup(&mut r, fpath)?;
+        let info = file.info().map_err(|e| map_err(e, path))?;
+        let link = if stream.is_empty() {
+            self.is_link(&mut r, &file, path)?
+        } else {
+            None
+        };
+        let (file_type, size) = if let Some(t) = &link {
+            (FileType::Symlink, t.len() as u64)
+        } else if file.is_directory() && stream.is_empty() {
+            (FileType::Directory, 0)
+        } else {
+            let size = match file.data(&mut r, stream) {
+                Some(item) => {
+                    let item = item.map_err(|e| map_err(e, path))?;
+                    item.to_attribute()
+                        .map_err(|e| map_err(e, path))?
+                        .value_length()
+                }
+                None if stream.is_empty() => 0,
+                None => return Err(Error::not_found(FS, path)),
+            };
+            (FileType::File, size)
+        };
+        Ok(Metadata {
+            file_type,
+            size,
+            allocated: None,
+            mode: None,
+            uid: None,
+            gid: None,
+            nlink: Some(u64::from(file.hard_link_count())),
+            inode: Some(file.file_record_number()),
+            created: ts(info.creation_time()),
+            modified: ts(info.modification_time()),
+            accessed: ts(info.access_time()),
+            changed: ts(info.mft_record_modification_time()),
+        })
+    }
+
+    fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>> {
+        Ok(self.open_stream(path)?.0)
+    }
+
+    fn read_link(&self, path: &str) -> Result<String> {
+        let mut r = self.reader();
+        let file = self.lookup(&mut r, path)?;
+        self.is_link(&mut r, &file, path)?
+            .ok_or_else(|| Error::wrong_type(FS, path, "not a symbolic link"))
+    }
+
+    fn streams(&self, path: &str) -> Result<Vec<String>> {
+        let mut r = self.reader();
+        let file = self.lookup(&mut r, path)?;
+        let mut out = Vec::new();
+        let mut attrs = file.attributes();
+        while let Some(item) = attrs.next(&mut r) {
+            let item = item.map_err(|e| map_err(e, path))?;
+            let attr = item.to_attribute().map_err(|e| map_err(e, path))?;
+            if attr.ty().ok() == Some(NtfsAttributeType::Data) {
+                let name = attr.name().map_err(|e| map_err(e, path))?.to_string_lossy();
+                if !name.is_empty() && !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+        Ok(out)
+    }
+}

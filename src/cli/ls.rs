@@ -1,0 +1,225 @@
+//! `diskimage ls`: list a directory (or a whole tree) of a file system.
+
+use clap::Args;
+use diskimage::fs::{FileSystem, FileType, Metadata, Timestamp};
+use serde_json::{json, Value};
+
+use super::select::FsArgs;
+use super::CliError;
+
+/// Deepest directory nesting walked; deeper means a directory loop.
+pub const MAX_DEPTH: usize = 256;
+
+/// Arguments of `ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// List the whole tree below PATH.
+    #[arg(short, long)]
+    recursive: bool,
+    /// Long listing: type, mode, size, modification time.
+    #[arg(short, long)]
+    long: bool,
+    /// One JSON array of entries with all metadata.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    fs: FsArgs,
+}
+
+/// One listed entry.
+pub struct Entry {
+    /// The path inside the file system, from `/`.
+    pub path: String,
+    /// Its metadata.
+    pub meta: Metadata,
+    /// The link target of a symlink.
+    pub target: Option<String>,
+    /// Named streams (NTFS ADS).
+    pub streams: Vec<String>,
+}
+
+/// Joins a directory path and a name.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Calls `f` for each entry below `dir` (depth-first, sorted by name),
+/// recursing when `recursive`. Errors of one entry are passed to `on_err`
+/// and the walk goes on.
+pub fn walk(
+    fs: &dyn FileSystem,
+    dir: &str,
+    recursive: bool,
+    depth: usize,
+    f: &mut dyn FnMut(Entry) -> Result<(), CliError>,
+    on_err: &mut dyn FnMut(String, diskimage::fs::Error),
+) -> Result<(), CliError> {
+    if depth > MAX_DEPTH {
+        on_err(
+            dir.to_string(),
+            diskimage::fs::Error::limit(
+                fs_name(fs),
+                Some(dir),
+                format!("nesting deeper than {MAX_DEPTH} directories (a directory loop?)"),
+            ),
+        );
+        return Ok(());
+    }
+    let mut entries = match fs.read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            on_err(dir.to_string(), e);
+            return Ok(());
+        }
+    };
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    for e in entries {
+        let path = join(dir, &e.name);
+        let meta = match fs.metadata(&path) {
+            Ok(m) => m,
+            Err(err) => {
+                on_err(path, err);
+                continue;
+            }
+        };
+        let target = if meta.file_type == FileType::Symlink {
+            match fs.read_link(&path) {
+                Ok(t) => Some(t),
+                Err(err) => {
+                    on_err(path.clone(), err);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let streams = fs.streams(&path).unwrap_or_default();
+        let is_dir = meta.file_type == FileType::Directory;
+        f(Entry {
+            path: path.clone(),
+            meta,
+            target,
+            streams,
+        })?;
+        if recursive && is_dir {
+            walk(fs, &path, true, depth + 1, f, on_err)?;
+        }
+    }
+    Ok(())
+}
+
+fn fs_name(fs: &dyn FileSystem) -> diskimage::fs::FsName {
+    use diskimage::fs::{FsKind, FsName};
+    match fs.kind() {
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => FsName::Ext,
+        FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => FsName::Fat,
+        FsKind::Ntfs => FsName::Ntfs,
+        _ => FsName::Iso9660,
+    }
+}
+
+/// A time as `SECONDS.NANOSECONDS` (full precision, sortable as text per sign).
+pub fn time_str(t: Option<Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| {
+        Value::String(format!("{}.{:09}", t.secs, t.nanos))
+    })
+}
+
+/// The JSON object of one entry.
+pub fn entry_json(e: &Entry) -> Value {
+    let m = &e.meta;
+    json!({
+        "path": e.path,
+        "type": m.file_type.as_str(),
+        "size": m.size,
+        "allocated": m.allocated,
+        "mode": m.mode.map(|x| format!("{x:o}")),
+        "uid": m.uid,
+        "gid": m.gid,
+        "nlink": m.nlink,
+        "inode": m.inode,
+        "created": time_str(m.created),
+        "modified": time_str(m.modified),
+        "accessed": time_str(m.accessed),
+        "changed": time_str(m.changed),
+        "target": e.target,
+        "streams": e.streams,
+    })
+}
+
+/// Runs `ls`.
+pub fn run(args: &LsArgs) -> Result<(), CliError> {
+    let (fs, path) = args.fs.open_fs(false)?;
+    let mut out: Vec<Value> = Vec::new();
+    let mut failed = 0usize;
+    let mut stdout = std::io::stdout().lock();
+    let meta = fs.metadata(&path)?;
+    let mut print = |e: Entry| -> Result<(), CliError> {
+        use std::io::Write;
+        if args.json {
+            out.push(entry_json(&e));
+            return Ok(());
+        }
+        let name = if args.recursive {
+            e.path.clone()
+        } else {
+            e.path.rsplit('/').next().unwrap_or_default().to_string()
+        };
+        let line = if args.long {
+            let m = &e.meta;
+            let t = m
+                .modified
+                .map_or("-".to_string(), |t| format!("{}.{:09}", t.secs, t.nanos));
+            let link = e
+                .target
+                .as_ref()
+                .map_or(String::new(), |t| format!(" -> {t}"));
+            format!(
+                "{:<7} {:>7} {:>12} {:>20} {name}{link}",
+                m.file_type.as_str(),
+                m.mode.map_or("-".into(), |x| format!("{x:o}")),
+                m.size,
+                t
+            )
+        } else {
+            name
+        };
+        writeln!(stdout, "{line}").map_err(|e| CliError::output("stdout", e))
+    };
+    let mut on_err = |p: String, e: diskimage::fs::Error| {
+        failed += 1;
+        eprintln!("diskimage: {p}: {e}");
+    };
+    if meta.file_type == FileType::Directory {
+        walk(
+            fs.as_ref(),
+            &path,
+            args.recursive,
+            0,
+            &mut print,
+            &mut on_err,
+        )?;
+    } else {
+        let target = fs.read_link(&path).ok();
+        let streams = fs.streams(&path).unwrap_or_default();
+        print(Entry {
+            path: path.clone(),
+            meta,
+            target,
+            streams,
+        })?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    }
+    if failed > 0 {
+        return Err(CliError::Usage(format!(
+            "{failed} entries could not be read"
+        )));
+    }
+    Ok(())
+}

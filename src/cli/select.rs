@@ -1,0 +1,103 @@
+//! Choosing the device a file-system command reads, and the arguments those
+//! commands share (`IMAGE... [-V N] [PATH]`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use diskimage::diskset::{DiskSet, Volume};
+use diskimage::fs::{open_fs, FileSystem};
+use diskimage::{BlockDevice, DiskImage, OpenOptions};
+
+use super::{CliError, OpenArgs};
+
+/// The device holding the file system to read: volume `volume` of the set
+/// (numbered as `diskimage volumes` prints them), or, when none is given,
+/// the one volume whose file system can be read.
+pub fn volume_device(
+    images: Vec<DiskImage>,
+    volume: Option<usize>,
+    options: &OpenOptions,
+) -> Result<Arc<dyn BlockDevice>, CliError> {
+    let set = DiskSet::from_images(images, options)?;
+    let chosen = match volume {
+        Some(n) => set.volume(n).ok_or_else(|| {
+            CliError::Usage(format!(
+                "-V {n}: the disk set has {} volumes (see `diskimage volumes`)",
+                set.volumes().len()
+            ))
+        })?,
+        None => {
+            let readable: Vec<&Volume> = set.volumes().iter().filter(|v| v.mountable).collect();
+            match readable.as_slice() {
+                [one] => *one,
+                [] => return Err(CliError::Usage(
+                    "no volume holds a file system this version reads (see `diskimage volumes`)"
+                        .into(),
+                )),
+                many => {
+                    let list: Vec<String> = many.iter().map(|v| v.index.to_string()).collect();
+                    return Err(CliError::Usage(format!(
+                        "volumes {} hold file systems: choose one with -V N",
+                        list.join(", ")
+                    )));
+                }
+            }
+        }
+    };
+    if let Some(problem) = &chosen.problem {
+        return Err(CliError::Usage(format!(
+            "volume {}: {problem}",
+            chosen.index
+        )));
+    }
+    Ok(chosen.device())
+}
+
+/// Images, volume and open options of the file-system commands.
+#[derive(Debug, Args)]
+pub struct FsArgs {
+    /// The image(s), then optionally a path inside the file system (the
+    /// last argument is taken as the path when it is not a regular
+    /// file on this host).
+    #[arg(required = true, value_name = "IMAGE... [PATH]")]
+    args: Vec<String>,
+    /// The volume to read, as `diskimage volumes` numbers it; by default the
+    /// one volume whose file system can be read.
+    #[arg(short = 'V', long = "volume", value_name = "N")]
+    volume: Option<usize>,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+impl FsArgs {
+    /// The image paths and the path inside the file system (`/` if none).
+    /// With `path_required`, the last argument is always the path.
+    pub fn split(&self, path_required: bool) -> Result<(Vec<PathBuf>, String), CliError> {
+        let mut args = self.args.clone();
+        let last_is_path = match args.last() {
+            Some(last) if args.len() >= 2 => path_required || !std::path::Path::new(last).is_file(),
+            _ => false,
+        };
+        if path_required && !last_is_path {
+            return Err(CliError::Usage("expected IMAGE... PATH".into()));
+        }
+        let path = if last_is_path {
+            args.pop().unwrap_or_default()
+        } else {
+            "/".to_string()
+        };
+        Ok((args.into_iter().map(PathBuf::from).collect(), path))
+    }
+
+    /// Opens the images and the file system of the selected volume.
+    pub fn open_fs(&self, path_required: bool) -> Result<(Box<dyn FileSystem>, String), CliError> {
+        let (images, path) = self.split(path_required)?;
+        let images = images
+            .iter()
+            .map(|p| self.open.open(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let device = volume_device(images, self.volume, &self.open.options())?;
+        Ok((open_fs(device)?, path))
+    }
+}
