@@ -256,7 +256,7 @@ mod tests {
         // (byte, value, kind, message part)
         let cases: [(usize, u8, ErrorKind, &str); 6] = [
             (0, b'x', ErrorKind::Corrupt, "signature"),
-            (8, 0xff, ErrorKind::Corrupt, "EntryCount"),
+            (9, 0x08, ErrorKind::Corrupt, "EntryCount"),
             (16, 0x99, ErrorKind::Unsupported, "marked required"),
             (16 + 17, 0x01, ErrorKind::Corrupt, "FileOffset"),
             (16 + 22, 0x01, ErrorKind::OutOfBounds, "outside"),
