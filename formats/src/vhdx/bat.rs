@@ -181,8 +181,12 @@ impl Bat {
                             "payload BAT entry state"
                         },
                         value: s.into(),
-                        expected: if is_bitmap { "0 or 6" } else { "0, 1, 2, 3, 5, 6 or 7" }
-                            .into(),
+                        expected: if is_bitmap {
+                            "0 or 6"
+                        } else {
+                            "0, 1, 2, 3, 5, 6 or 7"
+                        }
+                        .into(),
                     },
                 )
                 .at(at));
@@ -279,7 +283,10 @@ mod tests {
         assert_eq!(g.chunk_ratio, 32768);
         assert_eq!(g.total_entries, 1);
         assert_eq!(Geometry::new(0, 1 << 20, 512, false).total_entries, 0);
-        assert_eq!(Geometry::new(3 << 19, 1 << 20, 512, false).block_len(1), 1 << 19);
+        assert_eq!(
+            Geometry::new(3 << 19, 1 << 20, 512, false).block_len(1),
+            1 << 19
+        );
     }
 
     /// A 4 MiB file with a BAT at 1 MiB for a 3 MiB disk of 1 MiB blocks.
@@ -302,7 +309,11 @@ mod tests {
             file_offset: MIB,
             length: MIB,
         };
-        Bat::read(&view, region, Geometry::new(3 << 20, 1 << 20, 512, has_parent))
+        Bat::read(
+            &view,
+            region,
+            Geometry::new(3 << 20, 1 << 20, 512, has_parent),
+        )
     }
 
     #[test]
@@ -317,10 +328,10 @@ mod tests {
     #[test]
     fn one_field_mutations_give_the_exact_error() {
         let cases: [(usize, u8, ErrorKind); 4] = [
-            (0, 4, ErrorKind::Corrupt),         // state 4 is not a payload state
-            (3, 0x40, ErrorKind::OutOfBounds),  // block past the end of the file
-            (2, 0x00, ErrorKind::OutOfBounds),  // block at offset 0 (inside the headers)
-            (8, 7, ErrorKind::OutOfBounds),     // partial block at offset 0
+            (0, 4, ErrorKind::Corrupt),        // state 4 is not a payload state
+            (3, 0x40, ErrorKind::OutOfBounds), // block past the end of the file
+            (2, 0x00, ErrorKind::OutOfBounds), // block at offset 0 (inside the headers)
+            (8, 7, ErrorKind::OutOfBounds),    // partial block at offset 0
         ];
         for (byte, value, kind) in cases {
             let mut f = golden();

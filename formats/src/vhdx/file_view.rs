@@ -140,8 +140,10 @@ impl FileView {
         let end = match offset.checked_add(n) {
             Some(e) if e <= self.len => e,
             _ => {
-                return Err(Error::out_of_range(Format::Vhdx, "file", offset, n, self.len)
-                    .in_file(self.file.path()))
+                return Err(
+                    Error::out_of_range(Format::Vhdx, "file", offset, n, self.len)
+                        .in_file(self.file.path()),
+                )
             }
         };
         let file_len = self.file.len();
@@ -165,10 +167,9 @@ impl FileView {
         {
             let lo = start.max(offset);
             let hi = piece.end.min(end);
-            let (Ok(dst_lo), Ok(dst_hi)) = (
-                usize::try_from(lo - offset),
-                usize::try_from(hi - offset),
-            ) else {
+            let (Ok(dst_lo), Ok(dst_hi)) =
+                (usize::try_from(lo - offset), usize::try_from(hi - offset))
+            else {
                 continue;
             };
             let Some(dst) = buf.get_mut(dst_lo..dst_hi) else {

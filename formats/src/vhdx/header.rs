@@ -63,7 +63,10 @@ pub(crate) struct Header {
 
 /// Reads the file type identifier; returns the creator string.
 pub(crate) fn read_file_type(file: &ImageFile) -> Result<String> {
-    let head = file.read_up_to(0, usize::try_from(CREATOR_OFFSET + CREATOR_LEN).unwrap_or(520))?;
+    let head = file.read_up_to(
+        0,
+        usize::try_from(CREATOR_OFFSET + CREATOR_LEN).unwrap_or(520),
+    )?;
     if head.get(..8) != Some(FILE_TYPE_SIGNATURE.as_slice()) {
         return Err(Error::not_this_format(
             Format::Vhdx,
@@ -166,7 +169,11 @@ pub(crate) fn parse_header(buf: &[u8], at: u64, copy: u8) -> Result<Header> {
         );
     }
     if h.log_length != 0 && (h.log_offset % MIB != 0 || h.log_offset < MIB) {
-        return bad("LogOffset", h.log_offset, "a multiple of 1 MiB, at least 1 MiB");
+        return bad(
+            "LogOffset",
+            h.log_offset,
+            "a multiple of 1 MiB, at least 1 MiB",
+        );
     }
     Ok(h)
 }
@@ -176,7 +183,9 @@ pub(crate) fn parse_header(buf: &[u8], at: u64, copy: u8) -> Result<Header> {
 /// other copy is used); two damaged copies are an error naming header 1's fault.
 pub(crate) fn read_current(file: &ImageFile, warnings: &mut Warnings) -> Result<Header> {
     let read = |at: u64, copy: u8| -> Result<Header> {
-        let buf = file.read_vec(at, HEADER_SIZE).map_err(|e| e.in_format(Format::Vhdx))?;
+        let buf = file
+            .read_vec(at, HEADER_SIZE)
+            .map_err(|e| e.in_format(Format::Vhdx))?;
         parse_header(&buf, at, copy)
     };
     let one = read(HEADER_1_OFFSET, 1);
@@ -247,11 +256,11 @@ mod tests {
     #[test]
     fn one_field_mutations_give_the_exact_error() {
         let cases: [(usize, u8, bool, ErrorKind); 5] = [
-            (0, b'x', true, ErrorKind::Corrupt),       // signature
-            (9, 1, false, ErrorKind::Corrupt),         // checksum no longer matches
-            (66, 2, true, ErrorKind::Unsupported),     // version 2
-            (64, 1, true, ErrorKind::Unsupported),     // log version 1
-            (70, 0x11, true, ErrorKind::Corrupt),      // log length not a MiB multiple
+            (0, b'x', true, ErrorKind::Corrupt),   // signature
+            (9, 1, false, ErrorKind::Corrupt),     // checksum no longer matches
+            (66, 2, true, ErrorKind::Unsupported), // version 2
+            (64, 1, true, ErrorKind::Unsupported), // log version 1
+            (70, 0x11, true, ErrorKind::Corrupt),  // log length not a MiB multiple
         ];
         for (offset, value, reseal, kind) in cases {
             let mut b = golden(1);

@@ -105,7 +105,9 @@ fn parse_entry(log: &[u8], offset: u64, guid: &Guid) -> Result<Option<Entry>, Da
     let count = u64::from(le_u32(&head, 24));
     let size = log.len() as u64;
     if length == 0 || length % LOG_SECTOR_SIZE != 0 || length > size {
-        return damaged(format!("entry length {length} is not a 4 KiB multiple within the log"));
+        return damaged(format!(
+            "entry length {length} is not a 4 KiB multiple within the log"
+        ));
     }
     if tail % LOG_SECTOR_SIZE != 0 || tail >= size {
         return damaged(format!("tail {tail:#x} is not a 4 KiB-aligned log offset"));
@@ -136,12 +138,16 @@ fn parse_entry(log: &[u8], offset: u64, guid: &Guid) -> Result<Option<Entry>, Da
             return damaged(format!("descriptor {i} has another sequence number"));
         }
         if file_offset % LOG_SECTOR_SIZE != 0 {
-            return damaged(format!("descriptor {i} file offset {file_offset:#x} is not 4 KiB-aligned"));
+            return damaged(format!(
+                "descriptor {i} file offset {file_offset:#x} is not 4 KiB-aligned"
+            ));
         }
         if sig == Some(ZERO_SIGNATURE.as_slice()) {
             let len = le_u64(&bytes, d + 8);
             if len % LOG_SECTOR_SIZE != 0 {
-                return damaged(format!("zero descriptor {i} length {len} is not a 4 KiB multiple"));
+                return damaged(format!(
+                    "zero descriptor {i} length {len} is not a 4 KiB multiple"
+                ));
             }
             writes.push(Write::Zero {
                 offset: file_offset,
@@ -152,7 +158,9 @@ fn parse_entry(log: &[u8], offset: u64, guid: &Guid) -> Result<Option<Entry>, Da
             let leading = le_u64(&bytes, d + 8).to_le_bytes();
             let s = usize::try_from(data_sector).unwrap_or(usize::MAX);
             let Some(sector) = bytes.get(s..s.saturating_add(LOG_SECTOR_SIZE as usize)) else {
-                return damaged(format!("data sector of descriptor {i} is past the entry's end"));
+                return damaged(format!(
+                    "data sector of descriptor {i} is past the entry's end"
+                ));
             };
             let high = u64::from(le_u32(sector, 4));
             let low = u64::from(le_u32(sector, 4092));
@@ -255,10 +263,7 @@ pub(crate) fn replay(
         }
     }
     let active = active_sequence(&entries, length);
-    let newest = active
-        .as_ref()
-        .and_then(|s| s.last())
-        .map(|e| e.sequence);
+    let newest = active.as_ref().and_then(|s| s.last()).map(|e| e.sequence);
     let blocking = damaged
         .iter()
         .find(|(_, d)| newest.is_none_or(|n| d.sequence >= n));
@@ -275,7 +280,10 @@ pub(crate) fn replay(
     };
     if let Some((offset, d)) = blocking {
         ignore(
-            format!("log entry with sequence number {} is damaged ({})", d.sequence, d.why),
+            format!(
+                "log entry with sequence number {} is damaged ({})",
+                d.sequence, d.why
+            ),
             at + offset,
             warnings,
         )?;

@@ -155,7 +155,9 @@ pub(crate) fn read(view: &FileView, region: Region) -> Result<Metadata> {
             if flags & IS_REQUIRED != 0 {
                 return Err(Error::unsupported(
                     Format::Vhdx,
-                    format!("metadata item {{{id}}} is marked required and is not known to this reader"),
+                    format!(
+                        "metadata item {{{id}}} is marked required and is not known to this reader"
+                    ),
                 )
                 .at(entry_at));
             }
@@ -168,12 +170,15 @@ pub(crate) fn read(view: &FileView, region: Region) -> Result<Metadata> {
             ));
         }
         if length > MAX_ITEM_LENGTH {
-            return Err(Error::limit(Format::Vhdx, "metadata item length", length, MAX_ITEM_LENGTH)
-                .at(entry_at + 20));
+            return Err(Error::limit(
+                Format::Vhdx,
+                "metadata item length",
+                length,
+                MAX_ITEM_LENGTH,
+            )
+            .at(entry_at + 20));
         }
-        if length != 0
-            && (offset < METADATA_TABLE_SIZE || offset + length > region.length)
-        {
+        if length != 0 && (offset < METADATA_TABLE_SIZE || offset + length > region.length) {
             return Err(bad_value(
                 "metadata item Offset",
                 offset,
@@ -260,9 +265,7 @@ pub(crate) fn read(view: &FileView, region: Region) -> Result<Metadata> {
         Some((_, d, at)) if has_parent => Some(parent_locator::parse(d, *at)?),
         _ if has_parent => {
             return Err(corrupt(
-                Detail::Invalid(
-                    "HasParent is set but the parent locator item is missing".into(),
-                ),
+                Detail::Invalid("HasParent is set but the parent locator item is missing".into()),
                 fp_at,
             ))
         }
@@ -292,7 +295,10 @@ mod tests {
         let base = MIB as usize;
         f[base..base + 8].copy_from_slice(b"metadata");
         let items: [(Guid, Vec<u8>); 5] = [
-            (FILE_PARAMETERS, [(32u32 << 20).to_le_bytes(), 0u32.to_le_bytes()].concat()),
+            (
+                FILE_PARAMETERS,
+                [(32u32 << 20).to_le_bytes(), 0u32.to_le_bytes()].concat(),
+            ),
             (VIRTUAL_DISK_SIZE, (1u64 << 30).to_le_bytes().to_vec()),
             (PAGE_83_DATA, vec![0x83; 16]),
             (LOGICAL_SECTOR_SIZE, 512u32.to_le_bytes().to_vec()),
@@ -341,8 +347,18 @@ mod tests {
             (MIB as usize + 11, 0x08, ErrorKind::Corrupt, "EntryCount"),
             (item(0) + 2, 0x30, ErrorKind::Corrupt, "BlockSize"),
             (item(0) + 3, 0x00, ErrorKind::Corrupt, "BlockSize"),
-            (item(0) + 4, 0x02, ErrorKind::Corrupt, "parent locator item is missing"),
-            (item(1) + 6, 0x01, ErrorKind::LimitExceeded, "VirtualDiskSize"),
+            (
+                item(0) + 4,
+                0x02,
+                ErrorKind::Corrupt,
+                "parent locator item is missing",
+            ),
+            (
+                item(1) + 6,
+                0x01,
+                ErrorKind::LimitExceeded,
+                "VirtualDiskSize",
+            ),
             (item(3) + 1, 0x04, ErrorKind::Corrupt, "LogicalSectorSize"),
             (entry(0), 0x00, ErrorKind::Unsupported, "marked required"),
             (entry(2) + 18, 0x20, ErrorKind::Corrupt, "Offset"),

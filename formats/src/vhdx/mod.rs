@@ -19,6 +19,7 @@ pub(crate) mod bat;
 pub(crate) mod crc32c;
 pub(crate) mod fields;
 pub(crate) mod file_view;
+mod fuzz_input;
 pub(crate) mod header;
 pub(crate) mod log;
 pub(crate) mod metadata;
@@ -40,6 +41,9 @@ use bat::{Bat, BlockState, Geometry};
 use file_view::FileView;
 
 pub use fields::Guid;
+pub use fuzz_input::{
+    expand_fuzz_input, DEFAULT_FILE_MIB, FIX_CHECKSUMS, MAX_FILE_MIB, MIN_FILE_MIB,
+};
 
 /// How many blocks' sector bitmaps are kept in memory (each at most 64 KiB).
 pub const MAX_CACHED_BITMAPS: usize = 4096;
@@ -140,7 +144,11 @@ impl VhdxImage {
                     }
                     let stop = (next * ss).min(end);
                     let start = offset + (pos - in_block);
-                    let run = if set { Run::File(at + pos) } else { Run::Absent };
+                    let run = if set {
+                        Run::File(at + pos)
+                    } else {
+                        Run::Absent
+                    };
                     push(start, stop - pos, run);
                     pos = stop;
                 }
@@ -371,7 +379,10 @@ pub(crate) fn open(ctx: &OpenContext<'_>, file: ImageFile) -> Result<DiskImage> 
                     info.property("parent_linkage_check", "matches the parent's DataWriteGuid");
                 }
                 Some(g) => {
-                    info.property("parent_linkage_check", format!("mismatch: parent DataWriteGuid is {{{g}}}"));
+                    info.property(
+                        "parent_linkage_check",
+                        format!("mismatch: parent DataWriteGuid is {{{g}}}"),
+                    );
                     w.tolerate(
                         WarningKind::ParentMismatch,
                         Error::corrupt(

@@ -149,7 +149,11 @@ mod tests {
         b[..16].copy_from_slice(&VHDX_LOCATOR_TYPE.0);
         b[18..20].copy_from_slice(&(pairs.len() as u16).to_le_bytes());
         for (i, (k, v)) in pairs.iter().enumerate() {
-            let enc = |s: &str| s.encode_utf16().flat_map(u16::to_le_bytes).collect::<Vec<u8>>();
+            let enc = |s: &str| {
+                s.encode_utf16()
+                    .flat_map(u16::to_le_bytes)
+                    .collect::<Vec<u8>>()
+            };
             let (k, v) = (enc(k), enc(v));
             let e = HEADER_SIZE + i * ENTRY_SIZE;
             let ko = b.len();

@@ -63,7 +63,8 @@ pub(crate) struct RegionTable {
 
 /// Parses one 64 KiB region table read at file offset `at` of a file of `file_len` bytes.
 pub(crate) fn parse(buf: &[u8], at: u64, copy: u8, file_len: u64) -> Result<RegionTable> {
-    let corrupt = |detail: Detail, offset: u64| Err(Error::corrupt(Format::Vhdx, detail).at(offset));
+    let corrupt =
+        |detail: Detail, offset: u64| Err(Error::corrupt(Format::Vhdx, detail).at(offset));
     if buf.get(..4) != Some(SIGNATURE.as_slice()) {
         return corrupt(
             Detail::BadSignature {
