@@ -197,7 +197,7 @@ fn parse_entry(log: &[u8], offset: u64, guid: &Guid) -> Result<Option<Entry>, Da
 /// consecutive valid entries back to it.
 fn active_sequence(entries: &HashMap<u64, Entry>, log_len: u64) -> Option<Vec<&Entry>> {
     let mut heads: Vec<&Entry> = entries.values().collect();
-    heads.sort_by(|a, b| b.sequence.cmp(&a.sequence));
+    heads.sort_by_key(|e| std::cmp::Reverse(e.sequence));
     for head in heads {
         let mut seq = Vec::new();
         let Some(mut cur) = entries.get(&head.tail) else {
