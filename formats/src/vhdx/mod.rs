@@ -2,18 +2,18 @@
 //! with the log replayed in memory.
 //!
 //! Opening reads, in order: the file type identifier and creator
-//! ([`header`]), both headers (the valid one with the higher sequence
-//! number), the log when `LogGuid` is set ([`log`], replayed into an
-//! in-memory overlay of the file: [`file_view`]; the file is never
-//! written), the region tables ([`region_table`]), the metadata
-//! ([`metadata`], [`parent_locator`]) and the BAT ([`bat`]). A
+//! (`header`), both headers (the valid one with the higher sequence
+//! number), the log when `LogGuid` is set (`log`, replayed into an
+//! in-memory overlay of the file: `file_view`; the file is never
+//! written), the region tables (`region_table`), the metadata
+//! (`metadata`, `parent_locator`) and the BAT (`bat`). A
 //! differencing disk's parent is opened through the caller's context
 //! unless `no_parents` is set, and its DataWriteGuid is checked against
 //! the child's `parent_linkage`.
 //!
 //! Limits: block size a power of two from 1 MiB to 256 MiB, sector sizes
 //! 512 or 4096, virtual size up to 64 TiB, log up to
-//! [`log::MAX_LOG_LENGTH`], every table inside the file.
+//! 256 MiB (`log::MAX_LOG_LENGTH`), every table inside the file.
 
 pub(crate) mod bat;
 pub(crate) mod crc32c;
