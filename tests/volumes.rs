@@ -486,10 +486,11 @@ fn bad_inputs_give_typed_errors() {
 fn whole_disk_file_systems_are_one_volume() {
     let dir = tempfile::tempdir().expect("tempdir");
     gunzip_dir(&repo().join("fixtures/foundation"), dir.path());
-    for (image, kind) in [
-        ("ext4.img", "ext4"),
-        ("fat16.img", "fat16"),
-        ("cd.iso", "iso9660"),
+    // The ISO is detected but its files are not read yet (diskimage_fs::reads).
+    for (image, kind, mountable) in [
+        ("ext4.img", "ext4", true),
+        ("fat16.img", "fat16", true),
+        ("cd.iso", "iso9660", false),
     ] {
         let p: &Path = &dir.path().join(image);
         let set = DiskSet::open(&[p], &OpenOptions::default()).expect(image);
@@ -498,7 +499,7 @@ fn whole_disk_file_systems_are_one_volume() {
         };
         assert_eq!(v.scheme.as_str(), "whole-disk");
         assert_eq!(v.fs.as_ref().map(|f| f.kind.as_str()), Some(kind));
-        assert!(v.mountable);
+        assert_eq!(v.mountable, mountable, "{image}");
     }
 }
 
