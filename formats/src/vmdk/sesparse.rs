@@ -345,7 +345,7 @@ mod tests {
         assert_eq!(mutate(8, 1), ErrorKind::Unsupported);
         assert_eq!(mutate(16, 1 << 60), ErrorKind::LimitExceeded);
         assert_eq!(mutate(24, 3), ErrorKind::Corrupt);
-        assert_eq!(mutate(136, 1), ErrorKind::Corrupt);
+        assert_eq!(mutate(136, 0), ErrorKind::Corrupt);
         assert_eq!(mutate(512, 0), ErrorKind::Corrupt);
         assert_eq!(mutate(512 + 24, 1), ErrorKind::Unsupported);
         assert_eq!(mutate(128, 1 << 40), ErrorKind::OutOfBounds);
