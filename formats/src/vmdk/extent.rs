@@ -99,12 +99,17 @@ pub(crate) fn open_sparse_file(file: ImageFile, w: &mut Warnings) -> Result<(Bac
         note_header(&header, &path, w);
         let header = stream::effective_header(&file, header)?;
         let summary = format!(
-            "KDMV v{} flags {:#x} grain {} sectors{}",
+            "KDMV v{} flags {:#x} grain {} sectors{}{}",
             header.version,
             header.flags,
             header.grain_size,
             if header.compressed() {
                 ", deflate-compressed"
+            } else {
+                ""
+            },
+            if header.has_markers() {
+                ", markers"
             } else {
                 ""
             }

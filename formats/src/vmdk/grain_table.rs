@@ -65,8 +65,11 @@ pub(crate) trait GrainSource: Send + Sync {
 /// A bounded, direct-mapped cache of tables, one lock per slot (never held
 /// during I/O).
 pub(crate) struct TableCache<T> {
-    slots: Vec<Mutex<Option<(u64, Arc<[T]>)>>>,
+    slots: Vec<Slot<T>>,
 }
+
+/// One cache slot: the index of the table it holds, and the table.
+type Slot<T> = Mutex<Option<(u64, Arc<[T]>)>>;
 
 impl<T> TableCache<T> {
     /// A cache for an extent with `tables` tables.
@@ -187,11 +190,6 @@ impl SparseExtent {
             header,
             gd,
         })
-    }
-
-    /// The header in use (the footer's for a streamOptimized extent).
-    pub fn header(&self) -> &SparseHeader {
-        &self.header
     }
 
     fn table(&self, gd_index: u64, gde: u32) -> Result<Arc<[u32]>> {

@@ -15,8 +15,6 @@ pub const HEADER_LEN: usize = 512;
 pub const GD_AT_END: u64 = u64::MAX;
 /// Flag: the newline-detection bytes are valid.
 pub const FLAG_NEWLINE_TEST: u32 = 1 << 0;
-/// Flag: a redundant grain directory is present.
-pub const FLAG_REDUNDANT_GD: u32 = 1 << 1;
 /// Flag: grain table entry 1 means "zeroed grain".
 pub const FLAG_ZEROED_GRAIN_GTE: u32 = 1 << 2;
 /// Flag: grains are compressed.

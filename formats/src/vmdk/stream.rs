@@ -19,8 +19,6 @@ use super::sparse_header::{SparseHeader, GD_AT_END, HEADER_LEN, SECTOR};
 
 /// Bytes of a grain marker before the compressed data: `lba` (u64) and `size` (u32).
 pub const GRAIN_MARKER_LEN: u64 = 12;
-/// Marker `type` of the footer marker.
-pub const MARKER_FOOTER: u32 = 3;
 /// The footer (header copy) starts this many bytes before the end of the file.
 pub const FOOTER_FROM_END: u64 = 2 * SECTOR;
 
