@@ -230,6 +230,12 @@ impl Descriptor {
             "encoding" => self.encoding = Some(value.to_owned()),
             "cid" => self.cid = Some(parse_cid(value, line)?),
             "parentcid" => self.parent_cid = Some(parse_cid(value, line)?),
+            "createtype" if value.eq_ignore_ascii_case("vsanSparse") => {
+                return Err(Error::unsupported(
+                    Format::Vmdk,
+                    "createType vsanSparse (vSAN objects) is not read by this version",
+                ))
+            }
             "createtype" => self.create_type = Some(value.to_owned()),
             "parentfilenamehint" => self.parent_file_name_hint = Some(value.to_owned()),
             _ => self.ddb.push((key.to_owned(), value.to_owned())),
@@ -362,6 +368,9 @@ mod tests {
         assert_eq!(e("RW 8 FLAT \"a\" zz").kind(), ErrorKind::Corrupt);
         assert_eq!(e("RW 8 VSANSPARSE \"a\"").kind(), ErrorKind::Unsupported);
         assert_eq!(e("CID=xyz").kind(), ErrorKind::Corrupt);
+        assert!(e("createType=\"vsanSparse\"")
+            .to_string()
+            .contains("vsanSparse"));
         assert_eq!(e("garbage").kind(), ErrorKind::Corrupt);
         assert!(e("\n\n# only comments\n\0\0").to_string().contains("empty"));
     }

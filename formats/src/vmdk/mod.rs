@@ -404,8 +404,41 @@ fn describe(info: &mut ImageInfo, d: &Descriptor) {
         info.property("parent_cid", shown);
     }
     for (k, v) in &d.ddb {
-        if !info.properties.iter().any(|(key, _)| key == k) {
-            info.property(k.clone(), v);
+        let key = snake_case(k);
+        if !info.properties.iter().any(|(have, _)| *have == key) {
+            info.property(key, v);
         }
+    }
+}
+
+/// `ddb.longContentID` → `ddb.long_content_id` (property keys are snake_case).
+fn snake_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    let mut prev_lower = false;
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            if prev_lower {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+            prev_lower = false;
+        } else {
+            prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddb_keys_become_snake_case() {
+        assert_eq!(snake_case("ddb.longContentID"), "ddb.long_content_id");
+        assert_eq!(snake_case("ddb.adapterType"), "ddb.adapter_type");
+        assert_eq!(snake_case("ddb.geometry.heads"), "ddb.geometry.heads");
+        assert_eq!(snake_case("ddb.virtualHWVersion"), "ddb.virtual_hwversion");
     }
 }

@@ -12,7 +12,7 @@
 
 use flate2::{Decompress, FlushDecompress, Status};
 
-use crate::error::{Detail, Error, Format, Result};
+use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image_file::ImageFile;
 
 use super::sparse_header::{SparseHeader, GD_AT_END, HEADER_LEN, SECTOR};
@@ -80,6 +80,22 @@ pub(crate) fn inflate_grain(
     dst: &mut [u8],
 ) -> Result<()> {
     let corrupt = |d: Detail| Error::corrupt(Format::Vmdk, d).at(at).in_file(file.path());
+    let truncated = |needed: u64| {
+        Error::new(
+            ErrorKind::OutOfBounds,
+            Format::Vmdk,
+            Detail::Truncated {
+                what: format!("compressed grain {index} (truncated file?)"),
+                needed,
+                available: file.len().saturating_sub(at),
+            },
+        )
+        .at(at)
+        .in_file(file.path())
+    };
+    if at.saturating_add(GRAIN_MARKER_LEN) > file.len() {
+        return Err(truncated(GRAIN_MARKER_LEN));
+    }
     let mut marker = [0u8; GRAIN_MARKER_LEN as usize];
     file.read_exact_at(&mut marker, at)
         .map_err(|e| e.in_format(Format::Vmdk))?;
@@ -102,6 +118,9 @@ pub(crate) fn inflate_grain(
             value: u64::from(size),
             expected: format!("1 to {max} bytes"),
         }));
+    }
+    if (at + GRAIN_MARKER_LEN).saturating_add(u64::from(size)) > file.len() {
+        return Err(truncated(GRAIN_MARKER_LEN + u64::from(size)));
     }
     let data = file
         .read_vec(at + GRAIN_MARKER_LEN, u64::from(size))
