@@ -12,14 +12,13 @@ use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image::{DiskImage, WarningKind, Warnings};
 use crate::image_file::ImageFile;
 
+use super::cowd::{self, COWD_MAGIC};
 use super::descriptor::{Access, ExtentLine, ExtentType};
 use super::grain_table::{Grain, GrainSource, SparseExtent};
 use super::sesparse::{SeSparseExtent, SESPARSE_MAGIC};
 use super::sparse_header::{SparseHeader, SECTOR, SPARSE_MAGIC};
 use super::stream;
 
-/// `COWD` read as a little-endian u32 (ESXi vmfsSparse delta extents).
-pub const COWD_MAGIC: u32 = 0x4457_4f43;
 /// Reads with at least this many compressed grains inflate them on several threads.
 pub const PARALLEL_INFLATE_MIN_GRAINS: usize = 4;
 
@@ -118,12 +117,12 @@ pub(crate) fn open_sparse_file(file: ImageFile, w: &mut Warnings) -> Result<(Bac
         return Ok((Backend::Sparse(Box::new(sparse)), summary));
     }
     if magic == COWD_MAGIC {
-        return Err(Error::unsupported(
-            Format::Vmdk,
-            "COWD (vmfsSparse) delta extents are not read by this version",
-        )
-        .at(0)
-        .in_file(&path));
+        let (sparse, h) = cowd::open(file, w)?;
+        let summary = format!(
+            "COWD v{} flags {:#x} grain {} sectors",
+            h.version, h.flags, h.grain_size
+        );
+        return Ok((Backend::Sparse(Box::new(sparse)), summary));
     }
     if head.get(..8) == Some(&SESPARSE_MAGIC.to_le_bytes()[..]) {
         let s = SeSparseExtent::open(file)?;

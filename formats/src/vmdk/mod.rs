@@ -9,19 +9,20 @@
 //! | streamOptimized | SPARSE, deflate grains, footer header (v1–3) | yes |
 //! | monolithicFlat, twoGbMaxExtentFlat, vmfs, vmfsThin, vmfsPreallocated, vmfsEagerZeroedThick | FLAT / VMFS | yes |
 //! | seSparse | SESPARSE (also a bare file) | yes; a dirty journal is refused |
+//! | vmfsSparse | VMFSSPARSE (`COWD`, also a bare file) | yes |
 //! | custom | any mix of the above, ZERO | yes |
-//! | vmfsSparse | VMFSSPARSE (`COWD`) | no: "unsupported" error |
 //! | vmfsRaw, vmfsRDM, NOACCESS extents | — | opens; reading them is an "unsupported" error |
 //! | vsanSparse | — | "unsupported" error |
 //!
 //! Module layout: [`descriptor`] (text), `sparse_header` (`KDMV`),
 //! `grain_table` (directory, tables, cache), `stream` (footer, markers,
-//! inflate), `sesparse`, `extent` (per-extent read and map), `chain`
+//! inflate), `sesparse`, `cowd`, `extent` (per-extent read and map), `chain`
 //! (parents and [`dependencies`]).
 
 pub mod descriptor;
 
 mod chain;
+mod cowd;
 mod extent;
 mod grain_table;
 mod sesparse;
@@ -38,8 +39,9 @@ use crate::image::{DiskImage, ImageInfo, WarningKind, Warnings};
 use crate::image_file::ImageFile;
 
 pub use chain::dependencies;
+use cowd::COWD_MAGIC;
 use descriptor::{Descriptor, ExtentType, MAX_DESCRIPTOR_BYTES, NO_PARENT_CID};
-use extent::{Backend, VmdkExtent, COWD_MAGIC};
+use extent::{Backend, VmdkExtent};
 use sparse_header::{SparseHeader, SECTOR, SPARSE_MAGIC};
 
 /// An opened VMDK virtual disk: its extents laid end to end, and its parent.
