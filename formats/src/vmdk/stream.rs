@@ -125,24 +125,32 @@ pub(crate) fn inflate_grain(
     let data = file
         .read_vec(at + GRAIN_MARKER_LEN, u64::from(size))
         .map_err(|e| e.in_format(Format::Vmdk))?;
-    let mut out = vec![0u8; usize::try_from(grain).unwrap_or(0)];
-    let mut z = Decompress::new(true);
-    let status = z
-        .decompress(&data, &mut out, FlushDecompress::Finish)
-        .map_err(|e| {
-            corrupt(Detail::Invalid(format!(
-                "grain {index} does not inflate: {e}"
-            )))
-        })?;
-    let produced = z.total_out();
     let need = skip.saturating_add(dst.len() as u64);
-    if produced < need || !matches!(status, Status::StreamEnd | Status::Ok | Status::BufError) {
-        return Err(corrupt(Detail::Truncated {
-            what: format!("inflated grain {index}"),
-            needed: need,
-            available: produced,
-        }));
+    let mut z = Decompress::new(true);
+    let inflate = |z: &mut Decompress, out: &mut [u8]| {
+        let status = z
+            .decompress(&data, out, FlushDecompress::Finish)
+            .map_err(|e| {
+                corrupt(Detail::Invalid(format!(
+                    "grain {index} does not inflate: {e}"
+                )))
+            })?;
+        let produced = z.total_out();
+        if produced < need || !matches!(status, Status::StreamEnd | Status::Ok | Status::BufError) {
+            return Err(corrupt(Detail::Truncated {
+                what: format!("inflated grain {index}"),
+                needed: need,
+                available: produced,
+            }));
+        }
+        Ok(())
+    };
+    if skip == 0 && dst.len() as u64 == grain {
+        // A whole grain: inflate straight into the caller's buffer.
+        return inflate(&mut z, dst);
     }
+    let mut out = vec![0u8; usize::try_from(grain).unwrap_or(0)];
+    inflate(&mut z, &mut out)?;
     let src = usize::try_from(skip)
         .ok()
         .and_then(|s| out.get(s..s + dst.len()))
