@@ -302,6 +302,9 @@ fn dissect_differencing_avhdx_opens_alone_with_its_parent_locator() {
     assert_eq!(e.kind(), ErrorKind::MissingFile);
     assert!(e.to_string().contains("Generation 1_49C4BAF3"), "{e}");
     assert_eq!(sha256_file(&path), before);
+}
+
+#[test]
 fn dissect_sesparse_opened_as_one_sesparse_extent_of_a_descriptor() {
     // TRUTH.tsv: "(as one SESPARSE extent of 1048576 sectors)". The bare
     // file is checked by the main test; here a descriptor names it, as an
