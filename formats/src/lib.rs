@@ -13,7 +13,8 @@
 //! | raw, split raw | [`raw`] | yes |
 //! | ISO 9660 / UDF | [`iso`] | yes (2,048-byte sectors) |
 //! | VHDX (fixed, dynamic, differencing; log replayed in memory) | [`vhdx`] | yes |
-//! | VMDK, VHD | — | recognised; readers land with their issues |
+//! | VMDK (every hosted and ESXi subformat; delta chains) | [`vmdk`] | yes |
+//! | VHD | — | recognised; its reader lands with its issue |
 //! | QCOW2, VDI | — | recognised, "unsupported" error |
 
 #![deny(unsafe_code)]
@@ -36,6 +37,7 @@ pub mod options;
 pub mod probe;
 pub mod raw;
 pub mod vhdx;
+pub mod vmdk;
 
 pub use block_device::{
     push_extent, BlockDevice, DeviceReader, Extent, ExtentKind, MemoryDevice, SliceDevice,

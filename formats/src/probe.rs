@@ -25,7 +25,7 @@ use crate::error::{hex_preview, Detail, Error, ErrorKind, Format, Result};
 use crate::image::DiskImage;
 use crate::image_file::ImageFile;
 use crate::options::OpenOptions;
-use crate::{iso, raw, vhdx};
+use crate::{iso, raw, vhdx, vmdk};
 
 /// How many bytes from the start the probe reads.
 pub const HEAD_LEN: usize = 4096;
@@ -225,7 +225,8 @@ fn open_as(ctx: &OpenContext<'_>, format: Format, file: ImageFile) -> Result<Dis
         }
         Format::Iso => iso::open(file),
         Format::Vhdx => vhdx::open(ctx, file),
-        Format::Vmdk | Format::Vhd => Err(Error::unsupported(
+        Format::Vmdk => vmdk::open(ctx, file),
+        Format::Vhd => Err(Error::unsupported(
             format,
             format!("reading {format} images is not implemented yet"),
         )),

@@ -1,0 +1,360 @@
+//! The virtual→file mapping of sparse extents: the [`Grain`] a lookup
+//! returns, the [`GrainSource`] every sparse extent kind implements
+//! (hosted sparse, streamOptimized, seSparse), a bounded [`TableCache`],
+//! and the hosted sparse grain directory + grain tables ("Virtual Disk
+//! Format 5.0", section "Grain Directory and Grain Tables").
+//!
+//! The grain directory is read whole at open (its size is checked against
+//! the file and [`MAX_GD_ENTRIES`]); grain tables are read on first use and
+//! kept in a direct-mapped cache of at most [`MAX_CACHED_TABLES`] tables,
+//! so a 2 TiB image opens without reading its tables and memory stays
+//! bounded whatever is read.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Detail, Error, Format, Result};
+use crate::image::{WarningKind, Warnings};
+use crate::image_file::ImageFile;
+
+use super::sparse_header::{SparseHeader, SECTOR};
+use super::stream;
+
+/// The most grain directory entries read (a 62 TiB disk of 64 KiB grains needs 2^21).
+pub const MAX_GD_ENTRIES: u64 = 1 << 24;
+/// The most grain tables one extent keeps in memory (4,096 × 2 KiB = 8 MiB for VMware's tables).
+pub const MAX_CACHED_TABLES: u64 = 4096;
+/// How many grain tables are compared with their redundant copies at open.
+pub const MAX_COMPARED_TABLES: u64 = 16;
+
+/// Where one grain of a sparse extent is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Grain {
+    /// Not allocated here: from the parent, or zeros.
+    Unallocated,
+    /// Known zeros (zeroed-grain entry, seSparse zero/unmapped grain).
+    Zero,
+    /// Stored as is at this byte offset of the extent file.
+    Data(u64),
+    /// Stored deflated, with its marker, at this byte offset.
+    Compressed(u64),
+}
+
+/// A sparse extent: grain lookups plus the file they point into.
+pub(crate) trait GrainSource: Send + Sync {
+    /// Grain size in bytes.
+    fn grain_bytes(&self) -> u64;
+    /// The extent's own virtual size in bytes (its header's capacity).
+    fn capacity_bytes(&self) -> u64;
+    /// The grain `index` and how many grains from it (at least 1) are known
+    /// to be in the same state (a whole missing table).
+    fn lookup(&self, index: u64) -> Result<(Grain, u64)>;
+    /// The extent file.
+    fn file(&self) -> &ImageFile;
+    /// Inflates the compressed grain `index` stored at byte `at` and copies
+    /// its bytes from `skip` into `dst`.
+    fn read_compressed(&self, at: u64, index: u64, skip: u64, dst: &mut [u8]) -> Result<()> {
+        let _ = (at, index, skip, dst);
+        Err(Error::corrupt(
+            Format::Vmdk,
+            Detail::Invalid("compressed grain in an extent without compression".into()),
+        ))
+    }
+}
+
+/// A bounded, direct-mapped cache of tables, one lock per slot (never held
+/// during I/O).
+pub(crate) struct TableCache<T> {
+    slots: Vec<Slot<T>>,
+}
+
+/// One cache slot: the index of the table it holds, and the table.
+type Slot<T> = Mutex<Option<(u64, Arc<[T]>)>>;
+
+impl<T> TableCache<T> {
+    /// A cache for an extent with `tables` tables.
+    pub fn new(tables: u64) -> Self {
+        let n = tables.clamp(1, MAX_CACHED_TABLES);
+        TableCache {
+            slots: (0..n).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    /// Table `index`, loaded with `load` when it is not cached.
+    pub fn get(&self, index: u64, load: impl FnOnce() -> Result<Vec<T>>) -> Result<Arc<[T]>> {
+        let slot = usize::try_from(index % self.slots.len() as u64)
+            .ok()
+            .and_then(|i| self.slots.get(i));
+        if let Some(slot) = slot {
+            if let Ok(guard) = slot.lock() {
+                if let Some((i, t)) = guard.as_ref() {
+                    if *i == index {
+                        return Ok(Arc::clone(t));
+                    }
+                }
+            }
+        }
+        let table: Arc<[T]> = load()?.into();
+        if let Some(slot) = slot {
+            if let Ok(mut guard) = slot.lock() {
+                *guard = Some((index, Arc::clone(&table)));
+            }
+        }
+        Ok(table)
+    }
+}
+
+/// A hosted sparse extent (`KDMV`): monolithicSparse, twoGbMaxExtentSparse
+/// parts, and streamOptimized (compressed grains behind markers).
+pub(crate) struct SparseExtent {
+    file: ImageFile,
+    header: SparseHeader,
+    gd: Vec<u32>,
+    cache: TableCache<u32>,
+}
+
+fn read_u32s(file: &ImageFile, offset: u64, count: u64) -> Result<Vec<u32>> {
+    let bytes = file.read_vec(offset, count.saturating_mul(4))?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
+        .collect())
+}
+
+impl SparseExtent {
+    /// Opens the grain directory of `file` described by `header` (the
+    /// footer's header for a streamOptimized extent). Uses the redundant
+    /// directory when the primary is damaged (a warning, an error in strict
+    /// mode) and notes when the two disagree.
+    pub fn open(file: ImageFile, header: SparseHeader, w: &mut Warnings) -> Result<Self> {
+        let path = file.path().to_path_buf();
+        let entries = header.gd_entries();
+        if entries > MAX_GD_ENTRIES {
+            return Err(Error::limit(
+                Format::Vmdk,
+                "grain directory entries",
+                entries,
+                MAX_GD_ENTRIES,
+            )
+            .in_file(&path));
+        }
+        let gt_bytes = u64::from(header.num_gtes_per_gt) * 4;
+        let load = |gd_sector: u64| -> Result<Vec<u32>> {
+            let at = gd_sector.checked_mul(SECTOR).ok_or_else(|| {
+                Error::corrupt(
+                    Format::Vmdk,
+                    Detail::BadValue {
+                        field: "gdOffset",
+                        value: gd_sector,
+                        expected: "a sector inside the file".into(),
+                    },
+                )
+            })?;
+            let gd = read_u32s(&file, at, entries).map_err(|e| e.at(at))?;
+            for (i, &gde) in gd.iter().enumerate() {
+                let gt = u64::from(gde) * SECTOR;
+                if gde != 0 && gt.saturating_add(gt_bytes) > file.len() {
+                    return Err(Error::new(
+                        crate::ErrorKind::OutOfBounds,
+                        Format::Vmdk,
+                        Detail::OutOfRange {
+                            what: "extent file (grain table)",
+                            offset: gt,
+                            len: gt_bytes,
+                            size: file.len(),
+                        },
+                    )
+                    .at(at + 4 * i as u64));
+                }
+            }
+            Ok(gd)
+        };
+        let primary = load(header.gd_offset).map_err(|e| e.in_file(&path));
+        let redundant = (header.rgd_offset != 0 && header.rgd_offset != header.gd_offset)
+            .then(|| load(header.rgd_offset).map_err(|e| e.in_file(&path)));
+        let gd = match (primary, redundant) {
+            (Ok(gd), Some(Ok(rgd))) => {
+                compare_tables(&file, &gd, &rgd, gt_bytes, w, &path)?;
+                gd
+            }
+            (Ok(gd), _) => gd,
+            (Err(e), Some(Ok(rgd))) => {
+                w.tolerate(WarningKind::RedundantCopyUsed, e)?;
+                rgd
+            }
+            (Err(e), _) => return Err(e),
+        };
+        Ok(SparseExtent {
+            file,
+            cache: TableCache::new(entries),
+            header,
+            gd,
+        })
+    }
+
+    fn table(&self, gd_index: u64, gde: u32) -> Result<Arc<[u32]>> {
+        self.cache.get(gd_index, || {
+            let at = u64::from(gde) * SECTOR;
+            read_u32s(&self.file, at, u64::from(self.header.num_gtes_per_gt))
+                .map_err(|e| e.in_format(Format::Vmdk))
+        })
+    }
+}
+
+/// Compares the first few grain tables of the primary and redundant
+/// directories and notes a disagreement.
+fn compare_tables(
+    file: &ImageFile,
+    gd: &[u32],
+    rgd: &[u32],
+    gt_bytes: u64,
+    w: &mut Warnings,
+    path: &Path,
+) -> Result<()> {
+    for (i, (&a, &b)) in gd
+        .iter()
+        .zip(rgd)
+        .take(MAX_COMPARED_TABLES as usize)
+        .enumerate()
+    {
+        let same = match (a, b) {
+            (0, 0) => true,
+            (0, _) | (_, 0) => false,
+            _ => {
+                file.read_vec(u64::from(a) * SECTOR, gt_bytes)?
+                    == file.read_vec(u64::from(b) * SECTOR, gt_bytes)?
+            }
+        };
+        if !same {
+            w.note(
+                WarningKind::CopiesDisagree,
+                path,
+                Some(u64::from(a) * SECTOR),
+                format!(
+                    "grain table {i} differs from its redundant copy at sector {b}; the primary is used"
+                ),
+            );
+            break;
+        }
+    }
+    Ok(())
+}
+
+impl GrainSource for SparseExtent {
+    fn grain_bytes(&self) -> u64 {
+        self.header.grain_bytes()
+    }
+
+    fn capacity_bytes(&self) -> u64 {
+        self.header.capacity * SECTOR
+    }
+
+    fn lookup(&self, index: u64) -> Result<(Grain, u64)> {
+        let per = u64::from(self.header.num_gtes_per_gt);
+        let gd_index = index / per;
+        let in_table = index % per;
+        let gde = usize::try_from(gd_index)
+            .ok()
+            .and_then(|i| self.gd.get(i))
+            .copied()
+            .unwrap_or(0);
+        if gde == 0 {
+            return Ok((Grain::Unallocated, per - in_table));
+        }
+        let table = self.table(gd_index, gde)?;
+        let gte = usize::try_from(in_table)
+            .ok()
+            .and_then(|i| table.get(i))
+            .copied()
+            .unwrap_or(0);
+        let grain = match gte {
+            0 => Grain::Unallocated,
+            1 if self.header.zeroed_grain_gte() => Grain::Zero,
+            1 => {
+                return Err(Error::corrupt(
+                    Format::Vmdk,
+                    Detail::Invalid(format!(
+                        "grain {index} has table entry 1 (zeroed grain) but the header's \
+                         zeroed-grain flag is not set"
+                    )),
+                )
+                .at(u64::from(gde) * SECTOR + in_table * 4)
+                .in_file(self.file.path()))
+            }
+            s if self.header.compressed() => Grain::Compressed(u64::from(s) * SECTOR),
+            s => Grain::Data(u64::from(s) * SECTOR),
+        };
+        Ok((grain, 1))
+    }
+
+    fn file(&self) -> &ImageFile {
+        &self.file
+    }
+
+    fn read_compressed(&self, at: u64, index: u64, skip: u64, dst: &mut [u8]) -> Result<()> {
+        stream::inflate_grain(&self.file, &self.header, at, index, skip, dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::OpenOptions;
+    use crate::ErrorKind;
+
+    fn header(flags: u32, rgd: u64) -> SparseHeader {
+        let mut b = super::super::sparse_header::tests::golden();
+        b[8..12].copy_from_slice(&flags.to_le_bytes());
+        b[12..20].copy_from_slice(&(128u64 * 512 * 2).to_le_bytes()); // 2 tables
+        b[48..56].copy_from_slice(&rgd.to_le_bytes());
+        b[56..64].copy_from_slice(&4u64.to_le_bytes());
+        SparseHeader::parse(&b).unwrap()
+    }
+
+    /// GD at sector 4 (two entries: GT at sector 8, none), GT: grain 0 at sector 64, grain 1 zeroed.
+    fn image(gt_sector: u32) -> Vec<u8> {
+        let mut d = vec![0u8; 96 * 512];
+        d[4 * 512..4 * 512 + 4].copy_from_slice(&gt_sector.to_le_bytes());
+        d[8 * 512..8 * 512 + 4].copy_from_slice(&64u32.to_le_bytes());
+        d[8 * 512 + 4..8 * 512 + 8].copy_from_slice(&1u32.to_le_bytes());
+        d
+    }
+
+    #[test]
+    fn lookups_zeroed_grain_and_missing_table() {
+        let mut w = Warnings::new(&OpenOptions::default());
+        let f = ImageFile::from_bytes("s.vmdk", image(8));
+        let s = SparseExtent::open(f, header(3 | 4, 0), &mut w).unwrap();
+        assert_eq!(s.lookup(0).unwrap(), (Grain::Data(64 * 512), 1));
+        assert_eq!(s.lookup(1).unwrap(), (Grain::Zero, 1));
+        assert_eq!(s.lookup(2).unwrap(), (Grain::Unallocated, 1));
+        assert_eq!(s.lookup(512).unwrap(), (Grain::Unallocated, 512));
+        let f = ImageFile::from_bytes("s.vmdk", image(8));
+        let s = SparseExtent::open(f, header(3, 0), &mut w).unwrap();
+        assert_eq!(s.lookup(1).unwrap_err().kind(), ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn table_past_the_end_uses_the_redundant_copy_or_fails() {
+        let mut d = image(5000);
+        // Redundant directory at sector 6 pointing at the good table.
+        d[6 * 512..6 * 512 + 4].copy_from_slice(&8u32.to_le_bytes());
+        let mut w = Warnings::new(&OpenOptions::default());
+        let f = ImageFile::from_bytes("s.vmdk", d.clone());
+        let s = SparseExtent::open(f, header(3, 6), &mut w).unwrap();
+        assert_eq!(s.lookup(0).unwrap().0, Grain::Data(64 * 512));
+        assert_eq!(w.into_vec()[0].kind, WarningKind::RedundantCopyUsed);
+        let strict = OpenOptions {
+            strict: true,
+            ..OpenOptions::default()
+        };
+        let mut w = Warnings::new(&strict);
+        let f = ImageFile::from_bytes("s.vmdk", d);
+        let e = SparseExtent::open(f, header(3, 6), &mut w).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::OutOfBounds);
+        let mut w = Warnings::new(&OpenOptions::default());
+        let f = ImageFile::from_bytes("s.vmdk", image(5000));
+        let e = SparseExtent::open(f, header(3, 0), &mut w).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::OutOfBounds);
+    }
+}

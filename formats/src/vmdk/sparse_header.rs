@@ -1,0 +1,268 @@
+//! The hosted sparse extent header (`KDMV`, "Virtual Disk Format 5.0",
+//! section "Hosted Sparse Extent Header"), versions 1 to 3, little-endian,
+//! 512 bytes at sector 0 — and, for a streamOptimized extent written with
+//! `gdOffset = GD_AT_END`, again in the footer near the end of the file.
+
+use crate::error::{hex_preview, Detail, Error, Format, Result};
+
+/// `KDMV` read as a little-endian u32.
+pub const SPARSE_MAGIC: u32 = 0x564d_444b;
+/// Bytes in a sector.
+pub const SECTOR: u64 = 512;
+/// Size of the header on disk.
+pub const HEADER_LEN: usize = 512;
+/// `gdOffset` meaning "the grain directory is given by the footer".
+pub const GD_AT_END: u64 = u64::MAX;
+/// Flag: the newline-detection bytes are valid.
+pub const FLAG_NEWLINE_TEST: u32 = 1 << 0;
+/// Flag: grain table entry 1 means "zeroed grain".
+pub const FLAG_ZEROED_GRAIN_GTE: u32 = 1 << 2;
+/// Flag: grains are compressed.
+pub const FLAG_COMPRESSED: u32 = 1 << 16;
+/// Flag: metadata is preceded by markers (streamOptimized).
+pub const FLAG_MARKERS: u32 = 1 << 17;
+/// `compressAlgorithm` for deflate (RFC 1951 in an RFC 1950 zlib stream).
+pub const COMPRESSION_DEFLATE: u16 = 1;
+/// Largest accepted virtual size: 128 TiB in sectors (VMware's limit is 62 TiB).
+pub const MAX_CAPACITY_SECTORS: u64 = (128u64 << 40) / SECTOR;
+/// Largest accepted grain: 1 MiB in sectors (VMware writes 64 KiB).
+pub const MAX_GRAIN_SECTORS: u64 = 2048;
+/// Largest accepted `numGTEsPerGT` (VMware always writes 512).
+pub const MAX_GTES_PER_GT: u32 = 65536;
+
+/// A parsed and checked hosted sparse extent header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SparseHeader {
+    pub version: u32,
+    pub flags: u32,
+    /// Virtual size of the extent, in sectors.
+    pub capacity: u64,
+    /// Grain size, in sectors (a power of two).
+    pub grain_size: u64,
+    pub descriptor_offset: u64,
+    pub descriptor_size: u64,
+    pub num_gtes_per_gt: u32,
+    pub rgd_offset: u64,
+    pub gd_offset: u64,
+    pub over_head: u64,
+    pub unclean_shutdown: bool,
+    /// `singleEndLineChar`, `nonEndLineChar`, `doubleEndLineChar1`, `doubleEndLineChar2`.
+    pub newline_chars: [u8; 4],
+    pub compress_algorithm: u16,
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    let mut a = [0u8; 4];
+    if let Some(s) = b.get(o..o + 4) {
+        a.copy_from_slice(s);
+    }
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    let mut a = [0u8; 8];
+    if let Some(s) = b.get(o..o + 8) {
+        a.copy_from_slice(s);
+    }
+    u64::from_le_bytes(a)
+}
+
+fn bad(field: &'static str, value: u64, expected: &str) -> Error {
+    Error::corrupt(
+        Format::Vmdk,
+        Detail::BadValue {
+            field,
+            value,
+            expected: expected.into(),
+        },
+    )
+}
+
+impl SparseHeader {
+    /// Parses and checks the 512 header bytes (`bytes` may be longer).
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < HEADER_LEN {
+            return Err(Error::corrupt(
+                Format::Vmdk,
+                Detail::Truncated {
+                    what: "sparse extent header".into(),
+                    needed: HEADER_LEN as u64,
+                    available: bytes.len() as u64,
+                },
+            ));
+        }
+        if u32_at(bytes, 0) != SPARSE_MAGIC {
+            return Err(Error::corrupt(
+                Format::Vmdk,
+                Detail::BadSignature {
+                    what: "sparse extent header magic",
+                    expected: "KDMV".into(),
+                    found: hex_preview(bytes.get(..4).unwrap_or_default()),
+                },
+            ));
+        }
+        let mut nl = [0u8; 4];
+        nl.copy_from_slice(bytes.get(73..77).unwrap_or(&[0; 4]));
+        let h = SparseHeader {
+            version: u32_at(bytes, 4),
+            flags: u32_at(bytes, 8),
+            capacity: u64_at(bytes, 12),
+            grain_size: u64_at(bytes, 20),
+            descriptor_offset: u64_at(bytes, 28),
+            descriptor_size: u64_at(bytes, 36),
+            num_gtes_per_gt: u32_at(bytes, 44),
+            rgd_offset: u64_at(bytes, 48),
+            gd_offset: u64_at(bytes, 56),
+            over_head: u64_at(bytes, 64),
+            unclean_shutdown: bytes.get(72).is_some_and(|&b| b != 0),
+            newline_chars: nl,
+            compress_algorithm: u16::from_le_bytes([
+                bytes.get(77).copied().unwrap_or(0),
+                bytes.get(78).copied().unwrap_or(0),
+            ]),
+        };
+        h.check()?;
+        Ok(h)
+    }
+
+    fn check(&self) -> Result<()> {
+        if !(1..=3).contains(&self.version) {
+            return Err(Error::unsupported(
+                Format::Vmdk,
+                format!(
+                    "sparse extent header version {} (versions 1 to 3 are read)",
+                    self.version
+                ),
+            ));
+        }
+        if self.capacity > MAX_CAPACITY_SECTORS {
+            return Err(Error::limit(
+                Format::Vmdk,
+                "sparse extent capacity in sectors",
+                self.capacity,
+                MAX_CAPACITY_SECTORS,
+            ));
+        }
+        if !self.grain_size.is_power_of_two() || self.grain_size > MAX_GRAIN_SECTORS {
+            return Err(bad(
+                "grainSize",
+                self.grain_size,
+                "a power of two of at most 2048 sectors",
+            ));
+        }
+        if !self.num_gtes_per_gt.is_power_of_two() || self.num_gtes_per_gt > MAX_GTES_PER_GT {
+            return Err(bad(
+                "numGTEsPerGT",
+                u64::from(self.num_gtes_per_gt),
+                "a power of two of at most 65536",
+            ));
+        }
+        if self.compressed() && self.compress_algorithm != COMPRESSION_DEFLATE {
+            return Err(Error::unsupported(
+                Format::Vmdk,
+                format!(
+                    "compressAlgorithm {} (only 1, deflate, is defined)",
+                    self.compress_algorithm
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether grains are deflate-compressed.
+    pub fn compressed(&self) -> bool {
+        self.flags & FLAG_COMPRESSED != 0
+    }
+
+    /// Whether grains and tables are preceded by markers.
+    pub fn has_markers(&self) -> bool {
+        self.flags & FLAG_MARKERS != 0
+    }
+
+    /// Whether a grain table entry of 1 means a zeroed grain.
+    pub fn zeroed_grain_gte(&self) -> bool {
+        self.flags & FLAG_ZEROED_GRAIN_GTE != 0
+    }
+
+    /// Whether the newline-detection bytes were mangled (the file went
+    /// through a text-mode transfer): only meaningful with `FLAG_NEWLINE_TEST`.
+    pub fn newline_bytes_mangled(&self) -> bool {
+        self.flags & FLAG_NEWLINE_TEST != 0 && self.newline_chars != *b"\n \r\n"
+    }
+
+    /// Grain size in bytes.
+    pub fn grain_bytes(&self) -> u64 {
+        self.grain_size * SECTOR
+    }
+
+    /// Number of grains covering the capacity (the last may be partial).
+    pub fn grain_count(&self) -> u64 {
+        self.capacity.div_ceil(self.grain_size)
+    }
+
+    /// Number of grain directory entries (grain tables) the capacity needs.
+    pub fn gd_entries(&self) -> u64 {
+        self.grain_count().div_ceil(u64::from(self.num_gtes_per_gt))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    /// A monolithicSparse header as qemu-img writes it: 100 MiB, 64 KiB grains.
+    pub(crate) fn golden() -> Vec<u8> {
+        let mut b = vec![0u8; 512];
+        b[0..4].copy_from_slice(b"KDMV");
+        b[4..8].copy_from_slice(&1u32.to_le_bytes());
+        b[8..12].copy_from_slice(&3u32.to_le_bytes());
+        b[12..20].copy_from_slice(&204_800u64.to_le_bytes());
+        b[20..28].copy_from_slice(&128u64.to_le_bytes());
+        b[28..36].copy_from_slice(&1u64.to_le_bytes());
+        b[36..44].copy_from_slice(&20u64.to_le_bytes());
+        b[44..48].copy_from_slice(&512u32.to_le_bytes());
+        b[48..56].copy_from_slice(&21u64.to_le_bytes());
+        b[56..64].copy_from_slice(&30u64.to_le_bytes());
+        b[64..72].copy_from_slice(&128u64.to_le_bytes());
+        b[73..77].copy_from_slice(b"\n \r\n");
+        b
+    }
+
+    #[test]
+    fn golden_header() {
+        let h = SparseHeader::parse(&golden()).unwrap();
+        assert_eq!(h.capacity, 204_800);
+        assert_eq!(h.grain_bytes(), 65536);
+        assert_eq!(h.grain_count(), 1600);
+        assert_eq!(h.gd_entries(), 4);
+        assert!(!h.compressed() && !h.newline_bytes_mangled());
+    }
+
+    fn mutate(at: usize, bytes: &[u8]) -> ErrorKind {
+        let mut b = golden();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        SparseHeader::parse(&b).unwrap_err().kind()
+    }
+
+    #[test]
+    fn one_field_mutations() {
+        assert_eq!(mutate(0, b"KDMW"), ErrorKind::Corrupt);
+        assert_eq!(mutate(4, &4u32.to_le_bytes()), ErrorKind::Unsupported);
+        assert_eq!(
+            mutate(12, &(1u64 << 60).to_le_bytes()),
+            ErrorKind::LimitExceeded
+        );
+        assert_eq!(mutate(20, &3u64.to_le_bytes()), ErrorKind::Corrupt);
+        assert_eq!(mutate(20, &4096u64.to_le_bytes()), ErrorKind::Corrupt);
+        assert_eq!(mutate(44, &0u32.to_le_bytes()), ErrorKind::Corrupt);
+        assert_eq!(
+            mutate(8, &(FLAG_COMPRESSED | 1).to_le_bytes()),
+            ErrorKind::Unsupported
+        );
+        assert!(SparseHeader::parse(&golden()[..100]).is_err());
+        let mut b = golden();
+        b[75] = b'\n';
+        assert!(SparseHeader::parse(&b).unwrap().newline_bytes_mangled());
+    }
+}

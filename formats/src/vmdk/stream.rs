@@ -1,0 +1,193 @@
+//! streamOptimized extents ("Virtual Disk Format 5.0", section "Stream-
+//! Optimized Compressed Sparse Extents"): the header in the footer when
+//! `gdOffset` is `GD_AT_END`, markers, and deflated grains whose marker
+//! LBA is checked against the grain being read.
+//!
+//! Layout at the end of such a file: a footer marker sector (`numSectors`
+//! 1, `size` 0, `type` 3), the footer (a full sparse header whose
+//! `gdOffset` is real), then an end-of-stream marker sector (all zeros).
+//!
+//! Deflate is flate2 with its `zlib-rs` backend: pure Rust and the fastest
+//! of flate2's backends (miniz_oxide is the other pure-Rust one).
+
+use flate2::{Decompress, FlushDecompress, Status};
+
+use crate::error::{Detail, Error, ErrorKind, Format, Result};
+use crate::image_file::ImageFile;
+
+use super::sparse_header::{SparseHeader, GD_AT_END, HEADER_LEN, SECTOR};
+
+/// Bytes of a grain marker before the compressed data: `lba` (u64) and `size` (u32).
+pub const GRAIN_MARKER_LEN: u64 = 12;
+/// The footer (header copy) starts this many bytes before the end of the file.
+pub const FOOTER_FROM_END: u64 = 2 * SECTOR;
+
+/// The header whose grain directory is used: `header` itself, or for
+/// `gdOffset = GD_AT_END` the footer's copy near the end of `file`.
+pub(crate) fn effective_header(file: &ImageFile, header: SparseHeader) -> Result<SparseHeader> {
+    if header.gd_offset != GD_AT_END {
+        return Ok(header);
+    }
+    let path = file.path();
+    let Some(at) = file.len().checked_sub(FOOTER_FROM_END) else {
+        return Err(Error::corrupt(
+            Format::Vmdk,
+            Detail::Truncated {
+                what: "streamOptimized footer".into(),
+                needed: FOOTER_FROM_END,
+                available: file.len(),
+            },
+        )
+        .at(0)
+        .in_file(path));
+    };
+    let bytes = file.read_vec(at, HEADER_LEN as u64)?;
+    let footer = SparseHeader::parse(&bytes).map_err(|e| {
+        Error::corrupt(
+            Format::Vmdk,
+            Detail::Invalid(format!(
+                "gdOffset is -1 (grain directory given by the footer) but the footer at the \
+                 end of the file is not valid (truncated stream?): {}",
+                e.detail()
+            )),
+        )
+        .at(at)
+        .in_file(path)
+    })?;
+    if footer.gd_offset == GD_AT_END {
+        return Err(Error::corrupt(
+            Format::Vmdk,
+            Detail::BadValue {
+                field: "footer gdOffset",
+                value: GD_AT_END,
+                expected: "the sector of the grain directory".into(),
+            },
+        )
+        .at(at + 56)
+        .in_file(path));
+    }
+    Ok(footer)
+}
+
+/// Inflates the compressed grain `index` whose marker is at byte `at` and
+/// copies `dst.len()` bytes from `skip` within the grain into `dst`.
+pub(crate) fn inflate_grain(
+    file: &ImageFile,
+    header: &SparseHeader,
+    at: u64,
+    index: u64,
+    skip: u64,
+    dst: &mut [u8],
+) -> Result<()> {
+    let corrupt = |d: Detail| Error::corrupt(Format::Vmdk, d).at(at).in_file(file.path());
+    let truncated = |needed: u64| {
+        Error::new(
+            ErrorKind::OutOfBounds,
+            Format::Vmdk,
+            Detail::Truncated {
+                what: format!("compressed grain {index} (truncated file?)"),
+                needed,
+                available: file.len().saturating_sub(at),
+            },
+        )
+        .at(at)
+        .in_file(file.path())
+    };
+    if at.saturating_add(GRAIN_MARKER_LEN) > file.len() {
+        return Err(truncated(GRAIN_MARKER_LEN));
+    }
+    let mut marker = [0u8; GRAIN_MARKER_LEN as usize];
+    file.read_exact_at(&mut marker, at)
+        .map_err(|e| e.in_format(Format::Vmdk))?;
+    let (lba_bytes, size_bytes) = marker.split_at(8);
+    let lba = u64::from_le_bytes(lba_bytes.try_into().unwrap_or([0; 8]));
+    let size = u32::from_le_bytes(size_bytes.try_into().unwrap_or([0; 4]));
+    let expected_lba = index.saturating_mul(header.grain_size);
+    if lba != expected_lba {
+        return Err(corrupt(Detail::BadValue {
+            field: "grain marker lba",
+            value: lba,
+            expected: format!("{expected_lba} (grain {index})"),
+        }));
+    }
+    let grain = header.grain_bytes();
+    let max = grain * 2 + 4096;
+    if size == 0 || u64::from(size) > max {
+        return Err(corrupt(Detail::BadValue {
+            field: "grain marker size",
+            value: u64::from(size),
+            expected: format!("1 to {max} bytes"),
+        }));
+    }
+    if (at + GRAIN_MARKER_LEN).saturating_add(u64::from(size)) > file.len() {
+        return Err(truncated(GRAIN_MARKER_LEN + u64::from(size)));
+    }
+    let data = file
+        .read_vec(at + GRAIN_MARKER_LEN, u64::from(size))
+        .map_err(|e| e.in_format(Format::Vmdk))?;
+    let need = skip.saturating_add(dst.len() as u64);
+    let mut z = Decompress::new(true);
+    let inflate = |z: &mut Decompress, out: &mut [u8]| {
+        let status = z
+            .decompress(&data, out, FlushDecompress::Finish)
+            .map_err(|e| {
+                corrupt(Detail::Invalid(format!(
+                    "grain {index} does not inflate: {e}"
+                )))
+            })?;
+        let produced = z.total_out();
+        if produced < need || !matches!(status, Status::StreamEnd | Status::Ok | Status::BufError) {
+            return Err(corrupt(Detail::Truncated {
+                what: format!("inflated grain {index}"),
+                needed: need,
+                available: produced,
+            }));
+        }
+        Ok(())
+    };
+    if skip == 0 && dst.len() as u64 == grain {
+        // A whole grain: inflate straight into the caller's buffer.
+        return inflate(&mut z, dst);
+    }
+    let mut out = vec![0u8; usize::try_from(grain).unwrap_or(0)];
+    inflate(&mut z, &mut out)?;
+    let src = usize::try_from(skip)
+        .ok()
+        .and_then(|s| out.get(s..s + dst.len()))
+        .ok_or_else(|| corrupt(Detail::Invalid("grain slice out of range".into())))?;
+    dst.copy_from_slice(src);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use flate2::{write::ZlibEncoder, Compression};
+    use std::io::Write;
+
+    fn grain_file(lba: u64) -> (ImageFile, SparseHeader) {
+        let h = SparseHeader::parse(&super::super::sparse_header::tests::golden()).unwrap();
+        let mut enc = ZlibEncoder::new(Vec::new(), Compression::default());
+        enc.write_all(&vec![7u8; 65536]).unwrap();
+        let z = enc.finish().unwrap();
+        let mut d = vec![0u8; 512];
+        d.extend_from_slice(&lba.to_le_bytes());
+        d.extend_from_slice(&(z.len() as u32).to_le_bytes());
+        d.extend_from_slice(&z);
+        (ImageFile::from_bytes("g.vmdk", d), h)
+    }
+
+    #[test]
+    fn inflates_and_checks_the_marker_lba() {
+        let (f, h) = grain_file(256);
+        let mut buf = [0u8; 10];
+        inflate_grain(&f, &h, 512, 2, 65530, &mut buf[..6]).unwrap();
+        assert_eq!(&buf[..6], &[7; 6]);
+        let e = inflate_grain(&f, &h, 512, 3, 0, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert_eq!(e.offset(), Some(512));
+        let e = inflate_grain(&f, &h, 0, 0, 0, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+    }
+}
