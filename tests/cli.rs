@@ -234,3 +234,62 @@ fn readme_main_command_runs_on_the_bundled_example() {
     );
     assert!(!out.stdout.is_empty());
 }
+
+/// `info --deps` lists what to copy: the chain that `fixtures/vmdk/make.sh`
+/// built with `qemu-img create -b` (top → mid → base), the extents of a
+/// twoGbMaxExtentSparse image (big.vmdk: descriptor + 3 extents, as
+/// qemu-img made them), and a VHDX's single file.
+#[test]
+fn info_deps_lists_every_file_an_image_needs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    gunzip_dir(&repo().join("fixtures/vmdk"), dir.path());
+    let names = |args: &[&str]| -> Vec<String> {
+        stdout(&diskimage(args))
+            .lines()
+            .map(|l| {
+                PathBuf::from(l)
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    };
+    let top = dir
+        .path()
+        .join("chain-top.vmdk")
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        names(&["info", "--deps", &top]),
+        ["chain-top.vmdk", "chain-mid.vmdk", "chain-base.vmdk"]
+    );
+    let big = dir.path().join("big.vmdk").to_string_lossy().into_owned();
+    assert_eq!(
+        names(&["info", "--deps", &big]),
+        [
+            "big.vmdk",
+            "big-s001.vmdk",
+            "big-s002.vmdk",
+            "big-s003.vmdk"
+        ]
+    );
+    let missing = dir
+        .path()
+        .join("bad-missing-parent.vmdk")
+        .to_string_lossy()
+        .into_owned();
+    let out = diskimage(&["info", "--deps", &missing]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = Foundation::new();
+    assert_eq!(
+        names(&["info", "--deps", &f.arg("disk.001")]).len(),
+        7,
+        "split raw: every part"
+    );
+}

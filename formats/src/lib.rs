@@ -47,4 +47,4 @@ pub use error::{Detail, Error, ErrorKind, Format, Result};
 pub use image::{DiskImage, ImageInfo, Warning, WarningKind, Warnings};
 pub use image_file::ImageFile;
 pub use options::{OpenOptions, ParentRequest, ParentResolver};
-pub use probe::{open, open_in_memory};
+pub use probe::{dependencies, open, open_in_memory};

@@ -55,6 +55,31 @@ pub fn open_in_memory(
     open_with(&OpenContext::in_memory(options, files), root)
 }
 
+/// Every file the image at `path` needs — its own files and its whole
+/// parent chain — in chain order: what a user must copy to read it
+/// elsewhere. VMDK answers from descriptors and headers alone (no data
+/// read, see [`vmdk::dependencies`]); other formats are opened and their
+/// [`ImageInfo`](crate::ImageInfo) chain is listed. A missing file is an
+/// [`ErrorKind::MissingFile`] error listing the paths tried.
+pub fn dependencies(path: &Path, options: &OpenOptions) -> Result<Vec<std::path::PathBuf>> {
+    let ctx = OpenContext::new(options);
+    let file = ctx.open_file(path)?;
+    if !file.is_empty() && options.format.is_none_or(|f| f == Format::Vmdk) {
+        let bytes = ProbeBytes::read(&file)?;
+        if detect(&bytes, file.len(), path) == Probed::Format(Format::Vmdk) {
+            return vmdk::dependencies(path, options);
+        }
+    }
+    let image = open_with(&ctx, path)?;
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    for f in image.info().chain().flat_map(|i| i.files.iter()) {
+        if !files.contains(f) {
+            files.push(f.clone());
+        }
+    }
+    Ok(files)
+}
+
 /// What the probe decided for one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probed {

@@ -17,12 +17,29 @@ pub struct InfoArgs {
     /// Print the documented JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// List every file the image needs (extents, parents), one per line
+    /// (`{"dependencies": [...]}` with --json), without reading data where
+    /// the format allows: what to copy off a datastore.
+    #[arg(long)]
+    deps: bool,
     #[command(flatten)]
     open: OpenArgs,
 }
 
 /// Runs `info`.
 pub fn run(args: &InfoArgs) -> Result<(), CliError> {
+    if args.deps {
+        let files = diskimage::formats::dependencies(&args.image, &args.open.options())?;
+        if args.json {
+            let v = json!({ "path": args.image, "dependencies": files });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        } else {
+            for f in files {
+                println!("{}", f.display());
+            }
+        }
+        return Ok(());
+    }
     let image = args.open.open(&args.image)?;
     let content = detect(&image)?;
     if args.json {
