@@ -12,7 +12,8 @@
 //! |---|---|---|
 //! | raw, split raw | [`raw`] | yes |
 //! | ISO 9660 / UDF | [`iso`] | yes (2,048-byte sectors) |
-//! | VMDK, VHD, VHDX | — | recognised; readers land with their issues |
+//! | VHD (fixed, dynamic, differencing) | [`vhd`] | yes |
+//! | VMDK, VHDX | — | recognised; readers land with their issues |
 //! | QCOW2, VDI | — | recognised, "unsupported" error |
 
 #![deny(unsafe_code)]
@@ -34,6 +35,7 @@ mod mmap;
 pub mod options;
 pub mod probe;
 pub mod raw;
+pub mod vhd;
 
 pub use block_device::{
     push_extent, BlockDevice, DeviceReader, Extent, ExtentKind, MemoryDevice, SliceDevice,

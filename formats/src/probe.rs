@@ -25,7 +25,7 @@ use crate::error::{hex_preview, Detail, Error, ErrorKind, Format, Result};
 use crate::image::DiskImage;
 use crate::image_file::ImageFile;
 use crate::options::OpenOptions;
-use crate::{iso, raw};
+use crate::{iso, raw, vhd};
 
 /// How many bytes from the start the probe reads.
 pub const HEAD_LEN: usize = 4096;
@@ -224,7 +224,8 @@ fn open_as(ctx: &OpenContext<'_>, format: Format, file: ImageFile) -> Result<Dis
             raw::open(ctx, &parts)
         }
         Format::Iso => iso::open(file),
-        Format::Vmdk | Format::Vhd | Format::Vhdx => Err(Error::unsupported(
+        Format::Vhd => vhd::open(ctx, file),
+        Format::Vmdk | Format::Vhdx => Err(Error::unsupported(
             format,
             format!("reading {format} images is not implemented yet"),
         )),
