@@ -5,6 +5,7 @@
 //! Virtual PC versions before 2004 wrote a 511-byte footer (the last
 //! reserved byte missing); [`VhdFooter::parse`] accepts 511 bytes.
 
+use crate::bytes;
 use crate::error::{hex_preview, Detail, Error, Format, Result};
 
 /// Bytes in a footer as the specification lays it out.
@@ -100,36 +101,22 @@ pub(crate) fn ones_complement_checksum(bytes: &[u8], checksum_at: usize) -> u32 
     !sum
 }
 
+/// Fields of structures whose length was checked before parsing: a
+/// missing byte reads as 0 rather than panicking.
 pub(crate) fn be_u16(b: &[u8], at: usize) -> u16 {
-    let mut a = [0u8; 2];
-    if let Some(s) = b.get(at..at + 2) {
-        a.copy_from_slice(s);
-    }
-    u16::from_be_bytes(a)
+    bytes::be_u16(b, at).unwrap_or(0)
 }
 
 pub(crate) fn be_u32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_be_bytes(a)
+    bytes::be_u32(b, at).unwrap_or(0)
 }
 
 pub(crate) fn be_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_be_bytes(a)
+    bytes::be_u64(b, at).unwrap_or(0)
 }
 
 pub(crate) fn array<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
-    let mut a = [0u8; N];
-    if let Some(s) = b.get(at..at + N) {
-        a.copy_from_slice(s);
-    }
-    a
+    bytes::array(b, at).unwrap_or([0; N])
 }
 
 impl VhdFooter {
