@@ -12,9 +12,9 @@
 //! |---|---|---|
 //! | raw, split raw | [`raw`] | yes |
 //! | ISO 9660 / UDF | [`iso`] | yes (2,048-byte sectors) |
+//! | VHD (fixed, dynamic, differencing) | [`vhd`] | yes |
 //! | VHDX (fixed, dynamic, differencing; log replayed in memory) | [`vhdx`] | yes |
 //! | VMDK (every hosted and ESXi subformat; delta chains) | [`vmdk`] | yes |
-//! | VHD | — | recognised; its reader lands with its issue |
 //! | QCOW2, VDI | — | recognised, "unsupported" error |
 
 #![deny(unsafe_code)]
@@ -36,6 +36,7 @@ mod mmap;
 pub mod options;
 pub mod probe;
 pub mod raw;
+pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
 

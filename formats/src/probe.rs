@@ -25,7 +25,7 @@ use crate::error::{hex_preview, Detail, Error, ErrorKind, Format, Result};
 use crate::image::DiskImage;
 use crate::image_file::ImageFile;
 use crate::options::OpenOptions;
-use crate::{iso, raw, vhdx, vmdk};
+use crate::{iso, raw, vhd, vhdx, vmdk};
 
 /// How many bytes from the start the probe reads.
 pub const HEAD_LEN: usize = 4096;
@@ -249,12 +249,9 @@ fn open_as(ctx: &OpenContext<'_>, format: Format, file: ImageFile) -> Result<Dis
             raw::open(ctx, &parts)
         }
         Format::Iso => iso::open(file),
+        Format::Vhd => vhd::open(ctx, file),
         Format::Vhdx => vhdx::open(ctx, file),
         Format::Vmdk => vmdk::open(ctx, file),
-        Format::Vhd => Err(Error::unsupported(
-            format,
-            format!("reading {format} images is not implemented yet"),
-        )),
         Format::Qcow2 | Format::Vdi => Err(Error::unsupported(
             format,
             format!("{format} images are recognised but not read by this version"),
