@@ -52,7 +52,11 @@ fn check_topic(topic: &Path, failures: &mut Vec<String>) -> usize {
         checked += 1;
         let path = tmp.path().join(image);
         // An image committed uncompressed (the README example) is read in place.
-        let path = if path.exists() { path } else { topic.join(image) };
+        let path = if path.exists() {
+            path
+        } else {
+            topic.join(image)
+        };
         let img = match open(&path, &parse_options(opts)) {
             Ok(i) => i,
             Err(e) => {
