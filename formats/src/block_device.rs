@@ -96,6 +96,39 @@ pub fn inherit_from_parent(kind: ExtentKind) -> ExtentKind {
     }
 }
 
+/// Appends what a child reports for `len` bytes at `offset` that it does not
+/// hold itself: the parent's map with [`inherit_from_parent`] kinds, and
+/// `Unallocated` for any part beyond the end of a smaller parent (it reads
+/// as zeros).
+pub fn push_from_parent(
+    map: &mut Vec<Extent>,
+    parent: &dyn BlockDevice,
+    offset: u64,
+    len: u64,
+) -> Result<()> {
+    let avail = parent.size().saturating_sub(offset).min(len);
+    if avail > 0 {
+        for e in parent.map(offset, avail)? {
+            push_extent(
+                map,
+                Extent {
+                    kind: inherit_from_parent(e.kind),
+                    ..e
+                },
+            );
+        }
+    }
+    push_extent(
+        map,
+        Extent {
+            offset: offset + avail,
+            len: len - avail,
+            kind: ExtentKind::Unallocated,
+        },
+    );
+    Ok(())
+}
+
 /// A virtual disk that can be read at any byte offset, from many threads.
 ///
 /// Implementations must:

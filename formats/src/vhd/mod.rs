@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::block_device::{
-    check_range, inherit_from_parent, push_extent, BlockDevice, Extent, ExtentKind,
+    check_range, push_extent, push_from_parent, BlockDevice, Extent, ExtentKind,
 };
 use crate::context::OpenContext;
 use crate::error::{Detail, Error, Format, Result};
@@ -161,26 +161,7 @@ impl BlockDevice for VhdImage {
                     },
                 ),
                 (Source::Absent, Some(p)) => {
-                    let in_parent = p.size().saturating_sub(run.offset).min(run.len);
-                    if in_parent > 0 {
-                        for e in p.map(run.offset, in_parent)? {
-                            push_extent(
-                                &mut map,
-                                Extent {
-                                    kind: inherit_from_parent(e.kind),
-                                    ..e
-                                },
-                            );
-                        }
-                    }
-                    push_extent(
-                        &mut map,
-                        Extent {
-                            offset: run.offset + in_parent,
-                            len: run.len - in_parent,
-                            kind: ExtentKind::Unallocated,
-                        },
-                    );
+                    push_from_parent(&mut map, p, run.offset, run.len)?;
                 }
             }
         }

@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::block_device::{
-    check_range, inherit_from_parent, push_extent, BlockDevice, Extent, ExtentKind,
+    check_range, push_extent, push_from_parent, BlockDevice, Extent, ExtentKind,
 };
 use crate::context::OpenContext;
 use crate::error::{Detail, Error, Format, Result};
@@ -244,26 +244,7 @@ impl BlockDevice for VhdxImage {
                 Run::Zero => ExtentKind::Zero,
                 Run::Absent => match &self.parent {
                     Some(p) => {
-                        let avail = p.size().saturating_sub(o).min(l);
-                        if avail > 0 {
-                            for e in p.map(o, avail)? {
-                                push_extent(
-                                    &mut map,
-                                    Extent {
-                                        kind: inherit_from_parent(e.kind),
-                                        ..e
-                                    },
-                                );
-                            }
-                        }
-                        push_extent(
-                            &mut map,
-                            Extent {
-                                offset: o + avail,
-                                len: l - avail,
-                                kind: ExtentKind::Unallocated,
-                            },
-                        );
+                        push_from_parent(&mut map, p, o, l)?;
                         return Ok(());
                     }
                     None => ExtentKind::Unallocated,

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::block_device::{inherit_from_parent, push_extent, BlockDevice, Extent, ExtentKind};
+use crate::block_device::{push_extent, push_from_parent, BlockDevice, Extent, ExtentKind};
 use crate::context::{is_absolute_anywhere, OpenContext};
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image::{DiskImage, WarningKind, Warnings};
@@ -477,25 +477,5 @@ fn map_parent(
         );
         return Ok(());
     };
-    let avail = p.size().saturating_sub(offset).min(len);
-    if avail > 0 {
-        for e in p.map(offset, avail)? {
-            push_extent(
-                out,
-                Extent {
-                    kind: inherit_from_parent(e.kind),
-                    ..e
-                },
-            );
-        }
-    }
-    push_extent(
-        out,
-        Extent {
-            offset: offset + avail,
-            len: len - avail,
-            kind: ExtentKind::Unallocated,
-        },
-    );
-    Ok(())
+    push_from_parent(out, p, offset, len)
 }
