@@ -139,10 +139,58 @@ fn with_type_bits(mode: u32, t: ext4_view::FileType) -> u32 {
     mode | ty
 }
 
+/// Bounds what `ext4-view` 1.0 allocates from the superblock before it
+/// does: it sizes its block-group table from the group count with no check
+/// against the device (a 2 GiB allocation from a 1 KiB fuzzed superblock,
+/// found by the `fs_ext` fuzz target). The descriptors must fit in the device.
+fn check_group_table(device: &dyn BlockDevice) -> Result<()> {
+    use diskimage_formats::bytes::{le_u16, le_u32};
+    let bad = |what: String| Error::corrupt(FsName::Ext, Some("/"), what);
+    let mut sb = [0u8; 1024];
+    if device.size() < 2048 {
+        return Err(bad(format!(
+            "volume of {} bytes cannot hold a superblock",
+            device.size()
+        )));
+    }
+    device
+        .read_at(&mut sb, 1024)
+        .map_err(|e| bad(format!("superblock unreadable: {e}")))?;
+    let field = |off| u64::from(le_u32(&sb, off).unwrap_or(0));
+    let incompat = field(0x60);
+    let blocks = field(0x04)
+        | if incompat & 0x80 != 0 {
+            field(0x150) << 32
+        } else {
+            0
+        };
+    let first = field(0x14);
+    let per_group = field(0x20);
+    let log_block = field(0x18);
+    let desc_size = match le_u16(&sb, 0xFE).unwrap_or(0) {
+        d if incompat & 0x80 != 0 && d >= 32 => u64::from(d),
+        _ => 32,
+    };
+    if per_group == 0 || log_block > 6 {
+        return Err(bad(format!(
+            "superblock: {per_group} blocks per group, block size 1024 << {log_block}"
+        )));
+    }
+    let groups = blocks.saturating_sub(first).div_ceil(per_group);
+    if groups.saturating_mul(desc_size) > device.size() {
+        return Err(bad(format!(
+            "superblock claims {groups} block groups, whose descriptors alone exceed the {}-byte volume",
+            device.size()
+        )));
+    }
+    Ok(())
+}
+
 impl ExtFs {
     /// Opens the ext2/3/4 file system on `device`; `kind` is what
     /// detection found (ext2, ext3 or ext4).
     pub fn open(device: Arc<dyn BlockDevice>, kind: FsKind) -> Result<Self> {
+        check_group_table(device.as_ref())?;
         let fs = Ext4::load(Box::new(DeviceRead(device))).map_err(|e| map_err(e, "/"))?;
         Ok(ExtFs { fs, kind })
     }

@@ -89,6 +89,50 @@ fn split_stream(path: &str) -> (&str, &str) {
     }
 }
 
+/// Checks what `ntfs` 0.4 reads first, before it reads it: that crate
+/// panics (an `unreachable!` on a wrapped binrw I/O error) when the boot
+/// sector or the first MFT record cannot be read whole, e.g. on a
+/// truncated volume. Found by the `fs_ntfs` fuzz target.
+fn check_boot_sector(device: &dyn BlockDevice) -> Result<()> {
+    use diskimage_formats::bytes::{le_u16, le_u64};
+    let bad = |what: String| Error::corrupt(FsName::Ntfs, Some("/"), what);
+    let size = device.size();
+    if size < 512 {
+        return Err(bad(format!(
+            "volume of {size} bytes is smaller than the 512-byte boot sector"
+        )));
+    }
+    let mut boot = [0u8; 512];
+    device
+        .read_at(&mut boot, 0)
+        .map_err(|e| bad(format!("boot sector unreadable: {e}")))?;
+    let bps = u64::from(le_u16(&boot, 0x0B).unwrap_or(0));
+    let spc_raw = boot[0x0D];
+    // Sectors per cluster: a power of two, or 2^(256 - n) for n >= 0xF4 (large clusters).
+    let spc = if spc_raw >= 0xF4 {
+        1u64 << (256 - u32::from(spc_raw))
+    } else {
+        u64::from(spc_raw)
+    };
+    if !(256..=4096).contains(&bps) || !bps.is_power_of_two() || spc == 0 || !spc.is_power_of_two()
+    {
+        return Err(bad(format!(
+            "boot sector: {bps} bytes per sector, {spc} sectors per cluster"
+        )));
+    }
+    let cluster = bps * spc;
+    let mft = le_u64(&boot, 0x30).unwrap_or(u64::MAX);
+    let mft_offset = mft
+        .checked_mul(cluster)
+        .filter(|&o| o.saturating_add(4096) <= size);
+    if mft_offset.is_none() {
+        return Err(bad(format!(
+            "$MFT at cluster {mft} lies outside the {size}-byte volume"
+        )));
+    }
+    Ok(())
+}
+
 fn ts(t: ntfs::NtfsTime) -> Option<Timestamp> {
     Some(Timestamp::from_nt(t.nt_timestamp()))
 }
@@ -96,6 +140,7 @@ fn ts(t: ntfs::NtfsTime) -> Option<Timestamp> {
 impl NtfsFs {
     /// Opens the NTFS file system on `device` and reads its $UpCase table.
     pub fn open(device: Arc<dyn BlockDevice>) -> Result<Self> {
+        check_boot_sector(device.as_ref())?;
         let mut r = DeviceReader::new(Arc::clone(&device));
         let mut ntfs = Ntfs::new(&mut r).map_err(|e| map_err(e, "/"))?;
         ntfs.read_upcase_table(&mut r)
