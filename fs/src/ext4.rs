@@ -158,12 +158,9 @@ fn check_group_table(device: &dyn BlockDevice) -> Result<()> {
         .map_err(|e| bad(format!("superblock unreadable: {e}")))?;
     let field = |off| u64::from(le_u32(&sb, off).unwrap_or(0));
     let incompat = field(0x60);
-    let blocks = field(0x04)
-        | if incompat & 0x80 != 0 {
-            field(0x150) << 32
-        } else {
-            0
-        };
+    // ext4-view 1.0 takes the high half of the block count whatever the
+    // 64bit feature says: bound what it will compute.
+    let blocks = field(0x04) | (field(0x150) << 32);
     let first = field(0x14);
     let per_group = field(0x20);
     let log_block = field(0x18);
