@@ -7,6 +7,8 @@
 //! - `errors.tsv`: `image  options  kind  substring` — opening (or reading
 //!   the whole disk) fails with that error kind and message.
 //! - `warnings.tsv`: `image  options  kind  substring` — opens with such a warning.
+//! - `sectors.tsv`: `image  logical-sector-size  source` — `sector_size()`
+//!   reports what the independent reader says.
 //!
 //! Every topic's inputs must be byte-identical after all of this.
 
@@ -123,6 +125,22 @@ fn check_topic(topic: &Path, failures: &mut Vec<String>) -> usize {
                 }
             }
             Err(e) => fail(format!("{image} [{opts}]: open failed: {e}")),
+        }
+    }
+
+    for row in tsv_rows(&topic.join("sectors.tsv")) {
+        let [image, sector, ..] = row.as_slice() else {
+            fail(format!("malformed sectors.tsv row {row:?}"));
+            continue;
+        };
+        checked += 1;
+        match open(&tmp.path().join(image), &diskimage::OpenOptions::default()) {
+            Ok(img) if img.sector_size().to_string() == *sector => {}
+            Ok(img) => fail(format!(
+                "{image}: sector size {} != expected {sector}",
+                img.sector_size()
+            )),
+            Err(e) => fail(format!("{image}: open failed: {e}")),
         }
     }
 
