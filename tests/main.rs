@@ -6,11 +6,13 @@
 //! - `cli`: the `diskimage` binary, end to end.
 //! - `fuzz_corpus`: every fuzz seed and crash reproducer through `open`, never a panic.
 //! - `regression`: one test per bug found, named after it.
+//! - `differential`: random qemu-img/qemu-io scenarios read by us, qemu and libyal.
 //! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
 
 mod cli;
 mod common;
 mod corpus;
+mod differential;
 mod filesystems;
 mod fixtures;
 mod fuzz_corpus;

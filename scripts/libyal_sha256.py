@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Prints `SIZE SHA256` of a virtual disk as libyal's readers see it.
+
+Usage: libyal_sha256.py vhdi|vmdk IMAGE [PARENT ...]   (child first)
+
+vhdi: libvhdi (pip libvhdi-python, module pyvhdi) for VHD and VHDX;
+vmdk: libvmdk (pip libvmdk-python, module pyvmdk). Parents are opened and
+set in order, so a chain is read as libyal resolves it. Reads in 1 MiB
+pieces. Used by tests/differential.rs as an independent reader."""
+
+import hashlib
+import sys
+
+CHUNK = 1 << 20
+
+
+def open_vhdi(path):
+    import pyvhdi
+    f = pyvhdi.file()
+    f.open(path)
+    return f
+
+
+def open_vmdk(path):
+    import pyvmdk
+    h = pyvmdk.handle()
+    h.open(path)
+    h.open_extent_data_files()
+    return h
+
+
+def main():
+    if len(sys.argv) < 3 or sys.argv[1] not in ("vhdi", "vmdk"):
+        sys.exit(__doc__)
+    opener = open_vhdi if sys.argv[1] == "vhdi" else open_vmdk
+    chain = [opener(p) for p in sys.argv[2:]]
+    for child, parent in zip(chain, chain[1:]):
+        child.set_parent(parent)
+    top = chain[0]
+    size = top.get_media_size()
+    h = hashlib.sha256()
+    off = 0
+    while off < size:
+        n = min(CHUNK, size - off)
+        data = top.read_buffer_at_offset(n, off)
+        if len(data) != n:
+            sys.exit(f"short read at {off}: {len(data)} of {n}")
+        h.update(data)
+        off += n
+    print(size, h.hexdigest())
+
+
+if __name__ == "__main__":
+    main()
