@@ -6,6 +6,7 @@
 //! - `cli`: the `diskimage` binary, end to end.
 //! - `fuzz_corpus`: every fuzz seed and crash reproducer through `open`, never a panic.
 //! - `regression`: one test per bug found, named after it.
+//! - `os`: OS detection (Windows hives, Linux os-release/fstab) and damaged hives.
 //! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
 
 mod cli;
@@ -14,5 +15,6 @@ mod corpus;
 mod filesystems;
 mod fixtures;
 mod fuzz_corpus;
+mod os;
 mod regression;
 mod volumes;
