@@ -97,7 +97,11 @@ pub fn exercise_regf(data: &[u8]) {
     let Ok(root) = hive.root_key() else { return };
     let mut budget = REGF_BUDGET;
     let mut stack = vec![(root, 0u32)];
+    let mut seen = std::collections::HashSet::new();
     while let Some((key, depth)) = stack.pop() {
+        if !seen.insert(key.offset()) {
+            continue;
+        }
         let _ = key.name();
         if let Ok(values) = key.values() {
             for v in values {

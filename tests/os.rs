@@ -7,10 +7,11 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use diskimage::os::regf::Hive;
+use diskimage::os::regf::{Hive, ValueData};
 use diskimage::os::windows::map_mounted_device;
 use diskimage::{DiskSet, ErrorKind, OpenOptions};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::common::{diskimage, repo, tsv_rows};
 
@@ -144,15 +145,19 @@ fn fixture_hive_values_match_hivexget() {
                 .value(&r[1], &r[2])
                 .expect("read")
                 .unwrap_or_else(|| panic!("{r:?} not found"));
-            let got = match v.string().expect("data") {
-                Some(s) => s,
-                None => v
-                    .raw()
-                    .expect("raw")
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+            let got = match v.data().expect("data") {
+                ValueData::MultiSz(list) => list.join("|"),
+                ValueData::Binary(b) if r[3].starts_with("sha256:") => {
+                    format!("sha256:{}", crate::common::hex(&Sha256::digest(&b)))
+                }
+                _ => v.string().expect("data").unwrap_or_else(|| {
+                    v.raw()
+                        .expect("raw")
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }),
             };
             assert_eq!(got, r[3], "{r:?}");
         }
@@ -249,11 +254,16 @@ fn a_disk_with_no_os_says_none_was_found() {
     assert_eq!(v["systems"], serde_json::json!([]));
 }
 
-/// Walks every key and value; returns the first error's kind.
+/// Walks every key and value once; returns the first error's kind.
 fn walk(hive: &Hive) -> Option<ErrorKind> {
     let mut stack = vec![(hive.root_key().ok()?, 0)];
+    let mut seen = std::collections::HashSet::new();
     let mut n = 0;
     while let Some((k, depth)) = stack.pop() {
+        // A key reached twice (a subkey list pointing back up) is walked once.
+        if !seen.insert(k.offset()) {
+            continue;
+        }
         n += 1;
         assert!(n < 1_000_000, "walk does not end");
         match k.values() {
@@ -357,7 +367,15 @@ fn damaged_cells_give_typed_errors_never_a_panic_or_a_hang() {
     // A key whose subkey list points back at the root key itself: the
     // lookup by path ends (bounded by the path), the walk by its depth.
     let mut d = data.clone();
-    patch_u32(&mut d, root_list + 8, (root - 4096) as u32);
+    let count = u16::from_le_bytes([d[root_list + 6], d[root_list + 7]]) as usize;
+    let width = if &d[root_list + 4..root_list + 6] == b"li" {
+        4
+    } else {
+        8
+    };
+    for i in 0..count {
+        patch_u32(&mut d, root_list + 8 + i * width, (root - 4096) as u32);
+    }
     let h = Hive::new("SOFTWARE", d).expect("opens");
     assert!(h.key("Microsoft\\Windows NT").expect("lookup").is_none());
     let _ = walk(&h);

@@ -76,7 +76,9 @@ impl<'h> Key<'h> {
         diskimage_formats::bytes::le_u64(self.cell, 4).unwrap_or(0)
     }
 
-    /// Every subkey, in list order.
+    /// Every subkey, in list order. A damaged hive may list a key among
+    /// its own descendants: a walk of the whole tree should skip keys whose
+    /// [`Key::offset`] it has already seen.
     pub fn subkeys(&self) -> Result<Vec<Key<'h>>> {
         let count = self.u32_at(20);
         let list = self.u32_at(28);

@@ -287,3 +287,118 @@ pub(crate) fn latin1(b: &[u8]) -> String {
 pub(crate) fn name_eq(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b) || a.to_lowercase() == b.to_lowercase()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Appends one allocated cell holding `data` (size rounded to 8) and
+    /// returns its hive-bins offset.
+    fn cell(bins: &mut Vec<u8>, data: &[u8]) -> u32 {
+        let off = bins.len() as u32;
+        let size = (4 + data.len()).div_ceil(8) * 8;
+        bins.extend_from_slice(&(-(size as i32)).to_le_bytes());
+        bins.extend_from_slice(data);
+        bins.resize(off as usize + size, 0);
+        off
+    }
+
+    /// A hive by the format's description (not by hivex, which never
+    /// writes `db` records): a root key with a 20000-byte value in two
+    /// big-data segments and a 2-byte resident value.
+    fn big_data_hive() -> (Vec<u8>, Vec<u8>) {
+        let payload: Vec<u8> = (0..20000u32).map(|i| (i % 253) as u8).collect();
+        let mut bins = vec![0u8; 0x20];
+        bins[..4].copy_from_slice(b"hbin");
+        let mut nk = vec![0u8; 76];
+        nk[..2].copy_from_slice(b"nk");
+        nk[2..4].copy_from_slice(&0x2cu16.to_le_bytes());
+        nk[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
+        nk[36..40].copy_from_slice(&2u32.to_le_bytes());
+        nk[72..74].copy_from_slice(&4u16.to_le_bytes());
+        nk.extend_from_slice(b"ROOT");
+        let root = cell(&mut bins, &nk);
+        let seg1 = cell(&mut bins, &payload[..DB_SEGMENT_FOR_TESTS]);
+        let seg2 = cell(&mut bins, &payload[DB_SEGMENT_FOR_TESTS..]);
+        let mut list = seg1.to_le_bytes().to_vec();
+        list.extend_from_slice(&seg2.to_le_bytes());
+        let seg_list = cell(&mut bins, &list);
+        let mut db = b"db".to_vec();
+        db.extend_from_slice(&2u16.to_le_bytes());
+        db.extend_from_slice(&seg_list.to_le_bytes());
+        let db = cell(&mut bins, &db);
+        let vk = |name: &[u8], size: u32, data: u32| {
+            let mut v = vec![0u8; 20];
+            v[..2].copy_from_slice(b"vk");
+            v[2..4].copy_from_slice(&(name.len() as u16).to_le_bytes());
+            v[4..8].copy_from_slice(&size.to_le_bytes());
+            v[8..12].copy_from_slice(&data.to_le_bytes());
+            v[12..16].copy_from_slice(&3u32.to_le_bytes());
+            v[16..18].copy_from_slice(&1u16.to_le_bytes());
+            v.extend_from_slice(name);
+            v
+        };
+        let big = cell(&mut bins, &vk(b"Big", 20000, db));
+        let res = cell(
+            &mut bins,
+            &vk(b"Res", 0x8000_0002, u32::from_le_bytes(*b"AB\0\0")),
+        );
+        let mut values = big.to_le_bytes().to_vec();
+        values.extend_from_slice(&res.to_le_bytes());
+        let values = cell(&mut bins, &values);
+        let nk_abs = root as usize + 4;
+        bins[nk_abs + 40..nk_abs + 44].copy_from_slice(&values.to_le_bytes());
+        let size = bins.len().div_ceil(4096) * 4096;
+        let free = (size - bins.len()) as i32;
+        if free > 0 {
+            bins.extend_from_slice(&free.to_le_bytes());
+            bins.resize(size, 0);
+        }
+        bins[8..12].copy_from_slice(&(size as u32).to_le_bytes());
+        let mut base = vec![0u8; BASE_BLOCK_SIZE];
+        base[..4].copy_from_slice(b"regf");
+        base[4..8].copy_from_slice(&1u32.to_le_bytes());
+        base[8..12].copy_from_slice(&1u32.to_le_bytes());
+        base[20..24].copy_from_slice(&1u32.to_le_bytes());
+        base[24..28].copy_from_slice(&5u32.to_le_bytes());
+        base[36..40].copy_from_slice(&root.to_le_bytes());
+        base[40..44].copy_from_slice(&(size as u32).to_le_bytes());
+        let sum = checksum(&base);
+        base[508..512].copy_from_slice(&sum.to_le_bytes());
+        base.extend_from_slice(&bins);
+        (base, payload)
+    }
+
+    const DB_SEGMENT_FOR_TESTS: usize = value::DB_SEGMENT;
+
+    #[test]
+    fn big_data_in_db_segments_and_resident_data() {
+        let (hive, payload) = big_data_hive();
+        let h = Hive::new("synthetic", hive).unwrap();
+        assert!(h.warnings().is_empty(), "{:?}", h.warnings());
+        let root = h.root_key().unwrap();
+        assert_eq!(root.name(), "ROOT");
+        assert_eq!(root.value("big").unwrap().unwrap().raw().unwrap(), payload);
+        assert_eq!(root.value("RES").unwrap().unwrap().raw().unwrap(), b"AB");
+    }
+
+    #[test]
+    fn a_short_segment_list_or_oversized_resident_data_is_an_error() {
+        let (mut hive, _) = big_data_hive();
+        // The db record claims one segment only: not enough for 20000 bytes.
+        let db = hive.windows(4).position(|w| w == b"db\x02\x00").unwrap();
+        hive[db + 2] = 1;
+        let h = Hive::new("synthetic", hive).unwrap();
+        let e = h.value("", "Big").unwrap().unwrap().raw().unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt);
+        assert!(e.to_string().contains("in synthetic at"), "{e}");
+        assert!(e.to_string().contains("segment count"), "{e}");
+        // Resident data longer than the 4 bytes of the offset field.
+        let (mut hive, _) = big_data_hive();
+        let vk = hive.windows(3).position(|w| w == b"Res").unwrap() - 20;
+        hive[vk + 4..vk + 8].copy_from_slice(&0x8000_0005u32.to_le_bytes());
+        let h = Hive::new("synthetic", hive).unwrap();
+        let e = h.value("", "Res").unwrap().unwrap().raw().unwrap_err();
+        assert!(e.to_string().contains("resident value data size"), "{e}");
+    }
+}

@@ -14,7 +14,7 @@ const VK_NAME: usize = 20;
 /// Data-size bit saying the data sits in the offset field itself.
 const RESIDENT: u32 = 0x8000_0000;
 /// Most bytes one big-data segment holds.
-const DB_SEGMENT: usize = 16344;
+pub(crate) const DB_SEGMENT: usize = 16344;
 
 /// The registry's value types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
