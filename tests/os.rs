@@ -399,3 +399,41 @@ fn damaged_cells_give_typed_errors_never_a_panic_or_a_hang() {
         }
     }
 }
+
+#[test]
+fn a_gpt_mounted_devices_value_maps_to_the_partition_sfdisk_gave_that_guid() {
+    // `DMIO:ID:` + the partition GUID in its on-disk (mixed-endian) form.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let img = tmp.path().join("gpt.img");
+    crate::common::gunzip(&repo().join("fixtures/volumes/gpt.img.gz"), &img);
+    let sf: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("fixtures/volumes/gpt.img.sfdisk.json"))
+            .expect("sfdisk json"),
+    )
+    .expect("json");
+    let set = DiskSet::open(&[&img], &OpenOptions::default()).expect("open");
+    for (i, p) in sf["partitiontable"]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .enumerate()
+    {
+        let guid = p["uuid"].as_str().expect("uuid").replace('-', "");
+        let b: Vec<u8> = (0..16)
+            .map(|j| u8::from_str_radix(&guid[j * 2..j * 2 + 2], 16).expect("hex"))
+            .collect();
+        let mut data = b"DMIO:ID:".to_vec();
+        data.extend(b[..4].iter().rev());
+        data.extend(b[4..6].iter().rev());
+        data.extend(b[6..8].iter().rev());
+        data.extend(&b[8..]);
+        let (volume, source) = map_mounted_device(&set, &data);
+        assert_eq!(volume, Some(i + 1), "{source}");
+    }
+    // The MBR form of another disk's signature matches nothing here.
+    let (volume, _) = map_mounted_device(
+        &set,
+        &[0xae, 0x46, 0x45, 0xdf, 0, 0, 0x50, 0x1f, 0, 0, 0, 0],
+    );
+    assert_eq!(volume, None);
+}

@@ -139,10 +139,10 @@ pub fn match_spec(set: &DiskSet, spec: &str) -> Option<usize> {
     found.map(|v| v.index)
 }
 
-/// `/dev/` names: `sda1`, `vdb2`, `xvda1`, `hda3`, `nvme0n1p2`,
-/// `mmcblk0p1`, `mapper/vg-lv`, `vg/lv`.
-fn match_dev<'s>(set: &'s DiskSet, dev: &str) -> Option<&'s Volume> {
-    let lv_name = if let Some(m) = dev.strip_prefix("mapper/") {
+/// The LV (`vg/lv`) a `/dev/` name stands for: `mapper/vg-lv` (dashes
+/// inside names doubled by device-mapper) or `vg/lv`.
+fn lv_name(dev: &str) -> Option<String> {
+    if let Some(m) = dev.strip_prefix("mapper/") {
         // device-mapper doubles dashes inside names: vg--a-lv--b.
         let mut split = None;
         let b = m.as_bytes();
@@ -169,8 +169,13 @@ fn match_dev<'s>(set: &'s DiskSet, dev: &str) -> Option<&'s Volume> {
         Some(dev.to_owned())
     } else {
         None
-    };
-    if let Some(name) = lv_name {
+    }
+}
+
+/// `/dev/` names: `sda1`, `vdb2`, `xvda1`, `hda3`, `nvme0n1p2`,
+/// `mmcblk0p1`, `mapper/vg-lv`, `vg/lv`.
+fn match_dev<'s>(set: &'s DiskSet, dev: &str) -> Option<&'s Volume> {
+    if let Some(name) = lv_name(dev) {
         return set
             .volumes()
             .iter()
@@ -392,6 +397,12 @@ mod tests {
         assert_eq!(disk_and_partition("nvme1n1p3"), Some((1, Some(3))));
         assert_eq!(disk_and_partition("sd1"), None);
         assert_eq!(disk_and_partition("loop0"), None);
+        assert_eq!(
+            lv_name("mapper/vg--a-root--lv").as_deref(),
+            Some("vg-a/root-lv")
+        );
+        assert_eq!(lv_name("vgfix/linear").as_deref(), Some("vgfix/linear"));
+        assert_eq!(lv_name("sda1"), None);
     }
 
     #[test]

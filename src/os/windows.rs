@@ -18,6 +18,11 @@ pub const WINDOWS_11_BUILD: u32 = 22000;
 
 /// The path of a child named `name` (ignoring case) of `dir` on `fs`.
 fn child_ci(fs: &dyn FileSystem, dir: &str, name: &str) -> Option<(String, FileType)> {
+    if !fs.case_sensitive() {
+        // NTFS and FAT match names ignoring case themselves: no listing.
+        let path = diskimage_fs::file_system::join(dir, name);
+        return fs.metadata(&path).ok().map(|m| (path, m.file_type));
+    }
     let entries = fs.read_dir(dir).ok()?;
     let e = entries
         .iter()
@@ -35,7 +40,7 @@ fn path_ci(fs: &dyn FileSystem, path: &str) -> Option<String> {
     Some(here)
 }
 
-/// The Windows folder (`/Windows`, as the volume spells it) when `fs` holds
+/// The path of the Windows folder (`/Windows`) when `fs` holds
 /// `Windows/System32/config/SOFTWARE` and `SYSTEM`.
 pub fn find_root(fs: &dyn FileSystem) -> Option<String> {
     let windows = path_ci(fs, "/Windows")?;
