@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use diskimage_formats::{BlockDevice, DiskImage, OpenOptions, SliceDevice, WarningKind};
-use diskimage_fs::{FsInfo, FsKind};
+use diskimage_fs::{FileSystem, FsInfo, FsKind};
 
 use crate::error::{Error, Result, Scheme};
+use crate::os::OsReport;
 use crate::volume::lvm2::{self, LogicalVolume, VolumeGroup};
 use crate::volume::{read_table, PartitionKind, PartitionTable};
 
@@ -352,5 +353,29 @@ impl DiskSet {
     /// The volume numbered `index` (as `volumes` prints it).
     pub fn volume(&self, index: usize) -> Option<&Volume> {
         index.checked_sub(1).and_then(|i| self.volumes.get(i))
+    }
+
+    /// Opens the file system of `volume` (one of [`DiskSet::volumes`]).
+    ///
+    /// A volume whose content could not be probed fails with the reason;
+    /// one the file-system layer does not read fails with
+    /// [`diskimage_fs::ErrorKind::Unsupported`].
+    pub fn mount(&self, volume: &Volume) -> diskimage_fs::Result<Box<dyn FileSystem>> {
+        if let Some(problem) = &volume.problem {
+            return Err(diskimage_fs::Error::unsupported(
+                diskimage_fs::FsName::Detect,
+                None,
+                format!("volume {}: {problem}", volume.index),
+            ));
+        }
+        diskimage_fs::open_fs(volume.device())
+    }
+
+    /// The operating systems installed on the set (see [`crate::os`]):
+    /// each with product, version, architecture, hostname, system folder
+    /// and in-guest mount points; volumes that could not be searched are
+    /// listed in [`OsReport::problems`].
+    pub fn os_info(&self) -> OsReport {
+        crate::os::detect(self)
     }
 }

@@ -29,6 +29,10 @@ pub enum Scheme {
     WholeDisk,
     /// The disk set itself (opening images, assembling volumes).
     DiskSet,
+    /// A Windows registry hive (regf), read for OS detection.
+    Regf,
+    /// Operating-system detection (reading a guest's files).
+    Os,
 }
 
 impl Scheme {
@@ -40,6 +44,8 @@ impl Scheme {
             Scheme::Lvm2 => "lvm2",
             Scheme::WholeDisk => "whole-disk",
             Scheme::DiskSet => "disk-set",
+            Scheme::Regf => "regf",
+            Scheme::Os => "os",
         }
     }
 }
@@ -52,6 +58,8 @@ impl fmt::Display for Scheme {
             Scheme::Lvm2 => "LVM2",
             Scheme::WholeDisk => "whole disk",
             Scheme::DiskSet => "disk set",
+            Scheme::Regf => "registry hive",
+            Scheme::Os => "OS detection",
         })
     }
 }
@@ -66,6 +74,7 @@ struct Inner {
     kind: ErrorKind,
     scheme: Scheme,
     disk: Option<usize>,
+    file: Option<String>,
     offset: Option<u64>,
     detail: Option<Detail>,
     source: Option<diskimage_formats::Error>,
@@ -78,6 +87,7 @@ impl Error {
             kind,
             scheme,
             disk: None,
+            file: None,
             offset: None,
             detail: Some(detail),
             source: None,
@@ -118,6 +128,7 @@ impl Error {
             kind: source.kind(),
             scheme,
             disk: None,
+            file: None,
             offset: None,
             detail: None,
             source: Some(source),
@@ -129,6 +140,21 @@ impl Error {
     pub fn at(mut self, offset: u64) -> Self {
         self.0.offset = Some(offset);
         self
+    }
+
+    /// Sets the file (inside a volume, or a hive's name) the problem is in,
+    /// unless already set; the offset is then within that file.
+    #[must_use]
+    pub fn in_file(mut self, file: impl Into<String>) -> Self {
+        if self.0.file.is_none() {
+            self.0.file = Some(file.into());
+        }
+        self
+    }
+
+    /// The file the problem is in, where known.
+    pub fn file(&self) -> Option<&str> {
+        self.0.file.as_deref()
     }
 
     /// Sets the disk's index in the set, unless already set.
@@ -170,6 +196,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let e = &self.0;
         write!(f, "{}: {}", e.scheme, e.kind)?;
+        if let Some(file) = &e.file {
+            write!(f, " in {file}")?;
+        }
         if let Some(offset) = e.offset {
             write!(f, " at {offset:#x}")?;
         }

@@ -81,3 +81,45 @@ pub fn exercise_volumes(data: &[u8]) {
         }
     }
 }
+
+/// Values and keys visited in one hive at most.
+pub const REGF_BUDGET: usize = 100_000;
+
+/// Opens `data` as a registry hive and walks every key and value it
+/// reaches (depth and count bounded), decoding each value's data. Used by
+/// `fuzz/fuzz_targets/regf.rs` and the seed replay. Errors are fine; a
+/// panic is a bug.
+pub fn exercise_regf(data: &[u8]) {
+    let Ok(hive) = crate::os::regf::Hive::new("fuzz.hive", data.to_vec()) else {
+        return;
+    };
+    let _ = hive.key("Microsoft\\Windows NT\\CurrentVersion");
+    let Ok(root) = hive.root_key() else { return };
+    let mut budget = REGF_BUDGET;
+    let mut stack = vec![(root, 0u32)];
+    let mut seen = std::collections::HashSet::new();
+    while let Some((key, depth)) = stack.pop() {
+        if !seen.insert(key.offset()) {
+            continue;
+        }
+        let _ = key.name();
+        if let Ok(values) = key.values() {
+            for v in values {
+                let _ = (v.name(), v.data(), v.string(), v.number());
+                budget = budget.saturating_sub(1);
+            }
+        }
+        if depth >= 64 || budget == 0 {
+            continue;
+        }
+        if let Ok(subkeys) = key.subkeys() {
+            for k in subkeys {
+                budget = budget.saturating_sub(1);
+                if budget == 0 {
+                    break;
+                }
+                stack.push((k, depth + 1));
+            }
+        }
+    }
+}

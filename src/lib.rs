@@ -32,10 +32,12 @@
 pub mod diskset;
 pub mod error;
 pub mod fuzzing;
+pub mod os;
 pub mod volume;
 
 pub use diskset::{DiskSet, Volume};
 pub use error::Scheme;
+pub use os::{OsFamily, OsInfo, OsReport};
 
 pub use diskimage_formats as formats;
 pub use diskimage_fs as fs;

@@ -59,3 +59,16 @@ fn fuzz_seeds_and_bad_fixtures_never_panic() {
     assert!(n > 0, "nothing replayed");
     eprintln!("replayed {n} inputs");
 }
+
+#[test]
+fn regf_seeds_and_reproducers_never_panic() {
+    let root = crate::common::repo();
+    let mut n = 0;
+    for dir in ["fuzz/corpus/regf", "fuzz/artifacts/regf"] {
+        for p in files_under(&root.join(dir)) {
+            diskimage::fuzzing::exercise_regf(&std::fs::read(&p).expect("read seed"));
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no regf seed replayed");
+}

@@ -7,6 +7,7 @@
 //! - `fuzz_corpus`: every fuzz seed and crash reproducer through `open`, never a panic.
 //! - `regression`: one test per bug found, named after it.
 //! - `differential`: random qemu-img/qemu-io scenarios read by us, qemu and libyal.
+//! - `os`: OS detection (Windows hives, Linux os-release/fstab) and damaged hives.
 //! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
 
 mod cli;
@@ -16,5 +17,6 @@ mod differential;
 mod filesystems;
 mod fixtures;
 mod fuzz_corpus;
+mod os;
 mod regression;
 mod volumes;

@@ -15,6 +15,7 @@ mod hash;
 mod info;
 mod ls;
 mod map;
+mod os;
 mod progress;
 mod select;
 mod timeline;
@@ -42,6 +43,8 @@ enum Command {
     Hash(hash::HashArgs),
     /// Volumes across the disk set (MBR, GPT, LVM2, whole disk), with file systems.
     Volumes(volumes::VolumesArgs),
+    /// Installed operating systems: product, version, architecture, hostname, mount points.
+    Os(os::OsArgs),
     /// List a directory (or, with -r, a tree) of a file system.
     Ls(ls::LsArgs),
     /// Write one file (or NTFS `path:stream`) of a file system to stdout.
@@ -103,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Dump(a) => dump::run(&a),
         Command::Hash(a) => hash::run(&a),
         Command::Volumes(a) => volumes::run(&a),
+        Command::Os(a) => os::run(&a),
         Command::Ls(a) => ls::run(&a),
         Command::Cat(a) => cat::run(&a),
         Command::Extract(a) => extract::run(&a),
