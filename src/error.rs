@@ -29,6 +29,8 @@ pub enum Scheme {
     WholeDisk,
     /// The disk set itself (opening images, assembling volumes).
     DiskSet,
+    /// A VM configuration (`.vmx`, `.vmsd`, `.vbox`, a Hyper-V folder).
+    Vm,
 }
 
 impl Scheme {
@@ -40,6 +42,7 @@ impl Scheme {
             Scheme::Lvm2 => "lvm2",
             Scheme::WholeDisk => "whole-disk",
             Scheme::DiskSet => "disk-set",
+            Scheme::Vm => "vm",
         }
     }
 }
@@ -52,6 +55,7 @@ impl fmt::Display for Scheme {
             Scheme::Lvm2 => "LVM2",
             Scheme::WholeDisk => "whole disk",
             Scheme::DiskSet => "disk set",
+            Scheme::Vm => "VM",
         })
     }
 }
@@ -66,6 +70,7 @@ struct Inner {
     kind: ErrorKind,
     scheme: Scheme,
     disk: Option<usize>,
+    file: Option<std::path::PathBuf>,
     offset: Option<u64>,
     detail: Option<Detail>,
     source: Option<diskimage_formats::Error>,
@@ -78,6 +83,7 @@ impl Error {
             kind,
             scheme,
             disk: None,
+            file: None,
             offset: None,
             detail: Some(detail),
             source: None,
@@ -118,6 +124,7 @@ impl Error {
             kind: source.kind(),
             scheme,
             disk: None,
+            file: None,
             offset: None,
             detail: None,
             source: Some(source),
@@ -129,6 +136,20 @@ impl Error {
     pub fn at(mut self, offset: u64) -> Self {
         self.0.offset = Some(offset);
         self
+    }
+
+    /// Sets the file the problem is in (a VM configuration), unless already set.
+    #[must_use]
+    pub fn in_file(mut self, path: &std::path::Path) -> Self {
+        if self.0.file.is_none() {
+            self.0.file = Some(path.to_path_buf());
+        }
+        self
+    }
+
+    /// The file the problem is in, where known.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.0.file.as_deref()
     }
 
     /// Sets the disk's index in the set, unless already set.
@@ -172,6 +193,9 @@ impl fmt::Display for Error {
         write!(f, "{}: {}", e.scheme, e.kind)?;
         if let Some(offset) = e.offset {
             write!(f, " at {offset:#x}")?;
+        }
+        if let Some(file) = &e.file {
+            write!(f, " in {}", file.display())?;
         }
         if let Some(disk) = e.disk {
             write!(f, " on disk {disk}")?;
