@@ -7,6 +7,7 @@
 //! - `fuzz_corpus`: every fuzz seed and crash reproducer through `open`, never a panic.
 //! - `regression`: one test per bug found, named after it.
 //! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
+//! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
 mod common;
@@ -15,4 +16,5 @@ mod filesystems;
 mod fixtures;
 mod fuzz_corpus;
 mod regression;
+mod vm;
 mod volumes;

@@ -689,6 +689,13 @@ impl Vm {
             .map(|s| self.find_snapshot(s))
             .transpose()?;
         let state = self.state(wanted, opts)?;
+        if state.disks.is_empty() {
+            return Err(vm_error(
+                ErrorKind::Unsupported,
+                "the configuration names no present hard disk".into(),
+            )
+            .in_file(&self.config));
+        }
         let mut warnings = Vec::new();
         let state = if state.complete() {
             state
