@@ -33,6 +33,8 @@ pub enum Scheme {
     Regf,
     /// Operating-system detection (reading a guest's files).
     Os,
+    /// A VM configuration (`.vmx`, `.vmsd`, `.vbox`, a Hyper-V folder).
+    Vm,
 }
 
 impl Scheme {
@@ -46,6 +48,7 @@ impl Scheme {
             Scheme::DiskSet => "disk-set",
             Scheme::Regf => "regf",
             Scheme::Os => "os",
+            Scheme::Vm => "vm",
         }
     }
 }
@@ -60,6 +63,7 @@ impl fmt::Display for Scheme {
             Scheme::DiskSet => "disk set",
             Scheme::Regf => "registry hive",
             Scheme::Os => "OS detection",
+            Scheme::Vm => "VM",
         })
     }
 }
@@ -74,7 +78,7 @@ struct Inner {
     kind: ErrorKind,
     scheme: Scheme,
     disk: Option<usize>,
-    file: Option<String>,
+    file: Option<std::path::PathBuf>,
     offset: Option<u64>,
     detail: Option<Detail>,
     source: Option<diskimage_formats::Error>,
@@ -142,18 +146,19 @@ impl Error {
         self
     }
 
-    /// Sets the file (inside a volume, or a hive's name) the problem is in,
-    /// unless already set; the offset is then within that file.
+    /// Sets the file the problem is in (a VM configuration, or a file
+    /// inside a volume such as a registry hive), unless already set; the
+    /// offset is then within that file.
     #[must_use]
-    pub fn in_file(mut self, file: impl Into<String>) -> Self {
+    pub fn in_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
         if self.0.file.is_none() {
-            self.0.file = Some(file.into());
+            self.0.file = Some(path.as_ref().to_path_buf());
         }
         self
     }
 
     /// The file the problem is in, where known.
-    pub fn file(&self) -> Option<&str> {
+    pub fn file(&self) -> Option<&std::path::Path> {
         self.0.file.as_deref()
     }
 
@@ -197,7 +202,7 @@ impl fmt::Display for Error {
         let e = &self.0;
         write!(f, "{}: {}", e.scheme, e.kind)?;
         if let Some(file) = &e.file {
-            write!(f, " in {file}")?;
+            write!(f, " in {}", file.display())?;
         }
         if let Some(offset) = e.offset {
             write!(f, " at {offset:#x}")?;

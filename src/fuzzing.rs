@@ -123,3 +123,32 @@ pub fn exercise_regf(data: &[u8]) {
         }
     }
 }
+
+/// Parses `data` as the VM configuration a fuzz target is named after
+/// (`vmx`, `vmsd`, `vbox`) and walks what it gives: errors are fine, a
+/// panic, a hang or an unbounded allocation is a bug. Used by
+/// `fuzz/fuzz_targets/{vmx,vmsd,vbox}.rs` and by the seed replay.
+pub fn exercise_vm_config(target: &str, data: &[u8]) {
+    use crate::vm::{vbox::Vbox, vmsd::Vmsd, vmx::Vmx};
+    match target {
+        "vmx" => {
+            if let Ok(v) = Vmx::parse(data) {
+                for d in &v.disks {
+                    assert!(!d.file.trim().is_empty(), "a disk without a file name");
+                    let _ = d.independent();
+                }
+            }
+        }
+        "vmsd" => {
+            if let Ok(v) = Vmsd::parse(data) {
+                assert!(v.snapshots.len() <= crate::vm::vmsd::MAX_SNAPSHOTS);
+            }
+        }
+        "vbox" => {
+            if let Ok(v) = Vbox::parse(data) {
+                assert!(v.disks.len() <= data.len());
+            }
+        }
+        _ => {}
+    }
+}

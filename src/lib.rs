@@ -33,6 +33,7 @@ pub mod diskset;
 pub mod error;
 pub mod fuzzing;
 pub mod os;
+pub mod vm;
 pub mod volume;
 
 pub use diskset::{DiskSet, Volume};

@@ -72,3 +72,19 @@ fn regf_seeds_and_reproducers_never_panic() {
     }
     assert!(n > 0, "no regf seed replayed");
 }
+
+#[test]
+fn vm_config_seeds_never_panic() {
+    let root = crate::common::repo();
+    let mut n = 0;
+    for target in ["vmx", "vmsd", "vbox"] {
+        for dir in ["fuzz/corpus", "fuzz/artifacts"] {
+            for p in files_under(&root.join(dir).join(target)) {
+                let data = std::fs::read(&p).expect("read seed");
+                diskimage::fuzzing::exercise_vm_config(target, &data);
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 3, "too few VM configuration seeds replayed: {n}");
+}

@@ -9,6 +9,7 @@
 //! - `differential`: random qemu-img/qemu-io scenarios read by us, qemu and libyal.
 //! - `os`: OS detection (Windows hives, Linux os-release/fstab) and damaged hives.
 //! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
+//! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
 mod common;
@@ -19,4 +20,5 @@ mod fixtures;
 mod fuzz_corpus;
 mod os;
 mod regression;
+mod vm;
 mod volumes;

@@ -311,7 +311,7 @@ fn truncated_hives_give_typed_errors_naming_the_hive() {
                     e.kind(),
                     ErrorKind::Corrupt | ErrorKind::OutOfBounds
                 ));
-                assert_eq!(e.file(), Some("SYSTEM"), "{e}");
+                assert_eq!(e.file(), Some(std::path::Path::new("SYSTEM")), "{e}");
                 assert!(e.to_string().contains("in SYSTEM"), "{e}");
             }
             Ok(h) => {

@@ -103,7 +103,7 @@ impl<'a> OpenContext<'a> {
         let mut tried = Vec::new();
         if let Some(resolver) = &self.options.parent_resolver {
             if let Some(p) = resolver(&ParentRequest { child, hints }) {
-                if self.is_file(&p) {
+                if self.is_file(&p) && (self.memory.is_some() || self.options.allows(&p)) {
                     return Ok(p);
                 }
                 tried.push(p);
@@ -129,6 +129,10 @@ impl<'a> OpenContext<'a> {
         }
         for c in candidates {
             if tried.contains(&c) {
+                continue;
+            }
+            if self.memory.is_none() && !self.options.allows(&c) {
+                tried.push(c);
                 continue;
             }
             if self.is_file(&c) {

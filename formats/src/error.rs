@@ -30,6 +30,9 @@ pub enum ErrorKind {
     MissingFile,
     /// The operating system reported an I/O error.
     Io,
+    /// A file lies outside the folder the caller confined opening to (a
+    /// VM's folder; see [`OpenOptions::confine_to`](crate::OpenOptions::confine_to)).
+    OutsideFolder,
 }
 
 impl ErrorKind {
@@ -43,6 +46,7 @@ impl ErrorKind {
             ErrorKind::LimitExceeded => "limit-exceeded",
             ErrorKind::MissingFile => "missing-file",
             ErrorKind::Io => "io",
+            ErrorKind::OutsideFolder => "outside-folder",
         }
     }
 }
@@ -57,6 +61,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::LimitExceeded => "limit exceeded",
             ErrorKind::MissingFile => "missing file",
             ErrorKind::Io => "I/O error",
+            ErrorKind::OutsideFolder => "outside the folder",
         })
     }
 }

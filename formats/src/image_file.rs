@@ -42,6 +42,21 @@ impl ImageFile {
     /// Opens `path` read-only; a directory, a missing file or an unreadable
     /// one is an error naming the path.
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
+        if !options.allows(path) {
+            return Err(Error::new(
+                ErrorKind::OutsideFolder,
+                Format::Probe,
+                Detail::Invalid(format!(
+                    "not opened: it is outside {} (allow it with --allow-outside)",
+                    options
+                        .confine_to
+                        .as_deref()
+                        .unwrap_or(Path::new(""))
+                        .display()
+                )),
+            )
+            .in_file(path));
+        }
         let file = File::open(path).map_err(|e| {
             let kind = if e.kind() == std::io::ErrorKind::NotFound {
                 ErrorKind::MissingFile

@@ -36,6 +36,7 @@ mod mmap;
 pub mod options;
 pub mod probe;
 pub mod raw;
+pub mod time;
 pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;

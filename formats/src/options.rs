@@ -40,6 +40,12 @@ pub struct OpenOptions {
     pub format: Option<Format>,
     /// Asked first when a parent image must be found.
     pub parent_resolver: Option<ParentResolver>,
+    /// When set, no file outside this folder is opened (the image, its
+    /// extents, parents and split parts): one that is, after symbolic links
+    /// are followed, gives an [`ErrorKind::OutsideFolder`](crate::ErrorKind::OutsideFolder)
+    /// error, and parent candidates outside it are skipped. Opening a VM's
+    /// disks sets it to the VM's folder.
+    pub confine_to: Option<PathBuf>,
 }
 
 impl fmt::Debug for OpenOptions {
@@ -50,6 +56,42 @@ impl fmt::Debug for OpenOptions {
             .field("mmap", &self.mmap)
             .field("format", &self.format)
             .field("parent_resolver", &self.parent_resolver.is_some())
+            .field("confine_to", &self.confine_to)
             .finish()
     }
+}
+
+impl OpenOptions {
+    /// Whether `path` may be opened under [`OpenOptions::confine_to`]: always
+    /// without it; with it, when the path (its symbolic links followed, or
+    /// as written when it does not exist) lies inside that folder.
+    pub fn allows(&self, path: &Path) -> bool {
+        let Some(root) = &self.confine_to else {
+            return true;
+        };
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
+        let full = std::fs::canonicalize(path).unwrap_or_else(|_| lexical(path));
+        full.starts_with(&root)
+    }
+}
+
+/// `path` made absolute against the working directory, `.` and `..` folded
+/// without touching the file system.
+fn lexical(path: &Path) -> PathBuf {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }

@@ -28,6 +28,9 @@ pub struct InfoArgs {
 
 /// Runs `info`.
 pub fn run(args: &InfoArgs) -> Result<(), CliError> {
+    if args.deps && diskimage::vm::is_vm_path(&args.image) {
+        return super::vm::print_dependencies(&args.image, &args.open, args.json);
+    }
     if args.deps {
         let files = diskimage::formats::dependencies(&args.image, &args.open.options())?;
         if args.json {

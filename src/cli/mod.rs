@@ -19,6 +19,7 @@ mod os;
 mod progress;
 mod select;
 mod timeline;
+mod vm;
 mod volumes;
 
 pub use error::CliError;
@@ -53,6 +54,8 @@ enum Command {
     Extract(extract::ExtractArgs),
     /// TSK 3.x bodyfile of a file system, for mactime.
     Timeline(timeline::TimelineArgs),
+    /// A VM (.vmx, .vbox, Hyper-V folder): facts, disks, chains, snapshot tree.
+    Vm(vm::VmArgs),
 }
 
 /// How images are opened; every command that opens images takes these.
@@ -70,6 +73,8 @@ pub struct OpenArgs {
     /// Skip the content probe and open as this format: raw, split-raw, iso, vmdk, vhd, vhdx.
     #[arg(long)]
     format: Option<Format>,
+    #[command(flatten)]
+    vm: vm::VmOpenArgs,
 }
 
 impl OpenArgs {
@@ -81,12 +86,31 @@ impl OpenArgs {
             mmap: self.mmap,
             format: self.format,
             parent_resolver: None,
+            confine_to: None,
         }
     }
 
-    /// Opens `path` with these options.
+    /// Opens `path` with these options; a VM (`.vmx`, `.vbox`, folder)
+    /// gives its only disk, or the one `--disk N` names.
     pub fn open(&self, path: &std::path::Path) -> Result<diskimage::DiskImage, CliError> {
+        if diskimage::vm::is_vm_path(path) {
+            return self.vm.one_disk(path, self.options());
+        }
         Ok(diskimage::open(path, &self.options())?)
+    }
+
+    /// Opens the images of a disk set: one VM argument gives every disk of
+    /// the VM's state, other arguments are images.
+    pub fn open_all(
+        &self,
+        paths: &[std::path::PathBuf],
+    ) -> Result<Vec<diskimage::DiskImage>, CliError> {
+        if let [one] = paths {
+            if diskimage::vm::is_vm_path(one) {
+                return self.vm.all_disks(one, self.options());
+            }
+        }
+        paths.iter().map(|p| self.open(p)).collect()
     }
 }
 
@@ -111,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Cat(a) => cat::run(&a),
         Command::Extract(a) => extract::run(&a),
         Command::Timeline(a) => timeline::run(&a),
+        Command::Vm(a) => vm::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -93,10 +93,7 @@ impl FsArgs {
     /// Opens the images and the file system of the selected volume.
     pub fn open_fs(&self, path_required: bool) -> Result<(Box<dyn FileSystem>, String), CliError> {
         let (images, path) = self.split(path_required)?;
-        let images = images
-            .iter()
-            .map(|p| self.open.open(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let images = self.open.open_all(&images)?;
         let device = volume_device(images, self.volume, &self.open.options())?;
         Ok((open_fs(device)?, path))
     }

@@ -25,7 +25,8 @@ pub struct VolumesArgs {
 
 /// Runs `volumes`.
 pub fn run(args: &VolumesArgs) -> Result<(), CliError> {
-    let set = DiskSet::open(&args.images, &args.open.options())?;
+    let images = args.open.open_all(&args.images)?;
+    let set = DiskSet::from_images(images, &args.open.options())?;
     if args.json {
         println!(
             "{}",

@@ -275,30 +275,7 @@ pub(crate) fn host_name(code: [u8; 4]) -> Option<&'static str> {
 
 /// A VHD time stamp (seconds since 2000-01-01 UTC) as ISO 8601 UTC.
 pub(crate) fn format_time_stamp(seconds: u32) -> String {
-    let unix = VHD_EPOCH_UNIX_SECONDS + i64::from(seconds);
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-/// Gregorian (year, month, day) of a day count from 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    crate::time::format_unix_utc(VHD_EPOCH_UNIX_SECONDS + i64::from(seconds))
 }
 
 /// A 16-byte identifier as a UUID string, bytes in stored order.

@@ -1,0 +1,824 @@
+//! Virtual machines: the disks of a VM as of now or as of a snapshot.
+//!
+//! [`Vm::load`] reads a VMware `.vmx`/`.vmtx` (with the `.vmsd` snapshot
+//! database beside it), a VirtualBox `.vbox`, or a Hyper-V folder, into one
+//! model: VM facts, the hard disks of the current state, the snapshot tree,
+//! and the other files of the VM. [`Vm::open`] opens the disks of one
+//! state as a [`DiskSet`].
+//!
+//! **Which files hold a snapshot's state.** When VMware takes a snapshot,
+//! each (non-independent) disk's current file becomes read-only and a new
+//! delta is created on top of it for the running VM; the `.vmsd` records,
+//! per snapshot and disk, the file that became read-only (`snapshot0` of a
+//! VM that had no snapshot names the base disk). Nothing writes to that file
+//! afterwards, so the state of a disk at snapshot X is the chain whose top
+//! is the file X records. VirtualBox does the same: a snapshot's attachments
+//! name the medium that became immutable. Independent disks are not
+//! captured by snapshots: every state reads them as they are now. The
+//! current state is the file each `.vmx` `fileName` (or the machine's own
+//! attachment) names.
+//!
+//! **Paths.** Paths in configurations are resolved against the
+//! configuration's folder; an absolute path from another host
+//! (`/vmfs/volumes/...`, `C:\...`) falls back to the same file name in the
+//! folder. Unless [`VmOptions::allow_outside`] is set, nothing outside the
+//! folder is opened: a relative path leading out of it is an
+//! [`ErrorKind::OutsideFolder`] error, and the delta chains are opened with
+//! [`OpenOptions::confine_to`] set to the folder.
+
+pub mod hyperv;
+pub mod vbox;
+pub mod vmsd;
+pub mod vmx;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use diskimage_formats::context::is_absolute_anywhere;
+use diskimage_formats::{DiskImage, ErrorKind, OpenOptions, ParentRequest};
+
+use crate::diskset::{DiskSet, MAX_DISKS};
+use crate::error::{Detail, Error, Result, Scheme};
+
+/// The kind of configuration a VM was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmKind {
+    /// VMware `.vmx` / `.vmtx` (+ `.vmsd`).
+    Vmware,
+    /// VirtualBox `.vbox`.
+    VirtualBox,
+    /// A Hyper-V folder of `.vhdx`/`.avhdx` files.
+    HyperV,
+}
+
+impl VmKind {
+    /// A stable, lower-case name for JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmKind::Vmware => "vmware",
+            VmKind::VirtualBox => "virtualbox",
+            VmKind::HyperV => "hyper-v",
+        }
+    }
+}
+
+/// One disk of a snapshot: the slot and the file that was its top then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotDisk {
+    /// The device slot (`scsi0:0`, `SATA:0:0`).
+    pub slot: String,
+    /// The file as the configuration records it (for a `.vbox` while
+    /// parsing: the medium's uuid).
+    pub file: String,
+}
+
+/// One snapshot (VMware) or snapshot (VirtualBox) of the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Its identifier (`.vmsd` uid, VirtualBox uuid).
+    pub uid: String,
+    /// The parent snapshot's uid.
+    pub parent: Option<String>,
+    /// Its display name.
+    pub name: String,
+    /// Its description.
+    pub description: Option<String>,
+    /// When it was taken, ISO 8601 UTC.
+    pub created: Option<String>,
+    /// Its saved-state file (`.vmsn`), as recorded.
+    pub state_file: Option<String>,
+    /// The disks it records.
+    pub disks: Vec<SnapshotDisk>,
+}
+
+/// Refuses a snapshot tree whose parent links loop.
+pub(crate) fn check_tree(snapshots: &[Snapshot]) -> Result<()> {
+    let by_uid: HashMap<&str, &Snapshot> = snapshots.iter().map(|s| (s.uid.as_str(), s)).collect();
+    for s in snapshots {
+        let mut seen = HashSet::new();
+        let mut cur = Some(s);
+        while let Some(c) = cur {
+            if !seen.insert(c.uid.as_str()) {
+                return Err(Error::invalid(
+                    Scheme::Vm,
+                    format!("snapshot tree has a cycle through uid {}", c.uid),
+                ));
+            }
+            cur = c.parent.as_deref().and_then(|p| by_uid.get(p).copied());
+        }
+    }
+    Ok(())
+}
+
+/// A hard disk of the VM's current state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmDisk {
+    /// The device slot (`scsi0:0`, `SATA:0:0`, `0` for a Hyper-V folder).
+    pub slot: String,
+    /// The file, as recorded (relative to the configuration, or absolute).
+    pub file: String,
+    /// The disk mode (`independent-persistent`, VirtualBox `Writethrough`).
+    pub mode: Option<String>,
+}
+
+/// Facts about the VM, as its configuration states them.
+#[derive(Debug, Clone, Default)]
+pub struct VmFacts {
+    /// Display name.
+    pub name: Option<String>,
+    /// Guest OS identifier (`ubuntu-64`, `Windows10_64`).
+    pub guest_os: Option<String>,
+    /// Memory, MiB.
+    pub memory_mib: Option<u64>,
+    /// Virtual CPUs.
+    pub cpus: Option<u64>,
+    /// Firmware (`bios`, `efi`).
+    pub firmware: Option<String>,
+    /// The VM's UUID (`uuid.bios`, VirtualBox machine uuid).
+    pub uuid: Option<String>,
+    /// Virtual hardware or settings-format version.
+    pub hardware_version: Option<String>,
+    /// The `encryption.*` keys of an encrypted VMware VM (empty otherwise).
+    pub encryption_keys: Vec<String>,
+}
+
+/// A file of the VM folder and what it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmFile {
+    /// The file.
+    pub path: PathBuf,
+    /// What it is: `configuration`, `snapshot database`, `disk`,
+    /// `change tracking (CBT)`, `snapshot state`, `hyper-v configuration (not parsed)`.
+    pub role: &'static str,
+}
+
+/// How to open a VM.
+#[derive(Debug, Clone, Default)]
+pub struct VmOptions {
+    /// Options for the disk images (`confine_to` and the parent resolver
+    /// are set by the VM).
+    pub open: OpenOptions,
+    /// Open the state of this snapshot (name or uid) instead of the current one.
+    pub snapshot: Option<String>,
+    /// When the wanted state is incomplete, open the newest complete one.
+    pub fallback: bool,
+    /// Allow files outside the configuration's folder.
+    pub allow_outside: bool,
+}
+
+/// One disk of a state and the files it needs.
+#[derive(Debug, Clone)]
+pub struct StateDisk {
+    /// The slot.
+    pub slot: String,
+    /// The top file of the disk's chain in this state.
+    pub top: PathBuf,
+    /// Every file reading it needs (descriptors, extents, parents), when known.
+    pub files: Vec<PathBuf>,
+    /// Why it cannot be read, when it cannot.
+    pub problem: Option<String>,
+    /// Whether the problem is a missing file.
+    pub missing: bool,
+}
+
+/// A state of the VM (current, or a snapshot) and what it needs.
+#[derive(Debug, Clone)]
+pub struct StateFiles {
+    /// `current` or the snapshot's name.
+    pub name: String,
+    /// The snapshot's uid (`None` for the current state).
+    pub uid: Option<String>,
+    /// Its disks.
+    pub disks: Vec<StateDisk>,
+}
+
+impl StateFiles {
+    /// Whether every file of every disk is there and readable.
+    pub fn complete(&self) -> bool {
+        self.disks.iter().all(|d| d.problem.is_none())
+    }
+}
+
+/// A VM state opened as a disk set.
+#[derive(Debug)]
+pub struct OpenedVm {
+    /// The disks of the state, in slot order of the configuration.
+    pub set: DiskSet,
+    /// The state that was opened.
+    pub state: StateFiles,
+    /// What was tolerated (a fallback to another state).
+    pub warnings: Vec<String>,
+}
+
+/// A VM read from its configuration.
+#[derive(Debug, Clone)]
+pub struct Vm {
+    /// What it was read from.
+    pub kind: VmKind,
+    /// The configuration file (or the Hyper-V folder).
+    pub config: PathBuf,
+    /// The folder paths are resolved against.
+    pub folder: PathBuf,
+    /// Facts.
+    pub facts: VmFacts,
+    /// Hard disks of the current state.
+    pub disks: Vec<VmDisk>,
+    /// The snapshot tree (disk files as recorded).
+    pub snapshots: Vec<Snapshot>,
+    /// The uid of the snapshot the current state descends from.
+    pub current_snapshot: Option<String>,
+    /// Configuration and other non-disk files of the VM.
+    pub files: Vec<VmFile>,
+    /// Disk formats by recorded file (a `.vbox`'s media registry).
+    formats: HashMap<String, String>,
+    /// Child file -> parent file, as recorded (a `.vbox`'s media registry).
+    parents: HashMap<String, String>,
+}
+
+/// Whether `path` names a VM rather than a disk image: a `.vmx`, `.vmtx`
+/// or `.vbox` file, or a folder.
+pub fn is_vm_path(path: &Path) -> bool {
+    path.is_dir()
+        || path.extension().is_some_and(|e| {
+            let e = e.to_string_lossy().to_ascii_lowercase();
+            matches!(e.as_str(), "vmx" | "vmtx" | "vbox")
+        })
+}
+
+fn vm_error(kind: ErrorKind, what: String) -> Error {
+    Error::new(kind, Scheme::Vm, Detail::Invalid(what))
+}
+
+impl Vm {
+    /// Reads the VM at `path`: a `.vmx`/`.vmtx` (and the `.vmsd` beside it),
+    /// a `.vbox`, or a folder (a Hyper-V VM, or a folder holding one `.vmx`
+    /// or `.vbox`).
+    pub fn load(path: &Path) -> Result<Vm> {
+        if path.is_dir() {
+            return Self::load_dir(path);
+        }
+        let folder = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let mut vm = Vm {
+            kind: VmKind::Vmware,
+            config: path.to_path_buf(),
+            folder,
+            facts: VmFacts::default(),
+            disks: Vec::new(),
+            snapshots: Vec::new(),
+            current_snapshot: None,
+            files: vec![VmFile {
+                path: path.to_path_buf(),
+                role: "configuration",
+            }],
+            formats: HashMap::new(),
+            parents: HashMap::new(),
+        };
+        if ext == "vbox" {
+            vm.read_vbox()?;
+        } else {
+            vm.read_vmx()?;
+        }
+        if vm.disks.len() > MAX_DISKS {
+            return Err(Error::limit(
+                Scheme::Vm,
+                "disks of the VM",
+                vm.disks.len() as u64,
+                MAX_DISKS as u64,
+            )
+            .in_file(path));
+        }
+        Ok(vm)
+    }
+
+    fn load_dir(dir: &Path) -> Result<Vm> {
+        let mut configs = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten().take(hyperv::MAX_SCAN_ENTRIES) {
+                let p = e.path();
+                if p.is_file() && is_vm_path(&p) {
+                    configs.push(p);
+                }
+            }
+        }
+        configs.sort();
+        match configs.as_slice() {
+            [one] => return Self::load(one),
+            [] => {}
+            many => {
+                let names: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
+                return Err(vm_error(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "the folder holds several VM configurations; name one: {}",
+                        names.join(", ")
+                    ),
+                )
+                .in_file(dir));
+            }
+        }
+        let scan = hyperv::HyperVFolder::scan(dir)?;
+        let mut vm = Vm {
+            kind: VmKind::HyperV,
+            config: dir.to_path_buf(),
+            folder: dir.to_path_buf(),
+            facts: VmFacts::default(),
+            disks: Vec::new(),
+            snapshots: Vec::new(),
+            current_snapshot: None,
+            files: scan
+                .configs
+                .iter()
+                .map(|p| VmFile {
+                    path: p.clone(),
+                    role: "hyper-v configuration (binary, listed, not parsed)",
+                })
+                .collect(),
+            formats: HashMap::new(),
+            parents: HashMap::new(),
+        };
+        // The leaves: disks no other disk of the folder has as a parent.
+        let options = vm.open_options(&VmOptions::default());
+        let mut parents: HashSet<PathBuf> = HashSet::new();
+        for d in &scan.disks {
+            if let Ok(files) = diskimage_formats::dependencies(d, &options) {
+                parents.extend(files.into_iter().skip(1).map(|p| canonical(&p)));
+            }
+        }
+        for d in &scan.disks {
+            if !parents.contains(&canonical(d)) {
+                let rel = d.strip_prefix(dir).unwrap_or(d);
+                vm.disks.push(VmDisk {
+                    slot: vm.disks.len().to_string(),
+                    file: rel.to_string_lossy().into_owned(),
+                    mode: None,
+                });
+            }
+        }
+        if vm.disks.is_empty() {
+            return Err(vm_error(
+                ErrorKind::NotThisFormat,
+                "no .vmx, .vbox or virtual disk (.vhdx, .avhdx, .vhd) in the folder".into(),
+            )
+            .in_file(dir));
+        }
+        Ok(vm)
+    }
+
+    fn read_vmx(&mut self) -> Result<()> {
+        let v = vmx::Vmx::read(&self.config)?;
+        self.facts = VmFacts {
+            name: v.name,
+            guest_os: v.guest_os,
+            memory_mib: v.memory_mib,
+            cpus: v.cpus,
+            firmware: v.firmware,
+            uuid: v.uuid,
+            hardware_version: v.hardware_version,
+            encryption_keys: v.encryption_keys,
+        };
+        self.disks = v
+            .disks
+            .into_iter()
+            .map(|d| VmDisk {
+                slot: d.slot,
+                file: d.file,
+                mode: d.mode,
+            })
+            .collect();
+        let vmsd = self.config.with_extension("vmsd");
+        if vmsd.is_file() {
+            let db = vmsd::Vmsd::parse(&vmx::read_config(&vmsd)?).map_err(|e| e.in_file(&vmsd))?;
+            self.files.push(VmFile {
+                path: vmsd,
+                role: "snapshot database",
+            });
+            self.snapshots = db.snapshots;
+            self.current_snapshot = db.current;
+        }
+        Ok(())
+    }
+
+    fn read_vbox(&mut self) -> Result<()> {
+        self.kind = VmKind::VirtualBox;
+        let v = vbox::Vbox::parse(&vmx::read_config(&self.config)?)
+            .map_err(|e| e.in_file(&self.config))?;
+        self.facts = VmFacts {
+            name: v.name,
+            guest_os: v.os_type,
+            memory_mib: v.memory_mib,
+            cpus: v.cpus,
+            firmware: v.firmware,
+            uuid: v.uuid,
+            hardware_version: v.settings_version,
+            encryption_keys: Vec::new(),
+        };
+        let location = |uuid: &str| {
+            v.media
+                .get(uuid)
+                .map(|m| m.location.clone())
+                .unwrap_or_else(|| format!("{{{uuid}}} (not in the media registry)"))
+        };
+        for m in v.media.values() {
+            self.formats.insert(m.location.clone(), m.format.clone());
+            if let Some(p) = m.parent.as_deref().and_then(|p| v.media.get(p)) {
+                self.parents.insert(m.location.clone(), p.location.clone());
+            }
+        }
+        self.disks = v
+            .disks
+            .iter()
+            .map(|a| VmDisk {
+                slot: a.slot.clone(),
+                file: location(&a.uuid),
+                mode: None,
+            })
+            .collect();
+        self.snapshots = v
+            .snapshots
+            .into_iter()
+            .map(|mut s| {
+                for d in &mut s.disks {
+                    d.file = location(&d.file);
+                }
+                s
+            })
+            .collect();
+        self.current_snapshot = v.current;
+        Ok(())
+    }
+
+    /// Resolves a recorded path against the folder (see the module docs).
+    pub fn resolve(&self, recorded: &str, allow_outside: bool) -> Result<PathBuf> {
+        let unix = recorded.trim().replace('\\', "/");
+        if unix.is_empty() {
+            return Err(
+                vm_error(ErrorKind::Corrupt, "empty file name".into()).in_file(&self.config)
+            );
+        }
+        if is_absolute_anywhere(recorded.trim()) {
+            let p = Path::new(&unix);
+            if allow_outside && p.is_absolute() && !unix.contains(':') && p.is_file() {
+                return Ok(p.to_path_buf());
+            }
+            let name = unix
+                .rsplit('/')
+                .next()
+                .filter(|n| !n.is_empty() && *n != "..");
+            return match name {
+                Some(n) => Ok(self.folder.join(n)),
+                None => Err(vm_error(
+                    ErrorKind::Corrupt,
+                    format!("file name {recorded:?} names no file"),
+                )
+                .in_file(&self.config)),
+            };
+        }
+        let p = self.folder.join(&unix);
+        if !allow_outside && !self.confined().allows(&p) {
+            return Err(vm_error(
+                ErrorKind::OutsideFolder,
+                format!(
+                    "file name {recorded:?} leads outside the VM folder {} (not opened; allow it with --allow-outside)",
+                    self.folder.display()
+                ),
+            )
+            .in_file(&self.config));
+        }
+        Ok(p)
+    }
+
+    fn confined(&self) -> OpenOptions {
+        OpenOptions {
+            confine_to: Some(self.folder.clone()),
+            ..OpenOptions::default()
+        }
+    }
+
+    /// The options the VM's disks are opened with: the caller's, confined
+    /// to the folder unless `allow_outside`, with the media registry's
+    /// parents (`.vbox`) tried first.
+    pub fn open_options(&self, opts: &VmOptions) -> OpenOptions {
+        let mut o = opts.open.clone();
+        if !opts.allow_outside {
+            o.confine_to = Some(self.folder.clone());
+        }
+        if !self.parents.is_empty() {
+            let mut map: HashMap<PathBuf, PathBuf> = HashMap::new();
+            for (child, parent) in &self.parents {
+                if let (Ok(c), Ok(p)) = (
+                    self.resolve(child, opts.allow_outside),
+                    self.resolve(parent, opts.allow_outside),
+                ) {
+                    map.insert(canonical(&c), p);
+                }
+            }
+            o.parent_resolver = Some(Arc::new(move |r: &ParentRequest<'_>| {
+                map.get(&canonical(r.child)).cloned()
+            }));
+        }
+        o
+    }
+
+    /// The snapshot named or numbered `wanted` (display name or uid).
+    pub fn find_snapshot(&self, wanted: &str) -> Result<&Snapshot> {
+        let w = wanted.trim().trim_start_matches('{').trim_end_matches('}');
+        let by_uid = self
+            .snapshots
+            .iter()
+            .find(|s| s.uid.eq_ignore_ascii_case(w));
+        let by_name: Vec<&Snapshot> = self.snapshots.iter().filter(|s| s.name == wanted).collect();
+        match (by_uid, by_name.as_slice()) {
+            (Some(s), _) => Ok(s),
+            (None, [s]) => Ok(*s),
+            (None, []) => {
+                let names: Vec<String> = self
+                    .snapshots
+                    .iter()
+                    .map(|s| format!("{} (uid {})", s.name, s.uid))
+                    .collect();
+                let what = if self.kind == VmKind::HyperV {
+                    "Hyper-V checkpoints are named in the .vmcx files, which this version does not parse (`diskimage vm` lists the chains)".to_owned()
+                } else {
+                    format!(
+                        "no snapshot named {wanted:?}; snapshots: {}",
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    )
+                };
+                Err(vm_error(ErrorKind::Unsupported, what).in_file(&self.config))
+            }
+            (None, _) => Err(vm_error(
+                ErrorKind::Unsupported,
+                format!("several snapshots are named {wanted:?}: give its uid"),
+            )
+            .in_file(&self.config)),
+        }
+    }
+
+    /// (slot, recorded file) of each disk in the state of `snapshot` (the
+    /// current state for `None`).
+    pub fn state_disks(&self, snapshot: Option<&Snapshot>) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .disks
+            .iter()
+            .map(|d| (d.slot.clone(), d.file.clone()))
+            .collect();
+        if let Some(s) = snapshot {
+            for d in &s.disks {
+                match out.iter_mut().find(|(slot, _)| *slot == d.slot) {
+                    Some(e) => e.1 = d.file.clone(),
+                    None => out.push((d.slot.clone(), d.file.clone())),
+                }
+            }
+        }
+        out
+    }
+
+    /// The files of the state of `snapshot` (the current state for
+    /// `None`), each disk checked without reading data. A path leading
+    /// outside the folder is an error; missing files are recorded.
+    pub fn state(&self, snapshot: Option<&Snapshot>, opts: &VmOptions) -> Result<StateFiles> {
+        let options = self.open_options(opts);
+        let mut disks = Vec::new();
+        for (slot, file) in self.state_disks(snapshot) {
+            let top = self.resolve(&file, opts.allow_outside)?;
+            let mut d = StateDisk {
+                slot,
+                top: top.clone(),
+                files: Vec::new(),
+                problem: None,
+                missing: false,
+            };
+            if let Some(f) = self
+                .formats
+                .get(&file)
+                .filter(|f| f.eq_ignore_ascii_case("vdi"))
+            {
+                d.problem = Some(format!("{}: unsupported format: {f}", top.display()));
+            } else {
+                match diskimage_formats::dependencies(&top, &options) {
+                    Ok(files) => d.files = files,
+                    Err(e) if e.kind() == ErrorKind::OutsideFolder => return Err(e.into()),
+                    Err(e) => {
+                        d.missing = e.kind() == ErrorKind::MissingFile;
+                        d.problem = Some(e.to_string());
+                    }
+                }
+            }
+            disks.push(d);
+        }
+        Ok(StateFiles {
+            name: snapshot.map_or_else(|| "current".to_owned(), |s| s.name.clone()),
+            uid: snapshot.map(|s| s.uid.clone()),
+            disks,
+        })
+    }
+
+    /// Every state: the current one, then each snapshot in tree order.
+    pub fn states(&self, opts: &VmOptions) -> Result<Vec<StateFiles>> {
+        let mut out = vec![self.state(None, opts)?];
+        for s in &self.snapshots {
+            out.push(self.state(Some(s), opts)?);
+        }
+        Ok(out)
+    }
+
+    /// Snapshots to fall back to from `from` (the current state for
+    /// `None`): `from`'s ancestors nearest first, then the others, newest first.
+    fn fallback_order(&self, from: Option<&Snapshot>) -> Vec<&Snapshot> {
+        let by_uid: HashMap<&str, &Snapshot> =
+            self.snapshots.iter().map(|s| (s.uid.as_str(), s)).collect();
+        let mut out: Vec<&Snapshot> = Vec::new();
+        let mut cur = match from {
+            Some(s) => s.parent.as_deref().and_then(|p| by_uid.get(p).copied()),
+            None => self
+                .current_snapshot
+                .as_deref()
+                .and_then(|c| by_uid.get(c).copied()),
+        };
+        while let Some(c) = cur {
+            if out.iter().any(|o| o.uid == c.uid) {
+                break;
+            }
+            out.push(c);
+            cur = c.parent.as_deref().and_then(|p| by_uid.get(p).copied());
+        }
+        let mut rest: Vec<&Snapshot> = self
+            .snapshots
+            .iter()
+            .filter(|s| !out.iter().any(|o| o.uid == s.uid) && from.is_none_or(|f| f.uid != s.uid))
+            .collect();
+        rest.sort_by(|a, b| b.created.cmp(&a.created));
+        out.extend(rest);
+        out
+    }
+
+    /// Opens the disks of the wanted state (see [`VmOptions`]) as a set.
+    ///
+    /// An encrypted VM is an [`ErrorKind::Unsupported`] error. A state with
+    /// missing files is an [`ErrorKind::MissingFile`] error naming them and
+    /// the states still complete; with `fallback`, the newest complete state
+    /// (the current snapshot, then its ancestors, then the others by time)
+    /// is opened instead, with a warning.
+    pub fn open(&self, opts: &VmOptions) -> Result<OpenedVm> {
+        if !self.facts.encryption_keys.is_empty() {
+            return Err(vm_error(
+                ErrorKind::Unsupported,
+                format!(
+                    "the VM is encrypted ({}): reading its disks is unsupported",
+                    self.facts.encryption_keys.join(", ")
+                ),
+            )
+            .in_file(&self.config));
+        }
+        let wanted = opts
+            .snapshot
+            .as_deref()
+            .map(|s| self.find_snapshot(s))
+            .transpose()?;
+        let state = self.state(wanted, opts)?;
+        if state.disks.is_empty() {
+            return Err(vm_error(
+                ErrorKind::Unsupported,
+                "the configuration names no present hard disk".into(),
+            )
+            .in_file(&self.config));
+        }
+        let mut warnings = Vec::new();
+        let state = if state.complete() {
+            state
+        } else {
+            let mut complete = Vec::new();
+            for s in self.fallback_order(wanted) {
+                let st = self.state(Some(s), opts)?;
+                if st.complete() {
+                    complete.push(st);
+                }
+            }
+            let problems: Vec<String> = state
+                .disks
+                .iter()
+                .filter_map(|d| d.problem.clone())
+                .collect();
+            let names: Vec<String> = complete
+                .iter()
+                .map(|s| format!("{} (uid {})", s.name, s.uid.as_deref().unwrap_or("-")))
+                .collect();
+            let all_missing = state.disks.iter().all(|d| d.problem.is_none() || d.missing);
+            match (opts.fallback, complete.into_iter().next()) {
+                (true, Some(st)) => {
+                    warnings.push(format!(
+                        "the {} state cannot be read ({}); opened the newest complete state instead: {}",
+                        state.name,
+                        problems.join("; "),
+                        st.name
+                    ));
+                    st
+                }
+                _ => {
+                    let what = format!(
+                        "files of the {} state ({}); complete states: {}{}",
+                        state.name,
+                        problems.join("; "),
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        },
+                        if names.is_empty() || opts.fallback {
+                            ""
+                        } else {
+                            " (--fallback opens the first)"
+                        }
+                    );
+                    let kind = if all_missing {
+                        ErrorKind::MissingFile
+                    } else {
+                        ErrorKind::Unsupported
+                    };
+                    let tried = state
+                        .disks
+                        .iter()
+                        .filter(|d| d.problem.is_some())
+                        .map(|d| d.top.clone())
+                        .collect();
+                    return Err(
+                        Error::new(kind, Scheme::Vm, Detail::Missing { what, tried })
+                            .in_file(&self.config),
+                    );
+                }
+            }
+        };
+        let options = self.open_options(opts);
+        let mut images: Vec<DiskImage> = Vec::new();
+        for (i, d) in state.disks.iter().enumerate() {
+            let image = diskimage_formats::open(&d.top, &options)
+                .map_err(|e| Error::from_device(Scheme::Vm, e).on_disk(i))?;
+            images.push(image);
+        }
+        let set = DiskSet::from_images(images, &options)?;
+        Ok(OpenedVm {
+            set,
+            state,
+            warnings,
+        })
+    }
+
+    /// Every file of the VM to copy off a datastore: configurations, the
+    /// disk files of every state, change-tracking (`-ctk.vmdk`) files,
+    /// snapshot state files, Hyper-V configurations; and the problems of
+    /// states whose files are not all there.
+    pub fn dependencies(&self, opts: &VmOptions) -> Result<(Vec<VmFile>, Vec<String>)> {
+        let mut out = self.files.clone();
+        let mut problems = Vec::new();
+        let push = |out: &mut Vec<VmFile>, path: PathBuf, role| {
+            if !out.iter().any(|f| f.path == path) {
+                out.push(VmFile { path, role });
+            }
+        };
+        for st in self.states(opts)? {
+            for d in &st.disks {
+                if let Some(p) = &d.problem {
+                    problems.push(format!("{}: {p}", st.name));
+                }
+                for f in &d.files {
+                    push(&mut out, f.clone(), "disk");
+                    let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+                    if let Some(stem) = name.as_deref().and_then(|n| n.strip_suffix(".vmdk")) {
+                        let ctk = f.with_file_name(format!("{stem}-ctk.vmdk"));
+                        if ctk.is_file() {
+                            push(&mut out, ctk, "change tracking (CBT)");
+                        }
+                    }
+                }
+            }
+        }
+        for s in &self.snapshots {
+            if let Some(f) = s.state_file.as_deref().filter(|f| !f.is_empty()) {
+                if let Ok(p) = self.resolve(f, opts.allow_outside) {
+                    if p.is_file() {
+                        push(&mut out, p, "snapshot state");
+                    }
+                }
+            }
+        }
+        problems.dedup();
+        Ok((out, problems))
+    }
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
