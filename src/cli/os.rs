@@ -26,7 +26,8 @@ pub struct OsArgs {
 /// Runs `os`. No system found is an error (exit 1) in text mode; with
 /// `--json` the object says so (`"systems": []`) and the exit code is 1 too.
 pub fn run(args: &OsArgs) -> Result<(), CliError> {
-    let set = DiskSet::open(&args.images, &args.open.options())?;
+    let images = args.open.open_all(&args.images)?;
+    let set = DiskSet::from_images(images, &args.open.options())?;
     let report = set.os_info();
     if args.json {
         println!(
