@@ -430,6 +430,7 @@ fn random_images_read_as_qemu_and_libyal_read_them() {
             {
                 let _ = std::fs::copy(f.path(), dest.join(f.file_name()));
             }
+            eprintln!("differential: seed {seed} FAILED: {msg}");
             failures.push(format!(
                 "seed {seed}: {msg}\n    rerun: DISKIMAGE_DIFF_SEED={seed} cargo test --test integration differential::\n    images kept in {}",
                 dest.display()
