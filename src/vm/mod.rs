@@ -366,7 +366,7 @@ impl Vm {
         if vm.disks.is_empty() {
             return Err(vm_error(
                 ErrorKind::NotThisFormat,
-                "no .vmx, .vbox or virtual disk (.vhdx, .avhdx, .vhd) in the folder".into(),
+                "is a directory, not a disk image, and holds no VM (.vmx, .vbox, or .vhdx/.avhdx/.vhd disks)".into(),
             )
             .in_file(dir));
         }
