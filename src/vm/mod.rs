@@ -784,7 +784,8 @@ impl Vm {
         let mut out = self.files.clone();
         let mut problems = Vec::new();
         let push = |out: &mut Vec<VmFile>, path: PathBuf, role| {
-            if !out.iter().any(|f| f.path == path) {
+            let c = canonical(&path);
+            if !out.iter().any(|f| canonical(&f.path) == c) {
                 out.push(VmFile { path, role });
             }
         };
