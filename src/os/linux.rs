@@ -9,6 +9,9 @@ use super::{arch, split_version, MountPoint, OsFamily, OsInfo};
 use crate::diskset::{DiskSet, Volume};
 use crate::error::Scheme;
 
+/// Most fstab lines read.
+pub const MAX_FSTAB_ENTRIES: usize = 4096;
+
 /// Whether `fs` looks like a Linux root: an `/etc` with os-release, fstab
 /// or one of the older release files (links not followed).
 pub fn is_root(fs: &dyn FileSystem) -> bool {
@@ -272,8 +275,15 @@ pub fn detect(set: &DiskSet, v: &Volume, root: Box<dyn FileSystem>) -> OsInfo {
     // /bin/sh are followed into it.
     match guest.read_text("/etc/fstab") {
         Ok(text) => {
-            let mut mounts = Vec::new();
-            for e in parse_fstab(&text) {
+            let mut mounts: Vec<(String, usize)> = Vec::new();
+            let entries = parse_fstab(&text);
+            if entries.len() > MAX_FSTAB_ENTRIES {
+                info.notes.push(format!(
+                    "fstab: {} lines, only the first {MAX_FSTAB_ENTRIES} read",
+                    entries.len()
+                ));
+            }
+            for e in entries.into_iter().take(MAX_FSTAB_ENTRIES) {
                 let volume = match_spec(set, &e.spec);
                 let swap = e.vfstype == "swap";
                 if volume.is_none() {
@@ -283,7 +293,11 @@ pub fn detect(set: &DiskSet, v: &Volume, root: Box<dyn FileSystem>) -> OsInfo {
                     ));
                 }
                 if let Some(n) = volume.filter(|&n| n != v.index && !swap) {
-                    if e.file.starts_with('/') && e.file != "/" {
+                    // Each volume is mounted once, at its first mount point.
+                    if e.file.starts_with('/')
+                        && e.file != "/"
+                        && !mounts.iter().any(|(_, m)| *m == n)
+                    {
                         mounts.push((e.file.clone(), n));
                     }
                 }

@@ -366,7 +366,7 @@ impl Vm {
         if vm.disks.is_empty() {
             return Err(vm_error(
                 ErrorKind::NotThisFormat,
-                "no .vmx, .vbox or virtual disk (.vhdx, .avhdx, .vhd) in the folder".into(),
+                "is a directory, not a disk image, and holds no VM (.vmx, .vbox, or .vhdx/.avhdx/.vhd disks)".into(),
             )
             .in_file(dir));
         }
@@ -784,7 +784,8 @@ impl Vm {
         let mut out = self.files.clone();
         let mut problems = Vec::new();
         let push = |out: &mut Vec<VmFile>, path: PathBuf, role| {
-            if !out.iter().any(|f| f.path == path) {
+            let c = canonical(&path);
+            if !out.iter().any(|f| canonical(&f.path) == c) {
                 out.push(VmFile { path, role });
             }
         };

@@ -63,7 +63,7 @@ fn disk_key(field: &str) -> Option<(u32, &str)> {
 fn create_time(high: Option<&str>, low: Option<&str>) -> Option<String> {
     let high: i64 = high?.trim().parse().ok()?;
     let low: i64 = low?.trim().parse().ok()?;
-    let micros = (high.checked_shl(32)?) | (low & 0xffff_ffff);
+    let micros = high.checked_mul(1 << 32)? | (low & 0xffff_ffff);
     Some(diskimage_formats::time::format_unix_utc(
         micros.div_euclid(1_000_000),
     ))
@@ -166,6 +166,16 @@ mod tests {
         assert_eq!(v.snapshots[0].disks[0].slot, "scsi0:0");
         assert_eq!(v.snapshots[1].parent.as_deref(), Some("1"));
         assert_eq!(v.snapshots[1].name, "snapshot1");
+    }
+
+    #[test]
+    fn a_negative_low_half_is_the_unsigned_low_32_bits() {
+        // 1700001743 s = 2023-11-14T22:42:23Z; its low half is >= 2^31.
+        assert_eq!(
+            create_time(Some("395812"), Some("-2147331648")).as_deref(),
+            Some("2023-11-14T22:42:23Z")
+        );
+        assert_eq!(create_time(Some("99999999999999"), Some("0")), None);
     }
 
     #[test]

@@ -152,6 +152,16 @@ impl Hive {
         &self.name
     }
 
+    /// The hive's size in bytes.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the hive holds no bytes (never, once opened).
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
     /// Whether the hive was not cleanly written (sequence numbers differ).
     pub fn dirty(&self) -> bool {
         self.primary_seq != self.secondary_seq

@@ -151,6 +151,18 @@ impl<'h> Value<'h> {
         if len == 0 {
             return Ok(Vec::new());
         }
+        if len > hive.len() {
+            // No value holds more bytes than the whole hive: refuse before
+            // anything is allocated for it.
+            return Err(hive.error(
+                abs + 4,
+                Detail::BadValue {
+                    field: "value data size",
+                    value: len as u64,
+                    expected: format!("at most the hive's {} bytes", hive.len()),
+                },
+            ));
+        }
         let cell = hive.cell(data_off)?;
         if len > DB_SEGMENT && hive.minor_version() >= 4 && has_at(cell, 0, b"db") {
             return self.big_data(data_off, cell, len);
