@@ -59,3 +59,17 @@ fn fuzz_seeds_and_bad_fixtures_never_panic() {
     assert!(n > 0, "nothing replayed");
     eprintln!("replayed {n} inputs");
 }
+
+#[test]
+fn fs_iso_seeds_walk_without_panic() {
+    // The fs_iso target's seeds through the file-system walk it runs, whole
+    // and cut short.
+    let root = crate::common::repo();
+    let seeds = files_under(&root.join("fuzz/corpus/fs_iso"));
+    assert!(!seeds.is_empty(), "no fs_iso seeds");
+    for p in seeds {
+        let data = std::fs::read(&p).expect("read seed");
+        diskimage::fs::fuzzing::exercise_fs(&data);
+        diskimage::fs::fuzzing::exercise_fs(&data[..data.len() / 2]);
+    }
+}
