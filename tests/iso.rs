@@ -533,3 +533,67 @@ fn hostile_isos_give_typed_errors() {
         }
     }
 }
+
+#[test]
+fn multi_extent_records_are_concatenated() {
+    // xorriso only splits files of 4 GiB and more; here the root directory
+    // of plain.iso is rewritten so that DATA.BIN is two records of one name
+    // (the first with the multi-extent flag), as ECMA-119 9.1.6 lays them
+    // out. The truth stays the source tree's sha256 of DATA.BIN.
+    let mut b = fixture_bytes("plain.iso");
+    let root = 0x8000 + 156;
+    let lba = u32::from_le_bytes(b[root + 2..root + 6].try_into().unwrap()) as usize;
+    let dir = lba * 2048;
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    let mut pos = dir;
+    while b[pos] != 0 {
+        let len = usize::from(b[pos]);
+        records.push(b[pos..pos + len].to_vec());
+        pos += len;
+    }
+    let i = records
+        .iter()
+        .position(|r| &r[33..33 + usize::from(r[32])] == b"DATA.BIN;1")
+        .expect("DATA.BIN record");
+    let size = u32::from_le_bytes(records[i][10..14].try_into().unwrap());
+    let start = u32::from_le_bytes(records[i][2..6].try_into().unwrap());
+    let (first, rest) = (25 * 2048u32, size - 25 * 2048);
+    let mut a = records[i].clone();
+    put_both32(&mut a, 10, first);
+    a[25] |= 0x80;
+    let mut c = records[i].clone();
+    put_both32(&mut c, 2, start + 25);
+    put_both32(&mut c, 10, rest);
+    records.splice(i..=i, [a, c]);
+    let bytes: Vec<u8> = records.concat();
+    assert!(bytes.len() <= 2048);
+    b[dir..dir + 2048].fill(0);
+    b[dir..dir + bytes.len()].copy_from_slice(&bytes);
+
+    let fs = open_bytes(b).expect("open");
+    let names: Vec<String> = fs
+        .read_dir("/")
+        .expect("root")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| *n == "DATA.BIN").count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(
+        fs.metadata("/DATA.BIN").expect("meta").size,
+        u64::from(size)
+    );
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut fs.open("/DATA.BIN").expect("open"), &mut data).expect("read");
+    let want = &listing("plain.iso")["/DATA.BIN"].sha256;
+    assert_eq!(&crate::common::hex(&sha2_256(&data)), want);
+    // A read that starts in the first extent and a seek into the second.
+    let mut r = fs.open("/DATA.BIN").expect("open");
+    std::io::Seek::seek(&mut r, std::io::SeekFrom::Start(u64::from(first) + 7)).expect("seek");
+    let mut ten = [0u8; 10];
+    std::io::Read::read_exact(&mut r, &mut ten).expect("read");
+    assert_eq!(&ten[..], &data[first as usize + 7..first as usize + 17]);
+}

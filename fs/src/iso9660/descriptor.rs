@@ -99,10 +99,8 @@ pub fn read(device: &dyn BlockDevice) -> Result<Descriptors> {
         }
         let ty = d.first().copied().unwrap_or(0);
         match ty {
-            0 => {
-                if d.get(7..30) == Some(&b"EL TORITO SPECIFICATION"[..]) {
-                    boot_catalog = le_u32(&d, 0x47).map(u64::from);
-                }
+            0 if d.get(7..30) == Some(&b"EL TORITO SPECIFICATION"[..]) => {
+                boot_catalog = le_u32(&d, 0x47).map(u64::from);
             }
             1 if primary.is_none() => {
                 let bs = le_u16(&d, 128).map_or(0, u64::from);

@@ -229,10 +229,8 @@ pub fn parse(
             };
             let data = data_all.get(4..).unwrap_or_default();
             match sig {
-                b"SP" => {
-                    if data.get(..2) == Some(&[0xBEu8, 0xEF][..]) {
-                        e.sp = data.get(2).copied();
-                    }
+                b"SP" if data.get(..2) == Some(&[0xBEu8, 0xEF][..]) => {
+                    e.sp = data.get(2).copied();
                 }
                 b"CE" => {
                     let lba = both_u32(data, 0).map_or(0, u64::from);
