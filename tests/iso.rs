@@ -19,11 +19,15 @@ fn dir() -> PathBuf {
     repo().join("fixtures/iso")
 }
 
-/// (image, names it is read with) from `expected.tsv`.
+/// (image, names it is read with) from `expected.tsv` (image, options,
+/// size, sha256, source ending in the names: rr, joliet or primary).
 fn images() -> Vec<(String, String)> {
     tsv_rows(&dir().join("expected.tsv"))
         .into_iter()
-        .map(|r| (r[0].clone(), r[3].clone()))
+        .map(|r| {
+            let names = r[4].rsplit(' ').next().unwrap_or_default().to_string();
+            (r[0].clone(), names)
+        })
         .collect()
 }
 
@@ -596,4 +600,34 @@ fn multi_extent_records_are_concatenated() {
     let mut ten = [0u8; 10];
     std::io::Read::read_exact(&mut r, &mut ten).expect("read");
     assert_eq!(&ten[..], &data[first as usize + 7..first as usize + 17]);
+}
+
+#[test]
+fn zisofs_files_read_decompressed() {
+    // zisofs.iso: xorriso's --zisofs filter; isoinfo shows the stored
+    // (compressed) sizes, the source tree the real ones.
+    let fs = open_bytes(fixture_bytes("zisofs.iso")).expect("open");
+    let isoinfo = std::fs::read_to_string(dir().join("zisofs.iso.isoinfo.txt")).expect("isoinfo");
+    let mut compressed = 0;
+    for (p, row) in listing("zisofs.iso").iter().filter(|(_, r)| r.ty == "file") {
+        let name = p.rsplit('/').next().unwrap_or_default();
+        let stored: u64 = isoinfo
+            .lines()
+            .find(|l| l.trim_end().ends_with(&format!(" {name}")))
+            .and_then(|l| l.split_whitespace().nth(4))
+            .and_then(|s| s.parse().ok())
+            .expect("isoinfo row");
+        let m = fs.metadata(p).expect("meta");
+        assert_eq!(m.size, row.size, "{p}");
+        if stored < row.size {
+            compressed += 1;
+        }
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut fs.open(p).expect("open"), &mut data).expect("read");
+        assert_eq!(crate::common::hex(&sha2_256(&data)), row.sha256, "{p}");
+    }
+    assert!(
+        compressed >= 2,
+        "text.txt and zeros.bin are stored compressed"
+    );
 }
