@@ -88,3 +88,17 @@ fn vm_config_seeds_never_panic() {
     }
     assert!(n >= 3, "too few VM configuration seeds replayed: {n}");
 }
+
+#[test]
+fn fs_iso_seeds_walk_without_panic() {
+    // The fs_iso target's seeds through the file-system walk it runs, whole
+    // and cut short.
+    let root = crate::common::repo();
+    let seeds = files_under(&root.join("fuzz/corpus/fs_iso"));
+    assert!(!seeds.is_empty(), "no fs_iso seeds");
+    for p in seeds {
+        let data = std::fs::read(&p).expect("read seed");
+        diskimage::fs::fuzzing::exercise_fs(&data);
+        diskimage::fs::fuzzing::exercise_fs(&data[..data.len() / 2]);
+    }
+}

@@ -4,6 +4,7 @@
 //!   `expected.tsv`, `errors.tsv` and `warnings.tsv` made with it.
 //! - `corpus`: the real-world images of `../shared/corpus/` against `TRUTH.tsv`.
 //! - `cli`: the `diskimage` binary, end to end.
+//! - `iso`: ISO 9660 / Joliet / Rock Ridge / El Torito images against xorriso, isoinfo and TSK.
 //! - `fuzz_corpus`: every fuzz seed and crash reproducer through `open`, never a panic.
 //! - `regression`: one test per bug found, named after it.
 //! - `differential`: random qemu-img/qemu-io scenarios read by us, qemu and libyal.
@@ -18,6 +19,7 @@ mod differential;
 mod filesystems;
 mod fixtures;
 mod fuzz_corpus;
+mod iso;
 mod os;
 mod regression;
 mod vm;
