@@ -15,6 +15,7 @@ mod hash;
 mod info;
 mod ls;
 mod map;
+mod mount;
 mod progress;
 mod select;
 mod timeline;
@@ -50,6 +51,8 @@ enum Command {
     Extract(extract::ExtractArgs),
     /// TSK 3.x bodyfile of a file system, for mactime.
     Timeline(timeline::TimelineArgs),
+    /// Mount a volume's files (or, with --raw, the disks and volumes) read-only through FUSE.
+    Mount(mount::MountArgs),
 }
 
 /// How images are opened; every command that opens images takes these.
@@ -107,6 +110,7 @@ pub fn main() -> ExitCode {
         Command::Cat(a) => cat::run(&a),
         Command::Extract(a) => extract::run(&a),
         Command::Timeline(a) => timeline::run(&a),
+        Command::Mount(a) => mount::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
