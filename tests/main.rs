@@ -5,6 +5,7 @@
 //! - `corpus`: the real-world images of `../shared/corpus/` against `TRUTH.tsv`.
 //! - `cli`: the `diskimage` binary, end to end.
 //! - `fuzz_corpus`: every fuzz seed and crash reproducer through `open`, never a panic.
+//! - `mount`: `diskimage mount` through FUSE (skips without FUSE unless DISKIMAGE_REQUIRE_FUSE=1).
 //! - `regression`: one test per bug found, named after it.
 //! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
 
@@ -14,5 +15,6 @@ mod corpus;
 mod filesystems;
 mod fixtures;
 mod fuzz_corpus;
+mod mount;
 mod regression;
 mod volumes;
