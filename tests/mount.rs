@@ -489,3 +489,89 @@ fn raw_mount_is_read_by_fls_as_at_fixture_time() {
         assert!(m.terminate().success());
     }
 }
+
+#[test]
+fn all_and_raw_expose_every_volume_of_a_partitioned_disk() {
+    if !fuse_ready() {
+        return;
+    }
+    let vdir = repo().join("fixtures/volumes");
+    let work = tempfile::tempdir().expect("tempdir");
+    let img = work.path().join("gpt.img");
+    gunzip(&vdir.join("gpt.img.gz"), &img);
+    let i = img.to_str().unwrap_or_default();
+
+    // --all: one directory per volume, named <index>-<blkid label>.
+    let labels: Vec<String> = tsv_rows(&vdir.join("fs.tsv"))
+        .into_iter()
+        .filter(|r| r[0] == "gpt.img")
+        .map(|r| format!("{}-{}", r[1], r[4]))
+        .collect();
+    assert_eq!(labels.len(), 3);
+    let mp = work.path().join("all");
+    std::fs::create_dir(&mp).expect("mount point");
+    let mut m = Mounted::start(&["--all", i], &mp);
+    let mut got: Vec<String> = std::fs::read_dir(&mp)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, labels);
+    for l in &labels {
+        assert!(
+            std::fs::read_dir(mp.join(l)).is_ok(),
+            "{l} cannot be listed"
+        );
+    }
+    assert!(m.terminate().success());
+
+    // --raw: disk0 and disk0pN, sized as sfdisk reports the partitions.
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(vdir.join("gpt.img.sfdisk.json")).expect("sfdisk json"),
+    )
+    .expect("json");
+    let mp = work.path().join("raw");
+    std::fs::create_dir(&mp).expect("mount point");
+    let mut m = Mounted::start(&["--raw", i], &mp);
+    assert_eq!(sha256_file(&mp.join("disk0")), sha256_file(&img));
+    let parts = json["partitiontable"]["partitions"]
+        .as_array()
+        .expect("partitions");
+    for (n, p) in parts.iter().enumerate() {
+        let f = mp.join(format!("disk0p{}", n + 1));
+        let size = p["size"].as_u64().expect("size") * 512;
+        assert_eq!(
+            std::fs::metadata(&f).map(|m| m.len()).ok(),
+            Some(size),
+            "{f:?}"
+        );
+    }
+    assert!(m.terminate().success());
+
+    // LVM2: the LV as lvm/<vg>/<lv>, sized as `lvs` reports it.
+    let img = work.path().join("lvm-part.img");
+    gunzip(&vdir.join("lvm-part.img.gz"), &img);
+    let lvs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vdir.join("lvm-part.lvs.json")).expect("lvs json"))
+            .expect("json");
+    let lv = &lvs["report"][0]["lv"][0];
+    let path = format!(
+        "lvm/{}/{}",
+        lv["vg_name"].as_str().expect("vg"),
+        lv["lv_name"].as_str().expect("lv")
+    );
+    let size: u64 = lv["lv_size"]
+        .as_str()
+        .and_then(|s| s.strip_suffix('B'))
+        .and_then(|s| s.parse().ok())
+        .expect("lv_size");
+    let mp = work.path().join("lvm");
+    std::fs::create_dir(&mp).expect("mount point");
+    let mut m = Mounted::start(&["--raw", img.to_str().unwrap_or_default()], &mp);
+    assert_eq!(
+        std::fs::metadata(mp.join(&path)).map(|m| m.len()).ok(),
+        Some(size),
+        "{path}"
+    );
+    assert!(m.terminate().success());
+}
