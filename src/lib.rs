@@ -32,6 +32,7 @@
 pub mod diskset;
 pub mod error;
 pub mod fuzzing;
+pub mod mount;
 pub mod os;
 pub mod vm;
 pub mod volume;

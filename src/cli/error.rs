@@ -14,6 +14,9 @@ pub enum CliError {
     /// A file system could not be read.
     #[error("{0}")]
     Fs(#[from] diskimage::fs::Error),
+    /// A FUSE mount failed (no FUSE, a busy mount point ...).
+    #[error("{0}")]
+    Mount(#[from] diskimage::mount::MountError),
     /// Writing output failed.
     #[error("{path}: {source}")]
     Output {

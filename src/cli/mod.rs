@@ -15,6 +15,7 @@ mod hash;
 mod info;
 mod ls;
 mod map;
+mod mount;
 mod os;
 mod progress;
 mod select;
@@ -56,6 +57,8 @@ enum Command {
     Timeline(timeline::TimelineArgs),
     /// A VM (.vmx, .vbox, Hyper-V folder): facts, disks, chains, snapshot tree.
     Vm(vm::VmArgs),
+    /// Mount a volume's files (or, with --raw, the disks and volumes) read-only through FUSE.
+    Mount(mount::MountArgs),
 }
 
 /// How images are opened; every command that opens images takes these.
@@ -136,6 +139,7 @@ pub fn main() -> ExitCode {
         Command::Extract(a) => extract::run(&a),
         Command::Timeline(a) => timeline::run(&a),
         Command::Vm(a) => vm::run(&a),
+        Command::Mount(a) => mount::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,6 +20,12 @@ pub fn volume_device(
     options: &OpenOptions,
 ) -> Result<Arc<dyn BlockDevice>, CliError> {
     let set = DiskSet::from_images(images, options)?;
+    Ok(choose_volume(&set, volume)?.device())
+}
+
+/// Volume `volume` of `set`, or, when none is given, the one volume whose
+/// file system can be read; refused when it cannot be read.
+pub fn choose_volume(set: &DiskSet, volume: Option<usize>) -> Result<&Volume, CliError> {
     let chosen = match volume {
         Some(n) => set.volume(n).ok_or_else(|| {
             CliError::Usage(format!(
@@ -51,7 +57,7 @@ pub fn volume_device(
             chosen.index
         )));
     }
-    Ok(chosen.device())
+    Ok(chosen)
 }
 
 /// Images, volume and open options of the file-system commands.

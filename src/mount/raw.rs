@@ -1,0 +1,312 @@
+//! A raw mount: each disk and volume of a set as one read-only flat file
+//! (`disk0`, `disk0p1`, `lvm/<vg>/<lv>`), read with
+//! [`BlockDevice::read_at`] from several FUSE threads at once.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use diskimage_formats::BlockDevice;
+use fuser::{
+    Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags, ReplyAttr,
+    ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+};
+
+use super::{own_ids, synthetic_dir, wants_write, MountError, TTL};
+
+/// One file of a raw mount.
+pub struct RawFile {
+    /// Its path below the mount point, `/`-separated (`lvm/vg/lv`).
+    pub path: String,
+    /// What reading it reads.
+    pub device: Arc<dyn BlockDevice>,
+}
+
+impl std::fmt::Debug for RawFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawFile")
+            .field("path", &self.path)
+            .field("size", &self.device.size())
+            .finish()
+    }
+}
+
+enum Body {
+    Dir(Vec<usize>),
+    File(Arc<dyn BlockDevice>),
+}
+
+struct Node {
+    name: String,
+    parent: usize,
+    body: Body,
+}
+
+/// The fixed tree of a raw mount; node `i` is FUSE node `i + 1`.
+pub struct RawFs {
+    nodes: Vec<Node>,
+    ids: (u32, u32),
+    log_errors: bool,
+}
+
+impl RawFs {
+    /// The tree holding `files`; a path given twice or below a file is refused.
+    pub fn new(files: Vec<RawFile>) -> Result<Self, MountError> {
+        let mut nodes = vec![Node {
+            name: String::new(),
+            parent: 0,
+            body: Body::Dir(Vec::new()),
+        }];
+        for f in files {
+            let parts: Vec<&str> = f.path.split('/').filter(|p| !p.is_empty()).collect();
+            let Some((leaf, dirs)) = parts.split_last() else {
+                return Err(MountError::Invalid(format!(
+                    "raw file path {:?} is empty",
+                    f.path
+                )));
+            };
+            let mut at = 0;
+            for d in dirs {
+                at = match child(&nodes, at, d) {
+                    Some(i) if matches!(nodes.get(i).map(|n| &n.body), Some(Body::Dir(_))) => i,
+                    Some(_) => {
+                        return Err(MountError::Invalid(format!(
+                            "raw file path {:?} goes through a file",
+                            f.path
+                        )))
+                    }
+                    None => add(&mut nodes, at, d, Body::Dir(Vec::new())),
+                };
+            }
+            if child(&nodes, at, leaf).is_some() {
+                return Err(MountError::Invalid(format!(
+                    "raw file path {:?} given twice",
+                    f.path
+                )));
+            }
+            add(&mut nodes, at, leaf, Body::File(f.device));
+        }
+        Ok(RawFs {
+            nodes,
+            ids: own_ids(),
+            log_errors: true,
+        })
+    }
+
+    fn node(&self, ino: INodeNo) -> Option<&Node> {
+        usize::try_from(ino.0)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| self.nodes.get(i))
+    }
+
+    fn attr(&self, i: usize) -> Option<FileAttr> {
+        let ino = u64::try_from(i).ok()?.checked_add(1)?;
+        let node = self.nodes.get(i)?;
+        let mut a = synthetic_dir(ino, self.ids);
+        if let Body::File(dev) = &node.body {
+            a.kind = fuser::FileType::RegularFile;
+            a.perm = 0o444;
+            a.size = dev.size();
+            a.blocks = dev.size().div_ceil(512);
+            a.mtime = SystemTime::UNIX_EPOCH;
+        }
+        Some(a)
+    }
+}
+
+fn child(nodes: &[Node], dir: usize, name: &str) -> Option<usize> {
+    match nodes.get(dir).map(|n| &n.body) {
+        Some(Body::Dir(children)) => children
+            .iter()
+            .copied()
+            .find(|&c| nodes.get(c).is_some_and(|n| n.name == name)),
+        _ => None,
+    }
+}
+
+fn add(nodes: &mut Vec<Node>, dir: usize, name: &str, body: Body) -> usize {
+    let i = nodes.len();
+    nodes.push(Node {
+        name: name.to_string(),
+        parent: dir,
+        body,
+    });
+    if let Some(Node {
+        body: Body::Dir(children),
+        ..
+    }) = nodes.get_mut(dir)
+    {
+        children.push(i);
+    }
+    i
+}
+
+impl fuser::Filesystem for RawFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(p) = usize::try_from(parent.0)
+            .ok()
+            .and_then(|p| p.checked_sub(1))
+        else {
+            return reply.error(Errno::ENOENT);
+        };
+        let found = name
+            .to_str()
+            .and_then(|n| child(&self.nodes, p, n))
+            .and_then(|c| self.attr(c));
+        match found {
+            Some(a) => reply.entry(&TTL, &a, Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let found = usize::try_from(ino.0)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| self.attr(i));
+        match found {
+            Some(a) => reply.attr(&TTL, &a),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.node(ino).map(|n| &n.body) {
+            None => reply.error(Errno::ENOENT),
+            Some(Body::Dir(_)) => reply.error(Errno::EISDIR),
+            Some(Body::File(_)) if wants_write(flags) => reply.error(Errno::EROFS),
+            Some(Body::File(_)) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(Node {
+            body: Body::File(dev),
+            name,
+            ..
+        }) = self.node(ino)
+        else {
+            return reply.error(Errno::EISDIR);
+        };
+        let end = dev.size().min(offset.saturating_add(u64::from(size)));
+        let len = usize::try_from(end.saturating_sub(offset)).unwrap_or(0);
+        let mut buf = vec![0u8; len];
+        match dev.read_at(&mut buf, offset) {
+            Ok(()) => reply.data(&buf),
+            Err(e) => {
+                if self.log_errors {
+                    eprintln!("diskimage mount: {name}: {e}");
+                }
+                reply.error(Errno::EIO);
+            }
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(node) = self.node(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let Body::Dir(children) = &node.body else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        let parent = INodeNo(u64::try_from(node.parent).unwrap_or(0) + 1);
+        let mut list = vec![
+            (ino, fuser::FileType::Directory, "."),
+            (parent, fuser::FileType::Directory, ".."),
+        ];
+        for &c in children {
+            if let (Some(n), Some(a)) = (self.nodes.get(c), self.attr(c)) {
+                list.push((a.ino, a.kind, n.name.as_str()));
+            }
+        }
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, (ino, kind, name)) in list.into_iter().enumerate().skip(start) {
+            if reply.add(ino, u64::try_from(i).unwrap_or(u64::MAX) + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let files = u64::try_from(self.nodes.len()).unwrap_or(u64::MAX);
+        reply.statfs(0, 0, 0, files, 0, 4096, 255, 4096);
+    }
+
+    super::refuse_writes!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diskimage_formats::MemoryDevice;
+
+    fn dev() -> Arc<dyn BlockDevice> {
+        Arc::new(MemoryDevice::new(vec![0u8; 1024]))
+    }
+
+    #[test]
+    fn paths_make_a_tree_and_clashes_are_refused() {
+        let fs = RawFs::new(vec![
+            RawFile {
+                path: "disk0".into(),
+                device: dev(),
+            },
+            RawFile {
+                path: "lvm/vg/lv".into(),
+                device: dev(),
+            },
+            RawFile {
+                path: "lvm/vg/lv2".into(),
+                device: dev(),
+            },
+        ])
+        .unwrap();
+        // root, disk0, lvm, vg, lv, lv2
+        assert_eq!(fs.nodes.len(), 6);
+        assert_eq!(
+            child(&fs.nodes, 0, "lvm").and_then(|l| child(&fs.nodes, l, "vg")),
+            Some(3)
+        );
+        assert!(RawFs::new(vec![
+            RawFile {
+                path: "a".into(),
+                device: dev()
+            },
+            RawFile {
+                path: "a".into(),
+                device: dev()
+            },
+        ])
+        .is_err());
+        assert!(RawFs::new(vec![
+            RawFile {
+                path: "a".into(),
+                device: dev()
+            },
+            RawFile {
+                path: "a/b".into(),
+                device: dev()
+            },
+        ])
+        .is_err());
+    }
+}
