@@ -692,3 +692,89 @@ fn exfat_is_detected_and_reading_it_is_unsupported() {
     let out = diskimage(&["volumes", i]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("exfat"));
 }
+
+/// An extent pointing past the end of the volume (a one-block file of
+/// ext4_nocsum.img, its extent's start block made 0xFFFFFF00): a typed
+/// corrupt error naming the offset, the other files still extracted.
+#[test]
+fn ext_extent_past_the_volume_is_a_typed_error() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let img = work.path().join("ext4.img");
+    gunzip(&dir().join("ext4_nocsum.img.gz"), &img);
+    let mut bytes = std::fs::read(&img).expect("image");
+    // Extent header (magic, 1 entry, max 4, depth 0, generation 0), then
+    // a leaf for file block 0, 1 block long, start_hi 0.
+    let leaf = b"\x0a\xf3\x01\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00";
+    // The first such leaf in a regular file's inode (i_block is at 0x28).
+    let at = (0..bytes.len() - leaf.len())
+        .find(|&i| {
+            bytes[i..i + leaf.len()] == leaf[..]
+                && i >= 0x28
+                && u16::from_le_bytes([bytes[i - 0x28], bytes[i - 0x27]]) & 0xF000 == 0x8000
+        })
+        .expect("a one-block regular file")
+        + leaf.len();
+    bytes[at..at + 4].copy_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+    std::fs::write(&img, &bytes).expect("write");
+    let out_dir = work.path().join("out");
+    let out = run_no_panic(&[
+        "extract",
+        "-o",
+        out_dir.to_str().unwrap_or_default(),
+        img.to_str().unwrap_or_default(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("corrupt")
+            && err.contains("past the end of the volume")
+            && err.contains(" at 0x"),
+        "{err}"
+    );
+    assert!(out_dir.join("small.txt").is_file());
+}
+
+/// A name with `\` (a mutated directory entry of the ext2 seed) is
+/// extracted under a safe name inside the target and the rename reported;
+/// a name with NUL is a typed corrupt error (ext4-view refuses it). Nothing
+/// is written outside the target either way.
+#[test]
+fn backslash_and_nul_names_are_renamed_or_refused_inside_the_target() {
+    for (name, ok) in [(b"a\\b.t", true), (b"a\x00b.t", false)] {
+        let work = tempfile::tempdir().expect("tempdir");
+        let mut bytes =
+            std::fs::read(repo().join("fuzz/corpus/fs_ext/ext2_tiny.img")).expect("seed");
+        let at = find(&bytes, b"\x05\x01a.txt") + 2;
+        bytes[at..at + 5].copy_from_slice(name);
+        let img = work.path().join("names.img");
+        std::fs::write(&img, &bytes).expect("write");
+        let target = work.path().join("t");
+        let out = run_no_panic(&[
+            "extract",
+            "-o",
+            target.to_str().unwrap_or_default(),
+            img.to_str().unwrap_or_default(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if ok {
+            assert!(out.status.success() && err.contains("renamed"), "{err}");
+            assert!(target.join("a_b.t").is_file(), "{err}");
+        } else {
+            assert!(!out.status.success(), "{err}");
+            assert!(
+                err.contains("corrupt") && err.contains("null byte"),
+                "{err}"
+            );
+        }
+        let mut outside: Vec<_> = std::fs::read_dir(work.path())
+            .expect("work")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        outside.sort();
+        assert!(
+            outside.len() <= 2 && outside[0] == "names.img",
+            "{outside:?}"
+        );
+    }
+}
