@@ -315,7 +315,14 @@ fn fuzz_seeds_walk_without_panic() {
         gunzip(&dir().join(format!("{image}.gz")), &img);
         let bytes = std::fs::read(&img).expect("image");
         diskimage::fs::fuzzing::exercise_fs(&bytes);
-        // Truncated volumes: runs and clusters past the end give errors.
+        // Truncated volumes: runs and clusters past the end give errors
+        // (for NTFS, never a short read handed to the ntfs crate, whose
+        // binrw reads could panic on one: ntfs/volume_reader.rs).
+        if image == "ntfs.img" {
+            for quarter in 1..4 {
+                diskimage::fs::fuzzing::exercise_fs(&bytes[..bytes.len() * quarter / 4]);
+            }
+        }
         diskimage::fs::fuzzing::exercise_fs(&bytes[..bytes.len() / 3]);
     }
 }
