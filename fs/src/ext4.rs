@@ -8,7 +8,14 @@
 //! crate's reason as the source.
 //!
 //! It does not expose inode numbers, link counts, ctime or allocated block
-//! counts, so those [`Metadata`] fields are `None` on ext.
+//! counts, and it fails on holes that span a whole indirect block, so
+//! [`inode`] (our own) resolves paths to inodes, gives the full metadata
+//! and maps regular files' data (extents and block maps) for
+//! [`ExtFs::open`]; `ext4-view` lists directories and reads symlinks.
+//! When the journal needs recovery, the on-disk inodes may be stale:
+//! then `ext4-view` (which replays the journal in memory) does
+//! everything, and inode numbers, link counts, ctime and allocated sizes
+//! are `None`.
 //!
 //! # Threads
 //! [`ExtFs`] is `!Send` and `!Sync` (the crate keeps an `Rc` inside): use
@@ -25,6 +32,11 @@ use crate::file_system::{
     Timestamp,
 };
 use crate::FsKind;
+
+mod inode;
+mod reader;
+
+use inode::{InodeTable, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
 
 const FS: FsName = FsName::Ext;
 
@@ -43,6 +55,8 @@ impl Ext4Read for DeviceRead {
 pub struct ExtFs {
     fs: Ext4,
     kind: FsKind,
+    /// Our own inode reader; `None` when the journal needs recovery.
+    inodes: Option<InodeTable>,
 }
 
 fn map_err(e: Ext4Error, path: &str) -> Error {
@@ -188,8 +202,9 @@ impl ExtFs {
     /// detection found (ext2, ext3 or ext4).
     pub fn open(device: Arc<dyn BlockDevice>, kind: FsKind) -> Result<Self> {
         check_group_table(device.as_ref())?;
+        let inodes = InodeTable::open(device.clone())?;
         let fs = Ext4::load(Box::new(DeviceRead(device))).map_err(|e| map_err(e, "/"))?;
-        Ok(ExtFs { fs, kind })
+        Ok(ExtFs { fs, kind, inodes })
     }
 
     fn with_path<T>(
@@ -242,31 +257,66 @@ impl FileSystem for ExtFs {
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata> {
-        let m = self.with_path(path, |p| self.fs.symlink_metadata(p))?;
+        let Some(table) = &self.inodes else {
+            let m = self.with_path(path, |p| self.fs.symlink_metadata(p))?;
+            return Ok(Metadata {
+                file_type: file_type(m.file_type()),
+                size: m.len(),
+                allocated: None,
+                mode: Some(with_type_bits(u32::from(m.mode()), m.file_type())),
+                uid: Some(m.uid()),
+                gid: Some(m.gid()),
+                nlink: None,
+                inode: None,
+                created: m.created().map(ts),
+                modified: Some(ts(m.modified())),
+                accessed: Some(ts(m.accessed())),
+                changed: None,
+            });
+        };
+        let i = table.lookup(path)?;
         Ok(Metadata {
-            file_type: file_type(m.file_type()),
-            size: m.len(),
-            allocated: None,
-            mode: Some(with_type_bits(u32::from(m.mode()), m.file_type())),
-            uid: Some(m.uid()),
-            gid: Some(m.gid()),
-            nlink: None,
-            inode: None,
-            created: m.created().map(ts),
-            modified: Some(ts(m.modified())),
-            accessed: Some(ts(m.accessed())),
-            changed: None,
+            file_type: match i.mode & S_IFMT {
+                S_IFDIR => FileType::Directory,
+                S_IFREG => FileType::File,
+                S_IFLNK => FileType::Symlink,
+                _ => FileType::Special,
+            },
+            size: i.size,
+            allocated: Some(i.allocated),
+            mode: Some(i.mode),
+            uid: Some(i.uid),
+            gid: Some(i.gid),
+            nlink: Some(u64::from(i.links)),
+            inode: Some(u64::from(i.number)),
+            created: i.crtime,
+            modified: Some(i.mtime),
+            accessed: Some(i.atime),
+            changed: Some(i.ctime),
         })
     }
 
     fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>> {
-        // `Ext4::open` follows symlinks; the trait never does.
-        let m = self.metadata(path)?;
-        if m.file_type != FileType::File {
+        let Some(table) = &self.inodes else {
+            // `Ext4::open` follows symlinks; the trait never does.
+            let m = self.metadata(path)?;
+            if m.file_type != FileType::File {
+                return Err(Error::wrong_type(FS, path, "not a regular file"));
+            }
+            let file = self.with_path(path, |p| self.fs.open(p))?;
+            return Ok(Box::new(file));
+        };
+        let i = table.lookup(path)?;
+        if i.mode & S_IFMT != S_IFREG {
             return Err(Error::wrong_type(FS, path, "not a regular file"));
         }
-        let file = self.with_path(path, |p| self.fs.open(p))?;
-        Ok(Box::new(file))
+        let runs = table.runs(&i, path)?;
+        Ok(Box::new(reader::RunReader::new(
+            table.device().clone(),
+            runs,
+            table.block_size(),
+            i.size,
+        )))
     }
 
     fn read_link(&self, path: &str) -> Result<String> {

@@ -80,7 +80,7 @@ pub fn open_fs(device: Arc<dyn BlockDevice>) -> Result<Box<dyn FileSystem>> {
             FsName::Detect,
             None,
             format!(
-                "{} is detected but its files cannot be read yet",
+                "{} is detected, but reading it is unsupported in this version",
                 other.as_str()
             ),
         )),

@@ -37,6 +37,13 @@ pub fn choose_volume(set: &DiskSet, volume: Option<usize>) -> Result<&Volume, Cl
             let readable: Vec<&Volume> = set.volumes().iter().filter(|v| v.mountable).collect();
             match readable.as_slice() {
                 [one] => *one,
+                // One file system detected that this version cannot read
+                // (exFAT, UDF...): open it, for its typed "unsupported" error.
+                [] if set.volumes().iter().filter(|v| v.fs.is_some()).count() == 1 => set
+                    .volumes()
+                    .iter()
+                    .find(|v| v.fs.is_some())
+                    .ok_or_else(|| CliError::Usage("no volume".into()))?,
                 [] => return Err(CliError::Usage(
                     "no volume holds a file system this version reads (see `diskimage volumes`)"
                         .into(),

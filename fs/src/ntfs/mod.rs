@@ -19,12 +19,15 @@
 
 pub mod data;
 pub mod lznt1;
+mod volume_reader;
+
+use volume_reader::VolumeReader;
 
 use std::io::{Cursor, Read};
 use std::sync::Arc;
 
 use diskimage_formats::bytes::{le_u16, le_u32};
-use diskimage_formats::{BlockDevice, DeviceReader};
+use diskimage_formats::BlockDevice;
 use ntfs::indexes::NtfsFileNameIndex;
 use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileNamespace};
 use ntfs::{Ntfs, NtfsAttributeFlags, NtfsAttributeType, NtfsError, NtfsFile};
@@ -141,7 +144,7 @@ impl NtfsFs {
     /// Opens the NTFS file system on `device` and reads its $UpCase table.
     pub fn open(device: Arc<dyn BlockDevice>) -> Result<Self> {
         check_boot_sector(device.as_ref())?;
-        let mut r = DeviceReader::new(Arc::clone(&device));
+        let mut r = VolumeReader::new(Arc::clone(&device));
         let mut ntfs = Ntfs::new(&mut r).map_err(|e| map_err(e, "/"))?;
         ntfs.read_upcase_table(&mut r)
             .map_err(|e| map_err(e, "/"))?;
@@ -157,12 +160,12 @@ impl NtfsFs {
         })
     }
 
-    fn reader(&self) -> DeviceReader {
-        DeviceReader::new(Arc::clone(&self.device))
+    fn reader(&self) -> VolumeReader {
+        VolumeReader::new(Arc::clone(&self.device))
     }
 
     /// The file at `path` (without a stream suffix).
-    fn lookup(&self, r: &mut DeviceReader, path: &str) -> Result<NtfsFile<'_>> {
+    fn lookup(&self, r: &mut VolumeReader, path: &str) -> Result<NtfsFile<'_>> {
         let parts = components(path).ok_or_else(|| Error::not_found(FS, path))?;
         let mut file = self.ntfs.root_directory(r).map_err(|e| map_err(e, path))?;
         for part in parts {
@@ -190,7 +193,7 @@ impl NtfsFs {
     /// The entry `name` of `dir` by a linear scan (names compared in upper case).
     fn scan<'n>(
         &'n self,
-        r: &mut DeviceReader,
+        r: &mut VolumeReader,
         dir: &NtfsFile<'n>,
         name: &str,
         path: &str,
@@ -220,7 +223,7 @@ impl NtfsFs {
     /// The reparse tag and target of a file with a reparse point.
     fn reparse(
         &self,
-        r: &mut DeviceReader,
+        r: &mut VolumeReader,
         file: &NtfsFile<'_>,
         path: &str,
     ) -> Result<Option<(u32, String)>> {
@@ -274,7 +277,7 @@ impl NtfsFs {
 
     fn is_link(
         &self,
-        r: &mut DeviceReader,
+        r: &mut VolumeReader,
         file: &NtfsFile<'_>,
         path: &str,
     ) -> Result<Option<String>> {
