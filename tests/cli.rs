@@ -182,7 +182,7 @@ fn bad_inputs_fail_with_one_line_and_exit_code_1() {
     let dir = f.dir.path().to_string_lossy().into_owned();
     let missing = f.arg("does-not-exist.img");
     for (args, needle) in [
-        (vec!["info", &dir], "no .vmx, .vbox or virtual disk"),
+        (vec!["info", &dir], "holds no VM"),
         (vec!["info", &missing], "No such file"),
         (vec!["hash", &f.arg("empty.iso")], "empty"),
         (vec!["info", &f.arg("bad-small.iso")], "rule 2"),

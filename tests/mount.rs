@@ -172,10 +172,6 @@ fn images() -> Vec<String> {
     v
 }
 
-/// Files `ext4-view` 1.0 cannot read (a hole in a block-mapped file): the
-/// mount must answer EIO for them, as `cat` answers a typed error.
-const KNOWN_GAPS: &[(&str, &str)] = &[("ext2.img", "/holes.bin"), ("ext3.img", "/holes.bin")];
-
 fn is_system(path: &str) -> bool {
     path.starts_with("/$") || path == "/lost+found" || path.starts_with("/lost+found/")
 }
@@ -279,23 +275,13 @@ fn check_image(image: &str, work: &Path) -> Vec<String> {
                     errors.push(format!("{image}: {p}: link -> {t:?} != {}", row.target));
                 }
             }
-            "file" if KNOWN_GAPS.contains(&(image, p.as_str())) => match std::fs::read(&host) {
-                Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
-                other => errors.push(format!(
-                    "{image}: known gap {p} no longer fails with EIO ({:?}): update KNOWN_GAPS",
-                    other.map(|d| d.len())
-                )),
-            },
             "file" if sha256_file(&host) != row.sha256 => {
                 errors.push(format!("{image}: {p}: sha256 differs"));
             }
             _ => {}
         }
     }
-    // Hard links: names fls gives one inode share one st_ino. ext4-view 1.0
-    // does not expose inode numbers, so on ext each name has its own node
-    // (a known gap, checked so that it is noticed when it closes).
-    let ext = image.starts_with("ext");
+    // Hard links: names fls gives one inode share one st_ino and link count.
     for names in fls_links(image) {
         let inos: BTreeSet<u64> = names
             .iter()
@@ -305,13 +291,7 @@ fn check_image(image: &str, work: &Path) -> Vec<String> {
             .iter()
             .filter_map(|n| seen.get(n).map(|m| m.nlink()))
             .collect();
-        if ext {
-            if inos.len() == 1 {
-                errors.push(format!(
-                    "{image}: ext hard links {names:?} now share an inode: drop the gap"
-                ));
-            }
-        } else if inos.len() != 1 || nlinks != BTreeSet::from([names.len() as u64]) {
+        if inos.len() != 1 || nlinks != BTreeSet::from([names.len() as u64]) {
             errors.push(format!(
                 "{image}: hard links {names:?}: inodes {inos:?}, link counts {nlinks:?}"
             ));
