@@ -16,7 +16,8 @@
 //! - every range our `map` calls zero or unallocated must read as zeros;
 //! - VHD/VHDX through libvhdi (`pyvhdi`) and VMDK through libvmdk
 //!   (`pyvmdk`), with the parents set, must give the same sha256
-//!   (`scripts/libyal_sha256.py`).
+//!   (`scripts/libyal_sha256.py`) — except VMDK with zeroed grains, which
+//!   libvmdk reads wrongly (see `layout`).
 //!
 //! Seeds: `DISKIMAGE_DIFF_SEEDS=N` runs seeds 0..N (default 24, what CI
 //! runs), `DISKIMAGE_DIFF_FIRST=K` starts at K, `DISKIMAGE_DIFF_SEED=S` runs
@@ -87,7 +88,11 @@ fn layout(r: &mut Rng) -> Layout {
         },
         converted: sub == "streamOptimized",
         chains: sub.ends_with("Sparse"),
-        libyal: Some("vmdk"),
+        // libvmdk 20260714 reads a zeroed grain (GTE 1 with the header's
+        // zeroed-grain flag) as data at sector 1 — the embedded descriptor
+        // — where VMware's format and qemu read zeros (seeds 42 and 60
+        // showed it): libvmdk is not asked about such images.
+        libyal: if zeroed { None } else { Some("vmdk") },
     };
     match r.below(10) {
         0 => vmdk("monolithicSparse", r.chance(30)),
