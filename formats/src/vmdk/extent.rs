@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::block_device::{push_extent, push_from_parent, BlockDevice, Extent, ExtentKind};
+use crate::block_device::{
+    push_extent, push_from_parent, BlockDevice, Extent, ExtentKind, FileRange,
+};
 use crate::context::{is_absolute_anywhere, OpenContext};
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image::{DiskImage, WarningKind, Warnings};
@@ -320,6 +322,23 @@ pub(crate) fn read(
         }
         Backend::Unreadable(why) => Err(Error::unsupported(Format::Vmdk, why.clone()).at(virt)),
         Backend::Sparse(src) => read_sparse(src.as_ref(), parent, dst, at, virt),
+    }
+}
+
+/// Where bytes from byte `at` of the extent (at most `len`) are stored
+/// verbatim in a file: a flat extent, or data grains (contiguous ones
+/// merged, as [`plan`] merges them for a read).
+pub(crate) fn file_range(ext: &VmdkExtent, at: u64, len: u64) -> Option<FileRange<'_>> {
+    match &ext.backend {
+        Backend::Flat { file, start } => file.file_range(start.checked_add(at)?, len),
+        Backend::Sparse(src) => {
+            let first = plan(src.as_ref(), at, len).ok()?.into_iter().next()?;
+            match first.grain {
+                Grain::Data(o) => src.file().file_range(o, first.len),
+                _ => None,
+            }
+        }
+        Backend::Zero | Backend::Unreadable(_) => None,
     }
 }
 
