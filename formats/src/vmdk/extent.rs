@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use rayon::iter::{IntoParallelIterator, ParallelIterator};
+
 use crate::block_device::{
     push_extent, push_from_parent, BlockDevice, Extent, ExtentKind, FileRange,
 };
@@ -398,37 +400,18 @@ fn read_sparse(
     inflate_all(src, jobs)
 }
 
-/// Inflates compressed grains, on several threads when there are enough.
-fn inflate_all(src: &dyn GrainSource, mut jobs: Vec<(u64, u64, u64, &mut [u8])>) -> Result<()> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if jobs.len() < PARALLEL_INFLATE_MIN_GRAINS || threads < 2 {
+/// Inflates compressed grains, in parallel on rayon's pool when there are
+/// enough: each grain inflates straight into its own slice of the caller's
+/// buffer, so nothing is copied twice; small reads stay on this thread.
+fn inflate_all(src: &dyn GrainSource, jobs: Vec<(u64, u64, u64, &mut [u8])>) -> Result<()> {
+    if jobs.len() < PARALLEL_INFLATE_MIN_GRAINS || rayon::current_num_threads() < 2 {
         for (o, index, skip, chunk) in jobs {
             src.read_compressed(o, index, skip, chunk)?;
         }
         return Ok(());
     }
-    let per = jobs.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let mut handles = Vec::new();
-        while !jobs.is_empty() {
-            let batch: Vec<_> = jobs.drain(..per.min(jobs.len())).collect();
-            handles.push(s.spawn(move || {
-                for (o, index, skip, chunk) in batch {
-                    src.read_compressed(o, index, skip, chunk)?;
-                }
-                Ok(())
-            }));
-        }
-        for h in handles {
-            h.join().map_err(|_| {
-                Error::corrupt(
-                    Format::Vmdk,
-                    Detail::Invalid("inflate thread failed".into()),
-                )
-            })??;
-        }
-        Ok(())
-    })
+    jobs.into_par_iter()
+        .try_for_each(|(o, index, skip, chunk)| src.read_compressed(o, index, skip, chunk))
 }
 
 /// Appends the map of `len` bytes at byte `at` of the extent (virtual `virt`).
