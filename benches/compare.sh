@@ -48,7 +48,8 @@ qemu-img convert -f raw -O vhdx -o subformat=dynamic "$work/src.raw" "$work/dyna
 median() {
   local runs_out=()
   for _ in $(seq "$runs"); do
-    runs_out+=("$( { /usr/bin/time -f '%e %U %S' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1)")
+    /usr/bin/time -o "$work/time" -f '%e %U %S' "$@" >/dev/null 2>&1
+    runs_out+=("$(tail -1 "$work/time")")
   done
   printf '%s\n' "${runs_out[@]}" | awk '{print $1, $2 + $3}' | sort -n | awk -v n="$runs" 'NR == int((n + 1) / 2)'
 }
