@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Comparison with qemu-img: the same virtual disk in several containers,
 # read whole by `qemu-img convert -O raw` and by `diskimage dump -o`, both to
-# tmpfs (/dev/shm), warm page cache, best of N runs. Prints one ratio per
-# image: how many times faster diskimage is (>1 = faster). Formats that
-# diskimage does not read yet are listed as such.
+# tmpfs (/dev/shm), warm page cache, median of N runs. Prints, per image,
+# wall and CPU (user + sys) seconds and how many times faster diskimage is
+# (>1 = faster); VHD and VHDX also against libvhdi (pyvhdi, whole disk in
+# 1 MiB reads). Every dump is compared with the source bytes.
 #
 #   benches/compare.sh [SIZE_MIB] [RUNS]        (defaults: 1024 MiB, 3 runs)
 #
-# Needs qemu-img and python3; builds diskimage in release mode. VHD images
+# Needs qemu-img, python3 and /usr/bin/time; builds diskimage in release mode. VHD images
 # are also read by libvhdi (pyvhdi) where it is installed.
 set -euo pipefail
 size_mib=${1:-1024}
@@ -35,51 +36,58 @@ with open(path, "wb") as f:
     f.truncate(mib << 20)
 PY
 
-declare -A images=(
-  [raw]="$work/src.raw"
-)
+declare -A images=()
 qemu-img convert -f raw -O vmdk -o subformat=monolithicSparse "$work/src.raw" "$work/sparse.vmdk" && images[vmdk-monolithicSparse]="$work/sparse.vmdk"
 qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$work/src.raw" "$work/stream.vmdk" && images[vmdk-streamOptimized]="$work/stream.vmdk"
 qemu-img convert -f raw -O vpc -o subformat=dynamic,force_size=on "$work/src.raw" "$work/dynamic.vhd" && images[vhd-dynamic]="$work/dynamic.vhd"
 qemu-img convert -f raw -O vhdx -o subformat=dynamic "$work/src.raw" "$work/dynamic.vhdx" && images[vhdx-dynamic]="$work/dynamic.vhdx"
 
-best() { # best wall time in seconds of "$@" over $runs runs
-  local b=999999 t0 t1 t
+# median() of "$@" over $runs runs: prints "WALL CPU" in seconds (CPU =
+# user + sys, which a machine shared with other work disturbs less than
+# wall time).
+median() {
+  local runs_out=()
   for _ in $(seq "$runs"); do
-    t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N)
-    t=$(echo "$t1 - $t0" | bc -l); if (( $(echo "$t < $b" | bc -l) )); then b=$t; fi
+    /usr/bin/time -o "$work/time" -f '%e %U %S' "$@" >/dev/null 2>&1
+    runs_out+=("$(tail -1 "$work/time")")
   done
-  echo "$b"
+  printf '%s\n' "${runs_out[@]}" | awk '{print $1, $2 + $3}' | sort -n | awk -v n="$runs" 'NR == int((n + 1) / 2)'
 }
 
-# libvhdi's Python binding as a second peer for VHD, where it is installed
-# (PYVHDI_PYTHON names a python with pyvhdi, e.g. a venv's).
+# libvhdi's Python binding as a second peer for VHD and VHDX, where it is
+# installed (PYVHDI_PYTHON names a python with pyvhdi, e.g. a venv's).
 pyvhdi_py=${PYVHDI_PYTHON:-python3}
 "$pyvhdi_py" -c 'import pyvhdi' 2>/dev/null && have_pyvhdi=1 || have_pyvhdi=0
-pyvhdi_dump() { # pyvhdi_dump IMAGE OUT: whole virtual disk to OUT, 1 MiB reads
-  "$pyvhdi_py" - "$1" "$2" <<'PY'
+# pyvhdi_dump.py IMAGE OUT: the whole virtual disk to OUT in 1 MiB reads.
+cat > "$work/pyvhdi_dump.py" <<'PY'
 import sys, pyvhdi
 f = pyvhdi.file(); f.open(sys.argv[1]); n = f.get_media_size(); off = 0
 with open(sys.argv[2], "wb") as out:
     while off < n:
         b = f.read_buffer_at_offset(min(1 << 20, n - off), off); out.write(b); off += len(b)
 PY
-}
 
-printf '%-24s %10s %10s %8s\n' image qemu-img diskimage ratio
-for name in $(echo "${!images[@]}" | tr ' ' '\n' | sort); do
-  img=${images[$name]}
+ratio() { echo "$1 / $2" | bc -l | awk '{printf "%.2fx", $1}'; }
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), ${size_mib} MiB, median of $runs runs"
+printf '%-24s %-9s %17s %17s %7s %7s\n' image peer "peer wall/cpu" "diskimage w/c" "wall" "cpu"
+for name in vmdk-monolithicSparse vmdk-streamOptimized vhd-dynamic vhdx-dynamic; do
+  img=${images[$name]:-}
+  if [ -z "$img" ]; then
+    printf '%-24s %s\n' "$name" "qemu-img could not make it"
+    continue
+  fi
   if ! "$bin" info "$img" >/dev/null 2>&1; then
     printf '%-24s %s\n' "$name" "not read by diskimage yet: $("$bin" info "$img" 2>&1 | head -1)"
     continue
   fi
   [ "$("$bin" hash "$img" | cut -d' ' -f1)" = "$(sha256sum "$work/src.raw" | cut -d' ' -f1)" ] || { echo "$name: CONTENT MISMATCH"; exit 1; }
-  q=$(best qemu-img convert -O raw "$img" "$work/out-q.raw")
-  d=$(best "$bin" dump "$img" -o "$work/out-d.raw")
-  printf '%-24s %9.3fs %9.3fs %7.2fx\n' "$name" "$q" "$d" "$(echo "$q / $d" | bc -l)"
-  if [[ $name == vhd-* && $have_pyvhdi == 1 ]]; then
-    p=$(best pyvhdi_dump "$img" "$work/out-p.raw")
-    printf '%-24s %9.3fs %9.3fs %7.2fx  (pyvhdi instead of qemu-img)\n' "$name/pyvhdi" "$p" "$d" "$(echo "$p / $d" | bc -l)"
+  read -r dw dc < <(median "$bin" dump "$img" -o "$work/out-d.raw")
+  cmp -s "$work/out-d.raw" "$work/src.raw" || { echo "$name: DUMP DIFFERS FROM THE SOURCE"; exit 1; }
+  read -r qw qc < <(median qemu-img convert -O raw "$img" "$work/out-q.raw")
+  printf '%-24s %-9s %8.3fs/%6.3fs %8.3fs/%6.3fs %7s %7s\n' "$name" qemu-img "$qw" "$qc" "$dw" "$dc" "$(ratio "$qw" "$dw")" "$(ratio "$qc" "$dc")"
+  if [[ $name == vhd* && $have_pyvhdi == 1 ]]; then
+    read -r pw pc < <(median "$pyvhdi_py" "$work/pyvhdi_dump.py" "$img" "$work/out-p.raw")
+    printf '%-24s %-9s %8.3fs/%6.3fs %8.3fs/%6.3fs %7s %7s\n' "$name" pyvhdi "$pw" "$pc" "$dw" "$dc" "$(ratio "$pw" "$dw")" "$(ratio "$pc" "$dc")"
   fi
   rm -f "$work/out-q.raw" "$work/out-d.raw" "$work/out-p.raw"
 done

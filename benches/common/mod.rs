@@ -39,6 +39,31 @@ pub fn make_raw(path: &Path) {
     }
 }
 
+/// A file of text-like bytes (seeded words and spaces, a little different
+/// in every MiB): compressible as real file-system data is, for the
+/// compressed formats (streamOptimized VMDK).
+pub fn make_text_raw(path: &Path) {
+    const WORDS: [&[u8]; 10] = [
+        b"disk", b"grain", b"table", b"extent", b"sector", b"vmware", b"stream", b"delta",
+        b"alpha", b"omega",
+    ];
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut block = Vec::with_capacity((1 << 20) + 16);
+    while block.len() < 1 << 20 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        block.extend_from_slice(WORDS[(state % 10) as usize]);
+        block.push(b' ');
+    }
+    block.truncate(1 << 20);
+    let f = File::create(path).expect("create bench image");
+    for i in 0..IMAGE_SIZE >> 20 {
+        block.rotate_left(1);
+        f.write_all_at(&block, i << 20).expect("write bench image");
+    }
+}
+
 /// Converts `raw` with `qemu-img convert -O FORMAT -o OPTIONS`; false when
 /// qemu-img is missing or fails (the bench then says it is skipped).
 pub fn qemu_convert(raw: &Path, out: &Path, format: &str, options: &str) -> bool {

@@ -8,6 +8,7 @@
 //! readers would race on the position or end up behind one global lock.
 //! `Read + Seek` lives only at the edge, in [`DeviceReader`].
 
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
@@ -129,6 +130,31 @@ pub fn push_from_parent(
     Ok(())
 }
 
+/// Bytes of a virtual disk that are stored verbatim in an image file:
+/// `len` bytes of `file` from byte `offset`, which [`BlockDevice::read_at`]
+/// would return unchanged. Lets a copier hand the copy to the kernel
+/// (`copy_file_range`) instead of reading into a buffer and writing it out.
+#[derive(Debug, Clone, Copy)]
+pub struct FileRange<'a> {
+    /// The image file holding the bytes (opened read-only).
+    pub file: &'a File,
+    /// Where they start in that file.
+    pub offset: u64,
+    /// How many bytes (never zero).
+    pub len: u64,
+}
+
+impl FileRange<'_> {
+    /// The same range without its first `by` bytes (`None` when nothing is left).
+    pub fn skip(self, by: u64) -> Option<Self> {
+        (by < self.len).then(|| FileRange {
+            offset: self.offset + by,
+            len: self.len - by,
+            ..self
+        })
+    }
+}
+
 /// A virtual disk that can be read at any byte offset, from many threads.
 ///
 /// Implementations must:
@@ -152,6 +178,19 @@ pub trait BlockDevice: Send + Sync {
     /// The allocation map of `len` bytes from `offset` (like VDDK's
     /// QueryAllocatedBlocks and `qemu-img map`).
     fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>>;
+
+    /// Where the bytes from virtual `offset` are stored verbatim in one image
+    /// file: the run from `offset` (at most `len` bytes; possibly fewer) that
+    /// is one contiguous byte range of one file, or `None` when that run is
+    /// not stored so (zeros, compressed, from a parent, patched in memory,
+    /// in memory altogether, past the end of a truncated file) or the
+    /// format does not say. Only an optimisation for whole-disk copies
+    /// (`diskimage dump`); `read_at` stays the reference. The default says
+    /// `None`.
+    fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
+        let _ = (offset, len);
+        None
+    }
 }
 
 /// A pointer to a device is a device (`Arc<dyn BlockDevice>`, `Box<..>`, `&..`).
@@ -169,6 +208,9 @@ macro_rules! forward_through_pointer {
             }
             fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
                 (**self).map(offset, len)
+            }
+            fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
+                (**self).file_range(offset, len)
             }
         }
     )*};
@@ -243,6 +285,10 @@ impl BlockDevice for SliceDevice {
             e.offset -= self.start;
         }
         Ok(map)
+    }
+    fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
+        let len = len.min(self.len.checked_sub(offset)?);
+        self.inner.file_range(self.start.checked_add(offset)?, len)
     }
 }
 

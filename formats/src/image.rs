@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::block_device::{BlockDevice, Extent};
+use crate::block_device::{BlockDevice, Extent, FileRange};
 use crate::error::{Error, Format, Result};
 use crate::options::OpenOptions;
 
@@ -226,5 +226,8 @@ impl BlockDevice for DiskImage {
     }
     fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
         self.device.map(offset, len)
+    }
+    fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
+        self.device.file_range(offset, len)
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
+use crate::block_device::FileRange;
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::mmap::map_read_only;
 use crate::options::OpenOptions;
@@ -183,6 +184,19 @@ impl ImageFile {
             pos = hole;
         }
         runs
+    }
+
+    /// `len` bytes at `offset` of this file as a [`FileRange`]: `None` when
+    /// the bytes are in memory, `len` is zero, or the range does not lie
+    /// wholly within the file (a truncated file: the reader's own error
+    /// then names it).
+    pub fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
+        let file = match &self.backend {
+            Backend::Pread(f) | Backend::Mmap(_, f) => f,
+            Backend::Memory(_) => return None,
+        };
+        let end = offset.checked_add(len)?;
+        (len > 0 && end <= self.len).then_some(FileRange { file, offset, len })
     }
 
     /// Reads `len` bytes at `offset` into a new vector. The range is checked

@@ -42,7 +42,8 @@ pub mod vhdx;
 pub mod vmdk;
 
 pub use block_device::{
-    push_extent, BlockDevice, DeviceReader, Extent, ExtentKind, MemoryDevice, SliceDevice,
+    push_extent, BlockDevice, DeviceReader, Extent, ExtentKind, FileRange, MemoryDevice,
+    SliceDevice,
 };
 pub use context::{MemoryFiles, OpenContext, MAX_CHAIN_DEPTH};
 pub use error::{Detail, Error, ErrorKind, Format, Result};

@@ -8,7 +8,13 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use diskimage::BlockDevice;
 
-use super::extents::{for_each_piece, Piece};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Mutex, PoisonError};
+
+use diskimage::formats::FileRange;
+
+use super::extents::{for_each_extent, for_each_piece, Piece};
 use super::{progress, CliError, OpenArgs};
 
 /// Arguments of `dump`.
@@ -17,7 +23,9 @@ pub struct DumpArgs {
     /// The image.
     image: PathBuf,
     /// Output file; `-` or nothing writes to standard output. A file gets
-    /// holes wherever the disk reads as zeros.
+    /// holes wherever the image's map says zeros and where blocks read
+    /// through the reader are all zeros; ranges stored verbatim in an image
+    /// file are copied by the kernel as they are stored.
     #[arg(short, long)]
     output: Option<PathBuf>,
     #[command(flatten)]
@@ -96,7 +104,7 @@ fn stream(
     let err = |e| CliError::output(name, e);
     for_each_piece(image, |piece| {
         match piece {
-            Piece::Data(_, bytes) => {
+            Piece::Data(bytes) => {
                 out.write_all(bytes).map_err(err)?;
                 bar.inc(bytes.len() as u64);
             }
@@ -114,6 +122,19 @@ fn stream(
     out.flush().map_err(err)
 }
 
+/// Bytes per job of the parallel copy to a file: big enough that the
+/// per-job overhead vanishes, small enough to spread a disk over threads.
+const COPY_CHUNK: u64 = 8 << 20;
+/// At most this many threads copy at once.
+const MAX_COPY_THREADS: usize = 4;
+
+/// Writes the disk to a regular file: the length is set once (every range
+/// the map calls zeros stays a hole), then data extents are copied in
+/// chunks by several threads. A chunk stored verbatim in an image file
+/// ([`BlockDevice::file_range`]) is copied by the kernel
+/// (`copy_file_range`: one copy, no buffer, reflinked where the file system
+/// can); anything else is read with `read_at`, and its all-zero blocks are
+/// left as holes.
 fn to_file(
     image: &dyn BlockDevice,
     path: &Path,
@@ -121,32 +142,157 @@ fn to_file(
 ) -> Result<(), CliError> {
     let err = |e| CliError::output(path, e);
     let file = File::create(path).map_err(err)?;
-    for_each_piece(image, |piece| {
-        match piece {
-            Piece::Data(offset, bytes) => {
-                // Write runs of non-zero blocks in one call; leave zero blocks as holes.
-                let mut run: Option<(usize, usize)> = None;
-                for (i, block) in bytes.chunks(HOLE_GRAIN).enumerate() {
-                    let start = i * HOLE_GRAIN;
-                    if !is_zero(block) {
-                        run = Some(run.map_or((start, start + block.len()), |(s, _)| {
-                            (s, start + block.len())
-                        }));
-                    } else if let Some((s, e)) = run.take() {
-                        file.write_all_at(&bytes[s..e], offset + s as u64)
-                            .map_err(err)?;
+    file.set_len(image.size()).map_err(err)?;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_COPY_THREADS);
+    let copier = Copier {
+        image,
+        out: &file,
+        path,
+        bar,
+        kernel_copy: AtomicBool::new(true),
+    };
+    let (tx, rx) = sync_channel::<(u64, u64)>(threads * 2);
+    let rx = Mutex::new(rx);
+    let failed: Mutex<Option<CliError>> = Mutex::new(None);
+    let walked = std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut buf = Vec::new();
+                loop {
+                    let job = rx.lock().map(|r| r.recv());
+                    let Ok(Ok((offset, len))) = job else { break };
+                    if lock(&failed).is_some() {
+                        continue; // drain the queue so that the sender never blocks
+                    }
+                    if let Err(e) = copier.copy(offset, len, &mut buf) {
+                        lock(&failed).get_or_insert(e);
                     }
                 }
-                if let Some((s, e)) = run {
-                    file.write_all_at(&bytes[s..e], offset + s as u64)
-                        .map_err(err)?;
-                }
-                bar.inc(bytes.len() as u64);
+            });
+        }
+        let walked = for_each_extent(image, |e| {
+            if e.kind.reads_as_zero() {
+                bar.inc(e.len);
+                return Ok(());
             }
-            Piece::Zeros(len) => bar.inc(len),
+            let mut offset = e.offset;
+            while offset < e.end() {
+                let len = COPY_CHUNK.min(e.end() - offset);
+                tx.send((offset, len))
+                    .map_err(|_| CliError::Usage("copy threads stopped".into()))?;
+                offset += len;
+            }
+            Ok(())
+        });
+        drop(tx);
+        walked
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        return Err(e);
+    }
+    walked?;
+    file.sync_all().map_err(err)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the copy threads of [`to_file`] share.
+struct Copier<'a> {
+    image: &'a dyn BlockDevice,
+    out: &'a File,
+    path: &'a Path,
+    bar: &'a indicatif::ProgressBar,
+    /// Cleared when `copy_file_range` fails once (an old kernel, a file
+    /// system pair it does not serve): every later chunk is read instead.
+    kernel_copy: AtomicBool,
+}
+
+impl Copier<'_> {
+    /// Copies `len` bytes of the disk from `offset` to the same offset of
+    /// the output.
+    fn copy(&self, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<(), CliError> {
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            if self.kernel_copy.load(Ordering::Relaxed) {
+                if let Some(range) = self.image.file_range(pos, end - pos) {
+                    let n = self.kernel_copy(range, pos);
+                    if n > 0 {
+                        pos += n;
+                        self.bar.inc(n);
+                        continue;
+                    }
+                }
+            }
+            // Not stored verbatim (or the kernel declined): read up to the
+            // next verbatim range, at most a buffer's worth.
+            let n = usize::try_from(end - pos)
+                .unwrap_or(super::extents::READ_CHUNK)
+                .min(super::extents::READ_CHUNK);
+            buf.resize(n, 0);
+            self.image.read_at(buf, pos)?;
+            self.write_sparse(buf, pos)?;
+            pos += n as u64;
+            self.bar.inc(n as u64);
         }
         Ok(())
-    })?;
-    file.set_len(image.size()).map_err(err)?;
-    file.sync_all().map_err(err)
+    }
+
+    /// Copies `range` to byte `at` of the output in the kernel; returns how
+    /// many bytes it copied (0 when it could not: the caller reads instead,
+    /// so a truncated or unreadable input still gets the reader's typed error).
+    fn kernel_copy(&self, range: FileRange<'_>, at: u64) -> u64 {
+        let mut from = range.offset;
+        let mut to = at;
+        let mut done = 0;
+        while done < range.len {
+            let want = usize::try_from(range.len - done)
+                .unwrap_or(1 << 30)
+                .min(1 << 30);
+            match rustix::fs::copy_file_range(
+                range.file,
+                Some(&mut from),
+                self.out,
+                Some(&mut to),
+                want,
+            ) {
+                Ok(0) => break,
+                Ok(n) => done += n as u64,
+                Err(_) => {
+                    self.kernel_copy.store(false, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        done
+    }
+
+    /// Writes runs of non-zero blocks of `bytes` (disk offset `offset`) in
+    /// one call each; all-zero blocks stay holes.
+    fn write_sparse(&self, bytes: &[u8], offset: u64) -> Result<(), CliError> {
+        let write = |s: usize, e: usize| {
+            self.out
+                .write_all_at(&bytes[s..e], offset + s as u64)
+                .map_err(|e| CliError::output(self.path, e))
+        };
+        let mut run: Option<(usize, usize)> = None;
+        for (i, block) in bytes.chunks(HOLE_GRAIN).enumerate() {
+            let start = i * HOLE_GRAIN;
+            if !is_zero(block) {
+                run = Some(run.map_or((start, start + block.len()), |(s, _)| {
+                    (s, start + block.len())
+                }));
+            } else if let Some((s, e)) = run.take() {
+                write(s, e)?;
+            }
+        }
+        if let Some((s, e)) = run {
+            write(s, e)?;
+        }
+        Ok(())
+    }
 }

@@ -42,14 +42,14 @@ pub fn for_each_extent(
 /// A piece of the disk handed to a consumer: bytes read, or a run of zeros
 /// that needed no read.
 pub enum Piece<'a> {
-    /// Bytes read from the device at this offset.
-    Data(u64, &'a [u8]),
+    /// Bytes read from the device (pieces come in disk order).
+    Data(&'a [u8]),
     /// This many zero bytes (the map said Zero or Unallocated).
     Zeros(u64),
 }
 
 enum Owned {
-    Data(u64, Vec<u8>),
+    Data(Vec<u8>),
     Zeros(u64),
 }
 
@@ -81,7 +81,7 @@ pub fn for_each_piece(
                     let mut buf = back_rx.recv().map_err(|_| stopped())?;
                     buf.resize(n, 0);
                     device.read_at(&mut buf, off)?;
-                    tx.send(Ok(Owned::Data(off, buf))).map_err(|_| stopped())?;
+                    tx.send(Ok(Owned::Data(buf))).map_err(|_| stopped())?;
                     off += n as u64;
                 }
                 Ok(())
@@ -92,8 +92,8 @@ pub fn for_each_piece(
         });
         for msg in rx {
             match msg? {
-                Owned::Data(off, buf) => {
-                    f(Piece::Data(off, &buf))?;
+                Owned::Data(buf) => {
+                    f(Piece::Data(&buf))?;
                     let _ = back_tx.send(buf);
                 }
                 Owned::Zeros(n) => f(Piece::Zeros(n))?,

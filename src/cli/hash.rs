@@ -88,7 +88,7 @@ pub fn digests(
                     .map_err(|_| CliError::Usage("hash thread stopped".into()))
             };
             match piece {
-                Piece::Data(_, bytes) => {
+                Piece::Data(bytes) => {
                     let shared = Arc::new(bytes.to_vec());
                     for tx in &senders {
                         msg(tx, Msg::Data(Arc::clone(&shared)))?;

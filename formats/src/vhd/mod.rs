@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::block_device::{
-    check_range, push_extent, push_from_parent, BlockDevice, Extent, ExtentKind,
+    check_range, push_extent, push_from_parent, BlockDevice, Extent, ExtentKind, FileRange,
 };
 use crate::context::OpenContext;
 use crate::error::{Detail, Error, Format, Result};
@@ -166,6 +166,15 @@ impl BlockDevice for VhdImage {
             }
         }
         Ok(map)
+    }
+
+    fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
+        check_range(Format::Vhd, offset, len, self.size).ok()?;
+        let first = self.runs(offset, len).ok()?.into_iter().next()?;
+        match first.source {
+            Source::File(at) => self.file.file_range(at, first.len),
+            Source::Absent => None,
+        }
     }
 }
 

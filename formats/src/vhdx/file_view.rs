@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::block_device::FileRange;
 use crate::error::{Error, Format, Result};
 use crate::image_file::ImageFile;
 
@@ -76,6 +77,24 @@ impl FileView {
     #[cfg(test)]
     pub(crate) fn has_overlay(&self) -> bool {
         !self.pieces.is_empty()
+    }
+
+    /// `len` bytes at `offset` of the file itself, when no replayed write
+    /// lies over any of them (the file's bytes are then the view's).
+    pub(crate) fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
+        if self.overlaid(offset, len) {
+            return None;
+        }
+        self.file.file_range(offset, len)
+    }
+
+    /// Whether a replayed write lies over any of `len` bytes at `offset`.
+    fn overlaid(&self, offset: u64, len: u64) -> bool {
+        let end = offset.saturating_add(len);
+        self.pieces
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, p)| p.end > offset)
     }
 
     /// Extends the replayed file to at least `len` bytes (reads as zeros).
@@ -215,6 +234,19 @@ mod tests {
 
     fn view() -> FileView {
         FileView::new(ImageFile::from_bytes("v.vhdx", vec![1u8; 64]))
+    }
+
+    #[test]
+    fn file_range_only_where_no_write_lies_over_the_file() {
+        let mut v = view();
+        assert!(v.file_range(0, 8).is_none(), "bytes in memory are no file");
+        v.write(16, Arc::from(vec![1u8; 8]));
+        assert!(!v.overlaid(10, 6));
+        assert!(v.overlaid(20, 10));
+        assert!(v.overlaid(0, 17));
+        assert!(v.overlaid(23, 1));
+        assert!(!v.overlaid(24, 40));
+        assert!(!v.overlaid(8, 8));
     }
 
     #[test]

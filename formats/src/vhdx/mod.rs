@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::block_device::{
-    check_range, push_extent, push_from_parent, BlockDevice, Extent, ExtentKind,
+    check_range, push_extent, push_from_parent, BlockDevice, Extent, ExtentKind, FileRange,
 };
 use crate::context::OpenContext;
 use crate::error::{Detail, Error, Format, Result};
@@ -261,6 +261,20 @@ impl BlockDevice for VhdxImage {
             Ok(())
         })?;
         Ok(map)
+    }
+
+    /// Payload bytes of the file itself; `None` wherever a replayed log
+    /// write lies over them (the file's bytes are then not the disk's).
+    fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
+        check_range(Format::Vhdx, offset, len, self.size()).ok()?;
+        let bs = self.bat.geometry().block_size;
+        let mut runs = Vec::new();
+        self.runs(offset, (bs - offset % bs).min(len), &mut runs)
+            .ok()?;
+        match runs.first()? {
+            &(_, l, Run::File(at)) => self.view.file_range(at, l),
+            _ => None,
+        }
     }
 }
 

@@ -6,7 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::block_device::{push_extent, push_from_parent, BlockDevice, Extent, ExtentKind};
+use rayon::iter::{IntoParallelIterator, ParallelIterator};
+
+use crate::block_device::{
+    push_extent, push_from_parent, BlockDevice, Extent, ExtentKind, FileRange,
+};
 use crate::context::{is_absolute_anywhere, OpenContext};
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image::{DiskImage, WarningKind, Warnings};
@@ -323,6 +327,23 @@ pub(crate) fn read(
     }
 }
 
+/// Where bytes from byte `at` of the extent (at most `len`) are stored
+/// verbatim in a file: a flat extent, or data grains (contiguous ones
+/// merged, as [`plan`] merges them for a read).
+pub(crate) fn file_range(ext: &VmdkExtent, at: u64, len: u64) -> Option<FileRange<'_>> {
+    match &ext.backend {
+        Backend::Flat { file, start } => file.file_range(start.checked_add(at)?, len),
+        Backend::Sparse(src) => {
+            let first = plan(src.as_ref(), at, len).ok()?.into_iter().next()?;
+            match first.grain {
+                Grain::Data(o) => src.file().file_range(o, first.len),
+                _ => None,
+            }
+        }
+        Backend::Zero | Backend::Unreadable(_) => None,
+    }
+}
+
 fn read_parent(parent: Option<&DiskImage>, dst: &mut [u8], virt: u64) -> Result<()> {
     match parent {
         Some(p) => {
@@ -379,37 +400,18 @@ fn read_sparse(
     inflate_all(src, jobs)
 }
 
-/// Inflates compressed grains, on several threads when there are enough.
-fn inflate_all(src: &dyn GrainSource, mut jobs: Vec<(u64, u64, u64, &mut [u8])>) -> Result<()> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if jobs.len() < PARALLEL_INFLATE_MIN_GRAINS || threads < 2 {
+/// Inflates compressed grains, in parallel on rayon's pool when there are
+/// enough: each grain inflates straight into its own slice of the caller's
+/// buffer, so nothing is copied twice; small reads stay on this thread.
+fn inflate_all(src: &dyn GrainSource, jobs: Vec<(u64, u64, u64, &mut [u8])>) -> Result<()> {
+    if jobs.len() < PARALLEL_INFLATE_MIN_GRAINS || rayon::current_num_threads() < 2 {
         for (o, index, skip, chunk) in jobs {
             src.read_compressed(o, index, skip, chunk)?;
         }
         return Ok(());
     }
-    let per = jobs.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let mut handles = Vec::new();
-        while !jobs.is_empty() {
-            let batch: Vec<_> = jobs.drain(..per.min(jobs.len())).collect();
-            handles.push(s.spawn(move || {
-                for (o, index, skip, chunk) in batch {
-                    src.read_compressed(o, index, skip, chunk)?;
-                }
-                Ok(())
-            }));
-        }
-        for h in handles {
-            h.join().map_err(|_| {
-                Error::corrupt(
-                    Format::Vmdk,
-                    Detail::Invalid("inflate thread failed".into()),
-                )
-            })??;
-        }
-        Ok(())
-    })
+    jobs.into_par_iter()
+        .try_for_each(|(o, index, skip, chunk)| src.read_compressed(o, index, skip, chunk))
 }
 
 /// Appends the map of `len` bytes at byte `at` of the extent (virtual `virt`).

@@ -32,7 +32,7 @@ mod stream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::block_device::{check_range, BlockDevice, Extent};
+use crate::block_device::{check_range, BlockDevice, Extent, FileRange};
 use crate::context::OpenContext;
 use crate::error::{Error, Format, Result};
 use crate::image::{DiskImage, ImageInfo, WarningKind, Warnings};
@@ -138,6 +138,17 @@ impl BlockDevice for VmdkImage {
             extent::map(ext, self.parent.as_ref(), at, n, virt, &mut out)
         })?;
         Ok(out)
+    }
+
+    fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
+        check_range(Format::Vmdk, offset, len, self.size).ok()?;
+        let i = self
+            .starts
+            .partition_point(|&s| s <= offset)
+            .checked_sub(1)?;
+        let (ext, &start) = (self.extents.get(i)?, self.starts.get(i)?);
+        let at = offset - start;
+        extent::file_range(ext, at, ext.len.checked_sub(at)?.min(len))
     }
 }
 
