@@ -171,3 +171,43 @@ pub fn diskimage(args: &[&str]) -> std::process::Output {
         .output()
         .expect("run diskimage")
 }
+
+/// One row of a `*.listing.tsv` made from a source tree by a fixture
+/// script: `path  type  size  sha256  mtime  link-target`.
+pub struct ListingRow {
+    /// `file`, `dir` or `symlink`.
+    pub ty: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// sha256 of a file's bytes.
+    pub sha256: String,
+    /// Modification time in seconds, where the row has one.
+    pub mtime: Option<i64>,
+    /// A symlink's target.
+    pub target: String,
+}
+
+/// A listing file by path (see [`ListingRow`]).
+pub fn listing_tsv(path: &Path) -> std::collections::BTreeMap<String, ListingRow> {
+    tsv_rows(path)
+        .into_iter()
+        .map(|r| {
+            assert_eq!(
+                r.len(),
+                6,
+                "malformed listing row {r:?} in {}",
+                path.display()
+            );
+            (
+                r[0].clone(),
+                ListingRow {
+                    ty: r[1].clone(),
+                    size: r[2].parse().expect("size"),
+                    sha256: r[3].clone(),
+                    mtime: r[4].parse().ok(),
+                    target: r[5].clone(),
+                },
+            )
+        })
+        .collect()
+}

@@ -26,31 +26,10 @@ fn images() -> Vec<String> {
     v
 }
 
-struct Row {
-    ty: String,
-    size: u64,
-    sha256: String,
-    mtime: Option<i64>,
-    target: String,
-}
+use crate::common::ListingRow as Row;
 
 fn listing(image: &str) -> BTreeMap<String, Row> {
-    tsv_rows(&dir().join(format!("{image}.listing.tsv")))
-        .into_iter()
-        .map(|r| {
-            assert_eq!(r.len(), 6, "malformed listing row {r:?}");
-            (
-                r[0].clone(),
-                Row {
-                    ty: r[1].clone(),
-                    size: r[2].parse().expect("size"),
-                    sha256: r[3].clone(),
-                    mtime: r[4].parse().ok(),
-                    target: r[5].clone(),
-                },
-            )
-        })
-        .collect()
+    crate::common::listing_tsv(&dir().join(format!("{image}.listing.tsv")))
 }
 
 /// Entries that exist on the fresh file system without being in the tree.

@@ -31,30 +31,10 @@ fn images() -> Vec<(String, String)> {
         .collect()
 }
 
-struct Row {
-    ty: String,
-    size: u64,
-    sha256: String,
-    mtime: Option<i64>,
-    target: String,
-}
+use crate::common::ListingRow as Row;
 
 fn listing(image: &str) -> BTreeMap<String, Row> {
-    tsv_rows(&dir().join(format!("{image}.listing.tsv")))
-        .into_iter()
-        .map(|r| {
-            (
-                r[0].clone(),
-                Row {
-                    ty: r[1].clone(),
-                    size: r[2].parse().expect("size"),
-                    sha256: r[3].clone(),
-                    mtime: r[4].parse().ok(),
-                    target: r[5].clone(),
-                },
-            )
-        })
-        .collect()
+    crate::common::listing_tsv(&dir().join(format!("{image}.listing.tsv")))
 }
 
 /// xorriso's `lsdl` lines: path -> (type char, size).

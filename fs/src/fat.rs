@@ -24,7 +24,7 @@ use fatfs::{FileAttributes, FsOptions};
 
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
-    components, DirEntry, FileReader, FileSystem, FileType, Metadata, Timestamp,
+    components, days_from_civil, DirEntry, FileReader, FileSystem, FileType, Metadata, Timestamp,
 };
 use crate::FsKind;
 
@@ -129,13 +129,7 @@ impl Write for ReadOnlyCursor {
 
 impl Seek for ReadOnlyCursor {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.device.size().checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos =
-            new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before 0"))?;
+        self.pos = crate::file_system::seek_position(self.pos, self.device.size(), pos)?;
         Ok(self.pos)
     }
 }
@@ -184,17 +178,6 @@ fn io_err(path: &str, e: io::Error) -> Error {
             source: Some(Box::new(e)),
         },
     }
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date.
-pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 fn date_ts(d: fatfs::Date, h: u16, mi: u16, s: u16, ms: u16) -> Timestamp {
@@ -356,20 +339,7 @@ impl FileSystem for FatFs {
             }
         }
         let Some(e) = self.lookup(path)? else {
-            return Ok(Metadata {
-                file_type: FileType::Directory,
-                size: 0,
-                allocated: None,
-                mode: None,
-                uid: None,
-                gid: None,
-                nlink: None,
-                inode: None,
-                created: None,
-                modified: None,
-                accessed: None,
-                changed: None,
-            });
+            return Ok(Metadata::bare(FileType::Directory));
         };
         Ok(self.entry_metadata(&e, u64::from(self.fs.cluster_size())))
     }

@@ -110,6 +110,51 @@ pub struct Metadata {
     pub changed: Option<Timestamp>,
 }
 
+impl Metadata {
+    /// A file of `file_type` and size 0 with nothing else known (a
+    /// directory that exists only implicitly, such as a volume's root
+    /// without a record of its own).
+    pub fn bare(file_type: FileType) -> Self {
+        Metadata {
+            file_type,
+            size: 0,
+            allocated: None,
+            mode: None,
+            uid: None,
+            gid: None,
+            nlink: None,
+            inode: None,
+            created: None,
+            modified: None,
+            accessed: None,
+            changed: None,
+        }
+    }
+}
+
+/// The position a `Seek::seek(to)` gives on a stream of `size` bytes now
+/// at `pos` (past the end is allowed, as for files); one before 0 is an
+/// `InvalidInput` error. Every `Seek` of this crate uses it.
+pub fn seek_position(pos: u64, size: u64, to: std::io::SeekFrom) -> std::io::Result<u64> {
+    match to {
+        std::io::SeekFrom::Start(p) => Some(p),
+        std::io::SeekFrom::End(d) => size.checked_add_signed(d),
+        std::io::SeekFrom::Current(d) => pos.checked_add_signed(d),
+    }
+    .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start"))
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date.
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// One entry of [`FileSystem::read_dir`] (never `.` or `..`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {

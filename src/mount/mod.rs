@@ -525,20 +525,7 @@ pub fn attr(ino: u64, m: &Metadata, ids: (u32, u32)) -> FileAttr {
 /// Attributes of a directory that exists only in the mount (the top of a
 /// multi-volume mount, `lvm/` of a raw mount).
 pub fn synthetic_dir(ino: u64, ids: (u32, u32)) -> FileAttr {
-    let m = Metadata {
-        file_type: FileType::Directory,
-        size: 0,
-        allocated: None,
-        mode: None,
-        uid: None,
-        gid: None,
-        nlink: None,
-        inode: None,
-        created: None,
-        modified: None,
-        accessed: None,
-        changed: None,
-    };
+    let m = Metadata::bare(FileType::Directory);
     attr(ino, &m, ids)
 }
 

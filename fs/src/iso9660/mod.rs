@@ -119,23 +119,6 @@ pub struct IsoFs {
     cache: RefCell<HashMap<u64, Rc<Vec<Node>>>>,
 }
 
-fn empty_meta(file_type: FileType) -> Metadata {
-    Metadata {
-        file_type,
-        size: 0,
-        allocated: None,
-        mode: None,
-        uid: None,
-        gid: None,
-        nlink: None,
-        inode: None,
-        created: None,
-        modified: None,
-        accessed: None,
-        changed: None,
-    }
-}
-
 /// The fixed part of a directory record.
 struct Record<'a> {
     len: usize,
@@ -208,7 +191,7 @@ impl IsoFs {
             root: Node {
                 name: String::new(),
                 raw: Vec::new(),
-                meta: empty_meta(FileType::Directory),
+                meta: Metadata::bare(FileType::Directory),
                 extents: Vec::new(),
                 record: poff,
                 target: None,
@@ -435,7 +418,7 @@ impl IsoFs {
         path: &str,
     ) -> Result<Node> {
         let name = self.decode_name(rec.name, rr.as_ref());
-        let mut meta = empty_meta(FileType::File);
+        let mut meta = Metadata::bare(FileType::File);
         meta.modified = rec.recorded;
         meta.inode = Some(off);
         meta.size = rec.size;
@@ -506,7 +489,7 @@ impl IsoFs {
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                let mut meta = empty_meta(FileType::File);
+                let mut meta = Metadata::bare(FileType::File);
                 meta.size = b.size();
                 Node {
                     name: b.file_name(i),
@@ -527,7 +510,7 @@ impl IsoFs {
         Node {
             name: BOOT_DIR.to_string(),
             raw: Vec::new(),
-            meta: empty_meta(FileType::Directory),
+            meta: Metadata::bare(FileType::Directory),
             extents: Vec::new(),
             record: 0,
             target: None,
@@ -647,13 +630,7 @@ impl Read for ExtentReader {
 
 impl Seek for ExtentReader {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.size.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos =
-            new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before 0"))?;
+        self.pos = crate::file_system::seek_position(self.pos, self.size, pos)?;
         Ok(self.pos)
     }
 }

@@ -2,18 +2,7 @@
 //! Ridge TF short form) and the 17-byte digit form of volume descriptors (and
 //! TF long form), both with a GMT offset in 15-minute units, to UTC.
 
-use crate::file_system::Timestamp;
-
-/// Days from 1970-01-01 to the civil date `y-m-d` (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+use crate::file_system::{days_from_civil, Timestamp};
 
 fn to_utc(fields: [i64; 6], offset_quarters: i8, nanos: u32) -> Option<Timestamp> {
     let [y, mo, d, h, mi, s] = fields;

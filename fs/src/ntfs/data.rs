@@ -201,13 +201,7 @@ impl Read for RunReader {
 
 impl Seek for RunReader {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.size.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos =
-            new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before 0"))?;
+        self.pos = crate::file_system::seek_position(self.pos, self.size, pos)?;
         Ok(self.pos)
     }
 }
