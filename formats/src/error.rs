@@ -300,6 +300,21 @@ impl Error {
         )
     }
 
+    /// `Ok(())` when `value` is at most `limit`, else the
+    /// [`ErrorKind::LimitExceeded`] error [`Error::limit`] makes: the one
+    /// check every "table size / capacity within a cap" test uses.
+    pub fn ensure_at_most(
+        format: Format,
+        what: &'static str,
+        value: u64,
+        limit: u64,
+    ) -> std::result::Result<(), Self> {
+        if value > limit {
+            return Err(Self::limit(format, what, value, limit));
+        }
+        Ok(())
+    }
+
     /// A [`ErrorKind::OutOfBounds`] error for a read of `len` bytes at `offset` from something of `size` bytes.
     pub fn out_of_range(
         format: Format,

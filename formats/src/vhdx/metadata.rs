@@ -169,15 +169,13 @@ pub(crate) fn read(view: &FileView, region: Region) -> Result<Metadata> {
                 entry_at,
             ));
         }
-        if length > MAX_ITEM_LENGTH {
-            return Err(Error::limit(
-                Format::Vhdx,
-                "metadata item length",
-                length,
-                MAX_ITEM_LENGTH,
-            )
-            .at(entry_at + 20));
-        }
+        Error::ensure_at_most(
+            Format::Vhdx,
+            "metadata item length",
+            length,
+            MAX_ITEM_LENGTH,
+        )
+        .map_err(|e| e.at(entry_at + 20))?;
         if length != 0 && (offset < METADATA_TABLE_SIZE || offset + length > region.length) {
             return Err(bad_value(
                 "metadata item Offset",
@@ -242,15 +240,13 @@ pub(crate) fn read(view: &FileView, region: Region) -> Result<Metadata> {
     }
     let (vs, vs_at) = item(VIRTUAL_DISK_SIZE, "virtual disk size", 8)?;
     let virtual_disk_size = le_u64(vs, 0);
-    if virtual_disk_size > MAX_VIRTUAL_DISK_SIZE {
-        return Err(Error::limit(
-            Format::Vhdx,
-            "VirtualDiskSize",
-            virtual_disk_size,
-            MAX_VIRTUAL_DISK_SIZE,
-        )
-        .at(vs_at));
-    }
+    Error::ensure_at_most(
+        Format::Vhdx,
+        "VirtualDiskSize",
+        virtual_disk_size,
+        MAX_VIRTUAL_DISK_SIZE,
+    )
+    .map_err(|e| e.at(vs_at))?;
     if virtual_disk_size % u64::from(logical_sector_size) != 0 {
         return Err(bad_value(
             "VirtualDiskSize",

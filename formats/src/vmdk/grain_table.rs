@@ -129,15 +129,13 @@ impl SparseExtent {
     pub fn open(file: ImageFile, header: SparseHeader, w: &mut Warnings) -> Result<Self> {
         let path = file.path().to_path_buf();
         let entries = header.gd_entries();
-        if entries > MAX_GD_ENTRIES {
-            return Err(Error::limit(
-                Format::Vmdk,
-                "grain directory entries",
-                entries,
-                MAX_GD_ENTRIES,
-            )
-            .in_file(&path));
-        }
+        Error::ensure_at_most(
+            Format::Vmdk,
+            "grain directory entries",
+            entries,
+            MAX_GD_ENTRIES,
+        )
+        .map_err(|e| e.in_file(&path))?;
         let gt_bytes = u64::from(header.num_gtes_per_gt) * 4;
         let load = |gd_sector: u64| -> Result<Vec<u32>> {
             let at = gd_sector.checked_mul(SECTOR).ok_or_else(|| {

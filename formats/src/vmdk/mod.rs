@@ -170,16 +170,13 @@ pub(crate) fn open(ctx: &OpenContext<'_>, file: ImageFile) -> Result<DiskImage> 
         }
         let at = header.descriptor_offset.saturating_mul(SECTOR);
         let len = header.descriptor_size.saturating_mul(SECTOR);
-        if len > MAX_DESCRIPTOR_BYTES {
-            return Err(Error::limit(
-                Format::Vmdk,
-                "embedded descriptor bytes",
-                len,
-                MAX_DESCRIPTOR_BYTES,
-            )
-            .at(36)
-            .in_file(&path));
-        }
+        Error::ensure_at_most(
+            Format::Vmdk,
+            "embedded descriptor bytes",
+            len,
+            MAX_DESCRIPTOR_BYTES,
+        )
+        .map_err(|e| e.at(36).in_file(&path))?;
         let text = file
             .read_vec(at, len)
             .map_err(|e| e.in_format(Format::Vmdk))?;

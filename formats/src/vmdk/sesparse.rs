@@ -97,14 +97,12 @@ impl SeSparseHeader {
             grains_offset: u64_at(b, 192),
             grains_size: u64_at(b, 200),
         };
-        if h.capacity > MAX_CAPACITY_SECTORS {
-            return Err(Error::limit(
-                Format::Vmdk,
-                "seSparse capacity in sectors",
-                h.capacity,
-                MAX_CAPACITY_SECTORS,
-            ));
-        }
+        Error::ensure_at_most(
+            Format::Vmdk,
+            "seSparse capacity in sectors",
+            h.capacity,
+            MAX_CAPACITY_SECTORS,
+        )?;
         if !h.grain_size.is_power_of_two() || h.grain_size > MAX_GRAIN_SECTORS {
             return Err(bad("grain_size", h.grain_size, "a power of two <= 2048 sectors").at(24));
         }
@@ -169,15 +167,13 @@ impl SeSparseExtent {
             .at(136)
             .in_file(&path));
         }
-        if entries > MAX_GD_ENTRIES {
-            return Err(Error::limit(
-                Format::Vmdk,
-                "seSparse grain directory entries",
-                entries,
-                MAX_GD_ENTRIES,
-            )
-            .in_file(&path));
-        }
+        Error::ensure_at_most(
+            Format::Vmdk,
+            "seSparse grain directory entries",
+            entries,
+            MAX_GD_ENTRIES,
+        )
+        .map_err(|e| e.in_file(&path))?;
         let gd_at = header.grain_dir_offset.saturating_mul(SECTOR);
         let gd = file
             .read_vec(gd_at, entries * 8)

@@ -135,14 +135,12 @@ impl SparseHeader {
                 ),
             ));
         }
-        if self.capacity > MAX_CAPACITY_SECTORS {
-            return Err(Error::limit(
-                Format::Vmdk,
-                "sparse extent capacity in sectors",
-                self.capacity,
-                MAX_CAPACITY_SECTORS,
-            ));
-        }
+        Error::ensure_at_most(
+            Format::Vmdk,
+            "sparse extent capacity in sectors",
+            self.capacity,
+            MAX_CAPACITY_SECTORS,
+        )?;
         if !self.grain_size.is_power_of_two() || self.grain_size > MAX_GRAIN_SECTORS {
             return Err(bad(
                 "grainSize",
