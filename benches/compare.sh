@@ -21,20 +21,7 @@ trap 'rm -rf "$work"' EXIT
 
 # Text-like, compressible content (seeded words) on the first half, zeros after:
 # a realistic mix of data and holes.
-python3 - "$work/src.raw" "$size_mib" <<'PY'
-import random, sys
-path, mib = sys.argv[1], int(sys.argv[2])
-r = random.Random(2026)
-words = [bytes(r.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(r.randint(2, 9))) for _ in range(5000)]
-chunk = bytearray()
-while len(chunk) < (1 << 20):
-    chunk += r.choice(words) + b" "
-chunk = bytes(chunk[: 1 << 20])
-with open(path, "wb") as f:
-    for i in range(mib // 2):
-        f.write(chunk[i % 7 :] + chunk[: i % 7])
-    f.truncate(mib << 20)
-PY
+python3 benches/text-data.py "$work/src.raw" "$size_mib" "$((size_mib / 2))"
 
 declare -A images=()
 qemu-img convert -f raw -O vmdk -o subformat=monolithicSparse "$work/src.raw" "$work/sparse.vmdk" && images[vmdk-monolithicSparse]="$work/sparse.vmdk"

@@ -25,19 +25,7 @@ trap cleanup EXIT
 
 # Compressible, text-like content (seeded words), as benches/compare.sh.
 mkdir "$work/tree"
-python3 - "$work/tree/big.bin" "$file_mib" <<'PY'
-import random, sys
-path, mib = sys.argv[1], int(sys.argv[2])
-r = random.Random(2026)
-words = [bytes(r.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(r.randint(2, 9))) for _ in range(5000)]
-chunk = bytearray()
-while len(chunk) < (1 << 20):
-    chunk += r.choice(words) + b" "
-chunk = bytes(chunk[: 1 << 20])
-with open(path, "wb") as f:
-    for i in range(mib):
-        f.write(chunk[i % 7 :] + chunk[: i % 7])
-PY
+python3 benches/text-data.py "$work/tree/big.bin" "$file_mib" "$file_mib"
 want=$(sha256sum "$work/tree/big.bin" | cut -d' ' -f1)
 fs_mib=$(( file_mib + file_mib / 8 + 16 ))
 mke2fs -q -t ext4 -d "$work/tree" "$work/fs.raw" "${fs_mib}M"
