@@ -7,10 +7,15 @@
 //! 1, `size` 0, `type` 3), the footer (a full sparse header whose
 //! `gdOffset` is real), then an end-of-stream marker sector (all zeros).
 //!
-//! Deflate is flate2 with its `zlib-rs` backend: pure Rust and the fastest
-//! of flate2's backends (miniz_oxide is the other pure-Rust one).
+//! Grains are zlib streams of at most one grain each, inflated whole with
+//! `zune-inflate` (pure Rust, no `unsafe`): on 64 KiB grains of text-like
+//! data it needs about 0.8x the CPU of flate2's fastest pure-Rust backend
+//! (`zlib-rs`) and 0.6x of `miniz_oxide`, measured on this project's
+//! benchmark image (README, performance section). The Adler-32 of every
+//! grain is checked, and the output is capped at one grain.
 
-use flate2::{Decompress, FlushDecompress, Status};
+use zune_inflate::errors::DecodeErrorStatus;
+use zune_inflate::{DeflateDecoder, DeflateOptions};
 
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image_file::ImageFile;
@@ -126,31 +131,28 @@ pub(crate) fn inflate_grain(
         .read_vec(at + GRAIN_MARKER_LEN, u64::from(size))
         .map_err(|e| e.in_format(Format::Vmdk))?;
     let need = skip.saturating_add(dst.len() as u64);
-    let mut z = Decompress::new(true);
-    let inflate = |z: &mut Decompress, out: &mut [u8]| {
-        let status = z
-            .decompress(&data, out, FlushDecompress::Finish)
-            .map_err(|e| {
-                corrupt(Detail::Invalid(format!(
-                    "grain {index} does not inflate: {e}"
-                )))
-            })?;
-        let produced = z.total_out();
-        if produced < need || !matches!(status, Status::StreamEnd | Status::Ok | Status::BufError) {
-            return Err(corrupt(Detail::Truncated {
-                what: format!("inflated grain {index}"),
-                needed: need,
-                available: produced,
-            }));
-        }
-        Ok(())
-    };
-    if skip == 0 && dst.len() as u64 == grain {
-        // A whole grain: inflate straight into the caller's buffer.
-        return inflate(&mut z, dst);
+    let limit = usize::try_from(grain).unwrap_or(usize::MAX);
+    let options = DeflateOptions::default()
+        .set_limit(limit)
+        .set_size_hint(limit)
+        .set_confirm_checksum(true);
+    let out = DeflateDecoder::new_with_options(&data, options)
+        .decode_zlib()
+        .map_err(|e| {
+            corrupt(Detail::Invalid(match e.error {
+                DecodeErrorStatus::OutputLimitExceeded(..) => {
+                    format!("grain {index} inflates to more than one grain ({grain} bytes)")
+                }
+                other => format!("grain {index} does not inflate: {other:?}"),
+            }))
+        })?;
+    if (out.len() as u64) < need {
+        return Err(corrupt(Detail::Truncated {
+            what: format!("inflated grain {index}"),
+            needed: need,
+            available: out.len() as u64,
+        }));
     }
-    let mut out = vec![0u8; usize::try_from(grain).unwrap_or(0)];
-    inflate(&mut z, &mut out)?;
     let src = usize::try_from(skip)
         .ok()
         .and_then(|s| out.get(s..s + dst.len()))
@@ -167,10 +169,21 @@ mod tests {
     use std::io::Write;
 
     fn grain_file(lba: u64) -> (ImageFile, SparseHeader) {
+        grain_file_of(lba, &vec![7u8; 65536], |_| {})
+    }
+
+    /// A file with one grain marker at byte 512 holding `content` deflated,
+    /// the compressed bytes passed through `damage` first.
+    fn grain_file_of(
+        lba: u64,
+        content: &[u8],
+        damage: impl FnOnce(&mut Vec<u8>),
+    ) -> (ImageFile, SparseHeader) {
         let h = SparseHeader::parse(&super::super::sparse_header::tests::golden()).unwrap();
         let mut enc = ZlibEncoder::new(Vec::new(), Compression::default());
-        enc.write_all(&vec![7u8; 65536]).unwrap();
-        let z = enc.finish().unwrap();
+        enc.write_all(content).unwrap();
+        let mut z = enc.finish().unwrap();
+        damage(&mut z);
         let mut d = vec![0u8; 512];
         d.extend_from_slice(&lba.to_le_bytes());
         d.extend_from_slice(&(z.len() as u32).to_le_bytes());
@@ -189,5 +202,46 @@ mod tests {
         assert_eq!(e.offset(), Some(512));
         let e = inflate_grain(&f, &h, 0, 0, 0, &mut buf).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn a_whole_grain_inflates_into_the_buffer() {
+        let content: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+        let (f, h) = grain_file_of(0, &content, |_| {});
+        let mut buf = vec![0u8; 65536];
+        inflate_grain(&f, &h, 512, 0, 0, &mut buf).unwrap();
+        assert_eq!(buf, content);
+    }
+
+    #[test]
+    fn a_grain_inflating_past_one_grain_is_corrupt() {
+        let (f, h) = grain_file_of(0, &vec![1u8; 65536 + 1], |_| {});
+        let mut buf = vec![0u8; 16];
+        let e = inflate_grain(&f, &h, 512, 0, 0, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(e.to_string().contains("more than one grain"), "{e}");
+    }
+
+    #[test]
+    fn a_grain_with_a_wrong_adler32_is_corrupt() {
+        let (f, h) = grain_file_of(0, &vec![3u8; 65536], |z| {
+            let last = z.len() - 1;
+            z[last] ^= 0xFF;
+        });
+        let mut buf = vec![0u8; 65536];
+        let e = inflate_grain(&f, &h, 512, 0, 0, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert_eq!(e.offset(), Some(512));
+    }
+
+    #[test]
+    fn a_short_grain_is_truncated_not_padded() {
+        let (f, h) = grain_file_of(0, &[9u8; 1000], |_| {});
+        let mut buf = vec![0u8; 2000];
+        let e = inflate_grain(&f, &h, 512, 0, 0, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        let mut buf = vec![0u8; 1000];
+        inflate_grain(&f, &h, 512, 0, 0, &mut buf).unwrap();
+        assert_eq!(buf, vec![9u8; 1000]);
     }
 }
