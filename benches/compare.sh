@@ -78,3 +78,12 @@ for name in vmdk-monolithicSparse vmdk-streamOptimized vhd-dynamic vhdx-dynamic;
   fi
   rm -f "$work/out-q.raw" "$work/out-d.raw" "$work/out-p.raw"
 done
+
+# The floor for every container: the same disk copied from a raw file to
+# tmpfs by cp (copy_file_range, holes kept). No reader writes the output
+# faster than this; a peer already near it leaves little room for a ratio.
+read -r fw fc < <(median cp --sparse=always "$work/src.raw" "$work/out-f.raw")
+cmp -s "$work/out-f.raw" "$work/src.raw" || { echo "cp: COPY DIFFERS"; exit 1; }
+printf '%-24s %-9s %8.3fs/%6.3fs   (floor: writing these bytes to tmpfs at all)\n' raw-copy cp "$fw" "$fc"
+rm -f "$work/out-f.raw"
+
