@@ -43,6 +43,25 @@ pub fn has_at(b: &[u8], off: usize, magic: &[u8]) -> bool {
         .is_some_and(|s| s == magic)
 }
 
+/// The same little-endian reads, giving zero where the slice is too short:
+/// for fixed structures whose length the caller has already checked.
+pub mod zeroed {
+    /// Little-endian `u16` at `off`, 0 when short.
+    pub fn le_u16(b: &[u8], off: usize) -> u16 {
+        super::le_u16(b, off).unwrap_or(0)
+    }
+
+    /// Little-endian `u32` at `off`, 0 when short.
+    pub fn le_u32(b: &[u8], off: usize) -> u32 {
+        super::le_u32(b, off).unwrap_or(0)
+    }
+
+    /// Little-endian `u64` at `off`, 0 when short.
+    pub fn le_u64(b: &[u8], off: usize) -> u64 {
+        super::le_u64(b, off).unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

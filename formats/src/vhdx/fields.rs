@@ -1,32 +1,9 @@
-//! Little-endian field readers over checked slices, and the [`Guid`] type
+//! Little-endian field readers (zero when short, from `crate::bytes`), and the [`Guid`] type
 //! ([MS-VHDX] 2.1: GUIDs are stored in the Windows `GUID` layout).
 
 use std::fmt;
 
-/// Reads `N` bytes at `offset` of `bytes`; zeros when the slice is too short
-/// (callers read fixed structures whose length they have already checked).
-fn array<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
-    offset
-        .checked_add(N)
-        .and_then(|end| bytes.get(offset..end))
-        .and_then(|s| s.try_into().ok())
-        .unwrap_or([0; N])
-}
-
-/// A little-endian `u16` at `offset`.
-pub(crate) fn le_u16(bytes: &[u8], offset: usize) -> u16 {
-    u16::from_le_bytes(array(bytes, offset))
-}
-
-/// A little-endian `u32` at `offset`.
-pub(crate) fn le_u32(bytes: &[u8], offset: usize) -> u32 {
-    u32::from_le_bytes(array(bytes, offset))
-}
-
-/// A little-endian `u64` at `offset`.
-pub(crate) fn le_u64(bytes: &[u8], offset: usize) -> u64 {
-    u64::from_le_bytes(array(bytes, offset))
-}
+pub(crate) use crate::bytes::zeroed::{le_u16, le_u32, le_u64};
 
 /// A GUID as stored on disk: `Data1` (u32 LE), `Data2`, `Data3` (u16 LE), `Data4` (8 bytes).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -49,7 +26,7 @@ impl Guid {
 
     /// The GUID stored at `offset` of `bytes`.
     pub(crate) fn read(bytes: &[u8], offset: usize) -> Guid {
-        Guid(array(bytes, offset))
+        Guid(crate::bytes::array(bytes, offset).unwrap_or_default())
     }
 
     /// Whether this is the all-zero GUID.

@@ -15,6 +15,7 @@ use crate::image_file::ImageFile;
 
 use super::grain_table::SparseExtent;
 use super::sparse_header::{SparseHeader, MAX_CAPACITY_SECTORS, MAX_GRAIN_SECTORS};
+use crate::bytes::zeroed::le_u32 as u32_at;
 
 /// `COWD` read as a little-endian u32.
 pub const COWD_MAGIC: u32 = 0x4457_4f43;
@@ -36,14 +37,6 @@ pub(crate) struct CowdHeader {
     pub gd_offset: u32,
     /// `numGDEntries`.
     pub num_gd_entries: u32,
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(
-        b.get(o..o + 4)
-            .and_then(|s| s.try_into().ok())
-            .unwrap_or([0; 4]),
-    )
 }
 
 fn bad(field: &'static str, value: u64, expected: String, at: u64) -> Error {

@@ -17,6 +17,7 @@ use crate::image_file::ImageFile;
 
 use super::grain_table::{Grain, GrainSource, TableCache, MAX_GD_ENTRIES};
 use super::sparse_header::{MAX_CAPACITY_SECTORS, SECTOR};
+use crate::bytes::zeroed::le_u64 as u64_at;
 
 /// The constant header magic (u64 little-endian).
 pub const SESPARSE_MAGIC: u64 = 0xcafe_babe;
@@ -44,14 +45,6 @@ pub(crate) struct SeSparseHeader {
     pub grain_tables_size: u64,
     pub grains_offset: u64,
     pub grains_size: u64,
-}
-
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(
-        b.get(o..o + 8)
-            .and_then(|s| s.try_into().ok())
-            .unwrap_or([0; 8]),
-    )
 }
 
 fn bad(field: &'static str, value: u64, expected: &str) -> Error {

@@ -3,6 +3,7 @@
 //! 512 bytes at sector 0 — and, for a streamOptimized extent written with
 //! `gdOffset = GD_AT_END`, again in the footer near the end of the file.
 
+use crate::bytes::zeroed::{le_u32 as u32_at, le_u64 as u64_at};
 use crate::error::{hex_preview, Detail, Error, Format, Result};
 
 /// `KDMV` read as a little-endian u32.
@@ -49,22 +50,6 @@ pub(crate) struct SparseHeader {
     /// `singleEndLineChar`, `nonEndLineChar`, `doubleEndLineChar1`, `doubleEndLineChar2`.
     pub newline_chars: [u8; 4],
     pub compress_algorithm: u16,
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(o..o + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(o..o + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_le_bytes(a)
 }
 
 fn bad(field: &'static str, value: u64, expected: &str) -> Error {
