@@ -62,6 +62,38 @@ pub(crate) trait GrainSource: Send + Sync {
     }
 }
 
+/// Grain-directory entries looked at per lookup when skipping a run of
+/// absent tables: bounds the work of one lookup while a run of a million
+/// absent tables (a 2 TiB extent with little data) still takes few calls.
+const MAX_ABSENT_SCAN: usize = 4096;
+
+/// How many grains from grain `in_table` of table `gd_index` on read as
+/// unallocated because their directory entries are 0 (absent): the rest of
+/// this table and the following absent ones, or every grain (`u64::MAX`)
+/// when the directory ends first, as it does past a header's capacity.
+pub(crate) fn absent_run<T: Copy + Into<u64>>(
+    gd: &[T],
+    gd_index: u64,
+    in_table: u64,
+    per: u64,
+) -> u64 {
+    let start = usize::try_from(gd_index).unwrap_or(usize::MAX);
+    let Some(rest) = gd.get(start..) else {
+        return u64::MAX;
+    };
+    let absent = rest
+        .iter()
+        .take(MAX_ABSENT_SCAN)
+        .take_while(|e| (**e).into() == 0)
+        .count();
+    if absent == rest.len() {
+        return u64::MAX;
+    }
+    (absent.max(1) as u64)
+        .saturating_mul(per)
+        .saturating_sub(in_table)
+}
+
 /// A bounded, direct-mapped cache of tables, one lock per slot (never held
 /// during I/O).
 pub(crate) struct TableCache<T> {
@@ -257,7 +289,10 @@ impl GrainSource for SparseExtent {
             .copied()
             .unwrap_or(0);
         if gde == 0 {
-            return Ok((Grain::Unallocated, per - in_table));
+            return Ok((
+                Grain::Unallocated,
+                absent_run(&self.gd, gd_index, in_table, per),
+            ));
         }
         let table = self.table(gd_index, gde)?;
         let gte = usize::try_from(in_table)
@@ -326,7 +361,8 @@ mod tests {
         assert_eq!(s.lookup(0).unwrap(), (Grain::Data(64 * 512), 1));
         assert_eq!(s.lookup(1).unwrap(), (Grain::Zero, 1));
         assert_eq!(s.lookup(2).unwrap(), (Grain::Unallocated, 1));
-        assert_eq!(s.lookup(512).unwrap(), (Grain::Unallocated, 512));
+        // The last table is absent: unallocated to the end of the directory.
+        assert_eq!(s.lookup(512).unwrap(), (Grain::Unallocated, u64::MAX));
         let f = ImageFile::from_bytes("s.vmdk", image(8));
         let s = SparseExtent::open(f, header(3, 0), &mut w).unwrap();
         assert_eq!(s.lookup(1).unwrap_err().kind(), ErrorKind::Corrupt);
@@ -354,5 +390,26 @@ mod tests {
         let f = ImageFile::from_bytes("s.vmdk", image(5000));
         let e = SparseExtent::open(f, header(3, 0), &mut w).err().unwrap();
         assert_eq!(e.kind(), ErrorKind::OutOfBounds);
+    }
+
+    #[test]
+    fn absent_runs_skip_whole_tables_and_the_end_of_the_directory() {
+        let gd: [u32; 6] = [5, 0, 0, 7, 0, 0];
+        // Table 1 and 2 are absent: from grain 3 of table 1, 2 * 512 - 3.
+        assert_eq!(absent_run(&gd, 1, 3, 512), 1021);
+        // The last two are absent and the directory ends: everything.
+        assert_eq!(absent_run(&gd, 4, 0, 512), u64::MAX);
+        // Past the directory (beyond the header's capacity): everything.
+        assert_eq!(absent_run(&gd, 9, 0, 512), u64::MAX);
+        assert_eq!(absent_run(&gd, u64::MAX, 0, 512), u64::MAX);
+        // A long run is looked at in bounded steps.
+        let long = vec![0u32; MAX_ABSENT_SCAN * 3];
+        let mut with_end = long.clone();
+        with_end.push(1);
+        assert_eq!(absent_run(&with_end, 0, 0, 2), (MAX_ABSENT_SCAN * 2) as u64);
+        // Bounded even when the rest is absent to the end: the next
+        // lookup goes on from there.
+        assert_eq!(absent_run(&long, 0, 0, 2), (MAX_ABSENT_SCAN * 2) as u64);
+        assert_eq!(absent_run(&long, (MAX_ABSENT_SCAN * 2) as u64, 1, 2), u64::MAX);
     }
 }

@@ -221,7 +221,10 @@ impl GrainSource for SeSparseExtent {
             .copied()
             .unwrap_or(0);
         if gde == 0 {
-            return Ok((Grain::Unallocated, per - in_table));
+            return Ok((
+                Grain::Unallocated,
+                super::grain_table::absent_run(&self.gd, gd_index, in_table, per),
+            ));
         }
         let gt_index = gde & !NIBBLE_MASK;
         let tables = self.header.grain_tables_size / self.header.grain_table_size;
@@ -316,7 +319,8 @@ mod tests {
         assert_eq!(s.lookup(2).unwrap().0, Grain::Zero);
         assert_eq!(s.lookup(3).unwrap_err().kind(), ErrorKind::Corrupt);
         assert_eq!(s.lookup(4).unwrap().0, Grain::Unallocated);
-        assert_eq!(s.lookup(4096).unwrap(), (Grain::Unallocated, 4096));
+        // The last table is absent: unallocated to the end of the directory.
+        assert_eq!(s.lookup(4096).unwrap(), (Grain::Unallocated, u64::MAX));
     }
 
     fn mutate(at: usize, v: u64) -> ErrorKind {
