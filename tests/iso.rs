@@ -85,9 +85,16 @@ fn secs(v: &serde_json::Value) -> Option<i64> {
 }
 
 fn check_image(image: &str, names: &str, work: &Path) -> Vec<String> {
-    let mut errors = Vec::new();
     let img = work.join(image);
     gunzip(&dir().join(format!("{image}.gz")), &img);
+    check_image_file(image, &img, names, work)
+}
+
+/// [`check_image`] of the file `img`, against the truth files of fixture
+/// `image` (the same tree in another layout).
+fn check_image_file(image: &str, img: &Path, names: &str, work: &Path) -> Vec<String> {
+    let mut errors = Vec::new();
+    let img = img.to_path_buf();
     let before = sha256_file(&img);
     let listed = ls_json(&img);
     let tools = lsdl(image);
@@ -673,4 +680,93 @@ fn a_real_multi_extent_file_over_4_gib_reads_as_its_source() {
 
 fn whole_len(fs: &IsoFs) -> u64 {
     fs.metadata("/sub/big.bin").expect("metadata").size
+}
+
+/// Rewrites an image written with 2048-byte logical blocks to `bs`-byte
+/// blocks: the same bytes at the same places, every block number (volume
+/// size, path tables, every directory record's extent) multiplied by
+/// 2048 / `bs`, as ECMA-119 allows (6.2.2: a logical block of 512, 1024 or
+/// 2048 bytes; directory records still never cross a 2048-byte sector).
+fn rescale_blocks(b: &mut [u8], bs: u32) {
+    fn rescale_dir(b: &mut [u8], lba: u32, len: u32, f: u32, seen: &mut BTreeSet<u32>) {
+        if !seen.insert(lba) {
+            return;
+        }
+        let (start, end) = (lba as usize * 2048, lba as usize * 2048 + len as usize);
+        let mut pos = start;
+        let mut subdirs = Vec::new();
+        while pos < end {
+            let n = usize::from(b[pos]);
+            if n == 0 {
+                pos = (pos / 2048 + 1) * 2048; // records never cross a sector
+                continue;
+            }
+            let extent = u32::from_le_bytes(b[pos + 2..pos + 6].try_into().unwrap());
+            let size = u32::from_le_bytes(b[pos + 10..pos + 14].try_into().unwrap());
+            let name_len = usize::from(b[pos + 32]);
+            let special = name_len == 1 && b[pos + 33] <= 1;
+            if b[pos + 25] & 2 != 0 && !special {
+                subdirs.push((extent, size));
+            }
+            put_both32(b, pos + 2, extent * f);
+            pos += n;
+        }
+        for (lba, size) in subdirs {
+            rescale_dir(b, lba, size, f, seen);
+        }
+    }
+    let f = 2048 / bs;
+    let pvd = 0x8000;
+    assert_eq!(
+        &b[pvd..pvd + 6],
+        b"\x01CD001",
+        "a primary volume descriptor"
+    );
+    let space = u32::from_le_bytes(b[pvd + 80..pvd + 84].try_into().unwrap());
+    put_both32(b, pvd + 80, space * f);
+    b[pvd + 128..pvd + 130].copy_from_slice(&(bs as u16).to_le_bytes());
+    b[pvd + 130..pvd + 132].copy_from_slice(&(bs as u16).to_be_bytes());
+    for (at, big) in [(140, false), (144, false), (148, true), (152, true)] {
+        let raw: [u8; 4] = b[pvd + at..pvd + at + 4].try_into().unwrap();
+        let v = if big {
+            u32::from_be_bytes(raw)
+        } else {
+            u32::from_le_bytes(raw)
+        };
+        let v = if v == 0 { 0 } else { v * f };
+        let out = if big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        };
+        b[pvd + at..pvd + at + 4].copy_from_slice(&out);
+    }
+    let root = pvd + 156;
+    let lba = u32::from_le_bytes(b[root + 2..root + 6].try_into().unwrap());
+    let len = u32::from_le_bytes(b[root + 10..root + 14].try_into().unwrap());
+    put_both32(b, root + 2, lba * f);
+    rescale_dir(b, lba, len, f, &mut BTreeSet::new());
+}
+
+#[test]
+fn logical_blocks_of_512_and_1024_bytes_read_like_2048() {
+    // xorriso only writes 2048-byte logical blocks: plain.iso (primary
+    // names only, no path-table reader involved) is rewritten to 1024- and
+    // 512-byte blocks and must still list and extract as its source tree,
+    // xorriso and TSK saw it.
+    for bs in [1024u32, 512] {
+        let work = tempfile::tempdir().expect("tempdir");
+        let mut b = fixture_bytes("plain.iso");
+        rescale_blocks(&mut b, bs);
+        let img = work.path().join(format!("plain-{bs}.iso"));
+        std::fs::write(&img, &b).expect("write");
+        let fs = open_bytes(b).expect("open");
+        let errors = check_image_file("plain.iso", &img, "primary", work.path());
+        assert!(
+            errors.is_empty(),
+            "{bs}-byte blocks:\n{}",
+            errors.join("\n")
+        );
+        assert!(fs.read_dir("/").expect("root").len() > 1);
+    }
 }
