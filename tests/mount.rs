@@ -535,3 +535,78 @@ fn all_and_raw_expose_every_volume_of_a_partitioned_disk() {
     );
     assert!(m.terminate().success());
 }
+
+/// `fixtures/mount/bigdir.vmdk`: `big/` of 100,000 entries (mke2fs -d of a
+/// source directory, see fixtures/mount/make.sh). `ls -f` through the mount
+/// lists every name of the source directory once, `.` and `..` included;
+/// the listing is served by offset from one `opendir` (see
+/// src/mount/volume_fs.rs), so this costs one pass over the directory.
+#[test]
+fn a_directory_of_100000_entries_lists_every_name_once() {
+    if !fuse_ready() {
+        return;
+    }
+    let fixture = repo().join("fixtures/mount");
+    let expected: BTreeMap<String, String> = tsv_rows(&fixture.join("bigdir.tsv"))
+        .into_iter()
+        .filter_map(|r| Some((r.first()?.clone(), r.get(1)?.clone())))
+        .collect();
+    let entries: usize = expected["entries"].parse().expect("entries");
+    assert_eq!(entries, 100_000);
+    assert_eq!(
+        expected["debugfs_entries"], expected["entries"],
+        "debugfs agrees"
+    );
+    let work = tempfile::tempdir().expect("tempdir");
+    let names_txt = work.path().join("names.txt");
+    gunzip(&fixture.join("names.txt.gz"), &names_txt);
+    let want: Vec<String> = std::fs::read_to_string(&names_txt)
+        .expect("names.txt")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(want.len(), entries);
+
+    let image = fixture.join("bigdir.vmdk");
+    let before = sha256_file(&image);
+    let mp = work.path().join("mnt");
+    std::fs::create_dir(&mp).expect("mkdir");
+    let mut m = Mounted::start(&[image.to_str().expect("utf-8 path")], &mp);
+
+    let ls = Command::new("ls")
+        .arg("-f")
+        .arg(mp.join("big"))
+        .output()
+        .expect("run ls -f");
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    let text = String::from_utf8(ls.stdout).expect("utf-8 names");
+    let mut got: Vec<&str> = text.lines().collect();
+    assert_eq!(got.len(), entries + 2, "ls -f | wc -l");
+    got.sort_unstable();
+    let dots = got.iter().filter(|n| **n == "." || **n == "..").count();
+    assert_eq!(dots, 2);
+    got.retain(|n| *n != "." && *n != "..");
+    // Every name once, exactly the source directory's names.
+    assert!(got.windows(2).all(|w| w[0] != w[1]), "a name listed twice");
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|n| got.binary_search(&n.as_str()).is_err())
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "names not listed, e.g. {missing:?}");
+    assert_eq!(got.len(), want.len());
+
+    // A sample opened by name: every 9,973rd name (links to empty files).
+    for name in want.iter().step_by(9_973) {
+        let meta = std::fs::metadata(mp.join("big").join(name))
+            .unwrap_or_else(|e| panic!("stat big/{name}: {e}"));
+        assert!(meta.is_file() && meta.len() == 0, "big/{name}");
+        assert_eq!(meta.nlink(), 25_000, "big/{name}");
+    }
+    assert!(m.terminate().success());
+    assert_eq!(sha256_file(&image), before, "the image is unchanged");
+}

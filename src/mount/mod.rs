@@ -11,6 +11,12 @@
 //!   the worker that opened it (chosen by file handle), so sequential reads
 //!   continue where the last one stopped. Raw files are read with
 //!   [`BlockDevice::read_at`] straight from several FUSE threads.
+//! - Read-ahead: a file read sequentially is read in chunks of 1 to 8 MiB
+//!   (one file read each, so a compressed VMDK inflates a chunk's grains in
+//!   parallel), the next chunk fetched in the background by the volume's
+//!   fetcher thread while the kernel's requests are answered from the
+//!   current one; at most 2 chunks per open file and 64 MiB per mount
+//!   (`read_ahead` module).
 //! - NTFS alternate data streams: `file:stream` can be opened and
 //!   `stat`ed by name (as with ntfs-3g's `streams_interface=windows`) but is
 //!   not listed by `readdir`; `listxattr` lists each stream as the extended
@@ -21,6 +27,7 @@
 
 mod fs_tree;
 mod raw;
+mod read_ahead;
 mod volume_fs;
 
 use std::path::{Path, PathBuf};

@@ -2,72 +2,86 @@
 //!
 //! Every request that touches a file system is sent, with its reply, to a
 //! worker thread of that volume's pool (see the [module docs](super)).
+//! Reads of an open file go through its [`ReadAhead`]; the chunks it asks
+//! for in the background are read by the pool's fetcher thread, which
+//! keeps a reader of its own per open file.
 //! Directory listings are taken once at `opendir` and kept per handle, so
 //! `readdir` serves any offset of a 100,000-entry directory from memory.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use diskimage_fs::file_system::{decode_name, encode_name, join};
-use diskimage_fs::{FileReader, FileSystem, FileType, FsKind};
+use diskimage_fs::{FileSystem, FileType, FsKind};
 use fuser::{
     Errno, FileHandle, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags, ReplyAttr, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
 use super::fs_tree::{InodeTable, Place};
+use super::read_ahead::{Budget, Chunk, Cursor, Grant, ReadAhead, BUDGET};
 use super::{
     attr, errno, own_ids, synthetic_dir, wants_write, MountOptions, VolumeSource, TTL, XATTR_MAX,
 };
 
-/// What a worker holds: its own file system and the readers it opened.
+/// What a worker holds: its own file system, the readers it opened and
+/// (on a volume's fetcher) the files it reads ahead in.
 struct Worker<'a> {
     fs: Result<&'a dyn FileSystem, Errno>,
     readers: HashMap<u64, Reader<'a>>,
+    fetched: HashMap<u64, Cursor<'a>>,
 }
 
 struct Reader<'a> {
-    file: Box<dyn FileReader + 'a>,
-    pos: u64,
+    file: Cursor<'a>,
+    ahead: ReadAhead,
 }
 
 type Job = Box<dyn for<'a> FnOnce(&mut Worker<'a>) + Send>;
 
-/// The worker threads of one volume.
+/// The worker threads of one volume, and its fetcher: a thread of its own
+/// that reads ahead for the workers (it never waits for them, so a worker
+/// waiting for a chunk cannot deadlock).
 struct Pool {
     workers: Vec<Sender<Job>>,
+    fetcher: Option<Sender<Job>>,
     next: AtomicUsize,
+}
+
+/// Starts a thread with its own file system that runs the jobs sent to it.
+fn start_worker(open: &super::FsOpener, name: String) -> Option<Sender<Job>> {
+    let (tx, rx) = channel::<Job>();
+    let open = Arc::clone(open);
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let opened = open();
+            let mut w = Worker {
+                fs: opened.as_deref().map_err(errno),
+                readers: HashMap::new(),
+                fetched: HashMap::new(),
+            };
+            for job in rx {
+                job(&mut w);
+            }
+        })
+        .ok()
+        .map(|_| tx)
 }
 
 impl Pool {
     fn start(open: super::FsOpener, threads: usize, name: &str) -> Pool {
-        let mut workers = Vec::with_capacity(threads);
-        for i in 0..threads {
-            let (tx, rx) = channel::<Job>();
-            let open = Arc::clone(&open);
-            let spawned = std::thread::Builder::new()
-                .name(format!("mount-{name}-{i}"))
-                .spawn(move || {
-                    let opened = open();
-                    let mut w = Worker {
-                        fs: opened.as_deref().map_err(errno),
-                        readers: HashMap::new(),
-                    };
-                    for job in rx {
-                        job(&mut w);
-                    }
-                });
-            if spawned.is_ok() {
-                workers.push(tx);
-            }
-        }
+        let workers = (0..threads)
+            .filter_map(|i| start_worker(&open, format!("mount-{name}-{i}")))
+            .collect();
         Pool {
             workers,
+            fetcher: start_worker(&open, format!("mount-{name}-ahead")),
             next: AtomicUsize::new(0),
         }
     }
@@ -106,6 +120,8 @@ struct Shared {
     dirs: Mutex<HashMap<u64, Arc<Vec<Item>>>>,
     ids: (u32, u32),
     log_errors: bool,
+    /// Read-ahead memory of all open files.
+    budget: Arc<Budget>,
 }
 
 impl Shared {
@@ -186,6 +202,7 @@ impl MountedVolume {
                 dirs: Mutex::new(HashMap::new()),
                 ids: own_ids(),
                 log_errors: options.log_errors,
+                budget: Budget::new(BUDGET),
             }),
             next_fh: AtomicU64::new(1),
         }
@@ -199,14 +216,15 @@ impl MountedVolume {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Runs `f(fs, path, shared)` on a worker of the volume of `ino`.
+    /// Runs `f(worker, path, shared, fetcher, reply)` on a worker of the
+    /// volume of `ino`.
     fn on_volume<R>(
         &self,
         ino: INodeNo,
         fh: Option<u64>,
         top: impl FnOnce(R),
         reply: R,
-        f: impl for<'a> FnOnce(&mut Worker<'a>, &str, &Shared, R) + Send + 'static,
+        f: impl for<'a> FnOnce(&mut Worker<'a>, &str, &Shared, Option<Sender<Job>>, R) + Send + 'static,
     ) where
         R: Send + 'static + ErrorReply,
     {
@@ -218,9 +236,10 @@ impl MountedVolume {
                     return reply.err(Errno::ENOENT);
                 };
                 let shared = Arc::clone(&self.shared);
+                let fetcher = v.pool.fetcher.clone();
                 v.pool.run(
                     fh,
-                    Box::new(move |w: &mut Worker<'_>| f(w, &path, &shared, reply)),
+                    Box::new(move |w: &mut Worker<'_>| f(w, &path, &shared, fetcher, reply)),
                 );
             }
         }
@@ -333,7 +352,7 @@ impl fuser::Filesystem for MountedVolume {
             None,
             |r: ReplyAttr| r.attr(&TTL, &synthetic_dir(ino.0, ids)),
             reply,
-            move |w, path, shared, reply| {
+            move |w, path, shared, _, reply| {
                 let fs = fs_or_reply!(w, reply);
                 match fs.metadata(path) {
                     Ok(m) => reply.attr(&TTL, &attr(ino.0, &m, shared.ids)),
@@ -349,7 +368,7 @@ impl fuser::Filesystem for MountedVolume {
             None,
             |r: ReplyData| r.error(Errno::EINVAL),
             reply,
-            |w, path, shared, reply| {
+            |w, path, shared, _, reply| {
                 let fs = fs_or_reply!(w, reply);
                 match fs.read_link(path) {
                     Ok(t) => reply.data(&decode_name(&t)),
@@ -369,11 +388,15 @@ impl fuser::Filesystem for MountedVolume {
             Some(fh),
             |r: ReplyOpen| r.error(Errno::EISDIR),
             reply,
-            move |w, path, shared, reply| {
+            move |w, path, shared, _, reply| {
                 let fs = fs_or_reply!(w, reply);
                 match fs.open(path) {
                     Ok(file) => {
-                        w.readers.insert(fh, Reader { file, pos: 0 });
+                        let reader = Reader {
+                            file: Cursor::new(file),
+                            ahead: ReadAhead::new(Arc::clone(&shared.budget)),
+                        };
+                        w.readers.insert(fh, reader);
                         reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
                     }
                     Err(e) if e.kind() == diskimage_fs::ErrorKind::WrongType => {
@@ -401,14 +424,17 @@ impl fuser::Filesystem for MountedVolume {
             Some(fh.0),
             |r: ReplyData| r.error(Errno::EISDIR),
             reply,
-            move |w, path, shared, reply| {
+            move |w, path, shared, fetcher, reply| {
                 let Some(r) = w.readers.get_mut(&fh.0) else {
                     return reply.error(Errno::EBADF);
                 };
-                match read_at(r, offset, size) {
+                let mut fetch = |start: u64, len: usize, grant: Grant| {
+                    fetch_in_background(fetcher.as_ref(), fh.0, path, start, len, grant)
+                };
+                let size = usize::try_from(size).unwrap_or(0);
+                match r.ahead.read(&mut r.file, offset, size, &mut fetch) {
                     Ok(buf) => reply.data(&buf),
                     Err(e) => {
-                        r.pos = u64::MAX;
                         let fs_err =
                             diskimage_fs::Error::from_io(diskimage_fs::FsName::Detect, path, e);
                         reply.error(shared.fail(&fs_err));
@@ -433,8 +459,13 @@ impl fuser::Filesystem for MountedVolume {
             Some(fh.0),
             |r: ReplyEmpty| r.ok(),
             reply,
-            move |w, _, _, reply| {
+            move |w, _, _, fetcher, reply| {
                 w.readers.remove(&fh.0);
+                if let Some(f) = fetcher {
+                    let _ = f.send(Box::new(move |w: &mut Worker<'_>| {
+                        w.fetched.remove(&fh.0);
+                    }));
+                }
                 reply.ok();
             },
         );
@@ -560,7 +591,7 @@ impl fuser::Filesystem for MountedVolume {
             None,
             move |r: ReplyXattr| xattr_reply(r, size, &[]),
             reply,
-            move |w, path, shared, reply| {
+            move |w, path, shared, _, reply| {
                 let fs = fs_or_reply!(w, reply);
                 match fs.streams(path) {
                     Ok(streams) => {
@@ -589,7 +620,7 @@ impl fuser::Filesystem for MountedVolume {
             None,
             move |r: ReplyXattr| r.error(no_attr),
             reply,
-            move |w, path, shared, reply| {
+            move |w, path, shared, _, reply| {
                 let fs = fs_or_reply!(w, reply);
                 if fs.kind() != FsKind::Ntfs || stream.is_empty() || stream.contains(':') {
                     return reply.error(no_attr);
@@ -635,27 +666,45 @@ fn xattr_reply(reply: ReplyXattr, size: u32, data: &[u8]) {
     }
 }
 
-/// Reads up to `size` bytes at `offset`, seeking only when the reader is
-/// elsewhere; short only at the end of the file.
-fn read_at(r: &mut Reader<'_>, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
-    if r.pos != offset {
-        r.file.seek(SeekFrom::Start(offset))?;
-        r.pos = offset;
+/// Has the volume's fetcher read `len` bytes at `start` of the file open
+/// as `fh` (at `path`) with a reader of its own; the chunk arrives on the
+/// returned channel. Without a fetcher the channel is closed at once and
+/// the caller reads the chunk itself.
+fn fetch_in_background(
+    fetcher: Option<&Sender<Job>>,
+    fh: u64,
+    path: &str,
+    start: u64,
+    len: usize,
+    grant: Grant,
+) -> Receiver<std::io::Result<Chunk>> {
+    let (tx, rx) = channel();
+    if let Some(f) = fetcher {
+        let path = path.to_string();
+        let _ = f.send(Box::new(move |w: &mut Worker<'_>| {
+            let got = fetch_chunk(w, fh, &path, start, len);
+            let _ = tx.send(got.map(|data| Chunk::new(start, len, data, grant)));
+        }));
     }
-    let mut buf = vec![0u8; usize::try_from(size).unwrap_or(0)];
-    let mut filled = 0;
-    while filled < buf.len() {
-        let Some(rest) = buf.get_mut(filled..) else {
-            break;
-        };
-        match r.file.read(rest) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    rx
+}
+
+/// On the fetcher: `len` bytes at `start` of `path`, read with the reader
+/// it keeps for handle `fh` (opened on first use).
+fn fetch_chunk(
+    w: &mut Worker<'_>,
+    fh: u64,
+    path: &str,
+    start: u64,
+    len: usize,
+) -> std::io::Result<Vec<u8>> {
+    let cursor = match w.fetched.entry(fh) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let fs =
+                w.fs.map_err(|e| std::io::Error::from_raw_os_error(e.code()))?;
+            e.insert(Cursor::new(fs.open(path).map_err(std::io::Error::other)?))
         }
-    }
-    buf.truncate(filled);
-    r.pos = offset + filled as u64;
-    Ok(buf)
+    };
+    cursor.read_at(start, len)
 }
