@@ -410,6 +410,9 @@ mod tests {
         // Bounded even when the rest is absent to the end: the next
         // lookup goes on from there.
         assert_eq!(absent_run(&long, 0, 0, 2), (MAX_ABSENT_SCAN * 2) as u64);
-        assert_eq!(absent_run(&long, (MAX_ABSENT_SCAN * 2) as u64, 1, 2), u64::MAX);
+        assert_eq!(
+            absent_run(&long, (MAX_ABSENT_SCAN * 2) as u64, 1, 2),
+            u64::MAX
+        );
     }
 }
