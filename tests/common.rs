@@ -48,6 +48,21 @@ pub fn gunzip(src: &Path, dst: &Path) {
     }
 }
 
+/// A gzip file's decompressed bytes, read in place (nothing written).
+pub fn gunzip_bytes(src: &Path) -> Vec<u8> {
+    let f = File::open(src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(std::io::BufReader::new(f))
+        .read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    out
+}
+
+/// sha256 of a byte slice, lower-case hex.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 /// sha256 of a file's bytes.
 pub fn sha256_file(path: &Path) -> String {
     let mut f = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -7,6 +7,7 @@
 //! - `iso`: ISO 9660 / Joliet / Rock Ridge / El Torito images against xorriso, isoinfo and TSK.
 //! - `fuzz_corpus`: every fuzz seed and crash reproducer through `open`, never a panic.
 //! - `mount`: `diskimage mount` through FUSE (skips without FUSE unless DISKIMAGE_REQUIRE_FUSE=1).
+//! - `hostile`: the README's hostile-image table, regenerated and compared.
 //! - `regression`: one test per bug found, named after it.
 //! - `differential`: random qemu-img/qemu-io scenarios read by us, qemu and libyal.
 //! - `os`: OS detection (Windows hives, Linux os-release/fstab) and damaged hives.
@@ -20,6 +21,7 @@ mod differential;
 mod filesystems;
 mod fixtures;
 mod fuzz_corpus;
+mod hostile;
 mod iso;
 mod mount;
 mod os;

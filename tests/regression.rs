@@ -17,3 +17,43 @@ fn raw_size_not_a_multiple_of_512_is_kept_exact() {
     img.read_at(&mut b[..1], 100_000).expect("last byte");
     assert!(img.read_at(&mut b, 100_000).is_err());
 }
+
+/// Each chain link opens its parent from inside its own open: 255 links
+/// of VMDK descriptors overflowed a 2 MiB thread stack in a debug build
+/// (found by the hostile-image table). The chain now moves to a fresh
+/// thread every few links, so the depth limit is reached with a typed error.
+#[test]
+fn a_chain_at_the_depth_limit_does_not_overflow_a_small_stack() {
+    use diskimage::formats::{open_in_memory, MemoryFiles};
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    let mut files = MemoryFiles::new();
+    files.insert(PathBuf::from("flat.bin"), Arc::from(vec![0u8; 512]));
+    for i in 0..257 {
+        let parent = if i < 256 {
+            format!(
+                "parentCID=00000001\nparentFileNameHint=\"l{}.vmdk\"\n",
+                i + 1
+            )
+        } else {
+            "parentCID=ffffffff\n".into()
+        };
+        let d = format!(
+            "# Disk DescriptorFile\nversion=1\nCID=00000001\n{parent}\
+             createType=\"monolithicFlat\"\nRW 1 FLAT \"flat.bin\" 0\n"
+        );
+        files.insert(PathBuf::from(format!("l{i}.vmdk")), Arc::from(d.as_bytes()));
+    }
+    let e = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            open_in_memory(Path::new("l0.vmdk"), &files, &OpenOptions::default())
+                .map(|_| ())
+                .unwrap_err()
+        })
+        .expect("spawn")
+        .join()
+        .expect("no stack overflow, no panic");
+    assert_eq!(e.kind(), diskimage::ErrorKind::LimitExceeded, "{e}");
+    assert!(e.to_string().contains("parent chain depth"), "{e}");
+}

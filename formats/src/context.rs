@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::budget::MemoryBudget;
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image::DiskImage;
 use crate::image_file::ImageFile;
@@ -14,6 +15,13 @@ use crate::options::{OpenOptions, ParentRequest};
 /// The deepest parent chain this library follows (VMware allows 32
 /// snapshots per chain, Hyper-V 50 checkpoints; 255 leaves room).
 pub const MAX_CHAIN_DEPTH: u32 = 255;
+
+/// Links of a parent chain opened on one stack before the rest of the
+/// chain moves to a fresh thread (see [`OpenContext::open_parent`]).
+const LINKS_PER_STACK: u32 = 8;
+/// The stack of each such thread: room for [`LINKS_PER_STACK`] links in
+/// a debug build with plenty to spare.
+const CHAIN_STACK_BYTES: usize = 16 << 20;
 
 /// Files held in memory, visible to an in-memory open instead of the file system.
 pub type MemoryFiles = HashMap<PathBuf, Arc<[u8]>>;
@@ -24,6 +32,8 @@ pub struct OpenContext<'a> {
     memory: Option<&'a MemoryFiles>,
     /// Canonical paths of the images below this one in the chain (the child first).
     chain: Vec<PathBuf>,
+    /// The memory ceiling shared by every file of this open, chain included.
+    budget: Arc<MemoryBudget>,
 }
 
 impl<'a> OpenContext<'a> {
@@ -33,6 +43,7 @@ impl<'a> OpenContext<'a> {
             options,
             memory: None,
             chain: Vec::new(),
+            budget: options.memory_budget(),
         }
     }
 
@@ -43,6 +54,7 @@ impl<'a> OpenContext<'a> {
             options,
             memory: Some(memory),
             chain: Vec::new(),
+            budget: options.memory_budget(),
         }
     }
 
@@ -51,14 +63,20 @@ impl<'a> OpenContext<'a> {
         self.options
     }
 
+    /// The memory budget of this open (shared with every file it opens).
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
+    }
+
     /// How many children are below the image being opened (0 for the image the caller named).
     pub fn depth(&self) -> u32 {
         u32::try_from(self.chain.len()).unwrap_or(u32::MAX)
     }
 
-    /// Opens a file read-only (from memory in an in-memory context).
+    /// Opens a file read-only (from memory in an in-memory context),
+    /// charging what its reader keeps in memory to this open's budget.
     pub fn open_file(&self, path: &Path) -> Result<ImageFile> {
-        match self.memory {
+        let file = match self.memory {
             Some(files) => match files.get(path) {
                 Some(data) => Ok(ImageFile::from_bytes(path, Arc::clone(data))),
                 None => Err(Error::missing(
@@ -68,7 +86,8 @@ impl<'a> OpenContext<'a> {
                 )),
             },
             None => ImageFile::open(path, self.options),
-        }
+        }?;
+        Ok(file.with_budget(Arc::clone(&self.budget)))
     }
 
     /// Whether `path` names an existing regular file (in memory, a stored file).
@@ -172,13 +191,33 @@ impl<'a> OpenContext<'a> {
             options: self.options,
             memory: self.memory,
             chain,
+            budget: Arc::clone(&self.budget),
         };
-        crate::probe::open_with(&ctx, &path).map_err(|e| {
-            if e.kind() == ErrorKind::MissingFile {
-                e
-            } else {
-                e.in_file(&path)
-            }
+        let open = || {
+            crate::probe::open_with(&ctx, &path).map_err(|e| {
+                if e.kind() == ErrorKind::MissingFile {
+                    e
+                } else {
+                    e.in_file(&path)
+                }
+            })
+        };
+        // Each link opens its parent from inside its own open: a chain of
+        // 255 links would overflow a small stack (a 2 MiB thread). Every
+        // few links, the rest of the chain is opened on a fresh thread
+        // with a stack of its own, so the caller's stack only ever holds
+        // the first few.
+        if ctx.depth() % LINKS_PER_STACK != 0 {
+            return open();
+        }
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("diskimage-chain".into())
+                .stack_size(CHAIN_STACK_BYTES)
+                .spawn_scoped(s, open)
+                .map_err(|e| Error::io(format, e).in_file(child))?
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
 }

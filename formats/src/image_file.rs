@@ -12,6 +12,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use crate::block_device::FileRange;
+use crate::budget::MemoryBudget;
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::mmap::map_read_only;
 use crate::options::OpenOptions;
@@ -28,6 +29,7 @@ pub struct ImageFile {
     path: PathBuf,
     len: u64,
     backend: Backend,
+    budget: Arc<MemoryBudget>,
 }
 
 impl std::fmt::Debug for ImageFile {
@@ -89,6 +91,7 @@ impl ImageFile {
             path: path.to_path_buf(),
             len,
             backend,
+            budget: options.memory_budget(),
         })
     }
 
@@ -99,7 +102,21 @@ impl ImageFile {
             path: path.into(),
             len: data.len() as u64,
             backend: Backend::Memory(data),
+            budget: Arc::new(MemoryBudget::default()),
         }
+    }
+
+    /// The file with its readers' tables and caches charged to `budget`
+    /// (the open's, shared by the whole chain) instead of its own.
+    #[must_use]
+    pub fn with_budget(mut self, budget: Arc<MemoryBudget>) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The memory budget that tables and caches read from this file charge.
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
     }
 
     /// The path the file was opened by.

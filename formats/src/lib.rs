@@ -25,6 +25,7 @@
 )]
 
 pub mod block_device;
+pub mod budget;
 pub mod bytes;
 pub mod context;
 pub mod error;
@@ -45,6 +46,7 @@ pub use block_device::{
     push_extent, BlockDevice, DeviceReader, Extent, ExtentKind, FileRange, MemoryDevice,
     SliceDevice,
 };
+pub use budget::{MemoryBudget, Reservation, DEFAULT_MEMORY_LIMIT};
 pub use context::{MemoryFiles, OpenContext, MAX_CHAIN_DEPTH};
 pub use error::{Detail, Error, ErrorKind, Format, Result};
 pub use image::{DiskImage, ImageInfo, Warning, WarningKind, Warnings};

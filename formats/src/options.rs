@@ -46,6 +46,10 @@ pub struct OpenOptions {
     /// error, and parent candidates outside it are skipped. Opening a VM's
     /// disks sets it to the VM's folder.
     pub confine_to: Option<PathBuf>,
+    /// The per-open memory ceiling in bytes for the tables and caches of
+    /// the image and its whole chain (see [`MemoryBudget`](crate::MemoryBudget));
+    /// `None` is [`DEFAULT_MEMORY_LIMIT`](crate::DEFAULT_MEMORY_LIMIT).
+    pub memory_limit: Option<u64>,
 }
 
 impl fmt::Debug for OpenOptions {
@@ -57,11 +61,17 @@ impl fmt::Debug for OpenOptions {
             .field("format", &self.format)
             .field("parent_resolver", &self.parent_resolver.is_some())
             .field("confine_to", &self.confine_to)
+            .field("memory_limit", &self.memory_limit)
             .finish()
     }
 }
 
 impl OpenOptions {
+    /// A fresh budget of [`OpenOptions::memory_limit`] bytes for one open.
+    pub fn memory_budget(&self) -> Arc<crate::MemoryBudget> {
+        crate::MemoryBudget::new(self.memory_limit.unwrap_or(crate::DEFAULT_MEMORY_LIMIT))
+    }
+
     /// Whether `path` may be opened under [`OpenOptions::confine_to`]: always
     /// without it; with it, when the path (its symbolic links followed, or
     /// as written when it does not exist) lies inside that folder.

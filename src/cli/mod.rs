@@ -90,6 +90,7 @@ impl OpenArgs {
             format: self.format,
             parent_resolver: None,
             confine_to: None,
+            memory_limit: None,
         }
     }
 

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::budget::{ChargedBytes, Reservation};
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image_file::ImageFile;
 
@@ -66,7 +67,9 @@ pub(crate) struct Bat {
     entries: Vec<u32>,
     block_size: u64,
     bitmap_len: u64,
-    bitmaps: Mutex<HashMap<u32, Arc<[u8]>>>,
+    bitmaps: Mutex<ChargedBytes<u32>>,
+    /// The entries' charge to the open's memory budget.
+    _held: Reservation,
 }
 
 impl Bat {
@@ -94,6 +97,10 @@ impl Bat {
             .at(header_offset.saturating_add(28)));
         }
         // Only the entries the disk uses are read: the table may be longer.
+        let held = file
+            .budget()
+            .reserve(Format::Vhd, needed * 4)
+            .map_err(|e| e.at(header.table_offset).in_file(file.path()))?;
         let bytes = file
             .read_vec(header.table_offset, needed * 4)
             .map_err(|e| e.in_format(Format::Vhd))?;
@@ -134,6 +141,7 @@ impl Bat {
             block_size,
             bitmap_len,
             bitmaps: Mutex::new(HashMap::new()),
+            _held: held,
         })
     }
 
@@ -148,11 +156,11 @@ impl Bat {
     }
 
     fn bitmap(&self, file: &ImageFile, block: u32, entry: u32) -> Result<Arc<[u8]>> {
-        let cache = |m: &Mutex<HashMap<u32, Arc<[u8]>>>| {
+        let cache = |m: &Mutex<ChargedBytes<u32>>| {
             m.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .get(&block)
-                .cloned()
+                .map(|(b, _)| Arc::clone(b))
         };
         if let Some(b) = cache(&self.bitmaps) {
             return Ok(b);
@@ -165,7 +173,15 @@ impl Bat {
         if map.len() >= MAX_CACHED_BITMAPS {
             map.clear();
         }
-        map.insert(block, Arc::clone(&bytes));
+        // Over the open's memory budget: empty the cache, then keep this
+        // bitmap only if it fits.
+        let held = file.budget().try_reserve(self.bitmap_len).or_else(|| {
+            map.clear();
+            file.budget().try_reserve(self.bitmap_len)
+        });
+        if let Some(held) = held {
+            map.insert(block, (Arc::clone(&bytes), held));
+        }
         Ok(bytes)
     }
 

@@ -107,6 +107,8 @@ impl Geometry {
 pub(crate) struct Bat {
     entries: Vec<u64>,
     geometry: Geometry,
+    /// The entries' charge to the open's memory budget.
+    _held: crate::budget::Reservation,
 }
 
 fn state(entry: u64) -> u8 {
@@ -133,12 +135,21 @@ impl Bat {
             )
             .at(region.file_offset));
         }
+        let held = view
+            .file()
+            .budget()
+            .reserve(Format::Vhdx, needed)
+            .map_err(|e| e.at(region.file_offset).in_file(view.file().path()))?;
         let raw = view.read_vec(region.file_offset, needed)?;
         let entries: Vec<u64> = raw
             .chunks_exact(ENTRY_SIZE as usize)
             .map(|c| super::fields::le_u64(c, 0))
             .collect();
-        let bat = Bat { entries, geometry };
+        let bat = Bat {
+            entries,
+            geometry,
+            _held: held,
+        };
         bat.check(view.len(), region.file_offset)?;
         Ok(bat)
     }

@@ -50,6 +50,8 @@ pub(crate) struct FileView {
     len: u64,
     /// Replayed writes keyed by their start offset; never overlapping.
     pieces: BTreeMap<u64, Piece>,
+    /// The overlay's charge to the open's memory budget.
+    held: Option<crate::budget::Reservation>,
 }
 
 impl FileView {
@@ -60,7 +62,14 @@ impl FileView {
             file,
             len,
             pieces: BTreeMap::new(),
+            held: None,
         }
+    }
+
+    /// Keeps `held` (the replayed log's charge to the memory budget) as
+    /// long as the view and its overlay live.
+    pub(crate) fn hold(&mut self, held: crate::budget::Reservation) {
+        self.held = Some(held);
     }
 
     /// The underlying file.

@@ -250,6 +250,12 @@ pub(crate) fn replay(
     if length > MAX_LOG_LENGTH {
         return Err(Error::limit(Format::Vhdx, "LogLength", length, MAX_LOG_LENGTH).at(at));
     }
+    // The log and the entries parsed from it are in memory together.
+    let parsing = view
+        .file()
+        .budget()
+        .reserve(Format::Vhdx, length.saturating_mul(2))
+        .map_err(|e| e.at(at).in_file(view.file().path()))?;
     let log = view.read_vec(at, length)?;
     let mut entries = HashMap::new();
     let mut damaged: Vec<(u64, Damaged)> = Vec::new();
@@ -307,6 +313,21 @@ pub(crate) fn replay(
         )
         .at(at + head.offset));
     }
+    let overlay: u64 = active
+        .iter()
+        .flat_map(|e| &e.writes)
+        .map(|w| match w {
+            Write::Data { sector, .. } => sector.len() as u64,
+            Write::Zero { .. } => 0,
+        })
+        .sum();
+    drop(parsing);
+    let held = view
+        .file()
+        .budget()
+        .reserve(Format::Vhdx, overlay)
+        .map_err(|e| e.at(at).in_file(view.file().path()))?;
+    view.hold(held);
     let mut descriptors = 0;
     for entry in &active {
         for w in &entry.writes {

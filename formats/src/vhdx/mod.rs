@@ -32,6 +32,7 @@ use std::sync::{Arc, RwLock};
 use crate::block_device::{
     check_range, push_extent, push_from_parent, BlockDevice, Extent, ExtentKind, FileRange,
 };
+use crate::budget::ChargedBytes;
 use crate::context::OpenContext;
 use crate::error::{Detail, Error, Format, Result};
 use crate::image::{DiskImage, ImageInfo, WarningKind, Warnings};
@@ -55,7 +56,7 @@ pub struct VhdxImage {
     has_parent: bool,
     parent: Option<DiskImage>,
     /// Sector bitmap bytes of partially present blocks, by block number.
-    bitmaps: RwLock<HashMap<u64, Arc<[u8]>>>,
+    bitmaps: RwLock<ChargedBytes<u64>>,
 }
 
 impl std::fmt::Debug for VhdxImage {
@@ -83,7 +84,7 @@ impl VhdxImage {
     /// The bytes of the sector bitmap that cover `block`.
     fn bitmap(&self, block: u64) -> Result<Arc<[u8]>> {
         if let Ok(cache) = self.bitmaps.read() {
-            if let Some(b) = cache.get(&block) {
+            if let Some((b, _)) = cache.get(&block) {
                 return Ok(Arc::clone(b));
             }
         }
@@ -102,7 +103,16 @@ impl VhdxImage {
             if cache.len() >= MAX_CACHED_BITMAPS {
                 cache.clear();
             }
-            cache.insert(block, Arc::clone(&bytes));
+            // Over the open's memory budget: empty the cache, then keep
+            // this bitmap only if it fits.
+            let budget = self.view.file().budget();
+            let held = budget.try_reserve(len).or_else(|| {
+                cache.clear();
+                budget.try_reserve(len)
+            });
+            if let Some(held) = held {
+                cache.insert(block, (Arc::clone(&bytes), held));
+            }
         }
         Ok(bytes)
     }

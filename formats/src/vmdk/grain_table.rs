@@ -13,6 +13,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::budget::{MemoryBudget, Reservation};
 use crate::error::{Detail, Error, Format, Result};
 use crate::image::{WarningKind, Warnings};
 use crate::image_file::ImageFile;
@@ -95,21 +96,29 @@ pub(crate) fn absent_run<T: Copy + Into<u64>>(
 }
 
 /// A bounded, direct-mapped cache of tables, one lock per slot (never held
-/// during I/O).
+/// during I/O). Its slots and every table it keeps are charged to the
+/// open's [`MemoryBudget`]: a table that does not fit is used once and not kept.
 pub(crate) struct TableCache<T> {
     slots: Vec<Slot<T>>,
+    budget: Arc<MemoryBudget>,
+    _slots_held: Reservation,
 }
 
-/// One cache slot: the index of the table it holds, and the table.
-type Slot<T> = Mutex<Option<(u64, Arc<[T]>)>>;
+/// One cache slot: the index of the table it holds, the table, and its charge.
+type Slot<T> = Mutex<Option<(u64, Arc<[T]>, Reservation)>>;
 
 impl<T> TableCache<T> {
-    /// A cache for an extent with `tables` tables.
-    pub fn new(tables: u64) -> Self {
+    /// A cache for an extent with `tables` tables, charged to `budget`
+    /// (a [`LimitExceeded`](crate::ErrorKind::LimitExceeded) error when
+    /// even its empty slots do not fit).
+    pub fn new(tables: u64, budget: &Arc<MemoryBudget>) -> Result<Self> {
         let n = tables.clamp(1, MAX_CACHED_TABLES);
-        TableCache {
+        let held = budget.reserve(Format::Vmdk, n * std::mem::size_of::<Slot<T>>() as u64)?;
+        Ok(TableCache {
             slots: (0..n).map(|_| Mutex::new(None)).collect(),
-        }
+            budget: Arc::clone(budget),
+            _slots_held: held,
+        })
     }
 
     /// Table `index`, loaded with `load` when it is not cached.
@@ -119,7 +128,7 @@ impl<T> TableCache<T> {
             .and_then(|i| self.slots.get(i));
         if let Some(slot) = slot {
             if let Ok(guard) = slot.lock() {
-                if let Some((i, t)) = guard.as_ref() {
+                if let Some((i, t, _)) = guard.as_ref() {
                     if *i == index {
                         return Ok(Arc::clone(t));
                     }
@@ -129,7 +138,12 @@ impl<T> TableCache<T> {
         let table: Arc<[T]> = load()?.into();
         if let Some(slot) = slot {
             if let Ok(mut guard) = slot.lock() {
-                *guard = Some((index, Arc::clone(&table)));
+                // The slot's old table goes first, so its charge is free for the new one.
+                *guard = None;
+                let bytes = (table.len() * std::mem::size_of::<T>()) as u64;
+                if let Some(held) = self.budget.try_reserve(bytes) {
+                    *guard = Some((index, Arc::clone(&table), held));
+                }
             }
         }
         Ok(table)
@@ -143,6 +157,8 @@ pub(crate) struct SparseExtent {
     header: SparseHeader,
     gd: Vec<u32>,
     cache: TableCache<u32>,
+    /// The grain directory's charge to the open's memory budget.
+    _gd_held: Reservation,
 }
 
 fn read_u32s(file: &ImageFile, offset: u64, count: u64) -> Result<Vec<u32>> {
@@ -169,7 +185,10 @@ impl SparseExtent {
         )
         .map_err(|e| e.in_file(&path))?;
         let gt_bytes = u64::from(header.num_gtes_per_gt) * 4;
-        let load = |gd_sector: u64| -> Result<Vec<u32>> {
+        let load = |gd_sector: u64| -> Result<(Vec<u32>, Reservation)> {
+            let held = file
+                .budget()
+                .reserve(Format::Vmdk, entries.saturating_mul(4))?;
             let at = gd_sector.checked_mul(SECTOR).ok_or_else(|| {
                 Error::corrupt(
                     Format::Vmdk,
@@ -197,14 +216,14 @@ impl SparseExtent {
                     .at(at + 4 * i as u64));
                 }
             }
-            Ok(gd)
+            Ok((gd, held))
         };
         let primary = load(header.gd_offset).map_err(|e| e.in_file(&path));
         let redundant = (header.rgd_offset != 0 && header.rgd_offset != header.gd_offset)
             .then(|| load(header.rgd_offset).map_err(|e| e.in_file(&path)));
-        let gd = match (primary, redundant) {
+        let (gd, gd_held) = match (primary, redundant) {
             (Ok(gd), Some(Ok(rgd))) => {
-                compare_tables(&file, &gd, &rgd, gt_bytes, w, &path)?;
+                compare_tables(&file, &gd.0, &rgd.0, gt_bytes, w, &path)?;
                 gd
             }
             (Ok(gd), _) => gd,
@@ -215,10 +234,11 @@ impl SparseExtent {
             (Err(e), _) => return Err(e),
         };
         Ok(SparseExtent {
+            cache: TableCache::new(entries, file.budget()).map_err(|e| e.in_file(&path))?,
             file,
-            cache: TableCache::new(entries),
             header,
             gd,
+            _gd_held: gd_held,
         })
     }
 

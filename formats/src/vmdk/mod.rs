@@ -201,7 +201,8 @@ pub(crate) fn open(ctx: &OpenContext<'_>, file: ImageFile) -> Result<DiskImage> 
     let mut extents = Vec::with_capacity(desc.extents.len());
     check_create_type(&desc, &path)?;
     for line in &desc.extents {
-        extents.push(extent::open_line(ctx, &path, line, &mut w)?);
+        // An error that names no file (a NOACCESS or raw-device line) is the descriptor's.
+        extents.push(extent::open_line(ctx, &path, line, &mut w).map_err(|e| e.in_file(&path))?);
     }
     finish(ctx, &path, Some(&desc), extents, "separate", w)
 }

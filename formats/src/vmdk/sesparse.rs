@@ -117,6 +117,8 @@ pub(crate) struct SeSparseExtent {
     header: SeSparseHeader,
     gd: Vec<u64>,
     cache: TableCache<u64>,
+    /// The grain directory's charge to the open's memory budget.
+    _gd_held: crate::budget::Reservation,
 }
 
 impl SeSparseExtent {
@@ -168,6 +170,10 @@ impl SeSparseExtent {
         )
         .map_err(|e| e.in_file(&path))?;
         let gd_at = header.grain_dir_offset.saturating_mul(SECTOR);
+        let gd_held = file
+            .budget()
+            .reserve(Format::Vmdk, entries.saturating_mul(8))
+            .map_err(|e| e.in_file(&path))?;
         let gd = file
             .read_vec(gd_at, entries * 8)
             .map_err(|e| e.in_format(Format::Vmdk))?
@@ -175,10 +181,11 @@ impl SeSparseExtent {
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect();
         Ok(SeSparseExtent {
+            cache: TableCache::new(entries, file.budget()).map_err(|e| e.in_file(&path))?,
             file,
-            cache: TableCache::new(entries),
             header,
             gd,
+            _gd_held: gd_held,
         })
     }
 
