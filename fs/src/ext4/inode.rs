@@ -268,6 +268,22 @@ impl InodeTable {
         Ok(inode)
     }
 
+    /// The entries of directory `dir` (without `.` and `..`) with their
+    /// inode numbers, sorted by name.
+    pub fn entries(&self, dir: &Inode, path: &str) -> Result<Vec<(Vec<u8>, u32)>> {
+        if dir.mode & S_IFMT != S_IFDIR {
+            return Err(Error::wrong_type(FS, path, "not a directory"));
+        }
+        let names = self.directory(dir, path)?;
+        let mut out: Vec<(Vec<u8>, u32)> = names
+            .iter()
+            .filter(|(n, _)| n.as_slice() != b"." && n.as_slice() != b"..")
+            .map(|(n, &i)| (n.clone(), i))
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
     /// The name -> inode map of a directory (linear scan of every block:
     /// htree interior blocks hold only empty entries).
     fn directory(&self, dir: &Inode, path: &str) -> Result<Rc<Names>> {
