@@ -10,13 +10,12 @@
 //!
 //! The tree is walked with [`FileSystem::visit_dir`]: each directory is
 //! read once and every entry's metadata and data come from its directory
-//! entry, not from a lookup of its path. This thread reads the data
-//! (through one reused buffer) and creates every host name; writer
-//! threads ([`writer`]) write the data, set the modification time on the
-//! handle written and close it.
+//! entry, not from a lookup of its path; file data goes through one
+//! reused buffer, and the modification time is set on the handle written.
+//! One thread does it all: writer threads were measured slower on a
+//! loaded 2-core machine (README, performance).
 
 use std::fs;
-#[cfg(not(unix))]
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -25,12 +24,9 @@ use clap::Args;
 use diskimage::fs::file_system::join;
 use diskimage::fs::{FileReader, FileSystem, FileType, PathEntry, Timestamp, Visited};
 
-mod writer;
-
 use super::ls::MAX_DEPTH;
 use super::select::FsArgs;
 use super::{progress, CliError};
-use writer::{HostFile, Writers};
 
 /// Longest host name written, in bytes (ext4, NTFS and most hosts allow 255).
 pub const MAX_NAME_BYTES: usize = 200;
@@ -102,7 +98,7 @@ enum Make<'t> {
     Symlink(&'t str),
 }
 
-/// Size of the read buffer, and of the largest chunk queued for writing.
+/// Size of the one buffer file data is copied through.
 const COPY_BUFFER: usize = 1 << 20;
 
 struct Extractor<'a> {
@@ -116,8 +112,6 @@ struct Extractor<'a> {
     failed: usize,
     /// The one read buffer, reused for every file.
     buf: Vec<u8>,
-    /// The threads that write the data read.
-    writers: Writers,
     bar: indicatif::ProgressBar,
 }
 
@@ -169,18 +163,16 @@ impl Extractor<'_> {
         Ok((host, file))
     }
 
-    /// Copies `reader` (the data of `fs_path`) into the new file `out`,
-    /// which the writer threads stamp with `mtime` and close once written.
+    /// Copies `reader` (the data of `fs_path`) into the new file `out` and
+    /// stamps its modification time on the same handle.
     fn copy(
         &mut self,
         mut reader: Box<dyn FileReader + '_>,
-        out: fs::File,
+        mut out: fs::File,
         fs_path: &str,
         host: &Path,
         mtime: Option<Timestamp>,
     ) -> Result<(), CliError> {
-        let file = HostFile::new(out, host.to_path_buf(), host_time(mtime));
-        let lane = self.writers.lane();
         loop {
             let n = fill(reader.as_mut(), &mut self.buf).map_err(|e| {
                 // Whatever the reader failed with, it is the file system's.
@@ -190,14 +182,15 @@ impl Extractor<'_> {
                     e,
                 ))
             })?;
-            if n == 0 {
-                break;
-            }
-            let chunk = self.buf.get(..n).unwrap_or_default().to_vec();
-            self.writers.write(lane, &file, chunk)?;
+            out.write_all(self.buf.get(..n).unwrap_or_default())
+                .map_err(|e| CliError::output(host, e))?;
             if n < self.buf.len() {
                 break;
             }
+        }
+        if let Some(when) = host_time(mtime) {
+            // As before: a time the host refuses is not an error.
+            let _ = out.set_modified(when);
         }
         Ok(())
     }
@@ -333,19 +326,14 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
         files: 0,
         failed: 0,
         buf: vec![0u8; COPY_BUFFER],
-        writers: Writers::new(),
         bar: progress::count(0, "extract"),
     };
-    let walked = if meta.file_type == FileType::Directory {
-        x.tree(&path, &root, 0)
+    if meta.file_type == FileType::Directory {
+        x.tree(&path, &root, 0)?;
     } else {
         let entry = PathEntry::new(fs.as_ref(), &path);
-        x.entry(&root, &path, &entry).map(|_| ())
-    };
-    // Every file written (or the walk's error first), then directory times.
-    let written = x.writers.finish();
-    walked?;
-    written?;
+        x.entry(&root, &path, &entry)?;
+    }
     for (dir, t) in x.dir_times.iter().rev() {
         set_dir_mtime(dir, *t);
     }
