@@ -2,13 +2,18 @@
 # Whole-volume extraction compared: `diskimage extract` against The Sleuth
 # Kit's `tsk_recover -e` and 7-Zip's `7z x` (p7zip-full; it reads NTFS, FAT
 # and ext raw volumes) on the same raw volumes of 10,000 files
-# (benches/make-fs-images.sh), output to tmpfs (/dev/shm), warm page cache,
-# best of N runs. Prints seconds and ratios (>1: diskimage is faster); all
-# figures are measured in the one run. Also prints what each tree holds
-# (file count and total bytes; tsk_recover skips empty files, 7z adds
-# ext's lost+found-like entries).
+# (benches/make-fs-images.sh), output to tmpfs (/dev/shm), warm page cache.
+# The three tools run in turn within each of N rounds (so a busy moment of
+# this shared machine hits them alike); per tool the median wall time and
+# the median CPU time (user + sys, children included) over the rounds.
+# Ratios > 1: diskimage is faster. Also prints what each tree holds (file
+# count and total bytes; tsk_recover skips empty files, 7z adds ext's
+# lost+found-like entries).
 #
 #   benches/compare-extract.sh [RUNS]        (default: 3)
+#
+# Needs sleuthkit, p7zip-full, python3 and /usr/bin/time; builds diskimage
+# in release mode.
 set -euo pipefail
 runs=${1:-3}
 cd "$(dirname "$0")/.."
@@ -18,34 +23,47 @@ bin=$(pwd)/target/release/diskimage
 work=$(mktemp -d /dev/shm/diskimage-extract.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-# best SECONDS of running "$@" into a fresh $work/out, $runs times.
-best() {
-    local b=
-    for _ in $(seq "$runs"); do
-        rm -rf "$work/out"; mkdir "$work/out"
-        local s e
-        s=$(date +%s.%N)
-        "$@" > /dev/null 2>&1 || { echo "failed: $*" >&2; return 1; }
-        e=$(date +%s.%N)
-        b=$(python3 -c "t=$e-$s; b='$b'; print(t if not b else min(t, float(b)))")
-    done
-    echo "$b"
+# timed TOOL CMD...: runs CMD into a fresh $work/out, appends "WALL CPU" to $work/TOOL.
+timed() {
+    local tool=$1; shift
+    rm -rf "$work/out"; mkdir "$work/out"
+    /usr/bin/time -o "$work/time" -f '%e %U %S' "$@" > /dev/null 2>&1 || { echo "failed: $*" >&2; return 1; }
+    awk '{print $1, $2 + $3}' "$work/time" >> "$work/$tool"
+}
+# median TOOL: "WALL CPU", each the median of its column.
+median() {
+    python3 - "$work/$1" <<'PY'
+import statistics, sys
+rows = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+print("%.3f %.3f" % (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)))
+PY
 }
 summary() { # files and bytes of regular files under $work/out, system files aside
     find "$work/out" -type f ! -path '*/$*' ! -name '$*' ! -path '*/lost+found/*' -printf '%s\n' | awk '{n++; s+=$1} END {printf "%d files, %d bytes", n, s}'
 }
+ratio() { python3 -c "print('%.2fx' % ($1 / max($2, 0.005)))"; }
 
-printf '%-6s %10s %12s %10s %12s %12s\n' fs diskimage tsk_recover 7z "vs tsk" "vs 7z"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), median of $runs rounds"
+printf '%-6s %-12s %17s %17s %7s %7s\n' fs peer "peer wall/cpu" "diskimage w/c" wall cpu
+have7z=$(command -v 7z > /dev/null && echo 1 || true)
 for fs in ext4 fat32 ntfs; do
     img=target/fs-bench/$fs.img
-    d=$(best "$bin" extract -o "$work/out" "$img"); ds=$(summary)
-    t=$(best tsk_recover -e "$img" "$work/out"); ts=$(summary)
-    if command -v 7z > /dev/null; then
-        z=$(best 7z x -y -o"$work/out" "$img"); zs=$(summary)
-    else
-        z=; zs="7z not installed"
+    rm -f "$work/diskimage" "$work/tsk" "$work/7z"
+    for _ in $(seq "$runs"); do
+        timed diskimage "$bin" extract -o "$work/out" "$img"; ds=$(summary)
+        timed tsk tsk_recover -e "$img" "$work/out"; ts=$(summary)
+        if [ -n "$have7z" ]; then
+            timed 7z 7z x -y -o"$work/out" "$img"; zs=$(summary)
+        else
+            zs="7z not installed"
+        fi
+    done
+    read -r dw dc < <(median diskimage)
+    read -r tw tc < <(median tsk)
+    printf '%-6s %-12s %8.3fs/%6.3fs %8.3fs/%6.3fs %7s %7s\n' "$fs" tsk_recover "$tw" "$tc" "$dw" "$dc" "$(ratio "$tw" "$dw")" "$(ratio "$tc" "$dc")"
+    if [ -n "$have7z" ]; then
+        read -r zw zc < <(median 7z)
+        printf '%-6s %-12s %8.3fs/%6.3fs %8.3fs/%6.3fs %7s %7s\n' "$fs" 7z "$zw" "$zc" "$dw" "$dc" "$(ratio "$zw" "$dw")" "$(ratio "$zc" "$dc")"
     fi
-    ratio() { [ -n "$2" ] && python3 -c "print('%.2fx' % ($2 / $1))" || echo -; }
-    printf '%-6s %9.2fs %11.2fs %9.2fs %12s %12s\n' "$fs" "$d" "$t" "${z:-0}" "$(ratio "$d" "$t")" "$(ratio "$d" "$z")"
     printf '       trees: diskimage %s; tsk_recover %s; 7z %s\n' "$ds" "$ts" "$zs"
 done

@@ -1,5 +1,7 @@
 //! File-system throughput: list a 10,000-file tree (read_dir + metadata of
-//! every entry) and read every file's bytes, on ext4, FAT32 and NTFS
+//! every entry by path: `list`; `visit_dir` as `extract` walks:
+//! `visit_list`) and read every file's bytes (`read_all`, `visit_read_all`),
+//! on ext4, FAT32 and NTFS
 //! images made by the real tools (benches/make-fs-images.sh, run here if
 //! the images are missing; they live in target/fs-bench/, not committed).
 //!
@@ -66,6 +68,44 @@ fn walk(fs: &dyn FileSystem, dir: &str, read: bool, buf: &mut [u8]) -> (u64, u64
     totals
 }
 
+/// The same walk through `visit_dir` (what `extract` does): each
+/// directory read once, entries opened from their directory entries.
+fn visit(fs: &dyn FileSystem, dir: &str, read: bool, buf: &mut [u8]) -> (u64, u64, u64) {
+    let mut totals = (0, 0, 0);
+    let mut subdirs = Vec::new();
+    fs.visit_dir(dir, &mut |v| {
+        let v = v.expect("entry");
+        let m = v.metadata().expect("metadata");
+        totals.0 += 1;
+        match m.file_type {
+            FileType::Directory => {
+                subdirs.push(diskimage::fs::file_system::join(dir, v.name()));
+            }
+            FileType::File => {
+                totals.1 += 1;
+                if read {
+                    let mut f = v.open("").expect("open");
+                    loop {
+                        let n = f.read(buf).expect("read");
+                        if n == 0 {
+                            break;
+                        }
+                        totals.2 += n as u64;
+                    }
+                }
+            }
+            _ => {}
+        }
+        std::ops::ControlFlow::Continue(())
+    })
+    .expect("visit_dir");
+    for sub in subdirs {
+        let t = visit(fs, &sub, read, buf);
+        totals = (totals.0 + t.0, totals.1 + t.1, totals.2 + t.2);
+    }
+    totals
+}
+
 fn bench(c: &mut Criterion) {
     let dir = images();
     let mut buf = vec![0u8; 1 << 20];
@@ -75,6 +115,11 @@ fn bench(c: &mut Criterion) {
         let fs = open_fs(Arc::clone(&device)).expect("open_fs");
         let (entries, files, bytes) = walk(fs.as_ref(), "/", true, &mut buf);
         assert!(files >= 10_000, "{name}: {files} files");
+        assert_eq!(
+            visit(fs.as_ref(), "/", true, &mut buf),
+            (entries, files, bytes),
+            "{name}: visit_dir and the path walk disagree"
+        );
         let mut g = c.benchmark_group(format!("fs/{name}"));
         g.sample_size(10);
         g.throughput(Throughput::Elements(entries));
@@ -89,6 +134,20 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let fs = open_fs(Arc::clone(&device)).expect("open_fs");
                 walk(fs.as_ref(), "/", true, &mut buf)
+            })
+        });
+        g.throughput(Throughput::Elements(entries));
+        g.bench_function("visit_list", |b| {
+            b.iter(|| {
+                let fs = open_fs(Arc::clone(&device)).expect("open_fs");
+                visit(fs.as_ref(), "/", false, &mut buf)
+            })
+        });
+        g.throughput(Throughput::Bytes(bytes));
+        g.bench_function("visit_read_all", |b| {
+            b.iter(|| {
+                let fs = open_fs(Arc::clone(&device)).expect("open_fs");
+                visit(fs.as_ref(), "/", true, &mut buf)
             })
         });
         g.finish();

@@ -764,3 +764,67 @@ fn backslash_and_nul_names_are_renamed_or_refused_inside_the_target() {
         );
     }
 }
+
+/// `visit_dir` (the walk `extract` uses, each entry read from its
+/// directory entry) gives for every entry of every fixture what the path
+/// methods give: the same names, metadata, data, link targets and streams.
+#[test]
+fn visit_dir_agrees_with_the_path_methods_on_every_fixture() {
+    use diskimage::fs::{file_system::join, FileReader, FileType};
+    use std::io::Read;
+    use std::ops::ControlFlow;
+    fn bytes(r: diskimage::fs::Result<Box<dyn FileReader + '_>>) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        r.ok()?.read_to_end(&mut out).ok()?;
+        Some(out)
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    for image in images() {
+        let img = work.path().join(&image);
+        gunzip(&dir().join(format!("{image}.gz")), &img);
+        let device = diskimage::open(&img, &diskimage::OpenOptions::default())
+            .expect("open")
+            .device();
+        let fs = diskimage::fs::open_fs(device).expect("open_fs");
+        let (mut stack, mut seen) = (vec!["/".to_string()], 0usize);
+        while let Some(d) = stack.pop() {
+            let listed: BTreeSet<String> = fs
+                .read_dir(&d)
+                .expect("read_dir")
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            let mut visited = BTreeSet::new();
+            fs.visit_dir(&d, &mut |v| {
+                let v = v.unwrap_or_else(|(n, e)| panic!("{image}: {d} {n}: {e}"));
+                let p = join(&d, v.name());
+                visited.insert(v.name().to_string());
+                let m = v.metadata().expect("metadata");
+                assert_eq!(Some(&m), fs.metadata(&p).ok().as_ref(), "{image}: {p}");
+                match m.file_type {
+                    FileType::Directory => stack.push(p.clone()),
+                    FileType::File => {
+                        let data = bytes(v.open(""));
+                        assert!(data.is_some(), "{image}: {p} unreadable");
+                        assert_eq!(data, bytes(fs.open(&p)), "{image}: {p}");
+                    }
+                    FileType::Symlink => {
+                        assert_eq!(v.read_link().ok(), fs.read_link(&p).ok(), "{image}: {p}");
+                    }
+                    FileType::Special => {}
+                }
+                let streams = v.streams().expect("streams");
+                assert_eq!(streams, fs.streams(&p).expect("streams"), "{image}: {p}");
+                for s in streams {
+                    let sp = format!("{p}:{s}");
+                    assert_eq!(bytes(v.open(&s)), bytes(fs.open(&sp)), "{image}: {sp}");
+                }
+                seen += 1;
+                ControlFlow::Continue(())
+            })
+            .expect("visit_dir");
+            assert_eq!(visited, listed, "{image}: {d}");
+        }
+        assert!(seen >= 10, "{image}: {seen} entries");
+    }
+}

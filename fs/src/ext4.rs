@@ -28,8 +28,8 @@ use ext4_view::{Ext4, Ext4Error, Ext4Read};
 
 use crate::error::{BoxedError, Error, FsName, Result};
 use crate::file_system::{
-    components, decode_name, encode_name, DirEntry, FileReader, FileSystem, FileType, Metadata,
-    Timestamp,
+    components, decode_name, encode_name, join, visit_by_path, DirEntry, FileReader, FileSystem,
+    FileType, Metadata, Timestamp, VisitFn, Visited,
 };
 use crate::FsKind;
 
@@ -274,26 +274,7 @@ impl FileSystem for ExtFs {
                 changed: None,
             });
         };
-        let i = table.lookup(path)?;
-        Ok(Metadata {
-            file_type: match i.mode & S_IFMT {
-                S_IFDIR => FileType::Directory,
-                S_IFREG => FileType::File,
-                S_IFLNK => FileType::Symlink,
-                _ => FileType::Special,
-            },
-            size: i.size,
-            allocated: Some(i.allocated),
-            mode: Some(i.mode),
-            uid: Some(i.uid),
-            gid: Some(i.gid),
-            nlink: Some(u64::from(i.links)),
-            inode: Some(u64::from(i.number)),
-            created: i.crtime,
-            modified: Some(i.mtime),
-            accessed: Some(i.atime),
-            changed: Some(i.ctime),
-        })
+        Ok(inode_metadata(&table.lookup(path)?))
     }
 
     fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>> {
@@ -306,21 +287,117 @@ impl FileSystem for ExtFs {
             let file = self.with_path(path, |p| self.fs.open(p))?;
             return Ok(Box::new(file));
         };
-        let i = table.lookup(path)?;
-        if i.mode & S_IFMT != S_IFREG {
-            return Err(Error::wrong_type(FS, path, "not a regular file"));
-        }
-        let runs = table.runs(&i, path)?;
-        Ok(Box::new(reader::RunReader::new(
-            table.device().clone(),
-            runs,
-            table.block_size(),
-            i.size,
-        )))
+        open_inode(table, &table.lookup(path)?, path)
     }
 
     fn read_link(&self, path: &str) -> Result<String> {
         let target = self.with_path(path, |p| self.fs.read_link(p))?;
         Ok(encode_name(target.as_ref()))
+    }
+
+    fn visit_dir(&self, path: &str, f: &mut VisitFn<'_>) -> Result<()> {
+        let Some(table) = &self.inodes else {
+            return visit_by_path(self, path, f);
+        };
+        let dir = table.lookup(path)?;
+        for (raw, number) in table.entries(&dir, path)? {
+            let name = encode_name(&raw);
+            // What ext4-view's listing refuses (read_dir agrees).
+            let bad = if raw.is_empty() {
+                Some("directory entry name is empty")
+            } else if raw.contains(&0) {
+                Some("directory entry name contains a null byte")
+            } else if raw.contains(&b'/') {
+                Some("directory entry name contains a path separator")
+            } else {
+                None
+            };
+            let entry = match bad {
+                Some(what) => Err(Error::corrupt(FS, Some(&join(path, &name)), what)),
+                None => table.inode(number, &join(path, &name)),
+            };
+            let flow = match entry {
+                Ok(inode) => f(Ok(&ExtVisited {
+                    fs: self,
+                    table,
+                    dir: path,
+                    name,
+                    inode,
+                })),
+                Err(e) => f(Err((name, e))),
+            };
+            if flow.is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`FileSystem::metadata`] says of inode `i`.
+fn inode_metadata(i: &inode::Inode) -> Metadata {
+    Metadata {
+        file_type: match i.mode & S_IFMT {
+            S_IFDIR => FileType::Directory,
+            S_IFREG => FileType::File,
+            S_IFLNK => FileType::Symlink,
+            _ => FileType::Special,
+        },
+        size: i.size,
+        allocated: Some(i.allocated),
+        mode: Some(i.mode),
+        uid: Some(i.uid),
+        gid: Some(i.gid),
+        nlink: Some(u64::from(i.links)),
+        inode: Some(u64::from(i.number)),
+        created: i.crtime,
+        modified: Some(i.mtime),
+        accessed: Some(i.atime),
+        changed: Some(i.ctime),
+    }
+}
+
+/// The data of the regular file of inode `i` (at `path`, for errors).
+fn open_inode(table: &InodeTable, i: &inode::Inode, path: &str) -> Result<Box<dyn FileReader>> {
+    if i.mode & S_IFMT != S_IFREG {
+        return Err(Error::wrong_type(FS, path, "not a regular file"));
+    }
+    let runs = table.runs(i, path)?;
+    Ok(Box::new(reader::RunReader::new(
+        table.device().clone(),
+        runs,
+        table.block_size(),
+        i.size,
+    )))
+}
+
+/// An entry met by [`ExtFs::visit_dir`], with its inode read once.
+struct ExtVisited<'a> {
+    fs: &'a ExtFs,
+    table: &'a InodeTable,
+    dir: &'a str,
+    name: String,
+    inode: inode::Inode,
+}
+
+impl Visited for ExtVisited<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn metadata(&self) -> Result<Metadata> {
+        Ok(inode_metadata(&self.inode))
+    }
+    fn open(&self, stream: &str) -> Result<Box<dyn FileReader + '_>> {
+        let path = join(self.dir, &self.name);
+        if !stream.is_empty() {
+            return Err(Error::not_found(FS, &format!("{path}:{stream}")));
+        }
+        open_inode(self.table, &self.inode, &path)
+    }
+    fn read_link(&self) -> Result<String> {
+        self.fs.read_link(&join(self.dir, &self.name))
+    }
+    fn streams(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 }

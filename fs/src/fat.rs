@@ -25,6 +25,7 @@ use fatfs::{FileAttributes, FsOptions};
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
     components, days_from_civil, DirEntry, FileReader, FileSystem, FileType, Metadata, Timestamp,
+    VisitFn, Visited,
 };
 use crate::FsKind;
 
@@ -358,6 +359,71 @@ impl FileSystem for FatFs {
             path,
             "not a symbolic link (FAT has none)",
         ))
+    }
+
+    fn visit_dir(&self, path: &str, f: &mut VisitFn<'_>) -> Result<()> {
+        let dir = match self.lookup(path)? {
+            None => self.fs.root_dir(),
+            Some(e) if e.is_dir() => e.to_dir(),
+            Some(_) => return Err(Error::wrong_type(FS, path, "not a directory")),
+        };
+        let cluster = u64::from(self.fs.cluster_size());
+        for entry in self.entries(&dir, path)? {
+            let v = FatVisited {
+                fs: self,
+                name: entry.file_name(),
+                path,
+                entry,
+                cluster,
+            };
+            if f(Ok(&v)).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An entry met by [`FatFs::visit_dir`]: opened from its directory entry.
+struct FatVisited<'a> {
+    fs: &'a FatFs,
+    name: String,
+    path: &'a str,
+    entry: FatEntry<'a>,
+    cluster: u64,
+}
+
+impl FatVisited<'_> {
+    fn path(&self) -> String {
+        crate::file_system::join(self.path, &self.name)
+    }
+}
+
+impl Visited for FatVisited<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn metadata(&self) -> Result<Metadata> {
+        Ok(self.fs.entry_metadata(&self.entry, self.cluster))
+    }
+    fn open(&self, stream: &str) -> Result<Box<dyn FileReader + '_>> {
+        if !stream.is_empty() {
+            return Err(Error::not_found(FS, &format!("{}:{stream}", self.path())));
+        }
+        if !self.entry.is_file() {
+            return Err(Error::wrong_type(FS, &self.path(), "not a regular file"));
+        }
+        Ok(Box::new(self.entry.to_file()))
+    }
+    fn read_link(&self) -> Result<String> {
+        Err(Error::wrong_type(
+            FS,
+            &self.path(),
+            "not a symbolic link (FAT has none)",
+        ))
+    }
+    fn streams(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 }
 

@@ -28,6 +28,7 @@
 //! [`open_fs`](crate::open_fs) (the device is an `Arc` and shared).
 
 use std::io::{Read, Seek};
+use std::ops::ControlFlow;
 
 use crate::error::Result;
 use crate::FsKind;
@@ -168,6 +169,71 @@ pub struct DirEntry {
 pub trait FileReader: Read + Seek {}
 impl<T: Read + Seek> FileReader for T {}
 
+/// One entry met by [`FileSystem::visit_dir`]: everything a tree walk
+/// asks of it, reached from the directory entry itself (adapters do not
+/// resolve the entry's path again for each call).
+pub trait Visited {
+    /// The name, encoded as the module docs say.
+    fn name(&self) -> &str;
+    /// What [`FileSystem::metadata`] gives for this entry.
+    fn metadata(&self) -> Result<Metadata>;
+    /// The data of this regular file, or of its named stream `stream`
+    /// (`""`: the unnamed data), as [`FileSystem::open`] gives it.
+    fn open(&self, stream: &str) -> Result<Box<dyn FileReader + '_>>;
+    /// The target of this symbolic link, as [`FileSystem::read_link`].
+    fn read_link(&self) -> Result<String>;
+    /// The names of its named streams, as [`FileSystem::streams`].
+    fn streams(&self) -> Result<Vec<String>>;
+}
+
+/// The callback of [`FileSystem::visit_dir`]: called with each entry, or
+/// with the name and error of an entry that cannot be read; returns
+/// `ControlFlow::Break` to stop the visit.
+pub type VisitFn<'f> =
+    dyn FnMut(std::result::Result<&dyn Visited, (String, crate::Error)>) -> ControlFlow<()> + 'f;
+
+/// A [`Visited`] through the path methods (what the default
+/// [`FileSystem::visit_dir`] gives): for a single path.
+pub struct PathEntry<'a, F: FileSystem + ?Sized> {
+    fs: &'a F,
+    name: String,
+    path: String,
+}
+
+impl<'a, F: FileSystem + ?Sized> PathEntry<'a, F> {
+    /// The entry at `path` of `fs` (its name is the last component).
+    pub fn new(fs: &'a F, path: &str) -> Self {
+        let name = path.rsplit('/').find(|c| !c.is_empty()).unwrap_or("/");
+        PathEntry {
+            fs,
+            name: name.to_string(),
+            path: path.to_string(),
+        }
+    }
+}
+
+impl<F: FileSystem + ?Sized> Visited for PathEntry<'_, F> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn metadata(&self) -> Result<Metadata> {
+        self.fs.metadata(&self.path)
+    }
+    fn open(&self, stream: &str) -> Result<Box<dyn FileReader + '_>> {
+        if stream.is_empty() {
+            self.fs.open(&self.path)
+        } else {
+            self.fs.open(&format!("{}:{stream}", self.path))
+        }
+    }
+    fn read_link(&self) -> Result<String> {
+        self.fs.read_link(&self.path)
+    }
+    fn streams(&self) -> Result<Vec<String>> {
+        self.fs.streams(&self.path)
+    }
+}
+
 /// Read-only file-level access to one file system.
 pub trait FileSystem {
     /// What file system this is.
@@ -192,6 +258,36 @@ pub trait FileSystem {
     fn streams(&self, _path: &str) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+    /// Calls `f` for each entry of the directory at `path` (the entries
+    /// [`read_dir`](FileSystem::read_dir) lists), in the file system's
+    /// order, each as a [`Visited`] that reads its metadata and data from
+    /// the directory entry at hand: a tree walk reads each directory once
+    /// instead of resolving every path from the root. The error of the
+    /// directory itself is returned; `f` gets those of single entries.
+    ///
+    /// The default goes through the path methods.
+    fn visit_dir(&self, path: &str, f: &mut VisitFn<'_>) -> Result<()> {
+        visit_by_path(self, path, f)
+    }
+}
+
+/// [`FileSystem::visit_dir`] through the path methods (its default).
+pub(crate) fn visit_by_path<F: FileSystem + ?Sized>(
+    fs: &F,
+    path: &str,
+    f: &mut VisitFn<'_>,
+) -> Result<()> {
+    for e in fs.read_dir(path)? {
+        let v = PathEntry {
+            fs,
+            path: join(path, &e.name),
+            name: e.name,
+        };
+        if f(Ok(&v)).is_break() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Joins a directory path and a name.

@@ -2,6 +2,7 @@
 //! test: open the input as a file system and walk it within a work budget.
 
 use std::io::Read;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use diskimage_formats::MemoryDevice;
@@ -17,7 +18,7 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// Opens `bytes` as a file system (whatever [`crate::detect`] finds) and
 /// lists, stats, reads and resolves links of everything it can reach within
-/// the budget. Errors are fine; a panic or a hang is a bug.
+/// the budget, by path and again through `visit_dir`. Errors are fine; a panic or a hang is a bug.
 pub fn exercise_fs(bytes: &[u8]) {
     let device = Arc::new(MemoryDevice::new(bytes.to_vec()));
     let Ok(fs) = crate::open_fs(device) else {
@@ -52,5 +53,41 @@ pub fn exercise_fs(bytes: &[u8]) {
                 _ => {}
             }
         }
+    }
+    visit(fs.as_ref());
+}
+
+/// The same walk through [`FileSystem::visit_dir`](crate::FileSystem::visit_dir)
+/// (what `extract` does), within its own budget.
+fn visit(fs: &dyn crate::FileSystem) {
+    let mut budget = MAX_ENTRIES;
+    let mut stack = vec![("/".to_string(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        let _ = fs.visit_dir(&dir, &mut |v| {
+            let Ok(v) = v else {
+                return ControlFlow::Continue(());
+            };
+            if budget == 0 {
+                return ControlFlow::Break(());
+            }
+            budget -= 1;
+            let _ = v.streams();
+            match v.metadata().map(|m| m.file_type) {
+                Ok(FileType::Directory) if depth < MAX_DEPTH => {
+                    stack.push((join(&dir, v.name()), depth + 1));
+                }
+                Ok(FileType::File) => {
+                    if let Ok(mut r) = v.open("") {
+                        let mut sink = Vec::new();
+                        let _ = r.by_ref().take(MAX_FILE_BYTES).read_to_end(&mut sink);
+                    }
+                }
+                Ok(FileType::Symlink) => {
+                    let _ = v.read_link();
+                }
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        });
     }
 }

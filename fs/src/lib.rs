@@ -40,7 +40,9 @@ pub mod ntfs;
 
 pub use detect::{detect, FsInfo, FsKind};
 pub use error::{Error, ErrorKind, FsName, Result};
-pub use file_system::{DirEntry, FileReader, FileSystem, FileType, Metadata, Timestamp};
+pub use file_system::{
+    DirEntry, FileReader, FileSystem, FileType, Metadata, PathEntry, Timestamp, VisitFn, Visited,
+};
 
 /// Whether [`open_fs`] reads files of `kind` (the others are detected only).
 pub fn reads(kind: FsKind) -> bool {

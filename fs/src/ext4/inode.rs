@@ -118,6 +118,9 @@ pub(crate) struct InodeTable {
     filetype: bool,
     dirs: RefCell<HashMap<u32, Rc<Names>>>,
     cached_entries: RefCell<usize>,
+    /// Inode table block by group, as group descriptors are read (at most
+    /// one entry per group: bounded by the volume, see `check_group_table`).
+    tables: RefCell<HashMap<u64, u64>>,
 }
 
 fn corrupt(path: &str, what: impl Into<String>) -> Error {
@@ -172,6 +175,7 @@ impl InodeTable {
             filetype: incompat & INCOMPAT_FILETYPE != 0,
             dirs: RefCell::new(HashMap::new()),
             cached_entries: RefCell::new(0),
+            tables: RefCell::new(HashMap::new()),
         }))
     }
 
@@ -189,16 +193,12 @@ impl InodeTable {
         self.device.read_at(buf, offset).map_err(Error::Device)
     }
 
-    /// Reads inode `number`.
-    pub fn inode(&self, number: u32, path: &str) -> Result<Inode> {
-        if number == 0 || number > self.inodes_count {
-            return Err(corrupt(
-                path,
-                format!("inode {number} outside 1..={}", self.inodes_count),
-            ));
+    /// The first block of the inode table of `group` (from its group
+    /// descriptor, read once).
+    fn inode_table(&self, group: u64, path: &str) -> Result<u64> {
+        if let Some(&t) = self.tables.borrow().get(&group) {
+            return Ok(t);
         }
-        let group = u64::from((number - 1) / self.inodes_per_group);
-        let index = u64::from((number - 1) % self.inodes_per_group);
         let desc_at = self.desc_table + group * self.desc_size;
         let mut desc = vec![0u8; usize::try_from(self.desc_size).unwrap_or(32).min(64)];
         self.read(&mut desc, desc_at)?;
@@ -212,6 +212,21 @@ impl InodeTable {
             )
             .at(desc_at + 8));
         }
+        self.tables.borrow_mut().insert(group, table);
+        Ok(table)
+    }
+
+    /// Reads inode `number`.
+    pub fn inode(&self, number: u32, path: &str) -> Result<Inode> {
+        if number == 0 || number > self.inodes_count {
+            return Err(corrupt(
+                path,
+                format!("inode {number} outside 1..={}", self.inodes_count),
+            ));
+        }
+        let group = u64::from((number - 1) / self.inodes_per_group);
+        let index = u64::from((number - 1) % self.inodes_per_group);
+        let table = self.inode_table(group, path)?;
         let offset = table * self.block_size + index * self.inode_size;
         let mut raw = vec![0u8; usize::try_from(self.inode_size).unwrap_or(128)];
         self.read(&mut raw, offset)?;
@@ -266,6 +281,22 @@ impl InodeTable {
             inode = self.inode(number, path)?;
         }
         Ok(inode)
+    }
+
+    /// The entries of directory `dir` (without `.` and `..`) with their
+    /// inode numbers, sorted by name.
+    pub fn entries(&self, dir: &Inode, path: &str) -> Result<Vec<(Vec<u8>, u32)>> {
+        if dir.mode & S_IFMT != S_IFDIR {
+            return Err(Error::wrong_type(FS, path, "not a directory"));
+        }
+        let names = self.directory(dir, path)?;
+        let mut out: Vec<(Vec<u8>, u32)> = names
+            .iter()
+            .filter(|(n, _)| n.as_slice() != b"." && n.as_slice() != b"..")
+            .map(|(n, &i)| (n.clone(), i))
+            .collect();
+        out.sort_unstable();
+        Ok(out)
     }
 
     /// The name -> inode map of a directory (linear scan of every block:

@@ -34,7 +34,7 @@ use ntfs::{Ntfs, NtfsAttributeFlags, NtfsAttributeType, NtfsError, NtfsFile};
 
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
-    components, DirEntry, FileReader, FileSystem, FileType, Metadata, Timestamp,
+    components, DirEntry, FileReader, FileSystem, FileType, Metadata, Timestamp, VisitFn, Visited,
 };
 use crate::FsKind;
 use data::{Run, RunReader};
@@ -298,10 +298,22 @@ impl NtfsFs {
         let (fpath, stream) = split_stream(path);
         let mut r = self.reader();
         let file = self.lookup(&mut r, fpath)?;
+        self.open_file_stream(&mut r, &file, path, stream)
+    }
+
+    /// The data of stream `stream` (`""`: the unnamed data) of `file`,
+    /// which is at `path` (for errors), and its size.
+    fn open_file_stream(
+        &self,
+        r: &mut VolumeReader,
+        file: &NtfsFile<'_>,
+        path: &str,
+        stream: &str,
+    ) -> Result<(Box<dyn FileReader + '_>, u64)> {
         if stream.is_empty() && file.is_directory() {
             return Err(Error::wrong_type(FS, path, "is a directory"));
         }
-        let item = match file.data(&mut r, stream) {
+        let item = match file.data(r, stream) {
             Some(item) => item.map_err(|e| map_err(e, path))?,
             // A file record without unnamed data (system files): empty.
             None if stream.is_empty() => return Ok((Box::new(Cursor::new(Vec::new())), 0)),
@@ -315,7 +327,7 @@ impl NtfsFs {
         let compressed = flags.contains(NtfsAttributeFlags::COMPRESSED);
         let size = attr.value_length();
         let header_pos = attr.position().value().map(|p| p.get());
-        let value = attr.value(&mut r).map_err(|e| map_err(e, path))?;
+        let value = attr.value(r).map_err(|e| map_err(e, path))?;
         match value {
             ntfs::attribute_value::NtfsAttributeValue::Resident(v) => {
                 Ok((Box::new(Cursor::new(v.data().to_vec())), size))
@@ -389,7 +401,7 @@ impl NtfsFs {
                 }
                 let mut buf = Vec::new();
                 other
-                    .attach(&mut r)
+                    .attach(r)
                     .take(size)
                     .read_to_end(&mut buf)
                     .map_err(|e| Error::from_io(FS, path, e))?;
@@ -471,9 +483,84 @@ impl FileSystem for NtfsFs {
         let (fpath, stream) = split_stream(path);
         let mut r = self.reader();
         let file = self.lookup(&mut r, fpath)?;
+        self.file_metadata(&mut r, &file, path, stream)
+    }
+
+    fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>> {
+        Ok(self.open_stream(path)?.0)
+    }
+
+    fn read_link(&self, path: &str) -> Result<String> {
+        let mut r = self.reader();
+        let file = self.lookup(&mut r, path)?;
+        self.is_link(&mut r, &file, path)?
+            .ok_or_else(|| Error::wrong_type(FS, path, "not a symbolic link"))
+    }
+
+    fn streams(&self, path: &str) -> Result<Vec<String>> {
+        let mut r = self.reader();
+        let file = self.lookup(&mut r, path)?;
+        file_streams(&mut r, &file, path)
+    }
+
+    fn visit_dir(&self, path: &str, f: &mut VisitFn<'_>) -> Result<()> {
+        let mut r = self.reader();
+        let dir = self.lookup(&mut r, path)?;
+        if !dir.is_directory() {
+            return Err(Error::wrong_type(FS, path, "not a directory"));
+        }
+        let index = dir.directory_index(&mut r).map_err(|e| map_err(e, path))?;
+        let mut entries = index.entries();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(entry) = entries.next(&mut r) {
+            if seen.len() >= MAX_DIR_ENTRIES {
+                return Err(Error::limit(
+                    FS,
+                    Some(path),
+                    format!("more than {MAX_DIR_ENTRIES} index entries (an index loop?)"),
+                ));
+            }
+            let entry = entry.map_err(|e| map_err(e, path))?;
+            let Some(key) = entry.key() else { continue };
+            let key = key.map_err(|e| map_err(e, path))?;
+            if key.namespace() == NtfsFileNamespace::Dos {
+                continue;
+            }
+            let name = key.name().to_string_lossy();
+            if name == "." || !seen.insert(name.clone()) {
+                continue;
+            }
+            let full = crate::file_system::join(path, &name);
+            let flow = match entry.to_file(&self.ntfs, &mut r) {
+                Ok(file) => f(Ok(&NtfsVisited {
+                    fs: self,
+                    file,
+                    name,
+                    path: full,
+                })),
+                Err(e) => f(Err((name, map_err(e, &full)))),
+            };
+            if flow.is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl NtfsFs {
+    /// What [`FileSystem::metadata`] gives for stream `stream` of `file`
+    /// (at `path`, for errors).
+    fn file_metadata(
+        &self,
+        r: &mut VolumeReader,
+        file: &NtfsFile<'_>,
+        path: &str,
+        stream: &str,
+    ) -> Result<Metadata> {
         let info = file.info().map_err(|e| map_err(e, path))?;
         let link = if stream.is_empty() {
-            self.is_link(&mut r, &file, path)?
+            self.is_link(r, file, path)?
         } else {
             None
         };
@@ -482,7 +569,7 @@ impl FileSystem for NtfsFs {
         } else if file.is_directory() && stream.is_empty() {
             (FileType::Directory, 0)
         } else {
-            let size = match file.data(&mut r, stream) {
+            let size = match file.data(r, stream) {
                 Some(item) => {
                     let item = item.map_err(|e| map_err(e, path))?;
                     item.to_attribute()
@@ -509,33 +596,59 @@ impl FileSystem for NtfsFs {
             changed: ts(info.mft_record_modification_time()),
         })
     }
+}
 
-    fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>> {
-        Ok(self.open_stream(path)?.0)
-    }
-
-    fn read_link(&self, path: &str) -> Result<String> {
-        let mut r = self.reader();
-        let file = self.lookup(&mut r, path)?;
-        self.is_link(&mut r, &file, path)?
-            .ok_or_else(|| Error::wrong_type(FS, path, "not a symbolic link"))
-    }
-
-    fn streams(&self, path: &str) -> Result<Vec<String>> {
-        let mut r = self.reader();
-        let file = self.lookup(&mut r, path)?;
-        let mut out = Vec::new();
-        let mut attrs = file.attributes();
-        while let Some(item) = attrs.next(&mut r) {
-            let item = item.map_err(|e| map_err(e, path))?;
-            let attr = item.to_attribute().map_err(|e| map_err(e, path))?;
-            if attr.ty().ok() == Some(NtfsAttributeType::Data) {
-                let name = attr.name().map_err(|e| map_err(e, path))?.to_string_lossy();
-                if !name.is_empty() && !out.contains(&name) {
-                    out.push(name);
-                }
+/// The names of the named data streams of `file` (at `path`, for errors).
+fn file_streams(r: &mut VolumeReader, file: &NtfsFile<'_>, path: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut attrs = file.attributes();
+    while let Some(item) = attrs.next(r) {
+        let item = item.map_err(|e| map_err(e, path))?;
+        let attr = item.to_attribute().map_err(|e| map_err(e, path))?;
+        if attr.ty().ok() == Some(NtfsAttributeType::Data) {
+            let name = attr.name().map_err(|e| map_err(e, path))?.to_string_lossy();
+            if !name.is_empty() && !out.contains(&name) {
+                out.push(name);
             }
         }
-        Ok(out)
+    }
+    Ok(out)
+}
+
+/// An entry met by [`NtfsFs::visit_dir`], with its MFT record read once.
+struct NtfsVisited<'n> {
+    fs: &'n NtfsFs,
+    file: NtfsFile<'n>,
+    name: String,
+    /// Its path, for errors and symlink targets.
+    path: String,
+}
+
+impl Visited for NtfsVisited<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn metadata(&self) -> Result<Metadata> {
+        self.fs
+            .file_metadata(&mut self.fs.reader(), &self.file, &self.path, "")
+    }
+    fn open(&self, stream: &str) -> Result<Box<dyn FileReader + '_>> {
+        let path = if stream.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}:{stream}", self.path)
+        };
+        let (reader, _) =
+            self.fs
+                .open_file_stream(&mut self.fs.reader(), &self.file, &path, stream)?;
+        Ok(reader)
+    }
+    fn read_link(&self) -> Result<String> {
+        self.fs
+            .is_link(&mut self.fs.reader(), &self.file, &self.path)?
+            .ok_or_else(|| Error::wrong_type(FS, &self.path, "not a symbolic link"))
+    }
+    fn streams(&self) -> Result<Vec<String>> {
+        file_streams(&mut self.fs.reader(), &self.file, &self.path)
     }
 }
