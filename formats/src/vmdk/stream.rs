@@ -146,6 +146,13 @@ pub(crate) fn inflate_grain(
                 other => format!("grain {index} does not inflate: {other:?}"),
             }))
         })?;
+    // zune-inflate checks its limit only when its buffer grows, so a stream
+    // a few bytes longer than a grain can still come back whole.
+    if out.len() as u64 > grain {
+        return Err(corrupt(Detail::Invalid(format!(
+            "grain {index} inflates to more than one grain ({grain} bytes)"
+        ))));
+    }
     if (out.len() as u64) < need {
         return Err(corrupt(Detail::Truncated {
             what: format!("inflated grain {index}"),
