@@ -28,8 +28,12 @@ use std::sync::Arc;
 
 use diskimage_formats::bytes::{le_u16, le_u32};
 use diskimage_formats::BlockDevice;
+use std::ops::ControlFlow;
+
 use ntfs::indexes::NtfsFileNameIndex;
+use ntfs::structured_values::NtfsFileName;
 use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileNamespace};
+use ntfs::NtfsIndexEntry;
 use ntfs::{Ntfs, NtfsAttributeFlags, NtfsAttributeType, NtfsError, NtfsFile};
 
 use crate::error::{Error, FsName, Result};
@@ -434,29 +438,8 @@ impl FileSystem for NtfsFs {
         if !file.is_directory() {
             return Err(Error::wrong_type(FS, path, "not a directory"));
         }
-        let index = file.directory_index(&mut r).map_err(|e| map_err(e, path))?;
-        let mut entries = index.entries();
         let mut out: Vec<DirEntry> = Vec::new();
-        let mut seen = 0usize;
-        while let Some(entry) = entries.next(&mut r) {
-            seen += 1;
-            if seen > MAX_DIR_ENTRIES {
-                return Err(Error::limit(
-                    FS,
-                    Some(path),
-                    format!("more than {MAX_DIR_ENTRIES} index entries (an index loop?)"),
-                ));
-            }
-            let entry = entry.map_err(|e| map_err(e, path))?;
-            let Some(key) = entry.key() else { continue };
-            let key = key.map_err(|e| map_err(e, path))?;
-            if key.namespace() == NtfsFileNamespace::Dos {
-                continue;
-            }
-            let name = key.name().to_string_lossy();
-            if name == "." {
-                continue;
-            }
+        for_each_index_entry(&mut r, &file, path, |_, _, key, name| {
             let attrs = key.file_attributes();
             let file_type = if attrs.contains(NtfsFileAttributeFlags::REPARSE_POINT) {
                 FileType::Symlink
@@ -465,11 +448,9 @@ impl FileSystem for NtfsFs {
             } else {
                 FileType::File
             };
-            if out.iter().any(|e| e.name == name) {
-                continue;
-            }
             out.push(DirEntry { name, file_type });
-        }
+            ControlFlow::Continue(())
+        })?;
         // Reparse points that are not links are shown as what they are.
         for e in out.iter_mut().filter(|e| e.file_type == FileType::Symlink) {
             if let Ok(m) = self.metadata(&crate::file_system::join(path, &e.name)) {
@@ -509,29 +490,9 @@ impl FileSystem for NtfsFs {
         if !dir.is_directory() {
             return Err(Error::wrong_type(FS, path, "not a directory"));
         }
-        let index = dir.directory_index(&mut r).map_err(|e| map_err(e, path))?;
-        let mut entries = index.entries();
-        let mut seen = std::collections::HashSet::new();
-        while let Some(entry) = entries.next(&mut r) {
-            if seen.len() >= MAX_DIR_ENTRIES {
-                return Err(Error::limit(
-                    FS,
-                    Some(path),
-                    format!("more than {MAX_DIR_ENTRIES} index entries (an index loop?)"),
-                ));
-            }
-            let entry = entry.map_err(|e| map_err(e, path))?;
-            let Some(key) = entry.key() else { continue };
-            let key = key.map_err(|e| map_err(e, path))?;
-            if key.namespace() == NtfsFileNamespace::Dos {
-                continue;
-            }
-            let name = key.name().to_string_lossy();
-            if name == "." || !seen.insert(name.clone()) {
-                continue;
-            }
+        for_each_index_entry(&mut r, &dir, path, |r, entry, _, name| {
             let full = crate::file_system::join(path, &name);
-            let flow = match entry.to_file(&self.ntfs, &mut r) {
+            match entry.to_file(&self.ntfs, r) {
                 Ok(file) => f(Ok(&NtfsVisited {
                     fs: self,
                     file,
@@ -539,13 +500,54 @@ impl FileSystem for NtfsFs {
                     path: full,
                 })),
                 Err(e) => f(Err((name, map_err(e, &full)))),
-            };
-            if flow.is_break() {
-                break;
             }
-        }
-        Ok(())
+        })
     }
+}
+
+/// Calls `f` with each entry of the index of directory `dir` (at `path`)
+/// under its Win32 or POSIX name, once per name: DOS names, `.` and
+/// repeats are skipped, and more than [`MAX_DIR_ENTRIES`] entries (a loop
+/// in a damaged index) is a limit error. `f` says whether to go on.
+fn for_each_index_entry<'n>(
+    r: &mut VolumeReader,
+    dir: &NtfsFile<'n>,
+    path: &str,
+    mut f: impl FnMut(
+        &mut VolumeReader,
+        &NtfsIndexEntry<'_, NtfsFileNameIndex>,
+        &NtfsFileName,
+        String,
+    ) -> ControlFlow<()>,
+) -> Result<()> {
+    let index = dir.directory_index(r).map_err(|e| map_err(e, path))?;
+    let mut entries = index.entries();
+    let mut names = std::collections::HashSet::new();
+    let mut count = 0usize;
+    while let Some(entry) = entries.next(r) {
+        count += 1;
+        if count > MAX_DIR_ENTRIES {
+            return Err(Error::limit(
+                FS,
+                Some(path),
+                format!("more than {MAX_DIR_ENTRIES} index entries (an index loop?)"),
+            ));
+        }
+        let entry = entry.map_err(|e| map_err(e, path))?;
+        let Some(key) = entry.key() else { continue };
+        let key = key.map_err(|e| map_err(e, path))?;
+        if key.namespace() == NtfsFileNamespace::Dos {
+            continue;
+        }
+        let name = key.name().to_string_lossy();
+        if name == "." || !names.insert(name.clone()) {
+            continue;
+        }
+        if f(r, &entry, &key, name).is_break() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 impl NtfsFs {
