@@ -122,34 +122,26 @@ fn bench(c: &mut Criterion) {
         );
         let mut g = c.benchmark_group(format!("fs/{name}"));
         g.sample_size(10);
-        g.throughput(Throughput::Elements(entries));
-        g.bench_function("list", |b| {
-            b.iter(|| {
-                let fs = open_fs(Arc::clone(&device)).expect("open_fs");
-                walk(fs.as_ref(), "/", false, &mut buf)
-            })
-        });
-        g.throughput(Throughput::Bytes(bytes));
-        g.bench_function("read_all", |b| {
-            b.iter(|| {
-                let fs = open_fs(Arc::clone(&device)).expect("open_fs");
-                walk(fs.as_ref(), "/", true, &mut buf)
-            })
-        });
-        g.throughput(Throughput::Elements(entries));
-        g.bench_function("visit_list", |b| {
-            b.iter(|| {
-                let fs = open_fs(Arc::clone(&device)).expect("open_fs");
-                visit(fs.as_ref(), "/", false, &mut buf)
-            })
-        });
-        g.throughput(Throughput::Bytes(bytes));
-        g.bench_function("visit_read_all", |b| {
-            b.iter(|| {
-                let fs = open_fs(Arc::clone(&device)).expect("open_fs");
-                visit(fs.as_ref(), "/", true, &mut buf)
-            })
-        });
+        // The path methods and visit_dir, listing only and reading every byte.
+        type Walker = fn(&dyn FileSystem, &str, bool, &mut [u8]) -> (u64, u64, u64);
+        for (id, f, read) in [
+            ("list", walk as Walker, false),
+            ("read_all", walk, true),
+            ("visit_list", visit, false),
+            ("visit_read_all", visit, true),
+        ] {
+            g.throughput(if read {
+                Throughput::Bytes(bytes)
+            } else {
+                Throughput::Elements(entries)
+            });
+            g.bench_function(id, |b| {
+                b.iter(|| {
+                    let fs = open_fs(Arc::clone(&device)).expect("open_fs");
+                    f(fs.as_ref(), "/", read, &mut buf)
+                })
+            });
+        }
         g.finish();
     }
 }
