@@ -403,6 +403,7 @@ fn read_sparse(
 /// Inflates compressed grains, in parallel on rayon's pool when there are
 /// enough: each grain inflates straight into its own slice of the caller's
 /// buffer, so nothing is copied twice; small reads stay on this thread.
+/// The error, if any, is the first failing grain in disk order.
 fn inflate_all(src: &dyn GrainSource, jobs: Vec<(u64, u64, u64, &mut [u8])>) -> Result<()> {
     if jobs.len() < PARALLEL_INFLATE_MIN_GRAINS || rayon::current_num_threads() < 2 {
         for (o, index, skip, chunk) in jobs {
@@ -410,8 +411,14 @@ fn inflate_all(src: &dyn GrainSource, jobs: Vec<(u64, u64, u64, &mut [u8])>) -> 
         }
         return Ok(());
     }
-    jobs.into_par_iter()
-        .try_for_each(|(o, index, skip, chunk)| src.read_compressed(o, index, skip, chunk))
+    // Every grain is tried and the first failure in disk order is returned,
+    // so a damaged image gives the same error on every run (rayon's
+    // `try_for_each` returns whichever failing grain finished first).
+    let results: Vec<Result<()>> = jobs
+        .into_par_iter()
+        .map(|(o, index, skip, chunk)| src.read_compressed(o, index, skip, chunk))
+        .collect();
+    results.into_iter().collect()
 }
 
 /// Appends the map of `len` bytes at byte `at` of the extent (virtual `virt`).
@@ -480,4 +487,51 @@ fn map_parent(
         return Ok(());
     };
     push_from_parent(out, p, offset, len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Compressed grains 0 to 6 inflate slowly, every later one fails at
+    /// once: rayon's own first error would be whichever later grain ran
+    /// first, and grains not yet started would be skipped.
+    struct FailingGrains(ImageFile);
+
+    impl GrainSource for FailingGrains {
+        fn grain_bytes(&self) -> u64 {
+            512
+        }
+        fn capacity_bytes(&self) -> u64 {
+            512 * 16
+        }
+        fn lookup(&self, index: u64) -> Result<(Grain, u64)> {
+            Ok((Grain::Compressed(index * 512), 1))
+        }
+        fn file(&self) -> &ImageFile {
+            &self.0
+        }
+        fn read_compressed(&self, at: u64, index: u64, _: u64, _: &mut [u8]) -> Result<()> {
+            if index < 7 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                return Ok(());
+            }
+            Err(Error::corrupt(Format::Vmdk, Detail::Invalid(format!("grain {index}"))).at(at))
+        }
+    }
+
+    #[test]
+    fn parallel_inflate_reports_the_first_failing_grain_in_disk_order() {
+        let src = FailingGrains(ImageFile::from_bytes("s.vmdk", vec![0; 512]));
+        let mut buf = vec![0u8; 512 * 16];
+        for _ in 0..5 {
+            let jobs = buf
+                .chunks_mut(512)
+                .enumerate()
+                .map(|(i, c)| (i as u64 * 512, i as u64, 0, c))
+                .collect();
+            let e = inflate_all(&src, jobs).unwrap_err();
+            assert_eq!(e.offset(), Some(7 * 512), "{e}");
+        }
+    }
 }
