@@ -155,7 +155,10 @@ fn to_file(
     };
     let (tx, rx) = sync_channel::<(u64, u64)>(threads * 2);
     let rx = Mutex::new(rx);
-    let failed: Mutex<Option<CliError>> = Mutex::new(None);
+    // The failure at the lowest offset: chunks leave the queue in disk order
+    // and every chunk taken before a failure still runs, so this is the
+    // first bad chunk on every run, whichever thread hit its error first.
+    let failed: Mutex<Option<(u64, CliError)>> = Mutex::new(None);
     let walked = std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
@@ -167,7 +170,10 @@ fn to_file(
                         continue; // drain the queue so that the sender never blocks
                     }
                     if let Err(e) = copier.copy(offset, len, &mut buf) {
-                        lock(&failed).get_or_insert(e);
+                        let mut first = lock(&failed);
+                        if first.as_ref().is_none_or(|(at, _)| offset < *at) {
+                            *first = Some((offset, e));
+                        }
                     }
                 }
             });
@@ -189,7 +195,7 @@ fn to_file(
         drop(tx);
         walked
     });
-    if let Some(e) = failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
+    if let Some((_, e)) = failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
         return Err(e);
     }
     walked?;
