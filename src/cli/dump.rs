@@ -156,7 +156,7 @@ fn to_file(
     let (tx, rx) = sync_channel::<(u64, u64)>(threads * 2);
     let rx = Mutex::new(rx);
     // The failure at the lowest offset: chunks leave the queue in disk order
-    // and every chunk taken before a failure still runs, so this is the
+    // and only chunks past a known failure are skipped, so this is the
     // first bad chunk on every run, whichever thread hit its error first.
     let failed: Mutex<Option<(u64, CliError)>> = Mutex::new(None);
     let walked = std::thread::scope(|s| {
@@ -166,7 +166,7 @@ fn to_file(
                 loop {
                     let job = rx.lock().map(|r| r.recv());
                     let Ok(Ok((offset, len))) = job else { break };
-                    if lock(&failed).is_some() {
+                    if lock(&failed).as_ref().is_some_and(|(at, _)| *at < offset) {
                         continue; // drain the queue so that the sender never blocks
                     }
                     if let Err(e) = copier.copy(offset, len, &mut buf) {
