@@ -828,3 +828,143 @@ fn visit_dir_agrees_with_the_path_methods_on_every_fixture() {
         assert!(seen >= 10, "{image}: {seen} entries");
     }
 }
+
+/// What an extracted tree holds, for comparing two extractions: per path
+/// (relative to the target), its kind and sha256 or link target, and the
+/// modification time to the nanosecond of a file or directory stamped by
+/// the extraction that began at `started`.
+fn tree_snapshot(root: &Path, started: std::time::SystemTime) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            let rel = p
+                .strip_prefix(root)
+                .expect("inside")
+                .to_string_lossy()
+                .into_owned();
+            let m = std::fs::symlink_metadata(&p).expect("metadata");
+            // A time from `started` on is the time of the extraction (no
+            // time to set: a stream, a time before 1970), not compared.
+            let mtime = m
+                .modified()
+                .ok()
+                .filter(|&t| t < started)
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos());
+            let what = if m.file_type().is_symlink() {
+                // (a link's own time is when it was made: not compared)
+                out.insert(rel, format!("link {:?}", std::fs::read_link(&p).ok()));
+                continue;
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                "dir".to_string()
+            } else {
+                format!("file {}", sha256_file(&p))
+            };
+            out.insert(rel, format!("{what} {mtime:?}"));
+        }
+    }
+    out
+}
+
+/// `extract --threads N` (N threads, each taking whole directories) gives
+/// the tree, stderr report and exit status of `--threads 1`, on every
+/// fixture and on an ext2 fixture whose names were made hostile in four
+/// directories (renames reported in walk order, a `~1` for a name taken
+/// in the same directory).
+#[test]
+fn extract_is_the_same_with_any_number_of_threads() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut cases: Vec<(std::path::PathBuf, Vec<&str>)> = Vec::new();
+    for image in images() {
+        let img = work.path().join(&image);
+        gunzip(&dir().join(format!("{image}.gz")), &img);
+        cases.push((img, Vec::new()));
+    }
+    // A file system inside a container (VMDK, MBR) too.
+    let containers = tsv_rows(&dir().join("containers.tsv"));
+    if let Some(r) = containers.first() {
+        let img = work.path().join(r[0].trim_end_matches(".gz"));
+        gunzip(&dir().join(&r[0]), &img);
+        cases.push((img, vec!["-V", &r[1]]));
+    }
+    // Hostile names in four directories of the ext2 fixture.
+    let mut bytes = crate::common::gunzip_bytes(&dir().join("ext2.img.gz"));
+    for (from, to) in [
+        (&b"\x02\x02d3"[..], &b"\x02\x02d\\"[..]),
+        (b"\x08\x01deep.txt", b"\x08\x01deep\\txt"),
+        (b"\x0e\x01entry_0501.txt", b"\x0e\x01entry\\0500.txt"),
+        (b"\x08\x01case.txt", b"\x08\x01case\\txt"),
+    ] {
+        let at = find(&bytes, from);
+        bytes[at..at + to.len()].copy_from_slice(to);
+    }
+    let hostile = work.path().join("hostile-ext2.img");
+    std::fs::write(&hostile, &bytes).expect("write");
+    cases.push((hostile, Vec::new()));
+
+    let mut last = None;
+    for (img, extra) in &cases {
+        let mut runs = Vec::new();
+        for threads in ["1", "3"] {
+            let out_dir = work.path().join(format!("out-{threads}"));
+            let _ = std::fs::remove_dir_all(&out_dir);
+            let mut args = vec![
+                "extract",
+                "--streams",
+                "--threads",
+                threads,
+                "-o",
+                out_dir.to_str().unwrap_or_default(),
+                img.to_str().unwrap_or_default(),
+            ];
+            args.extend(extra);
+            let started = std::time::SystemTime::now();
+            let out = diskimage(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr)
+                .replace(out_dir.to_str().unwrap_or_default(), "OUT");
+            runs.push((out.status.code(), stderr, tree_snapshot(&out_dir, started)));
+        }
+        let name = img.display();
+        assert_eq!(runs[0].0, runs[1].0, "{name}: exit status");
+        assert_eq!(runs[0].1, runs[1].1, "{name}: stderr");
+        assert!(runs[0].2.len() > 20, "{name}: {} entries", runs[0].2.len());
+        let differ: Vec<_> = runs[0]
+            .2
+            .iter()
+            .filter(|(k, v)| runs[1].2.get(*k) != Some(v))
+            .take(5)
+            .collect();
+        assert!(
+            runs[0].2.len() == runs[1].2.len() && differ.is_empty(),
+            "{name}: the trees differ: {differ:?}"
+        );
+        last = runs.pop();
+    }
+    // The hostile image's report: the one-thread walk's order (a
+    // directory's entries by name, then its subdirectories).
+    let (_, stderr, tree) = last.expect("the hostile image ran");
+    let renamed: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("renamed:"))
+        .collect();
+    assert_eq!(
+        renamed,
+        [
+            "renamed: /case\\txt -> OUT/case_txt",
+            "renamed: /big_dir/entry\\0500.txt -> OUT/big_dir/entry_0500.txt",
+            "renamed: /big_dir/entry_0500.txt -> OUT/big_dir/entry_0500.txt~1",
+            "renamed: /d0/d1/d2/d\\ -> OUT/d0/d1/d2/d_",
+            "renamed: /d0/d1/d2/d\\/d4/d5/d6/d7/d8/d9/d10/d11/deep\\txt \
+             -> OUT/d0/d1/d2/d_/d4/d5/d6/d7/d8/d9/d10/d11/deep_txt",
+        ],
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("extracted 1012 files, renamed 5\n"),
+        "{stderr}"
+    );
+    assert!(tree.contains_key("big_dir/entry_0500.txt~1"));
+}

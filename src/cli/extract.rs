@@ -11,18 +11,32 @@
 //! The tree is walked with [`FileSystem::visit_dir`]: each directory is
 //! read once and every entry's metadata and data come from its directory
 //! entry, not from a lookup of its path; file data goes through one
-//! reused buffer, and the modification time is set on the handle written.
-//! One thread does it all: writer threads were measured slower on a
-//! loaded 2-core machine (README, performance).
+//! reused buffer per thread, and the modification time is set on the
+//! handle written.
+//!
+//! Threads take whole directories (a [`Unit`]: every entry of one
+//! directory read, created and written by one thread, each thread with
+//! its own file system opened on the shared device), never single files:
+//! handing each file to a writer thread was measured slower than the
+//! write itself (README, performance). A directory creates its
+//! subdirectories before they are handed out; the results are reported
+//! in the order of a one-thread depth-first walk ([`Merge`]), so renames
+//! (`~N` is given within one directory, by one thread), messages, counts
+//! and the error returned do not depend on the number of threads.
+//! Directory times are set last, once everything is written.
 
 use std::fs;
 use std::io::Write;
+use std::num::NonZeroUsize;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 
 use clap::Args;
 use diskimage::fs::file_system::join;
-use diskimage::fs::{FileReader, FileSystem, FileType, PathEntry, Timestamp, Visited};
+use diskimage::fs::{open_fs, FileReader, FileSystem, FileType, PathEntry, Timestamp, Visited};
+use diskimage::BlockDevice;
 
 use super::ls::MAX_DEPTH;
 use super::select::FsArgs;
@@ -40,6 +54,11 @@ pub struct ExtractArgs {
     /// Also write NTFS alternate data streams, as `name:stream` files.
     #[arg(long)]
     streams: bool,
+    /// Threads that extract at once, each a whole directory at a time
+    /// (default: the cores available, at most 4). The output and the
+    /// report are the same whatever the number.
+    #[arg(long, value_name = "N")]
+    threads: Option<NonZeroUsize>,
     #[command(flatten)]
     fs: FsArgs,
 }
@@ -98,36 +117,66 @@ enum Make<'t> {
     Symlink(&'t str),
 }
 
-/// Size of the one buffer file data is copied through.
+/// Size of the buffer file data is copied through (one per thread).
 const COPY_BUFFER: usize = 1 << 20;
 
-struct Extractor<'a> {
-    fs: &'a dyn FileSystem,
-    streams: bool,
-    /// Host directories to stamp after their contents, deepest last.
-    dir_times: Vec<(PathBuf, Option<Timestamp>)>,
+/// At most this many threads extract at once.
+const MAX_THREADS: usize = 4;
+
+/// One directory to extract, a whole unit of work for one thread: its
+/// entries are created in the file system's order (files written,
+/// subdirectories created, not walked).
+struct Unit {
+    /// Its place in the walk: the indexes of the subdirectories leading to
+    /// it from the first directory. Units compare in the order a
+    /// one-thread depth-first walk meets them.
+    key: Vec<u32>,
+    fs_dir: String,
+    host: PathBuf,
+    depth: usize,
+}
+
+/// What extracting one [`Unit`] (or one file) did; merged in walk order.
+#[derive(Default)]
+struct Done {
+    /// Lines for stderr (renames, skipped entries, read errors), in order.
+    log: Vec<String>,
     renamed: usize,
     files: u64,
     /// Entries that could not be read (reported, the rest goes on).
     failed: usize,
-    /// The one read buffer, reused for every file.
-    buf: Vec<u8>,
-    bar: indicatif::ProgressBar,
+    /// Host directories to stamp after everything is written.
+    dir_times: Vec<(PathBuf, Option<Timestamp>)>,
+    /// Its subdirectories, to walk: (file-system path, host path).
+    subdirs: Vec<(String, PathBuf)>,
+    /// The output error that stopped it (and stops the extraction).
+    stop: Option<CliError>,
 }
 
-impl Extractor<'_> {
+impl Done {
     /// Reports an entry the file system cannot give; the walk goes on.
     fn fail(&mut self, path: &str, e: &dyn std::fmt::Display) {
         self.failed += 1;
-        eprintln!("diskimage: {path}: {e}");
+        self.log.push(format!("diskimage: {path}: {e}"));
     }
+}
 
+/// One thread's extractor: its own file system handle and buffer.
+struct Extractor<'a> {
+    fs: &'a dyn FileSystem,
+    streams: bool,
+    /// The one read buffer, reused for every file.
+    buf: Vec<u8>,
+    bar: &'a indicatif::ProgressBar,
+}
+
+impl Extractor<'_> {
     /// Creates `what` for `name` in the host directory `dir`, under a
     /// safe name, renamed `~N` while the name is taken (never through an
     /// existing file or link); the rename is reported. Returns the host
     /// path and, for a file, the file opened for writing.
     fn create(
-        &mut self,
+        done: &mut Done,
         dir: &Path,
         fs_path: &str,
         name: &str,
@@ -157,8 +206,9 @@ impl Extractor<'_> {
             }
         };
         if safe.is_some() || n > 1 {
-            self.renamed += 1;
-            eprintln!("renamed: {fs_path} -> {}", host.display());
+            done.renamed += 1;
+            done.log
+                .push(format!("renamed: {fs_path} -> {}", host.display()));
         }
         Ok((host, file))
     }
@@ -195,25 +245,26 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    /// Extracts one entry of the host directory `dir`; a directory's
-    /// (file-system path, host path) is returned, for the caller to walk.
+    /// Extracts one entry into the host directory `dir`; a directory is
+    /// created and added to `done.subdirs`, for the caller to walk.
     fn entry(
         &mut self,
+        done: &mut Done,
         dir: &Path,
         fs_path: &str,
         v: &dyn Visited,
-    ) -> Result<Option<(String, PathBuf)>, CliError> {
+    ) -> Result<(), CliError> {
         let meta = v.metadata()?;
         let name = v.name();
         match meta.file_type {
             FileType::Directory => {
-                let (host, _) = self.create(dir, fs_path, name, &Make::Dir)?;
-                self.dir_times.push((host.clone(), meta.modified));
-                return Ok(Some((fs_path.to_string(), host)));
+                let (host, _) = Self::create(done, dir, fs_path, name, &Make::Dir)?;
+                done.dir_times.push((host.clone(), meta.modified));
+                done.subdirs.push((fs_path.to_string(), host));
             }
             FileType::File => {
                 let reader = v.open("")?;
-                let (host, file) = self.create(dir, fs_path, name, &Make::File)?;
+                let (host, file) = Self::create(done, dir, fs_path, name, &Make::File)?;
                 if let Some(file) = file {
                     self.copy(reader, file, fs_path, &host, meta.modified)?;
                 }
@@ -222,69 +273,257 @@ impl Extractor<'_> {
                         let sp = format!("{fs_path}:{s}");
                         let reader = v.open(&s)?;
                         let (host, file) =
-                            self.create(dir, &sp, &format!("{name}:{s}"), &Make::File)?;
+                            Self::create(done, dir, &sp, &format!("{name}:{s}"), &Make::File)?;
                         if let Some(file) = file {
                             self.copy(reader, file, &sp, &host, None)?;
                         }
                     }
                 }
-                self.files += 1;
+                done.files += 1;
                 self.bar.inc(1);
             }
             FileType::Symlink => {
                 let target = v.read_link()?;
-                self.create(dir, fs_path, name, &Make::Symlink(&target))?;
+                Self::create(done, dir, fs_path, name, &Make::Symlink(&target))?;
             }
             FileType::Special => {
-                eprintln!("skipped special file: {fs_path}");
+                done.log.push(format!("skipped special file: {fs_path}"));
             }
         }
-        Ok(None)
+        Ok(())
     }
 
-    /// Extracts the tree below the file-system directory `fs_dir` into the
-    /// host directory `host`: each directory is read once, its entries
-    /// opened from their directory entries, then its subdirectories.
-    fn tree(&mut self, fs_dir: &str, host: &Path, depth: usize) -> Result<(), CliError> {
+    /// Extracts the entries of the file-system directory `fs_dir` into the
+    /// host directory `host` (the directory is read once, its entries
+    /// opened from their directory entries); its subdirectories are
+    /// created and listed in the result, not walked.
+    fn unit(&mut self, fs_dir: &str, host: &Path, depth: usize) -> Done {
+        let mut done = Done::default();
         if depth > MAX_DEPTH {
             let e = format!("nesting deeper than {MAX_DEPTH} directories (a directory loop?)");
-            self.fail(fs_dir, &e);
-            return Ok(());
+            done.fail(fs_dir, &e);
+            return done;
         }
         let fs = self.fs;
-        let mut subdirs = Vec::new();
-        let mut stop = None;
         let visited = fs.visit_dir(fs_dir, &mut |v| {
             let v = match v {
                 Ok(v) => v,
                 Err((name, e)) => {
-                    self.fail(&join(fs_dir, &name), &e);
+                    done.fail(&join(fs_dir, &name), &e);
                     return ControlFlow::Continue(());
                 }
             };
             let path = join(fs_dir, v.name());
-            match self.entry(host, &path, v) {
-                Ok(sub) => subdirs.extend(sub),
+            match self.entry(&mut done, host, &path, v) {
+                Ok(()) => {}
                 // A file the file system cannot give: reported, the rest goes on.
-                Err(CliError::Fs(e)) => self.fail(&path, &e),
+                Err(CliError::Fs(e)) => done.fail(&path, &e),
                 Err(other) => {
-                    stop = Some(other);
+                    done.stop = Some(other);
                     return ControlFlow::Break(());
                 }
             }
             ControlFlow::Continue(())
         });
-        if let Some(e) = stop {
-            return Err(e);
+        if done.stop.is_some() {
+            // As the walk always did: nothing below a stopped directory.
+            done.subdirs.clear();
+        } else if let Err(e) = visited {
+            done.fail(fs_dir, &e);
         }
-        if let Err(e) = visited {
-            self.fail(fs_dir, &e);
-        }
-        for (fs_path, host) in subdirs {
-            self.tree(&fs_path, &host, depth + 1)?;
-        }
-        Ok(())
+        done
     }
+}
+
+/// Puts the [`Done`]s of units, which threads finish in any order, back
+/// in walk order: each is reported once every unit before it in the walk
+/// is, so stderr, the counts and the error returned are the same whatever
+/// the number of threads.
+#[derive(Default)]
+struct Merge {
+    /// Finished units not reported yet.
+    waiting: std::collections::HashMap<Vec<u32>, Done>,
+    /// The units to report next, the next one last.
+    next: Vec<Vec<u32>>,
+    /// The first unit in walk order known to have stopped: no unit after
+    /// it is started (the one-thread walk never reaches them).
+    stopped_at: Option<Vec<u32>>,
+    /// Totals of the units reported.
+    total: Done,
+}
+
+impl Merge {
+    /// Takes the result of `unit`; returns its subdirectories as units to
+    /// extract (none past a unit that stopped).
+    fn finished(&mut self, unit: &Unit, done: Done) -> Vec<Unit> {
+        if done.stop.is_some() && self.stopped_at.as_ref().is_none_or(|k| unit.key < *k) {
+            self.stopped_at = Some(unit.key.clone());
+        }
+        let mut subs = Vec::new();
+        for (i, (fs_dir, host)) in done.subdirs.iter().enumerate() {
+            let mut key = unit.key.clone();
+            key.push(u32::try_from(i).unwrap_or(u32::MAX));
+            if self.stopped_at.as_ref().is_some_and(|k| key > *k) {
+                break;
+            }
+            subs.push(Unit {
+                key,
+                fs_dir: fs_dir.clone(),
+                host: host.clone(),
+                depth: unit.depth + 1,
+            });
+        }
+        self.waiting.insert(unit.key.clone(), done);
+        subs
+    }
+
+    /// Reports, in walk order, the finished units every earlier unit of
+    /// which is reported; stops at the first that stopped.
+    fn report(&mut self) {
+        while self.total.stop.is_none() {
+            let Some(done) = self.next.last().and_then(|k| self.waiting.remove(k)) else {
+                return;
+            };
+            let key = self.next.pop().unwrap_or_default();
+            for line in &done.log {
+                eprintln!("{line}");
+            }
+            self.total.renamed += done.renamed;
+            self.total.files += done.files;
+            self.total.failed += done.failed;
+            self.total.dir_times.extend(done.dir_times);
+            self.total.stop = done.stop;
+            for i in (0..done.subdirs.len()).rev() {
+                let mut sub = key.clone();
+                sub.push(u32::try_from(i).unwrap_or(u32::MAX));
+                self.next.push(sub);
+            }
+        }
+    }
+}
+
+/// Extracts the tree below the directory unit `root` in this thread, unit
+/// by unit in walk order (`--threads 1`).
+fn walk_one(x: &mut Extractor<'_>, root: Unit) -> Done {
+    let mut merge = Merge {
+        next: vec![root.key.clone()],
+        ..Merge::default()
+    };
+    let mut todo = vec![root];
+    while let Some(unit) = todo.pop() {
+        let done = x.unit(&unit.fs_dir, &unit.host, unit.depth);
+        let subs = merge.finished(&unit, done);
+        merge.report();
+        if merge.total.stop.is_some() {
+            break;
+        }
+        todo.extend(subs.into_iter().rev());
+    }
+    merge.total
+}
+
+/// A worker's message: a unit finished, or the worker panicked.
+enum Report {
+    Finished(Unit, Box<Done>),
+    Panicked,
+}
+
+/// Sends [`Report::Panicked`] if its thread unwinds, so the coordinator
+/// does not wait for a unit that will never finish.
+struct PanicNotice(std::sync::mpsc::Sender<Report>);
+
+impl Drop for PanicNotice {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.send(Report::Panicked);
+        }
+    }
+}
+
+/// Extracts the tree below `root` with `threads` threads, each with its
+/// own file system on `device` (a `FileSystem` is not `Send`) taking
+/// whole directories; this thread hands them out and reports in walk
+/// order.
+fn walk_parallel(
+    device: &Arc<dyn BlockDevice>,
+    threads: usize,
+    streams: bool,
+    bar: &indicatif::ProgressBar,
+    root: Unit,
+) -> Done {
+    let (work_tx, work_rx) = mpsc::channel::<Unit>();
+    let work_rx = Mutex::new(work_rx);
+    let (report_tx, report_rx) = mpsc::channel::<Report>();
+    // Set once the report reaches a unit that stopped: what is still
+    // queued comes after it in the walk and is skipped.
+    let stopping = AtomicBool::new(false);
+    let mut merge = Merge {
+        next: vec![root.key.clone()],
+        ..Merge::default()
+    };
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (work_rx, report_tx, stopping) = (&work_rx, report_tx.clone(), &stopping);
+            s.spawn(move || {
+                let notice = PanicNotice(report_tx);
+                // (It opened once already on this device: an error here is
+                // unexpected, and stops the extraction.)
+                let fs = open_fs(Arc::clone(device)).map_err(|e| e.to_string());
+                let mut x = fs.as_ref().map(|fs| Extractor {
+                    fs: fs.as_ref(),
+                    streams,
+                    buf: vec![0u8; COPY_BUFFER],
+                    bar,
+                });
+                loop {
+                    let next = work_rx
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .recv();
+                    let Ok(unit) = next else { break };
+                    let done = match &mut x {
+                        _ if stopping.load(Ordering::Relaxed) => Done::default(),
+                        Ok(x) => x.unit(&unit.fs_dir, &unit.host, unit.depth),
+                        Err(e) => Done {
+                            stop: Some(CliError::Usage((*e).clone())),
+                            ..Done::default()
+                        },
+                    };
+                    if notice
+                        .0
+                        .send(Report::Finished(unit, Box::new(done)))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(report_tx);
+        let mut running = 0usize;
+        if work_tx.send(root).is_ok() {
+            running += 1;
+        }
+        while running > 0 {
+            let Ok(Report::Finished(unit, done)) = report_rx.recv() else {
+                // A worker panicked: stop handing out work; the scope
+                // passes its panic on.
+                break;
+            };
+            running -= 1;
+            for sub in merge.finished(&unit, *done) {
+                if work_tx.send(sub).is_ok() {
+                    running += 1;
+                }
+            }
+            merge.report();
+            if merge.total.stop.is_some() {
+                stopping.store(true, Ordering::Relaxed);
+            }
+        }
+        drop(work_tx);
+    });
+    merge.total
 }
 
 /// Reads from `reader` until `buf` is full or the data ends; the count.
@@ -314,35 +553,61 @@ fn make_symlink(target: &str, host: &Path) -> std::io::Result<()> {
 
 /// Runs `extract`.
 pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
-    let (fs, path) = args.fs.open_fs(false)?;
+    let (device, path) = args.fs.open_device(false)?;
+    let fs = open_fs(Arc::clone(&device))?;
     fs::create_dir_all(&args.output).map_err(|e| CliError::output(&args.output, e))?;
     let root = args.output.clone();
     let meta = fs.metadata(&path)?;
+    let bar = progress::count(0, "extract");
+    let threads = args.threads.map_or_else(
+        || {
+            std::thread::available_parallelism()
+                .map_or(1, NonZeroUsize::get)
+                .min(MAX_THREADS)
+        },
+        NonZeroUsize::get,
+    );
     let mut x = Extractor {
         fs: fs.as_ref(),
         streams: args.streams,
-        dir_times: Vec::new(),
-        renamed: 0,
-        files: 0,
-        failed: 0,
         buf: vec![0u8; COPY_BUFFER],
-        bar: progress::count(0, "extract"),
+        bar: &bar,
     };
-    if meta.file_type == FileType::Directory {
-        x.tree(&path, &root, 0)?;
+    let done = if meta.file_type == FileType::Directory {
+        let unit = Unit {
+            key: Vec::new(),
+            fs_dir: path,
+            host: root,
+            depth: 0,
+        };
+        if threads > 1 {
+            drop(x);
+            drop(fs);
+            walk_parallel(&device, threads, args.streams, &bar, unit)
+        } else {
+            walk_one(&mut x, unit)
+        }
     } else {
         let entry = PathEntry::new(fs.as_ref(), &path);
-        x.entry(&root, &path, &entry)?;
+        let mut done = Done::default();
+        x.entry(&mut done, &root, &path, &entry)?;
+        for line in &done.log {
+            eprintln!("{line}");
+        }
+        done
+    };
+    if let Some(e) = done.stop {
+        return Err(e);
     }
-    for (dir, t) in x.dir_times.iter().rev() {
+    for (dir, t) in done.dir_times.iter().rev() {
         set_dir_mtime(dir, *t);
     }
-    x.bar.finish_and_clear();
-    eprintln!("extracted {} files, renamed {}", x.files, x.renamed);
-    if x.failed > 0 {
+    bar.finish_and_clear();
+    eprintln!("extracted {} files, renamed {}", done.files, done.renamed);
+    if done.failed > 0 {
         return Err(CliError::Usage(format!(
             "{} entries could not be read",
-            x.failed
+            done.failed
         )));
     }
     Ok(())

@@ -105,9 +105,19 @@ impl FsArgs {
 
     /// Opens the images and the file system of the selected volume.
     pub fn open_fs(&self, path_required: bool) -> Result<(Box<dyn FileSystem>, String), CliError> {
+        let (device, path) = self.open_device(path_required)?;
+        Ok((open_fs(device)?, path))
+    }
+
+    /// Opens the images; the device of the selected volume (to open its
+    /// file system once per thread) and the path inside it.
+    pub fn open_device(
+        &self,
+        path_required: bool,
+    ) -> Result<(Arc<dyn BlockDevice>, String), CliError> {
         let (images, path) = self.split(path_required)?;
         let images = self.open.open_all(&images)?;
         let device = volume_device(images, self.volume, &self.open.options())?;
-        Ok((open_fs(device)?, path))
+        Ok((device, path))
     }
 }
