@@ -62,6 +62,9 @@ pub struct NtfsFs {
     ntfs: Ntfs,
     device: Arc<dyn BlockDevice>,
     label: Option<String>,
+    /// Position and raw bytes of the first MFT record (`$MFT` itself),
+    /// which the crate reads for every file it opens: read once.
+    mft0: Option<Arc<(u64, Vec<u8>)>>,
 }
 
 fn map_err(e: NtfsError, path: &str) -> Error {
@@ -157,15 +160,27 @@ impl NtfsFs {
             .and_then(|v| v.ok())
             .map(|v| v.name().to_string_lossy())
             .filter(|s| !s.is_empty());
+        let size = usize::try_from(ntfs.file_record_size()).unwrap_or(0);
+        let mft0 = ntfs.mft_position().value().and_then(|p| {
+            let mut bytes = vec![0u8; size];
+            let at = p.get();
+            device.read_at(&mut bytes, at).ok()?;
+            Some(Arc::new((at, bytes)))
+        });
         Ok(NtfsFs {
             ntfs,
             device,
             label,
+            mft0,
         })
     }
 
     fn reader(&self) -> VolumeReader {
-        VolumeReader::new(Arc::clone(&self.device))
+        VolumeReader::with_records(
+            Arc::clone(&self.device),
+            usize::try_from(self.ntfs.file_record_size()).unwrap_or(0),
+            self.mft0.clone(),
+        )
     }
 
     /// The file at `path` (without a stream suffix).
@@ -302,15 +317,20 @@ impl NtfsFs {
         let (fpath, stream) = split_stream(path);
         let mut r = self.reader();
         let file = self.lookup(&mut r, fpath)?;
-        self.open_file_stream(&mut r, &file, path, stream)
+        let record = r.record_at(file.position().value().map_or(0, |p| p.get()));
+        let record = record.and_then(volume_reader::fixed_up);
+        self.open_file_stream(&mut r, &file, record.as_deref(), path, stream)
     }
 
     /// The data of stream `stream` (`""`: the unnamed data) of `file`,
-    /// which is at `path` (for errors), and its size.
+    /// which is at `path` (for errors), and its size. `record` is the
+    /// file's MFT record as read (fixups applied), if at hand: the
+    /// initialized size is taken from it rather than read again.
     fn open_file_stream(
         &self,
         r: &mut VolumeReader,
         file: &NtfsFile<'_>,
+        record: Option<&[u8]>,
         path: &str,
         stream: &str,
     ) -> Result<(Box<dyn FileReader + '_>, u64)> {
@@ -356,15 +376,28 @@ impl NtfsFs {
                     });
                     vcn = vcn.saturating_add(len);
                 }
-                // Initialized size and compression unit from the raw header.
+                // Initialized size and compression unit from the header:
+                // in the record at hand when the attribute is in it (not in
+                // an extension record of an attribute list), else read.
                 let mut hdr = [0u8; 0x40];
                 let (mut initialized, mut unit_exp) = (size, 4u32);
-                if let Some(p) = header_pos {
-                    if self.device.read_at(&mut hdr, p).is_ok() {
-                        unit_exp = u32::from(hdr[0x22]);
-                        initialized =
-                            u64::from_le_bytes(hdr[0x38..0x40].try_into().unwrap_or([0xff; 8]));
+                let file_pos = file.position().value().map(|p| p.get());
+                let in_record = header_pos
+                    .zip(file_pos)
+                    .and_then(|(h, f)| usize::try_from(h.checked_sub(f)?).ok())
+                    .and_then(|o| record?.get(o..o.checked_add(0x40)?));
+                let got = match (in_record, header_pos) {
+                    (Some(bytes), _) => {
+                        hdr.copy_from_slice(bytes);
+                        true
                     }
+                    (None, Some(p)) => self.device.read_at(&mut hdr, p).is_ok(),
+                    (None, None) => false,
+                };
+                if got {
+                    unit_exp = u32::from(hdr[0x22]);
+                    initialized =
+                        u64::from_le_bytes(hdr[0x38..0x40].try_into().unwrap_or([0xff; 8]));
                 }
                 let unit = if compressed {
                     if unit_exp == 0 || unit_exp > 8 {
@@ -493,12 +526,17 @@ impl FileSystem for NtfsFs {
         for_each_index_entry(&mut r, &dir, path, |r, entry, _, name| {
             let full = crate::file_system::join(path, &name);
             match entry.to_file(&self.ntfs, r) {
-                Ok(file) => f(Ok(&NtfsVisited {
-                    fs: self,
-                    file,
-                    name,
-                    path: full,
-                })),
+                Ok(file) => {
+                    let at = file.position().value().map_or(0, |p| p.get());
+                    let record = r.record_at(at).and_then(volume_reader::fixed_up);
+                    f(Ok(&NtfsVisited {
+                        fs: self,
+                        file,
+                        record,
+                        name,
+                        path: full,
+                    }))
+                }
                 Err(e) => f(Err((name, map_err(e, &full)))),
             }
         })
@@ -621,6 +659,8 @@ fn file_streams(r: &mut VolumeReader, file: &NtfsFile<'_>, path: &str) -> Result
 struct NtfsVisited<'n> {
     fs: &'n NtfsFs,
     file: NtfsFile<'n>,
+    /// Its MFT record as read (fixups applied), if kept.
+    record: Option<Vec<u8>>,
     name: String,
     /// Its path, for errors and symlink targets.
     path: String,
@@ -640,9 +680,13 @@ impl Visited for NtfsVisited<'_> {
         } else {
             format!("{}:{stream}", self.path)
         };
-        let (reader, _) =
-            self.fs
-                .open_file_stream(&mut self.fs.reader(), &self.file, &path, stream)?;
+        let (reader, _) = self.fs.open_file_stream(
+            &mut self.fs.reader(),
+            &self.file,
+            self.record.as_deref(),
+            &path,
+            stream,
+        )?;
         Ok(reader)
     }
     fn read_link(&self) -> Result<String> {

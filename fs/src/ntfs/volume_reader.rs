@@ -13,16 +13,82 @@ use std::sync::Arc;
 use diskimage_formats::BlockDevice;
 
 /// `Read + Seek` over a volume that reads all of a buffer or fails.
+///
+/// It also spares reads of MFT records: `ntfs` reads the `$MFT` file's own
+/// record (the first) again each time it opens a file by number, which
+/// this reader serves from a copy taken once; and it keeps the raw bytes
+/// of the record read last, so the caller can take from the record at
+/// hand what the crate does not expose (the initialized size) without
+/// reading it again.
 pub struct VolumeReader {
     device: Arc<dyn BlockDevice>,
     pos: u64,
+    /// Position and raw bytes of the first MFT record, once read.
+    mft0: Option<Arc<(u64, Vec<u8>)>>,
+    /// Size of an MFT record (0: none kept).
+    record_size: usize,
+    /// Position and raw bytes of the last read of `record_size` bytes.
+    last: Option<(u64, Vec<u8>)>,
 }
 
 impl VolumeReader {
     /// A cursor at offset 0 of `device`.
     pub fn new(device: Arc<dyn BlockDevice>) -> Self {
-        VolumeReader { device, pos: 0 }
+        VolumeReader {
+            device,
+            pos: 0,
+            mft0: None,
+            record_size: 0,
+            last: None,
+        }
     }
+
+    /// A cursor at offset 0 of `device` that keeps the last read of
+    /// `record_size` bytes and serves reads of the record `mft0` (its
+    /// position and raw bytes) from memory.
+    pub fn with_records(
+        device: Arc<dyn BlockDevice>,
+        record_size: usize,
+        mft0: Option<Arc<(u64, Vec<u8>)>>,
+    ) -> Self {
+        VolumeReader {
+            device,
+            pos: 0,
+            mft0,
+            record_size,
+            last: None,
+        }
+    }
+
+    /// The raw bytes of the record last read at `pos`, if the last read
+    /// of a record's size was there.
+    pub fn record_at(&self, pos: u64) -> Option<&[u8]> {
+        self.last
+            .as_ref()
+            .filter(|(at, _)| *at == pos)
+            .map(|(_, b)| b.as_slice())
+    }
+}
+
+/// The bytes of the MFT record `raw` with its update sequence applied (the
+/// last two bytes of each 512-byte block put back from the array); `None`
+/// if the array does not fit or a block does not end with the update
+/// sequence number.
+pub fn fixed_up(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = raw.to_vec();
+    let offset = usize::from(diskimage_formats::bytes::le_u16(raw, 4)?);
+    let count = usize::from(diskimage_formats::bytes::le_u16(raw, 6)?);
+    let usn = raw.get(offset..offset + 2)?;
+    for i in 1..count {
+        let saved = raw.get(offset + 2 * i..offset + 2 * i + 2)?;
+        let end = (i * 512).checked_sub(2)?;
+        let tail = out.get_mut(end..end + 2)?;
+        if tail != usn {
+            return None;
+        }
+        tail.copy_from_slice(saved);
+    }
+    Some(out)
 }
 
 impl Read for VolumeReader {
@@ -42,9 +108,21 @@ impl Read for VolumeReader {
                 ),
             ));
         }
-        self.device
-            .read_at(buf, self.pos)
-            .map_err(io::Error::other)?;
+        match self.mft0.as_deref() {
+            Some((at, bytes)) if *at == self.pos && bytes.len() == buf.len() => {
+                buf.copy_from_slice(bytes);
+            }
+            _ => self
+                .device
+                .read_at(buf, self.pos)
+                .map_err(io::Error::other)?,
+        }
+        if buf.len() == self.record_size && self.record_size > 0 {
+            let last = self.last.get_or_insert_with(|| (0, Vec::new()));
+            last.0 = self.pos;
+            last.1.clear();
+            last.1.extend_from_slice(buf);
+        }
         self.pos += buf.len() as u64;
         Ok(buf.len())
     }
@@ -73,5 +151,42 @@ mod tests {
             io::ErrorKind::UnexpectedEof
         );
         assert_eq!(r.read(&mut b[..4]).unwrap(), 4);
+    }
+
+    #[test]
+    fn records_are_kept_and_the_first_served_from_memory() {
+        let mut disk = vec![0u8; 4096];
+        disk[1024..1028].copy_from_slice(b"FILE");
+        let dev: Arc<dyn BlockDevice> = Arc::new(diskimage_formats::MemoryDevice::new(disk));
+        // A copy of "record 0" at 1024 that differs from the device.
+        let mft0 = Arc::new((1024u64, vec![7u8; 1024]));
+        let mut r = VolumeReader::with_records(dev, 1024, Some(mft0));
+        let mut b = vec![0u8; 1024];
+        r.seek(SeekFrom::Start(1024)).unwrap();
+        r.read_exact(&mut b).unwrap();
+        assert_eq!(b, vec![7u8; 1024]);
+        assert_eq!(r.record_at(1024), Some(&[7u8; 1024][..]));
+        r.seek(SeekFrom::Start(2048)).unwrap();
+        r.read_exact(&mut b).unwrap();
+        assert_eq!(r.record_at(1024), None);
+        assert_eq!(r.record_at(2048), Some(&[0u8; 1024][..]));
+        // Other sizes are not kept.
+        r.read_exact(&mut b[..16]).unwrap();
+        assert!(r.record_at(2048).is_some());
+    }
+
+    #[test]
+    fn fixup_puts_the_saved_bytes_back() {
+        let mut rec = vec![0u8; 1024];
+        rec[4..6].copy_from_slice(&0x30u16.to_le_bytes());
+        rec[6..8].copy_from_slice(&3u16.to_le_bytes());
+        rec[0x30..0x36].copy_from_slice(&[0xAB, 0xCD, 1, 2, 3, 4]);
+        rec[510..512].copy_from_slice(&[0xAB, 0xCD]);
+        rec[1022..1024].copy_from_slice(&[0xAB, 0xCD]);
+        let fixed = fixed_up(&rec).unwrap();
+        assert_eq!(&fixed[510..512], &[1, 2]);
+        assert_eq!(&fixed[1022..1024], &[3, 4]);
+        rec[1022] = 0;
+        assert_eq!(fixed_up(&rec), None);
     }
 }
