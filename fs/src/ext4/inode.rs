@@ -121,6 +121,10 @@ pub(crate) struct InodeTable {
     /// Inode table block by group, as group descriptors are read (at most
     /// one entry per group: bounded by the volume, see `check_group_table`).
     tables: RefCell<HashMap<u64, u64>>,
+    /// The inode-table block read last (its offset and bytes): a walk
+    /// meets a directory's inodes in runs, several to a block, so most
+    /// come from it without a read.
+    inode_block: RefCell<Option<(u64, Vec<u8>)>>,
 }
 
 fn corrupt(path: &str, what: impl Into<String>) -> Error {
@@ -176,6 +180,7 @@ impl InodeTable {
             dirs: RefCell::new(HashMap::new()),
             cached_entries: RefCell::new(0),
             tables: RefCell::new(HashMap::new()),
+            inode_block: RefCell::new(None),
         }))
     }
 
@@ -216,6 +221,35 @@ impl InodeTable {
         Ok(table)
     }
 
+    /// The raw inode at `offset`: from the inode-table block read last,
+    /// or its block read whole (the inode alone when the block cannot be
+    /// read, e.g. on a truncated volume). An inode never crosses a block:
+    /// its size is a power of two no larger than a block, checked at open.
+    fn inode_bytes(&self, offset: u64) -> Result<Vec<u8>> {
+        let size = usize::try_from(self.inode_size).unwrap_or(128);
+        let block = offset - offset % self.block_size;
+        let within = usize::try_from(offset - block).unwrap_or(0);
+        let mut cached = self.inode_block.borrow_mut();
+        if cached.as_ref().is_none_or(|(at, _)| *at != block) {
+            let mut bytes = vec![0u8; usize::try_from(self.block_size).unwrap_or(1024)];
+            *cached = None;
+            if self.read(&mut bytes, block).is_ok() {
+                *cached = Some((block, bytes));
+            }
+        }
+        match cached
+            .as_ref()
+            .and_then(|(_, b)| b.get(within..within.checked_add(size)?))
+        {
+            Some(raw) => Ok(raw.to_vec()),
+            None => {
+                let mut raw = vec![0u8; size];
+                self.read(&mut raw, offset)?;
+                Ok(raw)
+            }
+        }
+    }
+
     /// Reads inode `number`.
     pub fn inode(&self, number: u32, path: &str) -> Result<Inode> {
         if number == 0 || number > self.inodes_count {
@@ -228,8 +262,7 @@ impl InodeTable {
         let index = u64::from((number - 1) % self.inodes_per_group);
         let table = self.inode_table(group, path)?;
         let offset = table * self.block_size + index * self.inode_size;
-        let mut raw = vec![0u8; usize::try_from(self.inode_size).unwrap_or(128)];
-        self.read(&mut raw, offset)?;
+        let raw = self.inode_bytes(offset)?;
         let u16_at = |o| u32::from(le_u16(&raw, o).unwrap_or(0));
         let u32_at = |o| le_u32(&raw, o).unwrap_or(0);
         let extra_isize = if raw.len() > 128 {
