@@ -19,19 +19,23 @@
 //! its own file system opened on the shared device), never single files:
 //! handing each file to a writer thread was measured slower than the
 //! write itself (README, performance). A directory creates its
-//! subdirectories before they are handed out; the results are reported
-//! in the order of a one-thread depth-first walk ([`Merge`]), so renames
-//! (`~N` is given within one directory, by one thread), messages, counts
-//! and the error returned do not depend on the number of threads.
-//! Directory times are set last, once everything is written.
+//! subdirectories before they are queued; each thread takes the queued
+//! directory first in the walk (one thread walks depth first, as before)
+//! and there is no coordinating thread. Results are reported in the order
+//! of the one-thread depth-first walk ([`Merge`]), so renames (`~N` is
+//! given within one directory, by one thread), messages, counts and the
+//! error returned do not depend on the number of threads; what differs
+//! is only that, after an output error, directories later in the walk
+//! may have been written already. Directory times are set last, once
+//! everything is written. A directory of many files is one thread's work.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::num::NonZeroUsize;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use clap::Args;
 use diskimage::fs::file_system::join;
@@ -402,128 +406,111 @@ impl Merge {
     }
 }
 
-/// Extracts the tree below the directory unit `root` in this thread, unit
-/// by unit in walk order (`--threads 1`).
-fn walk_one(x: &mut Extractor<'_>, root: Unit) -> Done {
-    let mut merge = Merge {
-        next: vec![root.key.clone()],
-        ..Merge::default()
-    };
-    let mut todo = vec![root];
-    while let Some(unit) = todo.pop() {
-        let done = x.unit(&unit.fs_dir, &unit.host, unit.depth);
-        let subs = merge.finished(&unit, done);
-        merge.report();
-        if merge.total.stop.is_some() {
-            break;
-        }
-        todo.extend(subs.into_iter().rev());
-    }
-    merge.total
+/// What the extracting threads share.
+struct Shared {
+    /// Units to extract, by their place in the walk: the first in the walk
+    /// is taken first (one thread walks depth first, as it always did).
+    todo: BTreeMap<Vec<u32>, Unit>,
+    /// Units being extracted.
+    running: usize,
+    merge: Merge,
+    /// A thread panicked: the others stop.
+    abandoned: bool,
 }
 
-/// A worker's message: a unit finished, or the worker panicked.
-enum Report {
-    Finished(Unit, Box<Done>),
-    Panicked,
+/// Locks `state`, whether or not a thread panicked holding it.
+fn lock(state: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Sends [`Report::Panicked`] if its thread unwinds, so the coordinator
-/// does not wait for a unit that will never finish.
-struct PanicNotice(std::sync::mpsc::Sender<Report>);
+/// Marks the walk abandoned if its thread unwinds, so no thread waits for
+/// a unit that will never finish.
+struct Abandon<'a>(&'a Mutex<Shared>, &'a Condvar);
 
-impl Drop for PanicNotice {
+impl Drop for Abandon<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let _ = self.0.send(Report::Panicked);
+            lock(self.0).abandoned = true;
+            self.1.notify_all();
         }
     }
 }
 
-/// Extracts the tree below `root` with `threads` threads, each with its
-/// own file system on `device` (a `FileSystem` is not `Send`) taking
-/// whole directories; this thread hands them out and reports in walk
-/// order.
-fn walk_parallel(
-    device: &Arc<dyn BlockDevice>,
-    threads: usize,
-    streams: bool,
-    bar: &indicatif::ProgressBar,
-    root: Unit,
-) -> Done {
-    let (work_tx, work_rx) = mpsc::channel::<Unit>();
-    let work_rx = Mutex::new(work_rx);
-    let (report_tx, report_rx) = mpsc::channel::<Report>();
-    // Set once the report reaches a unit that stopped: what is still
-    // queued comes after it in the walk and is skipped.
-    let stopping = AtomicBool::new(false);
-    let mut merge = Merge {
-        next: vec![root.key.clone()],
-        ..Merge::default()
-    };
+/// One thread's share of the walk: takes the first unit to extract,
+/// extracts it, queues its subdirectories and reports what is ready,
+/// until nothing is left, nothing can be queued any more, or the report
+/// reached a unit that stopped.
+fn work(x: &mut Extractor<'_>, state: &Mutex<Shared>, more: &Condvar) {
+    let _abandon = Abandon(state, more);
+    let mut st = lock(state);
+    loop {
+        if st.abandoned || st.merge.total.stop.is_some() {
+            break;
+        }
+        if let Some((_, unit)) = st.todo.pop_first() {
+            st.running += 1;
+            drop(st);
+            let done = x.unit(&unit.fs_dir, &unit.host, unit.depth);
+            st = lock(state);
+            st.running -= 1;
+            for sub in st.merge.finished(&unit, done) {
+                st.todo.insert(sub.key.clone(), sub);
+            }
+            if let Some(at) = st.merge.stopped_at.clone() {
+                // Queued units after a stop are never reached.
+                st.todo.split_off(&at);
+            }
+            st.merge.report();
+            more.notify_all();
+        } else if st.running == 0 {
+            break;
+        } else {
+            st = more.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+    more.notify_all();
+}
+
+/// Extracts the tree below the directory unit `root` with `threads`
+/// threads: this one with `x`, the others each with its own file system
+/// opened on `device` (a `FileSystem` is not `Send`; a thread whose open
+/// fails, which the first open makes unlikely, takes no part). There is
+/// no coordinating thread: each takes units from the shared queue and
+/// reports in walk order.
+fn walk(x: &mut Extractor<'_>, device: &Arc<dyn BlockDevice>, threads: usize, root: Unit) -> Done {
+    let first = root.key.clone();
+    let state = Mutex::new(Shared {
+        todo: BTreeMap::from([(first.clone(), root)]),
+        running: 0,
+        merge: Merge {
+            next: vec![first],
+            ..Merge::default()
+        },
+        abandoned: false,
+    });
+    let more = Condvar::new();
+    let (streams, bar) = (x.streams, x.bar);
     std::thread::scope(|s| {
-        for _ in 0..threads {
-            let (work_rx, report_tx, stopping) = (&work_rx, report_tx.clone(), &stopping);
-            s.spawn(move || {
-                let notice = PanicNotice(report_tx);
-                // (It opened once already on this device: an error here is
-                // unexpected, and stops the extraction.)
-                let fs = open_fs(Arc::clone(device)).map_err(|e| e.to_string());
-                let mut x = fs.as_ref().map(|fs| Extractor {
-                    fs: fs.as_ref(),
-                    streams,
-                    buf: vec![0u8; COPY_BUFFER],
-                    bar,
-                });
-                loop {
-                    let next = work_rx
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .recv();
-                    let Ok(unit) = next else { break };
-                    let done = match &mut x {
-                        _ if stopping.load(Ordering::Relaxed) => Done::default(),
-                        Ok(x) => x.unit(&unit.fs_dir, &unit.host, unit.depth),
-                        Err(e) => Done {
-                            stop: Some(CliError::Usage((*e).clone())),
-                            ..Done::default()
-                        },
+        for _ in 1..threads {
+            s.spawn(|| {
+                if let Ok(fs) = open_fs(Arc::clone(device)) {
+                    let mut x = Extractor {
+                        fs: fs.as_ref(),
+                        streams,
+                        buf: vec![0u8; COPY_BUFFER],
+                        bar,
                     };
-                    if notice
-                        .0
-                        .send(Report::Finished(unit, Box::new(done)))
-                        .is_err()
-                    {
-                        break;
-                    }
+                    work(&mut x, &state, &more);
                 }
             });
         }
-        drop(report_tx);
-        let mut running = 0usize;
-        if work_tx.send(root).is_ok() {
-            running += 1;
-        }
-        while running > 0 {
-            let Ok(Report::Finished(unit, done)) = report_rx.recv() else {
-                // A worker panicked: stop handing out work; the scope
-                // passes its panic on.
-                break;
-            };
-            running -= 1;
-            for sub in merge.finished(&unit, *done) {
-                if work_tx.send(sub).is_ok() {
-                    running += 1;
-                }
-            }
-            merge.report();
-            if merge.total.stop.is_some() {
-                stopping.store(true, Ordering::Relaxed);
-            }
-        }
-        drop(work_tx);
+        work(x, &state, &more);
     });
-    merge.total
+    state
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .merge
+        .total
 }
 
 /// Reads from `reader` until `buf` is full or the data ends; the count.
@@ -580,13 +567,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
             host: root,
             depth: 0,
         };
-        if threads > 1 {
-            drop(x);
-            drop(fs);
-            walk_parallel(&device, threads, args.streams, &bar, unit)
-        } else {
-            walk_one(&mut x, unit)
-        }
+        walk(&mut x, &device, threads, unit)
     } else {
         let entry = PathEntry::new(fs.as_ref(), &path);
         let mut done = Done::default();
