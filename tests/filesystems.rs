@@ -767,7 +767,9 @@ fn backslash_and_nul_names_are_renamed_or_refused_inside_the_target() {
 
 /// `visit_dir` (the walk `extract` uses, each entry read from its
 /// directory entry) gives for every entry of every fixture what the path
-/// methods give: the same names, metadata, data, link targets and streams.
+/// methods give: the same names, metadata, data, link targets and streams;
+/// and where it says a file's data is stored verbatim (`stored_runs`, which
+/// `extract` has the kernel copy), the volume holds those bytes there.
 #[test]
 fn visit_dir_agrees_with_the_path_methods_on_every_fixture() {
     use diskimage::fs::{file_system::join, FileReader, FileType};
@@ -785,8 +787,8 @@ fn visit_dir_agrees_with_the_path_methods_on_every_fixture() {
         let device = diskimage::open(&img, &diskimage::OpenOptions::default())
             .expect("open")
             .device();
-        let fs = diskimage::fs::open_fs(device).expect("open_fs");
-        let (mut stack, mut seen) = (vec!["/".to_string()], 0usize);
+        let fs = diskimage::fs::open_fs(device.clone()).expect("open_fs");
+        let (mut stack, mut seen, mut stored) = (vec!["/".to_string()], 0usize, 0usize);
         while let Some(d) = stack.pop() {
             let listed: BTreeSet<String> = fs
                 .read_dir(&d)
@@ -807,6 +809,17 @@ fn visit_dir_agrees_with_the_path_methods_on_every_fixture() {
                         let data = bytes(v.open(""));
                         assert!(data.is_some(), "{image}: {p} unreadable");
                         assert_eq!(data, bytes(fs.open(&p)), "{image}: {p}");
+                        // Where the data is said to be stored verbatim, it is.
+                        if let Some(runs) = v.stored_runs() {
+                            let mut at_runs = Vec::new();
+                            for r in runs {
+                                let mut b = vec![0u8; usize::try_from(r.len).expect("len")];
+                                device.read_at(&mut b, r.at).expect("run on the volume");
+                                at_runs.extend(b);
+                            }
+                            assert_eq!(Some(at_runs), data, "{image}: {p} stored runs");
+                            stored += 1;
+                        }
                     }
                     FileType::Symlink => {
                         assert_eq!(v.read_link().ok(), fs.read_link(&p).ok(), "{image}: {p}");
@@ -826,6 +839,10 @@ fn visit_dir_agrees_with_the_path_methods_on_every_fixture() {
             assert_eq!(visited, listed, "{image}: {d}");
         }
         assert!(seen >= 10, "{image}: {seen} entries");
+        // ext and NTFS say where their files are stored (FAT does not).
+        if !image.starts_with("fat") {
+            assert!(stored >= 5, "{image}: {stored} files with stored runs");
+        }
     }
 }
 
@@ -869,13 +886,15 @@ fn tree_snapshot(root: &Path, started: std::time::SystemTime) -> BTreeMap<String
     out
 }
 
-/// `extract --threads N` (N threads, each taking whole directories) gives
-/// the tree, stderr report and exit status of `--threads 1`, on every
-/// fixture and on an ext2 fixture whose names were made hostile in four
-/// directories (renames reported in walk order, a `~1` for a name taken
-/// in the same directory).
+/// `extract --threads 3` (threads taking whole directories) and the copy
+/// by the kernel of files stored verbatim in an image file give the tree,
+/// stderr report and exit status of `--threads 1 --no-kernel-copy`, on
+/// every fixture, one inside a VMDK (whose files the kernel copies), and
+/// an ext2 fixture whose names were made hostile in four directories
+/// (renames reported in walk order, a `~1` for a name taken in the same
+/// directory).
 #[test]
-fn extract_is_the_same_with_any_number_of_threads() {
+fn extract_is_the_same_whatever_the_threads_or_kernel_copy() {
     let work = tempfile::tempdir().expect("tempdir");
     let mut cases: Vec<(std::path::PathBuf, Vec<&str>)> = Vec::new();
     for image in images() {
@@ -908,18 +927,24 @@ fn extract_is_the_same_with_any_number_of_threads() {
     let mut last = None;
     for (img, extra) in &cases {
         let mut runs = Vec::new();
-        for threads in ["1", "3"] {
-            let out_dir = work.path().join(format!("out-{threads}"));
+        for (i, how) in [
+            &["--threads", "1", "--no-kernel-copy"][..],
+            &["--threads", "1"],
+            &["--threads", "3"],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let out_dir = work.path().join(format!("out-{i}"));
             let _ = std::fs::remove_dir_all(&out_dir);
             let mut args = vec![
                 "extract",
                 "--streams",
-                "--threads",
-                threads,
                 "-o",
                 out_dir.to_str().unwrap_or_default(),
                 img.to_str().unwrap_or_default(),
             ];
+            args.extend(*how);
             args.extend(extra);
             let started = std::time::SystemTime::now();
             let out = diskimage(&args);
@@ -928,19 +953,21 @@ fn extract_is_the_same_with_any_number_of_threads() {
             runs.push((out.status.code(), stderr, tree_snapshot(&out_dir, started)));
         }
         let name = img.display();
-        assert_eq!(runs[0].0, runs[1].0, "{name}: exit status");
-        assert_eq!(runs[0].1, runs[1].1, "{name}: stderr");
         assert!(runs[0].2.len() > 20, "{name}: {} entries", runs[0].2.len());
-        let differ: Vec<_> = runs[0]
-            .2
-            .iter()
-            .filter(|(k, v)| runs[1].2.get(*k) != Some(v))
-            .take(5)
-            .collect();
-        assert!(
-            runs[0].2.len() == runs[1].2.len() && differ.is_empty(),
-            "{name}: the trees differ: {differ:?}"
-        );
+        for (i, run) in runs.iter().enumerate().skip(1) {
+            assert_eq!(runs[0].0, run.0, "{name}: exit status of run {i}");
+            assert_eq!(runs[0].1, run.1, "{name}: stderr of run {i}");
+            let differ: Vec<_> = runs[0]
+                .2
+                .iter()
+                .filter(|(k, v)| run.2.get(*k) != Some(v))
+                .take(5)
+                .collect();
+            assert!(
+                runs[0].2.len() == run.2.len() && differ.is_empty(),
+                "{name}: the tree of run {i} differs: {differ:?}"
+            );
+        }
         last = runs.pop();
     }
     // The hostile image's report: the one-thread walk's order (a

@@ -29,7 +29,7 @@ use ext4_view::{Ext4, Ext4Error, Ext4Read};
 use crate::error::{BoxedError, Error, FsName, Result};
 use crate::file_system::{
     components, decode_name, encode_name, join, visit_by_path, DirEntry, FileReader, FileSystem,
-    FileType, Metadata, Timestamp, VisitFn, Visited,
+    FileType, Metadata, StoredRun, Timestamp, VisitFn, Visited,
 };
 use crate::FsKind;
 
@@ -400,4 +400,38 @@ impl Visited for ExtVisited<'_> {
     fn streams(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+    fn stored_runs(&self) -> Option<Vec<StoredRun>> {
+        let i = &self.inode;
+        if i.mode & S_IFMT != S_IFREG {
+            return None;
+        }
+        let runs = self.table.runs(i, "").ok()?;
+        stored_runs(&runs, self.table.block_size(), i.size)
+    }
+}
+
+/// The runs of `size` bytes mapped block by block by `runs` (sorted by
+/// file block), when they follow each other from block 0 and are all
+/// stored; `None` on a hole, an unwritten extent or an overlap.
+fn stored_runs(runs: &[inode::Run], block_size: u64, size: u64) -> Option<Vec<StoredRun>> {
+    let mut out = Vec::new();
+    let mut done = 0u64;
+    for r in runs {
+        if done >= size {
+            break;
+        }
+        if r.logical.checked_mul(block_size)? != done {
+            return None;
+        }
+        let len = r.len.checked_mul(block_size)?.min(size - done);
+        if len == 0 {
+            return None;
+        }
+        out.push(StoredRun {
+            at: r.physical?.checked_mul(block_size)?,
+            len,
+        });
+        done += len;
+    }
+    (done == size).then_some(out)
 }

@@ -184,6 +184,26 @@ pub trait Visited {
     fn read_link(&self) -> Result<String>;
     /// The names of its named streams, as [`FileSystem::streams`].
     fn streams(&self) -> Result<Vec<String>>;
+    /// Where the unnamed data of this regular file is stored verbatim on
+    /// the volume: runs in file order that hold exactly its bytes, when
+    /// every byte is so stored (not resident, inline, compressed,
+    /// encrypted, sparse, unwritten or past an initialized size); `None`
+    /// otherwise, or when the file system does not say. Only an
+    /// optimisation (a copy by the kernel): [`open`](Visited::open) stays
+    /// the reference, and the runs may lie past the end of the volume,
+    /// which the caller checks.
+    fn stored_runs(&self) -> Option<Vec<StoredRun>> {
+        None
+    }
+}
+
+/// `len` bytes of a file's data stored from byte `at` of the volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRun {
+    /// Offset on the volume, in bytes.
+    pub at: u64,
+    /// Length in bytes (never zero).
+    pub len: u64,
 }
 
 /// The callback of [`FileSystem::visit_dir`]: called with each entry, or

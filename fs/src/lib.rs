@@ -41,7 +41,8 @@ pub mod ntfs;
 pub use detect::{detect, FsInfo, FsKind};
 pub use error::{Error, ErrorKind, FsName, Result};
 pub use file_system::{
-    DirEntry, FileReader, FileSystem, FileType, Metadata, PathEntry, Timestamp, VisitFn, Visited,
+    DirEntry, FileReader, FileSystem, FileType, Metadata, PathEntry, StoredRun, Timestamp, VisitFn,
+    Visited,
 };
 
 /// Whether [`open_fs`] reads files of `kind` (the others are detected only).

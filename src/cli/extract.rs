@@ -31,15 +31,18 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::num::NonZeroUsize;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use clap::Args;
+use diskimage::formats::FileRange;
 use diskimage::fs::file_system::join;
-use diskimage::fs::{open_fs, FileReader, FileSystem, FileType, PathEntry, Timestamp, Visited};
+use diskimage::fs::{
+    open_fs, FileReader, FileSystem, FileType, PathEntry, StoredRun, Timestamp, Visited,
+};
 use diskimage::BlockDevice;
 
 use super::ls::MAX_DEPTH;
@@ -63,6 +66,10 @@ pub struct ExtractArgs {
     /// report are the same whatever the number.
     #[arg(long, value_name = "N")]
     threads: Option<NonZeroUsize>,
+    /// Read every file through the file system's reader, never copying
+    /// one stored verbatim in an image file by the kernel (`sendfile`).
+    #[arg(long)]
+    no_kernel_copy: bool,
     #[command(flatten)]
     fs: FsArgs,
 }
@@ -168,6 +175,11 @@ impl Done {
 /// One thread's extractor: its own file system handle and buffer.
 struct Extractor<'a> {
     fs: &'a dyn FileSystem,
+    /// The volume `fs` is on, for the image-file ranges of stored runs.
+    device: &'a dyn BlockDevice,
+    /// Whether files stored verbatim are copied by the kernel (cleared
+    /// when it refuses once).
+    kernel_copy: bool,
     streams: bool,
     /// The one read buffer, reused for every file.
     buf: Vec<u8>,
@@ -249,6 +261,34 @@ impl Extractor<'_> {
         Ok(())
     }
 
+    /// Has the kernel copy `ranges` (the data of `fs_path`, `v`) into the
+    /// new file `out` (`sendfile`: one copy, no buffer), then stamps its
+    /// modification time. If the kernel cannot, the file is written again
+    /// through the reader (whose typed error, if any, is the one reported)
+    /// and kernel copies stop for this thread.
+    fn send(
+        &mut self,
+        v: &dyn Visited,
+        ranges: &[FileRange<'_>],
+        mut out: fs::File,
+        fs_path: &str,
+        host: &Path,
+        mtime: Option<Timestamp>,
+    ) -> Result<(), CliError> {
+        if !send_all(&out, ranges) {
+            self.kernel_copy = false;
+            out.set_len(0)
+                .and_then(|()| out.rewind())
+                .map_err(|e| CliError::output(host, e))?;
+            let reader = v.open("")?;
+            return self.copy(reader, out, fs_path, host, mtime);
+        }
+        if let Some(when) = host_time(mtime) {
+            let _ = out.set_modified(when);
+        }
+        Ok(())
+    }
+
     /// Extracts one entry into the host directory `dir`; a directory is
     /// created and added to `done.subdirs`, for the caller to walk.
     fn entry(
@@ -267,10 +307,27 @@ impl Extractor<'_> {
                 done.subdirs.push((fs_path.to_string(), host));
             }
             FileType::File => {
-                let reader = v.open("")?;
+                // Stored verbatim in image files: copied by the kernel.
+                let ranges = self
+                    .kernel_copy
+                    .then(|| v.stored_runs())
+                    .flatten()
+                    .and_then(|runs| file_ranges(self.device, &runs));
+                let reader = match ranges {
+                    Some(_) => None,
+                    None => Some(v.open("")?),
+                };
                 let (host, file) = Self::create(done, dir, fs_path, name, &Make::File)?;
                 if let Some(file) = file {
-                    self.copy(reader, file, fs_path, &host, meta.modified)?;
+                    match (reader, ranges) {
+                        (Some(reader), _) => {
+                            self.copy(reader, file, fs_path, &host, meta.modified)?;
+                        }
+                        (None, ranges) => {
+                            let ranges = ranges.unwrap_or_default();
+                            self.send(v, &ranges, file, fs_path, &host, meta.modified)?;
+                        }
+                    }
                 }
                 if self.streams {
                     for s in v.streams().unwrap_or_default() {
@@ -489,13 +546,15 @@ fn walk(x: &mut Extractor<'_>, device: &Arc<dyn BlockDevice>, threads: usize, ro
         abandoned: false,
     });
     let more = Condvar::new();
-    let (streams, bar) = (x.streams, x.bar);
+    let (streams, bar, kernel_copy) = (x.streams, x.bar, x.kernel_copy);
     std::thread::scope(|s| {
         for _ in 1..threads {
             s.spawn(|| {
                 if let Ok(fs) = open_fs(Arc::clone(device)) {
                     let mut x = Extractor {
                         fs: fs.as_ref(),
+                        device: device.as_ref(),
+                        kernel_copy,
                         streams,
                         buf: vec![0u8; COPY_BUFFER],
                         bar,
@@ -511,6 +570,48 @@ fn walk(x: &mut Extractor<'_>, device: &Arc<dyn BlockDevice>, threads: usize, ro
         .unwrap_or_else(PoisonError::into_inner)
         .merge
         .total
+}
+
+/// Most image-file ranges one file is copied through by the kernel (more
+/// pieces: read through the file system's reader instead).
+const MAX_RANGES: usize = 4096;
+
+/// The image-file byte ranges that hold `runs` (volume offsets) verbatim,
+/// in order; `None` unless every byte is so held.
+fn file_ranges<'d>(device: &'d dyn BlockDevice, runs: &[StoredRun]) -> Option<Vec<FileRange<'d>>> {
+    let mut out = Vec::new();
+    for r in runs {
+        let mut done = 0u64;
+        while done < r.len {
+            let range = device.file_range(r.at.checked_add(done)?, r.len - done)?;
+            if range.len == 0 || out.len() >= MAX_RANGES {
+                return None;
+            }
+            done += range.len.min(r.len - done);
+            out.push(range);
+        }
+    }
+    Some(out)
+}
+
+/// Appends `ranges` to `out` with `sendfile` (the input offset given, so
+/// threads sharing an image file do not disturb each other); false if
+/// the kernel refused or a range ended early.
+fn send_all(out: &fs::File, ranges: &[FileRange<'_>]) -> bool {
+    for r in ranges {
+        let mut from = r.offset;
+        let mut left = r.len;
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(1 << 30).min(1 << 30);
+            match rustix::fs::sendfile(out, r.file, Some(&mut from), want) {
+                Ok(0) => return false,
+                Ok(n) => left = left.saturating_sub(n as u64),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+    true
 }
 
 /// Reads from `reader` until `buf` is full or the data ends; the count.
@@ -556,6 +657,8 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
     );
     let mut x = Extractor {
         fs: fs.as_ref(),
+        device: device.as_ref(),
+        kernel_copy: !args.no_kernel_copy,
         streams: args.streams,
         buf: vec![0u8; COPY_BUFFER],
         bar: &bar,

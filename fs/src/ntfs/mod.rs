@@ -38,7 +38,8 @@ use ntfs::{Ntfs, NtfsAttributeFlags, NtfsAttributeType, NtfsError, NtfsFile};
 
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
-    components, DirEntry, FileReader, FileSystem, FileType, Metadata, Timestamp, VisitFn, Visited,
+    components, DirEntry, FileReader, FileSystem, FileType, Metadata, StoredRun, Timestamp,
+    VisitFn, Visited,
 };
 use crate::FsKind;
 use data::{Run, RunReader};
@@ -322,6 +323,83 @@ impl NtfsFs {
         self.open_file_stream(&mut r, &file, record.as_deref(), path, stream)
     }
 
+    /// The first 0x40 bytes of the non-resident attribute header at
+    /// `header_pos` (the initialized size and compression unit, which
+    /// `ntfs` 0.4 does not expose): from `record`, the file's record as
+    /// read with fixups applied, when the attribute is in it (not in an
+    /// extension record of an attribute list), else read from the volume.
+    fn nonresident_header(
+        &self,
+        file: &NtfsFile<'_>,
+        record: Option<&[u8]>,
+        header_pos: Option<u64>,
+    ) -> Option<[u8; 0x40]> {
+        let mut hdr = [0u8; 0x40];
+        let file_pos = file.position().value().map(|p| p.get());
+        let in_record = header_pos
+            .zip(file_pos)
+            .and_then(|(h, f)| usize::try_from(h.checked_sub(f)?).ok())
+            .and_then(|o| record?.get(o..o.checked_add(0x40)?));
+        match in_record {
+            Some(bytes) => hdr.copy_from_slice(bytes),
+            None => self.device.read_at(&mut hdr, header_pos?).ok()?,
+        }
+        Some(hdr)
+    }
+
+    /// Where the unnamed data of `file` is stored verbatim, as
+    /// [`Visited::stored_runs`] says.
+    fn stored_runs(
+        &self,
+        r: &mut VolumeReader,
+        file: &NtfsFile<'_>,
+        record: Option<&[u8]>,
+    ) -> Option<Vec<StoredRun>> {
+        if file.is_directory() {
+            return None;
+        }
+        let attr_item = file.data(r, "")?.ok()?;
+        let attr = attr_item.to_attribute().ok()?;
+        if attr.flags().intersects(
+            NtfsAttributeFlags::COMPRESSED
+                | NtfsAttributeFlags::ENCRYPTED
+                | NtfsAttributeFlags::SPARSE,
+        ) {
+            return None;
+        }
+        let size = attr.value_length();
+        let header_pos = attr.position().value().map(|p| p.get());
+        let ntfs::attribute_value::NtfsAttributeValue::NonResident(v) = attr.value(r).ok()? else {
+            return None;
+        };
+        let hdr = self.nonresident_header(file, record, header_pos)?;
+        let initialized = u64::from_le_bytes(hdr[0x38..0x40].try_into().ok()?);
+        if initialized < size {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut done = 0u64;
+        for run in v.data_runs() {
+            if done >= size {
+                break;
+            }
+            if out.len() >= MAX_RUNS {
+                return None;
+            }
+            let run = run.ok()?;
+            let len = run.allocated_size().min(size - done);
+            if len == 0 {
+                return None;
+            }
+            out.push(StoredRun {
+                at: run.data_position().value()?.get(),
+                len,
+            });
+            done += len;
+        }
+        (done == size).then_some(out)
+    }
+
     /// The data of stream `stream` (`""`: the unnamed data) of `file`,
     /// which is at `path` (for errors), and its size. `record` is the
     /// file's MFT record as read (fixups applied), if at hand: the
@@ -376,25 +454,8 @@ impl NtfsFs {
                     });
                     vcn = vcn.saturating_add(len);
                 }
-                // Initialized size and compression unit from the header:
-                // in the record at hand when the attribute is in it (not in
-                // an extension record of an attribute list), else read.
-                let mut hdr = [0u8; 0x40];
                 let (mut initialized, mut unit_exp) = (size, 4u32);
-                let file_pos = file.position().value().map(|p| p.get());
-                let in_record = header_pos
-                    .zip(file_pos)
-                    .and_then(|(h, f)| usize::try_from(h.checked_sub(f)?).ok())
-                    .and_then(|o| record?.get(o..o.checked_add(0x40)?));
-                let got = match (in_record, header_pos) {
-                    (Some(bytes), _) => {
-                        hdr.copy_from_slice(bytes);
-                        true
-                    }
-                    (None, Some(p)) => self.device.read_at(&mut hdr, p).is_ok(),
-                    (None, None) => false,
-                };
-                if got {
+                if let Some(hdr) = self.nonresident_header(file, record, header_pos) {
                     unit_exp = u32::from(hdr[0x22]);
                     initialized =
                         u64::from_le_bytes(hdr[0x38..0x40].try_into().unwrap_or([0xff; 8]));
@@ -696,5 +757,9 @@ impl Visited for NtfsVisited<'_> {
     }
     fn streams(&self) -> Result<Vec<String>> {
         file_streams(&mut self.fs.reader(), &self.file, &self.path)
+    }
+    fn stored_runs(&self) -> Option<Vec<StoredRun>> {
+        self.fs
+            .stored_runs(&mut self.fs.reader(), &self.file, self.record.as_deref())
     }
 }
