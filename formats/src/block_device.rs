@@ -191,6 +191,16 @@ pub trait BlockDevice: Send + Sync {
         let _ = (offset, len);
         None
     }
+
+    /// What [`file_range`](BlockDevice::file_range) says, for copies of
+    /// single files out of a file system (`diskimage extract`), where the
+    /// kernel copy pays off wherever the bytes are verbatim: also in a raw
+    /// image, which gives no `file_range` because a whole-disk copy
+    /// (`dump`) reads it instead, to leave its zeros as holes. The default
+    /// is `file_range`.
+    fn verbatim_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
+        self.file_range(offset, len)
+    }
 }
 
 /// A pointer to a device is a device (`Arc<dyn BlockDevice>`, `Box<..>`, `&..`).
@@ -211,6 +221,9 @@ macro_rules! forward_through_pointer {
             }
             fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
                 (**self).file_range(offset, len)
+            }
+            fn verbatim_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
+                (**self).verbatim_range(offset, len)
             }
         }
     )*};
@@ -289,6 +302,11 @@ impl BlockDevice for SliceDevice {
     fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
         let len = len.min(self.len.checked_sub(offset)?);
         self.inner.file_range(self.start.checked_add(offset)?, len)
+    }
+    fn verbatim_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
+        let len = len.min(self.len.checked_sub(offset)?);
+        self.inner
+            .verbatim_range(self.start.checked_add(offset)?, len)
     }
 }
 

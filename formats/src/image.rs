@@ -230,4 +230,7 @@ impl BlockDevice for DiskImage {
     fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
         self.device.file_range(offset, len)
     }
+    fn verbatim_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
+        self.device.verbatim_range(offset, len)
+    }
 }

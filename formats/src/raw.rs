@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::block_device::{check_range, push_extent, BlockDevice, Extent, ExtentKind};
+use crate::block_device::{check_range, push_extent, BlockDevice, Extent, ExtentKind, FileRange};
 use crate::context::OpenContext;
 use crate::error::{Detail, Error, Format, Result};
 use crate::image::{DiskImage, ImageInfo};
@@ -88,6 +88,21 @@ impl BlockDevice for RawImage {
             i += 1;
         }
         Ok(())
+    }
+
+    /// The bytes from `offset` up to the end of the file holding them (no
+    /// `file_range`: `dump` reads a raw disk, to leave its zeros as holes).
+    fn verbatim_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
+        if offset >= self.size {
+            return None;
+        }
+        let i = self
+            .starts
+            .partition_point(|&s| s <= offset)
+            .checked_sub(1)?;
+        let in_part = offset.checked_sub(*self.starts.get(i)?)?;
+        let part = self.parts.get(i)?;
+        part.file_range(in_part, len.min(part.len().checked_sub(in_part)?))
     }
 
     /// Data where the files hold data; holes of sparse files are `Zero`.
@@ -217,6 +232,26 @@ mod tests {
         assert_eq!(parts.len(), 3);
         assert!(split_parts(&ctx, Path::new("d/x.002")).is_none());
         assert!(split_parts(&ctx, Path::new("d/x.img")).is_none());
+    }
+
+    #[test]
+    fn verbatim_ranges_end_at_part_boundaries_and_file_range_stays_none() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.001"), [0u8, 1, 2]).unwrap();
+        std::fs::write(dir.path().join("x.002"), [3u8, 4, 5, 6]).unwrap();
+        let img = crate::probe::open(&dir.path().join("x.001"), &OpenOptions::default()).unwrap();
+        assert_eq!(img.size(), 7);
+        // dump reads a raw disk (its zeros stay holes): no file_range.
+        assert!(img.file_range(0, 7).is_none());
+        let r = img.verbatim_range(1, 6).unwrap();
+        assert_eq!((r.offset, r.len), (1, 2));
+        let r = img.verbatim_range(3, 10).unwrap();
+        assert_eq!((r.offset, r.len), (0, 4));
+        let mut b = [0u8; 4];
+        r.file.read_exact_at(&mut b, r.offset).unwrap();
+        assert_eq!(b, [3, 4, 5, 6]);
+        assert!(img.verbatim_range(7, 1).is_none());
     }
 
     #[test]

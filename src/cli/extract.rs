@@ -583,7 +583,7 @@ fn file_ranges<'d>(device: &'d dyn BlockDevice, runs: &[StoredRun]) -> Option<Ve
     for r in runs {
         let mut done = 0u64;
         while done < r.len {
-            let range = device.file_range(r.at.checked_add(done)?, r.len - done)?;
+            let range = device.verbatim_range(r.at.checked_add(done)?, r.len - done)?;
             if range.len == 0 || out.len() >= MAX_RANGES {
                 return None;
             }
