@@ -13,6 +13,8 @@
 #   benches/compare-extract.sh [RUNS [FS...]]   (default: 3 rounds; ext4 fat32 ntfs)
 #
 # One file system at a time keeps each run short (e.g. under /tmp/quiet.sh).
+# EXTRACT_ARGS adds options to `diskimage extract` (e.g. "--threads 1",
+# "--no-kernel-copy").
 #
 # Times are taken by python3 (monotonic clock; the child's own rusage
 # from wait4).
@@ -58,14 +60,15 @@ summary() { # files and bytes of regular files under $work/out, system files asi
 }
 ratio() { python3 -c "print('%.2fx' % ($1 / max($2, 0.005)))"; }
 
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), median of $runs rounds"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), median of $runs rounds${EXTRACT_ARGS:+, extract $EXTRACT_ARGS}"
 printf '%-6s %-12s %19s %19s %7s %7s\n' fs peer "peer wall/cpu" "diskimage w/c" wall cpu
 have7z=$(command -v 7z > /dev/null && echo 1 || true)
 for fs in $filesystems; do
     img=target/fs-bench/$fs.img
     rm -f "$work/diskimage" "$work/tsk" "$work/7z"
     for _ in $(seq "$runs"); do
-        timed diskimage "$bin" extract -o "$work/out" "$img"; ds=$(summary)
+        # shellcheck disable=SC2086 # EXTRACT_ARGS is a list of options
+        timed diskimage "$bin" extract ${EXTRACT_ARGS:-} -o "$work/out" "$img"; ds=$(summary)
         timed tsk tsk_recover -e "$img" "$work/out"; ts=$(summary)
         if [ -n "$have7z" ]; then
             timed 7z 7z x -y -o"$work/out" "$img"; zs=$(summary)
