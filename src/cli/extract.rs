@@ -584,11 +584,12 @@ fn file_ranges<'d>(device: &'d dyn BlockDevice, runs: &[StoredRun]) -> Option<Ve
         let mut done = 0u64;
         while done < r.len {
             let range = device.verbatim_range(r.at.checked_add(done)?, r.len - done)?;
-            if range.len == 0 || out.len() >= MAX_RANGES {
+            let len = range.len.min(r.len - done);
+            if len == 0 || out.len() >= MAX_RANGES {
                 return None;
             }
-            done += range.len.min(r.len - done);
-            out.push(range);
+            done += len;
+            out.push(FileRange { len, ..range });
         }
     }
     Some(out)
