@@ -66,6 +66,8 @@ pub struct NtfsFs {
     /// Position and raw bytes of the first MFT record (`$MFT` itself),
     /// which the crate reads for every file it opens: read once.
     mft0: Option<Arc<(u64, Vec<u8>)>>,
+    /// MFT records read ahead (see [`VolumeReader`]).
+    ahead: volume_reader::RecordBlock,
 }
 
 fn map_err(e: NtfsError, path: &str) -> Error {
@@ -173,6 +175,7 @@ impl NtfsFs {
             device,
             label,
             mft0,
+            ahead: Arc::default(),
         })
     }
 
@@ -181,6 +184,7 @@ impl NtfsFs {
             Arc::clone(&self.device),
             usize::try_from(self.ntfs.file_record_size()).unwrap_or(0),
             self.mft0.clone(),
+            Some(Arc::clone(&self.ahead)),
         )
     }
 

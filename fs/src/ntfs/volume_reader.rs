@@ -8,23 +8,35 @@
 //! as an I/O error and we report as a typed error naming the offset.
 
 use std::io::{self, Read, Seek, SeekFrom};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use diskimage_formats::BlockDevice;
+
+/// Records read ahead at once when a record is not in [`RecordBlock`].
+pub const RECORDS_AHEAD: usize = 16;
+
+/// The volume bytes of the last read-ahead of records (position, bytes),
+/// shared by the readers of one file system: the records of one
+/// directory's files mostly lie together, so most come from memory.
+pub type RecordBlock = Arc<Mutex<Option<(u64, Vec<u8>)>>>;
 
 /// `Read + Seek` over a volume that reads all of a buffer or fails.
 ///
 /// It also spares reads of MFT records: `ntfs` reads the `$MFT` file's own
 /// record (the first) again each time it opens a file by number, which
-/// this reader serves from a copy taken once; and it keeps the raw bytes
-/// of the record read last, so the caller can take from the record at
-/// hand what the crate does not expose (the initialized size) without
-/// reading it again.
+/// this reader serves from a copy taken once; a read of a record's size
+/// reads [`RECORDS_AHEAD`] records' worth ahead into a shared
+/// [`RecordBlock`] (plain volume bytes: whatever lies there, served only
+/// at the offsets read); and it keeps the raw bytes of the record read
+/// last, so the caller can take from the record at hand what the crate
+/// does not expose (the initialized size) without reading it again.
 pub struct VolumeReader {
     device: Arc<dyn BlockDevice>,
     pos: u64,
     /// Position and raw bytes of the first MFT record, once read.
     mft0: Option<Arc<(u64, Vec<u8>)>>,
+    /// Bytes read ahead for reads of a record's size.
+    ahead: Option<RecordBlock>,
     /// Size of an MFT record (0: none kept).
     record_size: usize,
     /// Position and raw bytes of the last read of `record_size` bytes.
@@ -38,25 +50,68 @@ impl VolumeReader {
             device,
             pos: 0,
             mft0: None,
+            ahead: None,
             record_size: 0,
             last: None,
         }
     }
 
     /// A cursor at offset 0 of `device` that keeps the last read of
-    /// `record_size` bytes and serves reads of the record `mft0` (its
-    /// position and raw bytes) from memory.
+    /// `record_size` bytes, serves reads of the record `mft0` (its
+    /// position and raw bytes) from memory, and reads records ahead into
+    /// `ahead`.
     pub fn with_records(
         device: Arc<dyn BlockDevice>,
         record_size: usize,
         mft0: Option<Arc<(u64, Vec<u8>)>>,
+        ahead: Option<RecordBlock>,
     ) -> Self {
         VolumeReader {
             device,
             pos: 0,
             mft0,
+            ahead,
             record_size,
             last: None,
+        }
+    }
+
+    /// Fills `buf` from the bytes read ahead, reading [`RECORDS_AHEAD`]
+    /// records' worth from the current position (up to the end of the
+    /// volume) when they do not hold it; false if that read fails (the
+    /// caller then reads `buf` alone, for its error).
+    fn read_ahead(&self, buf: &mut [u8]) -> bool {
+        let Some(ahead) = &self.ahead else {
+            return false;
+        };
+        let mut block = ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pos = self.pos;
+        let held = |b: &Option<(u64, Vec<u8>)>| {
+            b.as_ref().and_then(|(at, bytes)| {
+                let from = usize::try_from(pos.checked_sub(*at)?).ok()?;
+                bytes.get(from..from.checked_add(buf.len())?).map(|_| from)
+            })
+        };
+        if held(&block).is_none() {
+            let want = self.record_size.saturating_mul(RECORDS_AHEAD) as u64;
+            let len = want.min(self.device.size().saturating_sub(pos));
+            let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
+            if self.device.read_at(&mut bytes, pos).is_err() {
+                return false;
+            }
+            *block = Some((pos, bytes));
+        }
+        match (held(&block), block.as_ref()) {
+            (Some(from), Some((_, bytes))) => match bytes.get(from..from + buf.len()) {
+                Some(src) => {
+                    buf.copy_from_slice(src);
+                    true
+                }
+                None => false,
+            },
+            _ => false,
         }
     }
 
@@ -108,16 +163,18 @@ impl Read for VolumeReader {
                 ),
             ));
         }
+        let is_record = buf.len() == self.record_size && self.record_size > 0;
         match self.mft0.as_deref() {
             Some((at, bytes)) if *at == self.pos && bytes.len() == buf.len() => {
                 buf.copy_from_slice(bytes);
             }
+            _ if is_record && self.read_ahead(buf) => {}
             _ => self
                 .device
                 .read_at(buf, self.pos)
                 .map_err(io::Error::other)?,
         }
-        if buf.len() == self.record_size && self.record_size > 0 {
+        if is_record {
             let last = self.last.get_or_insert_with(|| (0, Vec::new()));
             last.0 = self.pos;
             last.1.clear();
@@ -160,7 +217,8 @@ mod tests {
         let dev: Arc<dyn BlockDevice> = Arc::new(diskimage_formats::MemoryDevice::new(disk));
         // A copy of "record 0" at 1024 that differs from the device.
         let mft0 = Arc::new((1024u64, vec![7u8; 1024]));
-        let mut r = VolumeReader::with_records(dev, 1024, Some(mft0));
+        let ahead: RecordBlock = Arc::default();
+        let mut r = VolumeReader::with_records(dev, 1024, Some(mft0), Some(ahead.clone()));
         let mut b = vec![0u8; 1024];
         r.seek(SeekFrom::Start(1024)).unwrap();
         r.read_exact(&mut b).unwrap();
@@ -173,6 +231,12 @@ mod tests {
         // Other sizes are not kept.
         r.read_exact(&mut b[..16]).unwrap();
         assert!(r.record_at(2048).is_some());
+        // The read of the record at 2048 read ahead to the end of the volume.
+        let held = ahead.lock().unwrap().as_ref().map(|(at, b)| (*at, b.len()));
+        assert_eq!(held, Some((2048, 2048)));
+        r.seek(SeekFrom::Start(3072)).unwrap();
+        r.read_exact(&mut b).unwrap();
+        assert_eq!(r.record_at(3072), Some(&[0u8; 1024][..]));
     }
 
     #[test]
