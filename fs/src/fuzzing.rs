@@ -5,9 +5,9 @@ use std::io::Read;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use diskimage_formats::MemoryDevice;
+use diskimage_formats::{BlockDevice, MemoryDevice};
 
-use crate::file_system::{join, FileType};
+use crate::file_system::{join, FileType, StoredRun};
 
 /// Most entries visited in one run.
 pub const MAX_ENTRIES: usize = 4096;
@@ -21,7 +21,7 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 /// the budget, by path and again through `visit_dir`. Errors are fine; a panic or a hang is a bug.
 pub fn exercise_fs(bytes: &[u8]) {
     let device = Arc::new(MemoryDevice::new(bytes.to_vec()));
-    let Ok(fs) = crate::open_fs(device) else {
+    let Ok(fs) = crate::open_fs(device.clone()) else {
         return;
     };
     let _ = (fs.label(), fs.serial(), fs.case_sensitive());
@@ -54,12 +54,15 @@ pub fn exercise_fs(bytes: &[u8]) {
             }
         }
     }
-    visit(fs.as_ref());
+    visit(fs.as_ref(), device.as_ref());
 }
 
 /// The same walk through [`FileSystem::visit_dir`](crate::FileSystem::visit_dir)
-/// (what `extract` does), within its own budget.
-fn visit(fs: &dyn crate::FileSystem) {
+/// (what `extract` does), within its own budget; where a file's data is
+/// said to be stored verbatim ([`Visited::stored_runs`], which `extract`
+/// has the kernel copy), the volume (`device`) must hold what the reader
+/// gives there.
+fn visit(fs: &dyn crate::FileSystem, device: &dyn BlockDevice) {
     let mut budget = MAX_ENTRIES;
     let mut stack = vec![("/".to_string(), 0usize)];
     while let Some((dir, depth)) = stack.pop() {
@@ -77,9 +80,19 @@ fn visit(fs: &dyn crate::FileSystem) {
                     stack.push((join(&dir, v.name()), depth + 1));
                 }
                 Ok(FileType::File) => {
+                    let mut data = None;
                     if let Ok(mut r) = v.open("") {
                         let mut sink = Vec::new();
-                        let _ = r.by_ref().take(MAX_FILE_BYTES).read_to_end(&mut sink);
+                        if r.by_ref()
+                            .take(MAX_FILE_BYTES)
+                            .read_to_end(&mut sink)
+                            .is_ok()
+                        {
+                            data = Some(sink);
+                        }
+                    }
+                    if let (Some(runs), Some(data)) = (v.stored_runs(), data) {
+                        check_stored_runs(device, &runs, &data);
                     }
                 }
                 Ok(FileType::Symlink) => {
@@ -89,5 +102,37 @@ fn visit(fs: &dyn crate::FileSystem) {
             }
             ControlFlow::Continue(())
         });
+    }
+}
+
+/// Panics if the bytes of `runs` on `device`, where they can be read,
+/// differ from `data` (what the reader gave, at most [`MAX_FILE_BYTES`]),
+/// or if they are not as long as `data` when the reader read less than
+/// that.
+fn check_stored_runs(device: &dyn BlockDevice, runs: &[StoredRun], data: &[u8]) {
+    let total: u64 = runs.iter().map(|r| r.len).sum();
+    if (data.len() as u64) < MAX_FILE_BYTES {
+        assert_eq!(
+            total,
+            data.len() as u64,
+            "stored runs and reader disagree on the size"
+        );
+    }
+    let mut at = 0usize;
+    for r in runs {
+        let Some(want) = data.get(at..).filter(|w| !w.is_empty()) else {
+            return;
+        };
+        let n = usize::try_from(r.len).unwrap_or(usize::MAX).min(want.len());
+        let mut got = vec![0u8; n];
+        if device.read_at(&mut got, r.at).is_err() {
+            return;
+        }
+        assert!(
+            want.get(..n) == Some(&got[..]),
+            "stored run at {:#x} differs from the reader's bytes",
+            r.at
+        );
+        at += n;
     }
 }
