@@ -10,9 +10,10 @@
 //!
 //! The tree is walked with [`FileSystem::visit_dir`]: each directory is
 //! read once and every entry's metadata and data come from its directory
-//! entry, not from a lookup of its path; file data goes through one
-//! reused buffer per thread, and the modification time is set on the
-//! handle written.
+//! entry, not from a lookup of its path; a file stored verbatim in an
+//! image file ([`Visited::stored_runs`], [`BlockDevice::verbatim_range`])
+//! is copied by the kernel (`sendfile`), any other goes through one reused
+//! buffer per thread; the modification time is set on the handle written.
 //!
 //! Threads take whole directories (a [`Unit`]: every entry of one
 //! directory read, created and written by one thread, each thread with
