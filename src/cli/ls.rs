@@ -69,42 +69,58 @@ pub fn walk(
         );
         return Ok(());
     }
-    let mut entries = match fs.read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            on_err(dir.to_string(), e);
-            return Ok(());
+    // One visit of the directory gives every entry's metadata, link target
+    // and streams from the entry at hand (no lookup from the root per path).
+    let mut entries: Vec<(String, Result<Entry, diskimage::fs::Error>, Option<_>)> = Vec::new();
+    let visited = fs.visit_dir(dir, &mut |v| {
+        match v {
+            Err((name, err)) => entries.push((name.clone(), Err(err), None)),
+            Ok(v) => {
+                let path = join(dir, v.name());
+                match v.metadata() {
+                    Err(err) => entries.push((v.name().to_string(), Err(err), None)),
+                    Ok(meta) => {
+                        let (target, link_err) = if meta.file_type == FileType::Symlink {
+                            match v.read_link() {
+                                Ok(t) => (Some(t), None),
+                                Err(err) => (None, Some(err)),
+                            }
+                        } else {
+                            (None, None)
+                        };
+                        let streams = v.streams().unwrap_or_default();
+                        let entry = Entry {
+                            path,
+                            meta,
+                            target,
+                            streams,
+                        };
+                        entries.push((v.name().to_string(), Ok(entry), link_err));
+                    }
+                }
+            }
         }
-    };
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    for e in entries {
-        let path = join(dir, &e.name);
-        let meta = match fs.metadata(&path) {
-            Ok(m) => m,
+        std::ops::ControlFlow::Continue(())
+    });
+    if let Err(e) = visited {
+        on_err(dir.to_string(), e);
+        return Ok(());
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, entry, link_err) in entries {
+        let entry = match entry {
+            Ok(e) => e,
             Err(err) => {
-                on_err(path, err);
+                on_err(join(dir, &name), err);
                 continue;
             }
         };
-        let target = if meta.file_type == FileType::Symlink {
-            match fs.read_link(&path) {
-                Ok(t) => Some(t),
-                Err(err) => {
-                    on_err(path.clone(), err);
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let streams = fs.streams(&path).unwrap_or_default();
-        let is_dir = meta.file_type == FileType::Directory;
-        f(Entry {
-            path: path.clone(),
-            meta,
-            target,
-            streams,
-        })?;
+        if let Some(err) = link_err {
+            on_err(entry.path.clone(), err);
+        }
+        let is_dir = entry.meta.file_type == FileType::Directory;
+        let path = entry.path.clone();
+        f(entry)?;
         if recursive && is_dir {
             walk(fs, &path, true, depth + 1, f, on_err)?;
         }
