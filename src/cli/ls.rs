@@ -49,15 +49,34 @@ pub fn join(dir: &str, name: &str) -> String {
 
 /// Calls `f` for each entry below `dir` (depth-first, sorted by name),
 /// recursing when `recursive`. Errors of one entry are passed to `on_err`
-/// and the walk goes on.
+/// and the walk goes on. A subdirectory whose inode is one of its own
+/// ancestors (a directory loop in a damaged or hostile file system) is
+/// listed but not entered, and reported to `on_err`.
 pub fn walk(
     fs: &dyn FileSystem,
     dir: &str,
     recursive: bool,
-    depth: usize,
     f: &mut dyn FnMut(Entry) -> Result<(), CliError>,
     on_err: &mut dyn FnMut(String, diskimage::fs::Error),
 ) -> Result<(), CliError> {
+    let mut ancestors: Vec<u64> = fs
+        .metadata(dir)
+        .ok()
+        .and_then(|m| m.inode)
+        .into_iter()
+        .collect();
+    walk_dir(fs, dir, recursive, &mut ancestors, f, on_err)
+}
+
+fn walk_dir(
+    fs: &dyn FileSystem,
+    dir: &str,
+    recursive: bool,
+    ancestors: &mut Vec<u64>,
+    f: &mut dyn FnMut(Entry) -> Result<(), CliError>,
+    on_err: &mut dyn FnMut(String, diskimage::fs::Error),
+) -> Result<(), CliError> {
+    let depth = ancestors.len();
     if depth > MAX_DEPTH {
         on_err(
             dir.to_string(),
@@ -119,11 +138,30 @@ pub fn walk(
             on_err(entry.path.clone(), err);
         }
         let is_dir = entry.meta.file_type == FileType::Directory;
+        let inode = entry.meta.inode;
         let path = entry.path.clone();
         f(entry)?;
-        if recursive && is_dir {
-            walk(fs, &path, true, depth + 1, f, on_err)?;
+        if !(recursive && is_dir) {
+            continue;
         }
+        if let Some(i) = inode.filter(|i| ancestors.contains(i)) {
+            on_err(
+                path.clone(),
+                diskimage::fs::Error::corrupt(
+                    fs_name(fs),
+                    Some(&path),
+                    format!(
+                        "directory loop: inode {i} is this directory's own ancestor; not entered"
+                    ),
+                ),
+            );
+            continue;
+        }
+        // Without an inode number, the depth bound stops a loop.
+        ancestors.push(inode.unwrap_or(u64::MAX));
+        let walked = walk_dir(fs, &path, true, ancestors, f, on_err);
+        ancestors.pop();
+        walked?;
     }
     Ok(())
 }
@@ -211,14 +249,7 @@ pub fn run(args: &LsArgs) -> Result<(), CliError> {
         eprintln!("diskimage: {p}: {e}");
     };
     if meta.file_type == FileType::Directory {
-        walk(
-            fs.as_ref(),
-            &path,
-            args.recursive,
-            0,
-            &mut print,
-            &mut on_err,
-        )?;
+        walk(fs.as_ref(), &path, args.recursive, &mut print, &mut on_err)?;
     } else {
         let target = fs.read_link(&path).ok();
         let streams = fs.streams(&path).unwrap_or_default();
