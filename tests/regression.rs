@@ -24,26 +24,15 @@ fn raw_size_not_a_multiple_of_512_is_kept_exact() {
 /// thread every few links, so the depth limit is reached with a typed error.
 #[test]
 fn a_chain_at_the_depth_limit_does_not_overflow_a_small_stack() {
-    use diskimage::formats::{open_in_memory, MemoryFiles};
+    use diskimage::formats::open_in_memory;
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
-    let mut files = MemoryFiles::new();
+    let mut files = diskimage::formats::fuzzing::vmdk_descriptor_chain(
+        257,
+        "monolithicFlat",
+        "RW 1 FLAT \"flat.bin\" 0",
+    );
     files.insert(PathBuf::from("flat.bin"), Arc::from(vec![0u8; 512]));
-    for i in 0..257 {
-        let parent = if i < 256 {
-            format!(
-                "parentCID=00000001\nparentFileNameHint=\"l{}.vmdk\"\n",
-                i + 1
-            )
-        } else {
-            "parentCID=ffffffff\n".into()
-        };
-        let d = format!(
-            "# Disk DescriptorFile\nversion=1\nCID=00000001\n{parent}\
-             createType=\"monolithicFlat\"\nRW 1 FLAT \"flat.bin\" 0\n"
-        );
-        files.insert(PathBuf::from(format!("l{i}.vmdk")), Arc::from(d.as_bytes()));
-    }
     let e = std::thread::Builder::new()
         .stack_size(2 << 20)
         .spawn(move || {

@@ -215,22 +215,12 @@ mod tests {
         // 50 descriptors, each a link whose extent is the crafted sparse
         // file (opened once per link, so charged once per link).
         let mut files = files();
-        for i in 0..50 {
-            let parent = if i < 49 {
-                format!(
-                    "parentCID=00000001\nparentFileNameHint=\"l{}.vmdk\"\n",
-                    i + 1
-                )
-            } else {
-                "parentCID=ffffffff\n".into()
-            };
-            let d = format!(
-                "# Disk DescriptorFile\nversion=1\nCID=00000001\n{parent}\
-                 createType=\"monolithicSparse\"\nRW {} SPARSE \"s.vmdk\"\n",
-                TABLES * 512 * 8
-            );
-            files.insert(PathBuf::from(format!("l{i}.vmdk")), Arc::from(d.as_bytes()));
-        }
+        let extent = format!("RW {} SPARSE \"s.vmdk\"", TABLES * 512 * 8);
+        files.extend(crate::fuzzing::vmdk_descriptor_chain(
+            50,
+            "monolithicSparse",
+            &extent,
+        ));
         let opts = OpenOptions::default();
         let one = OpenContext::in_memory(&opts, &files);
         let img = crate::probe::open_with(&one, Path::new("l49.vmdk")).unwrap();

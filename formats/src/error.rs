@@ -277,6 +277,24 @@ impl Error {
         Self::new(ErrorKind::Corrupt, format, detail)
     }
 
+    /// A [`ErrorKind::Corrupt`] error for a header or table field whose
+    /// `value` is not what `expected` says it must be.
+    pub fn bad_value(
+        format: Format,
+        field: &'static str,
+        value: u64,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self::corrupt(
+            format,
+            Detail::BadValue {
+                field,
+                value,
+                expected: expected.into(),
+            },
+        )
+    }
+
     /// A [`ErrorKind::Unsupported`] error with a sentence saying what is not supported.
     pub fn unsupported(format: Format, what: impl Into<String>) -> Self {
         Self::new(
@@ -449,16 +467,9 @@ mod tests {
 
     #[test]
     fn display_names_format_kind_offset_file_and_detail() {
-        let e = Error::corrupt(
-            Format::Iso,
-            Detail::BadValue {
-                field: "file size",
-                value: 34815,
-                expected: "a multiple of 2048".into(),
-            },
-        )
-        .at(0)
-        .in_file(Path::new("cd.iso"));
+        let e = Error::bad_value(Format::Iso, "file size", 34815, "a multiple of 2048")
+            .at(0)
+            .in_file(Path::new("cd.iso"));
         assert_eq!(
             e.to_string(),
             "ISO: corrupt at 0x0 in cd.iso: file size is 34815, expected a multiple of 2048"

@@ -92,3 +92,27 @@ pub fn exercise_device(dev: &dyn BlockDevice) {
         }
     }
 }
+
+/// A chain of `links` VMDK descriptors in memory, `l0.vmdk` (the child)
+/// to `l{links-1}.vmdk` (the base), each naming the next as its parent
+/// and holding the one extent line `extent` under `createType`: deep and
+/// hostile chains for tests and harnesses. Add the extent's file yourself.
+pub fn vmdk_descriptor_chain(links: usize, create_type: &str, extent: &str) -> MemoryFiles {
+    let mut files = MemoryFiles::new();
+    for i in 0..links {
+        let parent = if i + 1 < links {
+            format!(
+                "parentCID=00000001\nparentFileNameHint=\"l{}.vmdk\"\n",
+                i + 1
+            )
+        } else {
+            "parentCID=ffffffff\n".into()
+        };
+        let d = format!(
+            "# Disk DescriptorFile\nversion=1\nCID=00000001\n{parent}\
+             createType=\"{create_type}\"\n{extent}\n"
+        );
+        files.insert(PathBuf::from(format!("l{i}.vmdk")), Arc::from(d.as_bytes()));
+    }
+    files
+}

@@ -15,10 +15,24 @@ pub const MAX_ENTRIES: usize = 4096;
 pub const MAX_DEPTH: usize = 32;
 /// Most bytes read from one file.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Most file bytes read in one walk (4,096 files of 1 MiB would be 4 GiB).
+pub const MAX_TOTAL_BYTES: u64 = 16 << 20;
+
+/// Reads at most [`MAX_FILE_BYTES`] of `r`, and no more than `left` allows;
+/// the bytes and the most it could read, if the read did not fail.
+fn drain(r: &mut dyn Read, left: &mut u64) -> Option<(Vec<u8>, u64)> {
+    let mut sink = Vec::new();
+    let limit = MAX_FILE_BYTES.min(*left);
+    let read = r.take(limit).read_to_end(&mut sink);
+    *left = left.saturating_sub(sink.len() as u64);
+    read.ok().map(|_| (sink, limit))
+}
 
 /// Opens `bytes` as a file system (whatever [`crate::detect`] finds) and
 /// lists, stats, reads and resolves links of everything it can reach within
-/// the budget, by path and again through `visit_dir`. Errors are fine; a panic or a hang is a bug.
+/// the budget, by path and again through `visit_dir`, not entering a
+/// directory whose inode is one of its ancestors (a loop), as `ls -r` does.
+/// Errors are fine; a panic or a hang is a bug.
 pub fn exercise_fs(bytes: &[u8]) {
     let device = Arc::new(MemoryDevice::new(bytes.to_vec()));
     let Ok(fs) = crate::open_fs(device.clone()) else {
@@ -26,8 +40,15 @@ pub fn exercise_fs(bytes: &[u8]) {
     };
     let _ = (fs.label(), fs.serial(), fs.case_sensitive());
     let mut budget = MAX_ENTRIES;
-    let mut stack = vec![("/".to_string(), 0usize)];
-    while let Some((dir, depth)) = stack.pop() {
+    let mut left = MAX_TOTAL_BYTES;
+    let root: Vec<u64> = fs
+        .metadata("/")
+        .ok()
+        .and_then(|m| m.inode)
+        .into_iter()
+        .collect();
+    let mut stack = vec![("/".to_string(), 0usize, root)];
+    while let Some((dir, depth, ancestors)) = stack.pop() {
         let Ok(entries) = fs.read_dir(&dir) else {
             continue;
         };
@@ -37,14 +58,17 @@ pub fn exercise_fs(bytes: &[u8]) {
             }
             budget -= 1;
             let path = join(&dir, &e.name);
-            let _ = fs.metadata(&path);
+            let meta = fs.metadata(&path);
             let _ = fs.streams(&path);
             match e.file_type {
-                FileType::Directory if depth < MAX_DEPTH => stack.push((path, depth + 1)),
+                FileType::Directory if depth < MAX_DEPTH => {
+                    if let Some(inner) = inside(&ancestors, meta.ok().and_then(|m| m.inode)) {
+                        stack.push((path, depth + 1, inner));
+                    }
+                }
                 FileType::File => {
                     if let Ok(mut r) = fs.open(&path) {
-                        let mut sink = Vec::new();
-                        let _ = r.by_ref().take(MAX_FILE_BYTES).read_to_end(&mut sink);
+                        let _ = drain(&mut r, &mut left);
                     }
                 }
                 FileType::Symlink => {
@@ -62,10 +86,19 @@ pub fn exercise_fs(bytes: &[u8]) {
 /// said to be stored verbatim ([`Visited::stored_runs`], which `extract`
 /// has the kernel copy), the volume (`device`) must hold what the reader
 /// gives there.
+///
+/// [`Visited::stored_runs`]: crate::Visited::stored_runs
 fn visit(fs: &dyn crate::FileSystem, device: &dyn BlockDevice) {
     let mut budget = MAX_ENTRIES;
-    let mut stack = vec![("/".to_string(), 0usize)];
-    while let Some((dir, depth)) = stack.pop() {
+    let mut left = MAX_TOTAL_BYTES;
+    let root: Vec<u64> = fs
+        .metadata("/")
+        .ok()
+        .and_then(|m| m.inode)
+        .into_iter()
+        .collect();
+    let mut stack = vec![("/".to_string(), 0usize, root)];
+    while let Some((dir, depth, ancestors)) = stack.pop() {
         let _ = fs.visit_dir(&dir, &mut |v| {
             let Ok(v) = v else {
                 return ControlFlow::Continue(());
@@ -75,24 +108,18 @@ fn visit(fs: &dyn crate::FileSystem, device: &dyn BlockDevice) {
             }
             budget -= 1;
             let _ = v.streams();
-            match v.metadata().map(|m| m.file_type) {
+            let meta = v.metadata();
+            match meta.as_ref().map(|m| m.file_type) {
                 Ok(FileType::Directory) if depth < MAX_DEPTH => {
-                    stack.push((join(&dir, v.name()), depth + 1));
+                    let inode = meta.ok().and_then(|m| m.inode);
+                    if let Some(inner) = inside(&ancestors, inode) {
+                        stack.push((join(&dir, v.name()), depth + 1, inner));
+                    }
                 }
                 Ok(FileType::File) => {
-                    let mut data = None;
-                    if let Ok(mut r) = v.open("") {
-                        let mut sink = Vec::new();
-                        if r.by_ref()
-                            .take(MAX_FILE_BYTES)
-                            .read_to_end(&mut sink)
-                            .is_ok()
-                        {
-                            data = Some(sink);
-                        }
-                    }
-                    if let (Some(runs), Some(data)) = (v.stored_runs(), data) {
-                        check_stored_runs(device, &runs, &data);
+                    let data = v.open("").ok().and_then(|mut r| drain(&mut r, &mut left));
+                    if let (Some(runs), Some((data, limit))) = (v.stored_runs(), data) {
+                        check_stored_runs(device, &runs, &data, limit);
                     }
                 }
                 Ok(FileType::Symlink) => {
@@ -105,13 +132,25 @@ fn visit(fs: &dyn crate::FileSystem, device: &dyn BlockDevice) {
     }
 }
 
+/// The ancestors of a subdirectory with `inode`, or `None` when that inode
+/// is already one of `ancestors` (a directory loop).
+fn inside(ancestors: &[u64], inode: Option<u64>) -> Option<Vec<u64>> {
+    let mut inner = ancestors.to_vec();
+    if let Some(i) = inode {
+        if ancestors.contains(&i) {
+            return None;
+        }
+        inner.push(i);
+    }
+    Some(inner)
+}
+
 /// Panics if the bytes of `runs` on `device`, where they can be read,
-/// differ from `data` (what the reader gave, at most [`MAX_FILE_BYTES`]),
-/// or if they are not as long as `data` when the reader read less than
-/// that.
-fn check_stored_runs(device: &dyn BlockDevice, runs: &[StoredRun], data: &[u8]) {
+/// differ from `data` (what the reader gave, at most `limit` bytes), or
+/// if they are not as long as `data` when the reader read less than that.
+fn check_stored_runs(device: &dyn BlockDevice, runs: &[StoredRun], data: &[u8], limit: u64) {
     let total: u64 = runs.iter().map(|r| r.len).sum();
-    if (data.len() as u64) < MAX_FILE_BYTES {
+    if (data.len() as u64) < limit {
         assert_eq!(
             total,
             data.len() as u64,

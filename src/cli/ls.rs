@@ -49,15 +49,34 @@ pub fn join(dir: &str, name: &str) -> String {
 
 /// Calls `f` for each entry below `dir` (depth-first, sorted by name),
 /// recursing when `recursive`. Errors of one entry are passed to `on_err`
-/// and the walk goes on.
+/// and the walk goes on. A subdirectory whose inode is one of its own
+/// ancestors (a directory loop in a damaged or hostile file system) is
+/// listed but not entered, and reported to `on_err`.
 pub fn walk(
     fs: &dyn FileSystem,
     dir: &str,
     recursive: bool,
-    depth: usize,
     f: &mut dyn FnMut(Entry) -> Result<(), CliError>,
     on_err: &mut dyn FnMut(String, diskimage::fs::Error),
 ) -> Result<(), CliError> {
+    let mut ancestors: Vec<u64> = fs
+        .metadata(dir)
+        .ok()
+        .and_then(|m| m.inode)
+        .into_iter()
+        .collect();
+    walk_dir(fs, dir, recursive, &mut ancestors, f, on_err)
+}
+
+fn walk_dir(
+    fs: &dyn FileSystem,
+    dir: &str,
+    recursive: bool,
+    ancestors: &mut Vec<u64>,
+    f: &mut dyn FnMut(Entry) -> Result<(), CliError>,
+    on_err: &mut dyn FnMut(String, diskimage::fs::Error),
+) -> Result<(), CliError> {
+    let depth = ancestors.len();
     if depth > MAX_DEPTH {
         on_err(
             dir.to_string(),
@@ -69,45 +88,80 @@ pub fn walk(
         );
         return Ok(());
     }
-    let mut entries = match fs.read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            on_err(dir.to_string(), e);
-            return Ok(());
+    // One visit of the directory gives every entry's metadata, link target
+    // and streams from the entry at hand (no lookup from the root per path).
+    let mut entries: Vec<(String, Result<Entry, diskimage::fs::Error>, Option<_>)> = Vec::new();
+    let visited = fs.visit_dir(dir, &mut |v| {
+        match v {
+            Err((name, err)) => entries.push((name.clone(), Err(err), None)),
+            Ok(v) => {
+                let path = join(dir, v.name());
+                match v.metadata() {
+                    Err(err) => entries.push((v.name().to_string(), Err(err), None)),
+                    Ok(meta) => {
+                        let (target, link_err) = if meta.file_type == FileType::Symlink {
+                            match v.read_link() {
+                                Ok(t) => (Some(t), None),
+                                Err(err) => (None, Some(err)),
+                            }
+                        } else {
+                            (None, None)
+                        };
+                        let streams = v.streams().unwrap_or_default();
+                        let entry = Entry {
+                            path,
+                            meta,
+                            target,
+                            streams,
+                        };
+                        entries.push((v.name().to_string(), Ok(entry), link_err));
+                    }
+                }
+            }
         }
-    };
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    for e in entries {
-        let path = join(dir, &e.name);
-        let meta = match fs.metadata(&path) {
-            Ok(m) => m,
+        std::ops::ControlFlow::Continue(())
+    });
+    if let Err(e) = visited {
+        on_err(dir.to_string(), e);
+        return Ok(());
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, entry, link_err) in entries {
+        let entry = match entry {
+            Ok(e) => e,
             Err(err) => {
-                on_err(path, err);
+                on_err(join(dir, &name), err);
                 continue;
             }
         };
-        let target = if meta.file_type == FileType::Symlink {
-            match fs.read_link(&path) {
-                Ok(t) => Some(t),
-                Err(err) => {
-                    on_err(path.clone(), err);
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let streams = fs.streams(&path).unwrap_or_default();
-        let is_dir = meta.file_type == FileType::Directory;
-        f(Entry {
-            path: path.clone(),
-            meta,
-            target,
-            streams,
-        })?;
-        if recursive && is_dir {
-            walk(fs, &path, true, depth + 1, f, on_err)?;
+        if let Some(err) = link_err {
+            on_err(entry.path.clone(), err);
         }
+        let is_dir = entry.meta.file_type == FileType::Directory;
+        let inode = entry.meta.inode;
+        let path = entry.path.clone();
+        f(entry)?;
+        if !(recursive && is_dir) {
+            continue;
+        }
+        if let Some(i) = inode.filter(|i| ancestors.contains(i)) {
+            on_err(
+                path.clone(),
+                diskimage::fs::Error::corrupt(
+                    fs_name(fs),
+                    Some(&path),
+                    format!(
+                        "directory loop: inode {i} is this directory's own ancestor; not entered"
+                    ),
+                ),
+            );
+            continue;
+        }
+        // Without an inode number, the depth bound stops a loop.
+        ancestors.push(inode.unwrap_or(u64::MAX));
+        let walked = walk_dir(fs, &path, true, ancestors, f, on_err);
+        ancestors.pop();
+        walked?;
     }
     Ok(())
 }
@@ -195,14 +249,7 @@ pub fn run(args: &LsArgs) -> Result<(), CliError> {
         eprintln!("diskimage: {p}: {e}");
     };
     if meta.file_type == FileType::Directory {
-        walk(
-            fs.as_ref(),
-            &path,
-            args.recursive,
-            0,
-            &mut print,
-            &mut on_err,
-        )?;
+        walk(fs.as_ref(), &path, args.recursive, &mut print, &mut on_err)?;
     } else {
         let target = fs.read_link(&path).ok();
         let streams = fs.streams(&path).unwrap_or_default();

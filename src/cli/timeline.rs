@@ -78,7 +78,6 @@ pub fn run(args: &TimelineArgs) -> Result<(), CliError> {
         fs.as_ref(),
         &path,
         true,
-        0,
         &mut |e| writeln!(out, "{}", body_line(&e)).map_err(|e| CliError::output("stdout", e)),
         &mut on_err,
     )?;

@@ -122,6 +122,16 @@ pub struct VmDisk {
     pub mode: Option<String>,
 }
 
+impl VmDisk {
+    /// A VMware independent disk (`mode` `independent-*`), which snapshots
+    /// do not capture.
+    pub fn independent(&self) -> bool {
+        self.mode
+            .as_deref()
+            .is_some_and(|m| m.to_ascii_lowercase().starts_with("independent"))
+    }
+}
+
 /// Facts about the VM, as its configuration states them.
 #[derive(Debug, Clone, Default)]
 pub struct VmFacts {
@@ -375,25 +385,8 @@ impl Vm {
 
     fn read_vmx(&mut self) -> Result<()> {
         let v = vmx::Vmx::read(&self.config)?;
-        self.facts = VmFacts {
-            name: v.name,
-            guest_os: v.guest_os,
-            memory_mib: v.memory_mib,
-            cpus: v.cpus,
-            firmware: v.firmware,
-            uuid: v.uuid,
-            hardware_version: v.hardware_version,
-            encryption_keys: v.encryption_keys,
-        };
-        self.disks = v
-            .disks
-            .into_iter()
-            .map(|d| VmDisk {
-                slot: d.slot,
-                file: d.file,
-                mode: d.mode,
-            })
-            .collect();
+        self.facts = v.facts;
+        self.disks = v.disks;
         let vmsd = self.config.with_extension("vmsd");
         if vmsd.is_file() {
             let db = vmsd::Vmsd::parse(&vmx::read_config(&vmsd)?).map_err(|e| e.in_file(&vmsd))?;
@@ -411,16 +404,7 @@ impl Vm {
         self.kind = VmKind::VirtualBox;
         let v = vbox::Vbox::parse(&vmx::read_config(&self.config)?)
             .map_err(|e| e.in_file(&self.config))?;
-        self.facts = VmFacts {
-            name: v.name,
-            guest_os: v.os_type,
-            memory_mib: v.memory_mib,
-            cpus: v.cpus,
-            firmware: v.firmware,
-            uuid: v.uuid,
-            hardware_version: v.settings_version,
-            encryption_keys: Vec::new(),
-        };
+        self.facts = v.facts.clone();
         let location = |uuid: &str| {
             v.media
                 .get(uuid)

@@ -22,7 +22,7 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 
 use super::vmx::MAX_CONFIG_BYTES;
-use super::{check_tree, Snapshot, SnapshotDisk};
+use super::{check_tree, Snapshot, SnapshotDisk, VmFacts};
 use crate::error::{Error, Result, Scheme};
 
 /// Deepest element nesting read (a snapshot adds two levels).
@@ -223,20 +223,10 @@ pub struct Attachment {
 /// What a `.vbox` says about a machine.
 #[derive(Debug, Clone, Default)]
 pub struct Vbox {
-    /// `Machine/@name`.
-    pub name: Option<String>,
-    /// `Machine/@OSType`.
-    pub os_type: Option<String>,
-    /// `Machine/@uuid`.
-    pub uuid: Option<String>,
-    /// `Hardware/Memory/@RAMSize`, MiB.
-    pub memory_mib: Option<u64>,
-    /// `Hardware/CPU/@count`.
-    pub cpus: Option<u64>,
-    /// `Hardware/Firmware/@type`.
-    pub firmware: Option<String>,
-    /// `@version` of the `VirtualBox` root.
-    pub settings_version: Option<String>,
+    /// `Machine/@name`, `@OSType`, `@uuid`, `Hardware/Memory/@RAMSize`
+    /// (MiB), `Hardware/CPU/@count`, `Hardware/Firmware/@type`, and the
+    /// `@version` of the `VirtualBox` root as the hardware version.
+    pub facts: VmFacts,
     /// Hard-disk media by uuid (braces removed, lower case).
     pub media: HashMap<String, Medium>,
     /// Hard disks attached in the current state.
@@ -352,16 +342,19 @@ impl Vbox {
                 .and_then(|v| v.parse::<u64>().ok())
         };
         let mut vbox = Vbox {
-            name: m.attr("name").map(str::to_owned),
-            os_type: m.attr("OSType").map(str::to_owned),
-            uuid: m.attr("uuid").map(norm_uuid),
-            memory_mib: num(hw.and_then(|h| h.child("Memory")), "RAMSize"),
-            cpus: num(hw.and_then(|h| h.child("CPU")), "count"),
-            firmware: hw
-                .and_then(|h| h.child("Firmware"))
-                .and_then(|f| f.attr("type"))
-                .map(str::to_owned),
-            settings_version: vb.attr("version").map(str::to_owned),
+            facts: VmFacts {
+                name: m.attr("name").map(str::to_owned),
+                guest_os: m.attr("OSType").map(str::to_owned),
+                uuid: m.attr("uuid").map(norm_uuid),
+                memory_mib: num(hw.and_then(|h| h.child("Memory")), "RAMSize"),
+                cpus: num(hw.and_then(|h| h.child("CPU")), "count"),
+                firmware: hw
+                    .and_then(|h| h.child("Firmware"))
+                    .and_then(|f| f.attr("type"))
+                    .map(str::to_owned),
+                hardware_version: vb.attr("version").map(str::to_owned),
+                encryption_keys: Vec::new(),
+            },
             current: m.attr("currentSnapshot").map(norm_uuid),
             ..Vbox::default()
         };

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::{VmDisk, VmFacts};
 use crate::error::{Error, Result, Scheme};
 
 /// The largest configuration file read (real ones are a few KiB).
@@ -112,47 +113,17 @@ fn unquote(v: &str) -> String {
 /// The bus of a virtual disk slot.
 const BUSES: [&str; 4] = ["scsi", "sata", "nvme", "ide"];
 
-/// One device slot (`scsi0:1`) of a `.vmx` that holds a hard disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmxDisk {
-    /// The slot, lower case: `scsi0:0`, `sata0:1`, `nvme0:0`, `ide1:0`.
-    pub slot: String,
-    /// `fileName` as written (relative to the `.vmx` or absolute).
-    pub file: String,
-    /// `mode` as written (`persistent`, `independent-persistent`, ...).
-    pub mode: Option<String>,
-}
-
-impl VmxDisk {
-    /// Independent disks are not captured by snapshots.
-    pub fn independent(&self) -> bool {
-        self.mode
-            .as_deref()
-            .is_some_and(|m| m.to_ascii_lowercase().starts_with("independent"))
-    }
-}
-
 /// What a `.vmx` says about a VM.
 #[derive(Debug, Clone, Default)]
 pub struct Vmx {
-    /// `displayName`.
-    pub name: Option<String>,
-    /// `guestOS`.
-    pub guest_os: Option<String>,
-    /// `memsize`, MiB.
-    pub memory_mib: Option<u64>,
-    /// `numvcpus`.
-    pub cpus: Option<u64>,
-    /// `firmware` (`bios`, `efi`).
-    pub firmware: Option<String>,
-    /// `uuid.bios`.
-    pub uuid: Option<String>,
-    /// `virtualHW.version`.
-    pub hardware_version: Option<String>,
-    /// The `encryption.*` keys present: the VM is encrypted when not empty.
-    pub encryption_keys: Vec<String>,
-    /// Present hard disks, in the order their slots first appear.
-    pub disks: Vec<VmxDisk>,
+    /// `displayName`, `guestOS`, `memsize` (MiB), `numvcpus`, `firmware`,
+    /// `uuid.bios`, `virtualHW.version` and the `encryption.*` keys present
+    /// (the VM is encrypted when there are any).
+    pub facts: VmFacts,
+    /// Present hard disks, in the order their slots first appear: the slot
+    /// lower case (`scsi0:0`, `sata0:1`, `nvme0:0`, `ide1:0`), `fileName` and
+    /// `mode` as written.
+    pub disks: Vec<VmDisk>,
 }
 
 /// Splits `scsi0:1.filename` into (`scsi0:1`, `filename`) for a disk slot key.
@@ -171,19 +142,22 @@ impl Vmx {
         let num = |k: &str| d.get(k).and_then(|v| v.trim().parse::<u64>().ok());
         let text = |k: &str| d.get(k).map(str::to_owned);
         let mut vmx = Vmx {
-            name: text("displayName"),
-            guest_os: text("guestOS"),
-            memory_mib: num("memsize"),
-            cpus: num("numvcpus"),
-            firmware: text("firmware"),
-            uuid: text("uuid.bios"),
-            hardware_version: text("virtualHW.version"),
-            ..Vmx::default()
+            facts: VmFacts {
+                name: text("displayName"),
+                guest_os: text("guestOS"),
+                memory_mib: num("memsize"),
+                cpus: num("numvcpus"),
+                firmware: text("firmware"),
+                uuid: text("uuid.bios"),
+                hardware_version: text("virtualHW.version"),
+                encryption_keys: Vec::new(),
+            },
+            disks: Vec::new(),
         };
         let mut slots: Vec<&str> = Vec::new();
         for key in d.keys() {
             if key.starts_with("encryption.") {
-                vmx.encryption_keys.push(key.to_owned());
+                vmx.facts.encryption_keys.push(key.to_owned());
             }
             if let Some((slot, _)) = slot_key(key) {
                 if !slots.contains(&slot) {
@@ -209,7 +183,7 @@ impl Vmx {
                 device.contains("disk") && !device.contains("cdrom")
             };
             if is_disk {
-                vmx.disks.push(VmxDisk {
+                vmx.disks.push(VmDisk {
                     slot: slot.to_owned(),
                     file: file.to_owned(),
                     mode: get("mode").map(str::to_owned),
@@ -280,7 +254,7 @@ mod tests {
         let slots: Vec<_> = v.disks.iter().map(|d| d.slot.as_str()).collect();
         assert_eq!(slots, ["scsi0:0", "nvme0:0"]);
         assert!(v.disks[1].independent());
-        assert_eq!(v.encryption_keys, ["encryption.keysafe"]);
+        assert_eq!(v.facts.encryption_keys, ["encryption.keysafe"]);
     }
 
     #[test]

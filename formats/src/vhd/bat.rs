@@ -86,13 +86,11 @@ impl Bat {
         let needed = size.div_ceil(block_size);
         let count = u64::from(header.max_table_entries);
         if count < needed {
-            return Err(Error::corrupt(
+            return Err(Error::bad_value(
                 Format::Vhd,
-                Detail::BadValue {
-                    field: "max table entries",
-                    value: count,
-                    expected: format!("at least {needed} for a disk of {size} bytes"),
-                },
+                "max table entries",
+                count,
+                format!("at least {needed} for a disk of {size} bytes"),
             )
             .at(header_offset.saturating_add(28)));
         }

@@ -85,13 +85,11 @@ impl DynamicHeader {
         }
         let block_size = be_u32(bytes, 32);
         if block_size == 0 || u64::from(block_size) % SECTOR != 0 || block_size > MAX_BLOCK_SIZE {
-            return Err(Error::corrupt(
+            return Err(Error::bad_value(
                 Format::Vhd,
-                Detail::BadValue {
-                    field: "block size",
-                    value: u64::from(block_size),
-                    expected: format!("a non-zero multiple of 512 up to {MAX_BLOCK_SIZE}"),
-                },
+                "block size",
+                u64::from(block_size),
+                format!("a non-zero multiple of 512 up to {MAX_BLOCK_SIZE}"),
             )
             .at(32));
         }

@@ -167,27 +167,22 @@ impl VhdFooter {
             3 => DiskType::Dynamic,
             4 => DiskType::Differencing,
             _ => {
-                return Err(Error::corrupt(
+                return Err(Error::bad_value(
                     Format::Vhd,
-                    Detail::BadValue {
-                        field: "disk type",
-                        value: u64::from(raw_type),
-                        expected: "2 (fixed), 3 (dynamic) or 4 (differencing)".into(),
-                    },
+                    "disk type",
+                    u64::from(raw_type),
+                    "2 (fixed), 3 (dynamic) or 4 (differencing)",
                 )
                 .at(60))
             }
         };
         let data_offset = be_u64(&full, 16);
         if disk_type != DiskType::Fixed && data_offset == NO_DATA_OFFSET {
-            return Err(Error::corrupt(
+            return Err(Error::bad_value(
                 Format::Vhd,
-                Detail::BadValue {
-                    field: "data offset",
-                    value: data_offset,
-                    expected: "the dynamic header's offset in a dynamic or differencing disk"
-                        .into(),
-                },
+                "data offset",
+                data_offset,
+                "the dynamic header's offset in a dynamic or differencing disk",
             )
             .at(16));
         }

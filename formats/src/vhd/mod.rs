@@ -425,13 +425,11 @@ fn check_parent(
     if parent.size() != size {
         w.tolerate(
             WarningKind::ParentMismatch,
-            Error::corrupt(
+            Error::bad_value(
                 Format::Vhd,
-                Detail::BadValue {
-                    field: "parent size",
-                    value: parent.size(),
-                    expected: format!("{size} bytes, the child's size"),
-                },
+                "parent size",
+                parent.size(),
+                format!("{size} bytes, the child's size"),
             )
             .in_file(path),
         )?;

@@ -183,21 +183,18 @@ impl Bat {
                 )
             };
             if !known {
-                return Err(Error::corrupt(
+                return Err(Error::bad_value(
                     Format::Vhdx,
-                    Detail::BadValue {
-                        field: if is_bitmap {
-                            "sector bitmap BAT entry state"
-                        } else {
-                            "payload BAT entry state"
-                        },
-                        value: s.into(),
-                        expected: if is_bitmap {
-                            "0 or 6"
-                        } else {
-                            "0, 1, 2, 3, 5, 6 or 7"
-                        }
-                        .into(),
+                    if is_bitmap {
+                        "sector bitmap BAT entry state"
+                    } else {
+                        "payload BAT entry state"
+                    },
+                    s.into(),
+                    if is_bitmap {
+                        "0 or 6"
+                    } else {
+                        "0, 1, 2, 3, 5, 6 or 7"
                     },
                 )
                 .at(at));

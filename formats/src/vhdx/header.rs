@@ -137,15 +137,7 @@ pub(crate) fn parse_header(buf: &[u8], at: u64, copy: u8) -> Result<Header> {
         log_offset: le_u64(buf, 72),
     };
     let bad = |field: &'static str, value: u64, expected: &str| {
-        Err(Error::corrupt(
-            Format::Vhdx,
-            Detail::BadValue {
-                field,
-                value,
-                expected: expected.into(),
-            },
-        )
-        .at(at))
+        Err(Error::bad_value(Format::Vhdx, field, value, expected).at(at))
     };
     if h.version != VERSION {
         return Err(Error::unsupported(

@@ -101,14 +101,7 @@ fn corrupt(detail: Detail, at: u64) -> Error {
 }
 
 fn bad_value(field: &'static str, value: u64, expected: &str, at: u64) -> Error {
-    corrupt(
-        Detail::BadValue {
-            field,
-            value,
-            expected: expected.into(),
-        },
-        at,
-    )
+    Error::bad_value(Format::Vhdx, field, value, expected).at(at)
 }
 
 /// Reads and checks the metadata region.

@@ -40,15 +40,7 @@ pub(crate) struct CowdHeader {
 }
 
 fn bad(field: &'static str, value: u64, expected: String, at: u64) -> Error {
-    Error::corrupt(
-        Format::Vmdk,
-        Detail::BadValue {
-            field,
-            value,
-            expected,
-        },
-    )
-    .at(at)
+    Error::bad_value(Format::Vmdk, field, value, expected).at(at)
 }
 
 impl CowdHeader {

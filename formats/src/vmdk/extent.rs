@@ -34,8 +34,9 @@ pub(crate) enum Backend {
     Zero,
     /// In a sparse extent (hosted sparse, streamOptimized, seSparse).
     Sparse(Box<dyn GrainSource>),
-    /// Not readable by this library (NOACCESS, raw device mappings): the reason.
-    Unreadable(String),
+    /// Not readable by this library (NOACCESS, raw device mappings): the
+    /// reason, and the descriptor whose line says so.
+    Unreadable(String, PathBuf),
 }
 
 /// One extent: its descriptor line (none for a bare extent), size and storage.
@@ -193,7 +194,7 @@ pub(crate) fn open_line(
         path: None,
         len,
         summary: why.clone(),
-        backend: Backend::Unreadable(why),
+        backend: Backend::Unreadable(why, descriptor.to_path_buf()),
     };
     if line.access == Access::NoAccess {
         return Ok(unreadable(format!(
@@ -322,7 +323,14 @@ pub(crate) fn read(
             dst.fill(0);
             Ok(())
         }
-        Backend::Unreadable(why) => Err(Error::unsupported(Format::Vmdk, why.clone()).at(virt)),
+        // The place is the descriptor line (in `why`); the virtual offset
+        // of the read is said in words, since an error's offset is a byte
+        // of its file.
+        Backend::Unreadable(why, descriptor) => Err(Error::unsupported(
+            Format::Vmdk,
+            format!("{why} (read at virtual byte {virt:#x})"),
+        )
+        .in_file(descriptor)),
         Backend::Sparse(src) => read_sparse(src.as_ref(), parent, dst, at, virt),
     }
 }
@@ -340,7 +348,7 @@ pub(crate) fn file_range(ext: &VmdkExtent, at: u64, len: u64) -> Option<FileRang
                 _ => None,
             }
         }
-        Backend::Zero | Backend::Unreadable(_) => None,
+        Backend::Zero | Backend::Unreadable(..) => None,
     }
 }
 
@@ -441,7 +449,7 @@ pub(crate) fn map(
         )
     };
     match &ext.backend {
-        Backend::Flat { .. } | Backend::Unreadable(_) => one(out, ExtentKind::Data),
+        Backend::Flat { .. } | Backend::Unreadable(..) => one(out, ExtentKind::Data),
         Backend::Zero => one(out, ExtentKind::Zero),
         Backend::Sparse(src) => {
             for p in plan(src.as_ref(), at, len)? {

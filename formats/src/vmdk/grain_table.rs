@@ -190,13 +190,11 @@ impl SparseExtent {
                 .budget()
                 .reserve(Format::Vmdk, entries.saturating_mul(4))?;
             let at = gd_sector.checked_mul(SECTOR).ok_or_else(|| {
-                Error::corrupt(
+                Error::bad_value(
                     Format::Vmdk,
-                    Detail::BadValue {
-                        field: "gdOffset",
-                        value: gd_sector,
-                        expected: "a sector inside the file".into(),
-                    },
+                    "gdOffset",
+                    gd_sector,
+                    "a sector inside the file",
                 )
             })?;
             let gd = read_u32s(&file, at, entries).map_err(|e| e.at(at))?;

@@ -17,9 +17,11 @@
 //! Module layout: [`descriptor`] (text), `sparse_header` (`KDMV`),
 //! `grain_table` (directory, tables, cache), `stream` (footer, markers,
 //! inflate), `sesparse`, `cowd`, `extent` (per-extent read and map), `chain`
-//! (parents and [`dependencies`]).
+//! (parents and [`dependencies`]), [`fuzz_input`] (the structure-aware fuzz
+//! target's recipes).
 
 pub mod descriptor;
+pub mod fuzz_input;
 
 mod chain;
 mod cowd;

@@ -47,17 +47,6 @@ pub(crate) struct SeSparseHeader {
     pub grains_size: u64,
 }
 
-fn bad(field: &'static str, value: u64, expected: &str) -> Error {
-    Error::corrupt(
-        Format::Vmdk,
-        Detail::BadValue {
-            field,
-            value,
-            expected: expected.into(),
-        },
-    )
-}
-
 impl SeSparseHeader {
     /// Parses and checks the constant header (512 bytes).
     pub fn parse(b: &[u8]) -> Result<Self> {
@@ -97,10 +86,22 @@ impl SeSparseHeader {
             MAX_CAPACITY_SECTORS,
         )?;
         if !h.grain_size.is_power_of_two() || h.grain_size > MAX_GRAIN_SECTORS {
-            return Err(bad("grain_size", h.grain_size, "a power of two <= 2048 sectors").at(24));
+            return Err(Error::bad_value(
+                Format::Vmdk,
+                "grain_size",
+                h.grain_size,
+                "a power of two <= 2048 sectors",
+            )
+            .at(24));
         }
         if h.grain_table_size == 0 || h.grain_table_size > MAX_GT_SECTORS {
-            return Err(bad("grain_table_size", h.grain_table_size, "1 to 4096 sectors").at(32));
+            return Err(Error::bad_value(
+                Format::Vmdk,
+                "grain_table_size",
+                h.grain_table_size,
+                "1 to 4096 sectors",
+            )
+            .at(32));
         }
         Ok(h)
     }
@@ -154,7 +155,8 @@ impl SeSparseExtent {
         let entries = grains.div_ceil(header.gtes_per_gt());
         let room = header.grain_dir_size.saturating_mul(SECTOR / 8);
         if entries > room {
-            return Err(bad(
+            return Err(Error::bad_value(
+                Format::Vmdk,
                 "grain_dir_size",
                 header.grain_dir_size,
                 "room for every table",

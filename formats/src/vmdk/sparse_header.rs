@@ -52,17 +52,6 @@ pub(crate) struct SparseHeader {
     pub compress_algorithm: u16,
 }
 
-fn bad(field: &'static str, value: u64, expected: &str) -> Error {
-    Error::corrupt(
-        Format::Vmdk,
-        Detail::BadValue {
-            field,
-            value,
-            expected: expected.into(),
-        },
-    )
-}
-
 impl SparseHeader {
     /// Parses and checks the 512 header bytes (`bytes` may be longer).
     pub fn parse(bytes: &[u8]) -> Result<Self> {
@@ -127,14 +116,16 @@ impl SparseHeader {
             MAX_CAPACITY_SECTORS,
         )?;
         if !self.grain_size.is_power_of_two() || self.grain_size > MAX_GRAIN_SECTORS {
-            return Err(bad(
+            return Err(Error::bad_value(
+                Format::Vmdk,
                 "grainSize",
                 self.grain_size,
                 "a power of two of at most 2048 sectors",
             ));
         }
         if !self.num_gtes_per_gt.is_power_of_two() || self.num_gtes_per_gt > MAX_GTES_PER_GT {
-            return Err(bad(
+            return Err(Error::bad_value(
+                Format::Vmdk,
                 "numGTEsPerGT",
                 u64::from(self.num_gtes_per_gt),
                 "a power of two of at most 65536",

@@ -60,13 +60,11 @@ pub(crate) fn effective_header(file: &ImageFile, header: SparseHeader) -> Result
         .in_file(path)
     })?;
     if footer.gd_offset == GD_AT_END {
-        return Err(Error::corrupt(
+        return Err(Error::bad_value(
             Format::Vmdk,
-            Detail::BadValue {
-                field: "footer gdOffset",
-                value: GD_AT_END,
-                expected: "the sector of the grain directory".into(),
-            },
+            "footer gdOffset",
+            GD_AT_END,
+            "the sector of the grain directory",
         )
         .at(at + 56)
         .in_file(path));
