@@ -389,6 +389,38 @@ fn directory_loop_is_reported_and_not_entered() {
         let lines = String::from_utf8_lossy(&out.stdout).lines().count();
         assert!((2..20).contains(&lines), "{cmd}: {lines} lines");
     }
+    // extract writes the tree once, the looping directory empty.
+    let outdir = work.path().join("out");
+    let out = run_no_panic(&[
+        "extract",
+        "-o",
+        outdir.to_str().unwrap_or_default(),
+        img.to_str().unwrap_or_default(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("directory loop: inode 2"), "extract: {err}");
+    let written = walkdir_count(&outdir);
+    assert!(
+        (2..20).contains(&written),
+        "extract wrote {written} entries"
+    );
+}
+
+fn walkdir_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    1 + if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        walkdir_count(&e.path())
+                    } else {
+                        0
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 #[test]

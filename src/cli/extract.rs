@@ -46,7 +46,7 @@ use diskimage::fs::{
 };
 use diskimage::BlockDevice;
 
-use super::ls::MAX_DEPTH;
+use super::ls::{self, MAX_DEPTH};
 use super::select::FsArgs;
 use super::{progress, CliError};
 
@@ -145,7 +145,9 @@ struct Unit {
     key: Vec<u32>,
     fs_dir: String,
     host: PathBuf,
-    depth: usize,
+    /// The inodes of the directories leading to it, itself included
+    /// ([`ls::ancestor_key`]): a subdirectory among them is a loop.
+    ancestors: Vec<u64>,
 }
 
 /// What extracting one [`Unit`] (or one file) did; merged in walk order.
@@ -159,8 +161,8 @@ struct Done {
     failed: usize,
     /// Host directories to stamp after everything is written.
     dir_times: Vec<(PathBuf, Option<Timestamp>)>,
-    /// Its subdirectories, to walk: (file-system path, host path).
-    subdirs: Vec<(String, PathBuf)>,
+    /// Its subdirectories, to walk: (file-system path, host path, inode).
+    subdirs: Vec<(String, PathBuf, Option<u64>)>,
     /// The output error that stopped it (and stops the extraction).
     stop: Option<CliError>,
 }
@@ -298,6 +300,7 @@ impl Extractor<'_> {
         dir: &Path,
         fs_path: &str,
         v: &dyn Visited,
+        ancestors: &[u64],
     ) -> Result<(), CliError> {
         let meta = v.metadata()?;
         let name = v.name();
@@ -305,7 +308,11 @@ impl Extractor<'_> {
             FileType::Directory => {
                 let (host, _) = Self::create(done, dir, fs_path, name, &Make::Dir)?;
                 done.dir_times.push((host.clone(), meta.modified));
-                done.subdirs.push((fs_path.to_string(), host));
+                // A loop is created as an empty directory and reported.
+                match ls::loop_error(self.fs, fs_path, meta.inode, ancestors) {
+                    Some(e) => done.fail(fs_path, &e),
+                    None => done.subdirs.push((fs_path.to_string(), host, meta.inode)),
+                }
             }
             FileType::File => {
                 // Stored verbatim in image files: copied by the kernel.
@@ -359,9 +366,9 @@ impl Extractor<'_> {
     /// host directory `host` (the directory is read once, its entries
     /// opened from their directory entries); its subdirectories are
     /// created and listed in the result, not walked.
-    fn unit(&mut self, fs_dir: &str, host: &Path, depth: usize) -> Done {
+    fn unit(&mut self, fs_dir: &str, host: &Path, ancestors: &[u64]) -> Done {
         let mut done = Done::default();
-        if depth > MAX_DEPTH {
+        if ancestors.len() > MAX_DEPTH {
             let e = format!("nesting deeper than {MAX_DEPTH} directories (a directory loop?)");
             done.fail(fs_dir, &e);
             return done;
@@ -376,7 +383,7 @@ impl Extractor<'_> {
                 }
             };
             let path = join(fs_dir, v.name());
-            match self.entry(&mut done, host, &path, v) {
+            match self.entry(&mut done, host, &path, v, ancestors) {
                 Ok(()) => {}
                 // A file the file system cannot give: reported, the rest goes on.
                 Err(CliError::Fs(e)) => done.fail(&path, &e),
@@ -422,7 +429,7 @@ impl Merge {
             self.stopped_at = Some(unit.key.clone());
         }
         let mut subs = Vec::new();
-        for (i, (fs_dir, host)) in done.subdirs.iter().enumerate() {
+        for (i, (fs_dir, host, inode)) in done.subdirs.iter().enumerate() {
             let mut key = unit.key.clone();
             key.push(u32::try_from(i).unwrap_or(u32::MAX));
             if self.stopped_at.as_ref().is_some_and(|k| key > *k) {
@@ -432,7 +439,7 @@ impl Merge {
                 key,
                 fs_dir: fs_dir.clone(),
                 host: host.clone(),
-                depth: unit.depth + 1,
+                ancestors: [unit.ancestors.as_slice(), &[ls::ancestor_key(*inode)]].concat(),
             });
         }
         self.waiting.insert(unit.key.clone(), done);
@@ -508,7 +515,7 @@ fn work(x: &mut Extractor<'_>, state: &Mutex<Shared>, more: &Condvar) {
         if let Some((_, unit)) = st.todo.pop_first() {
             st.running += 1;
             drop(st);
-            let done = x.unit(&unit.fs_dir, &unit.host, unit.depth);
+            let done = x.unit(&unit.fs_dir, &unit.host, &unit.ancestors);
             st = lock(state);
             st.running -= 1;
             for sub in st.merge.finished(&unit, done) {
@@ -668,15 +675,15 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
     let done = if meta.file_type == FileType::Directory {
         let unit = Unit {
             key: Vec::new(),
+            ancestors: ls::root_ancestors(fs.as_ref(), &path),
             fs_dir: path,
             host: root,
-            depth: 0,
         };
         walk(&mut x, &device, threads, unit)
     } else {
         let entry = PathEntry::new(fs.as_ref(), &path);
         let mut done = Done::default();
-        x.entry(&mut done, &root, &path, &entry)?;
+        x.entry(&mut done, &root, &path, &entry, &[])?;
         for line in &done.log {
             eprintln!("{line}");
         }

@@ -59,12 +59,7 @@ pub fn walk(
     f: &mut dyn FnMut(Entry) -> Result<(), CliError>,
     on_err: &mut dyn FnMut(String, diskimage::fs::Error),
 ) -> Result<(), CliError> {
-    let mut ancestors: Vec<u64> = fs
-        .metadata(dir)
-        .ok()
-        .and_then(|m| m.inode)
-        .into_iter()
-        .collect();
+    let mut ancestors = root_ancestors(fs, dir);
     walk_dir(fs, dir, recursive, &mut ancestors, f, on_err)
 }
 
@@ -144,26 +139,49 @@ fn walk_dir(
         if !(recursive && is_dir) {
             continue;
         }
-        if let Some(i) = inode.filter(|i| ancestors.contains(i)) {
-            on_err(
-                path.clone(),
-                diskimage::fs::Error::corrupt(
-                    fs_name(fs),
-                    Some(&path),
-                    format!(
-                        "directory loop: inode {i} is this directory's own ancestor; not entered"
-                    ),
-                ),
-            );
+        if let Some(e) = loop_error(fs, &path, inode, ancestors) {
+            on_err(path.clone(), e);
             continue;
         }
-        // Without an inode number, the depth bound stops a loop.
-        ancestors.push(inode.unwrap_or(u64::MAX));
+        ancestors.push(ancestor_key(inode));
         let walked = walk_dir(fs, &path, true, ancestors, f, on_err);
         ancestors.pop();
         walked?;
     }
     Ok(())
+}
+
+/// The ancestors a walk from `dir` starts with: `dir`'s own inode.
+pub fn root_ancestors(fs: &dyn FileSystem, dir: &str) -> Vec<u64> {
+    fs.metadata(dir)
+        .ok()
+        .and_then(|m| m.inode)
+        .map(|i| ancestor_key(Some(i)))
+        .into_iter()
+        .collect()
+}
+
+/// What a directory adds to the ancestors of its subdirectories: its
+/// inode, or a key no inode has (without an inode number, the depth bound
+/// stops a loop).
+pub fn ancestor_key(inode: Option<u64>) -> u64 {
+    inode.unwrap_or(u64::MAX)
+}
+
+/// The error for the directory `path` with `inode` when that inode is one
+/// of its `ancestors` (a directory loop, which a walk must not enter).
+pub fn loop_error(
+    fs: &dyn FileSystem,
+    path: &str,
+    inode: Option<u64>,
+    ancestors: &[u64],
+) -> Option<diskimage::fs::Error> {
+    let i = inode.filter(|i| ancestors.contains(i))?;
+    Some(diskimage::fs::Error::corrupt(
+        fs_name(fs),
+        Some(path),
+        format!("directory loop: inode {i} is this directory's own ancestor; not entered"),
+    ))
 }
 
 fn fs_name(fs: &dyn FileSystem) -> diskimage::fs::FsName {
