@@ -41,13 +41,7 @@ pub fn exercise_fs(bytes: &[u8]) {
     let _ = (fs.label(), fs.serial(), fs.case_sensitive());
     let mut budget = MAX_ENTRIES;
     let mut left = MAX_TOTAL_BYTES;
-    let root: Vec<u64> = fs
-        .metadata("/")
-        .ok()
-        .and_then(|m| m.inode)
-        .into_iter()
-        .collect();
-    let mut stack = vec![("/".to_string(), 0usize, root)];
+    let mut stack = root_stack(fs.as_ref());
     while let Some((dir, depth, ancestors)) = stack.pop() {
         let Ok(entries) = fs.read_dir(&dir) else {
             continue;
@@ -91,13 +85,7 @@ pub fn exercise_fs(bytes: &[u8]) {
 fn visit(fs: &dyn crate::FileSystem, device: &dyn BlockDevice) {
     let mut budget = MAX_ENTRIES;
     let mut left = MAX_TOTAL_BYTES;
-    let root: Vec<u64> = fs
-        .metadata("/")
-        .ok()
-        .and_then(|m| m.inode)
-        .into_iter()
-        .collect();
-    let mut stack = vec![("/".to_string(), 0usize, root)];
+    let mut stack = root_stack(fs);
     while let Some((dir, depth, ancestors)) = stack.pop() {
         let _ = fs.visit_dir(&dir, &mut |v| {
             let Ok(v) = v else {
@@ -130,6 +118,12 @@ fn visit(fs: &dyn crate::FileSystem, device: &dyn BlockDevice) {
             ControlFlow::Continue(())
         });
     }
+}
+
+/// A walk's starting stack: the root, at depth 0, its inode its only ancestor.
+fn root_stack(fs: &dyn crate::FileSystem) -> Vec<(String, usize, Vec<u64>)> {
+    let root = fs.metadata("/").ok().and_then(|m| m.inode);
+    vec![("/".to_string(), 0, root.into_iter().collect())]
 }
 
 /// The ancestors of a subdirectory with `inode`, or `None` when that inode
