@@ -5,10 +5,12 @@
 //! follow its first cluster and its FAT entries are not read (they may be
 //! stale). Otherwise the chain is followed through the active FAT, at
 //! most as many clusters as the data needs; every cluster must lie in
-//! the heap, a bad-cluster mark or a chain ending early is corrupt, and
-//! since the walk never goes past the needed count (or, for the root
-//! directory, which has no length, [`MAX_DIR_BYTES`](super::MAX_DIR_BYTES)
-//! worth of clusters), a cycle cannot make it loop.
+//! the heap, a bad-cluster mark, a chain ending early or a cluster met
+//! twice (a cycle) is corrupt, and the walk never goes past the needed
+//! count (for the root directory, which has no length,
+//! [`MAX_DIR_BYTES`](super::MAX_DIR_BYTES) worth of clusters).
+
+use std::collections::BTreeMap;
 
 use diskimage_formats::bytes::le_u32;
 use diskimage_formats::BlockDevice;
@@ -90,9 +92,21 @@ pub fn runs(
     let mut out: Vec<Run> = Vec::new();
     let mut cluster = first;
     let mut taken = 0u64;
+    // The runs so far by first cluster, to find a cluster met twice.
+    let mut seen: BTreeMap<u32, u64> = BTreeMap::new();
     loop {
+        if let Some((&f, &n)) = seen.range(..=cluster).next_back() {
+            if u64::from(cluster) < u64::from(f) + n {
+                return Err(corrupt(format!(
+                    "cluster {cluster} comes twice in the chain (a cycle)"
+                )));
+            }
+        }
         match out.last_mut() {
-            Some(r) if u64::from(r.first) + r.count == u64::from(cluster) => r.count += 1,
+            Some(r) if u64::from(r.first) + r.count == u64::from(cluster) => {
+                r.count += 1;
+                seen.insert(r.first, r.count);
+            }
             _ => {
                 if out.len() >= MAX_RUNS {
                     return Err(Error::limit(
@@ -105,6 +119,7 @@ pub fn runs(
                     first: cluster,
                     count: 1,
                 });
+                seen.insert(cluster, 1);
             }
         }
         taken += 1;
@@ -195,7 +210,10 @@ mod tests {
     fn cycles_and_bad_entries_are_errors() {
         let (d, b) = volume(&[(2, 3), (3, 2)]);
         let e = runs(&d, &b, 2, false, Want::UpTo(16), "/").unwrap_err();
-        assert!(e.to_string().contains("a cycle?"), "{e}");
+        assert!(e.to_string().contains("cluster 2 comes twice"), "{e}");
+        let (d, b) = volume(&[(5, 9), (9, 10), (10, 4), (4, 5)]);
+        let e = runs(&d, &b, 5, false, Want::Exactly(9), "/f").unwrap_err();
+        assert!(e.to_string().contains("cluster 5 comes twice"), "{e}");
         let (d, b) = volume(&[(2, 3), (3, END_OF_CHAIN)]);
         let e = runs(&d, &b, 2, false, Want::Exactly(3), "/f").unwrap_err();
         assert!(

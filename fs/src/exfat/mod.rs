@@ -114,17 +114,19 @@ impl ExFatFs {
             boot,
             region,
             label: None,
-            up_case: UpCase::fallback(),
+            // Identity until the root directory says where the table is.
+            up_case: UpCase::from_table(&[]),
             up_case_from_volume: false,
             cache: RefCell::new(HashMap::new()),
         };
         let root = fs.directory(&Node::Root, "/")?;
         fs.label = root.label.clone().filter(|l| !l.is_empty());
-        if let Some(t) = root.up_case {
-            if let Some(table) = fs.read_up_case(t) {
+        match root.up_case.and_then(|t| fs.read_up_case(t)) {
+            Some(table) => {
                 fs.up_case = table;
                 fs.up_case_from_volume = true;
             }
+            None => fs.up_case = UpCase::fallback(),
         }
         Ok(fs)
     }
