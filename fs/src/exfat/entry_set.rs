@@ -138,12 +138,16 @@ pub struct UpCaseEntry {
     pub data_length: u64,
 }
 
+/// An entry set that fails its checks: the name it could give (or its
+/// offset) and the error.
+pub type SetError = Box<(String, Error)>;
+
 /// What one directory holds.
 #[derive(Debug, Default)]
 pub struct Directory {
     /// Its files and directories, in order; an entry set that fails its
     /// checks is the name it could give (or its offset) and the error.
-    pub files: Vec<std::result::Result<FileSet, (String, Error)>>,
+    pub files: Vec<std::result::Result<FileSet, SetError>>,
     /// The volume label entry's label (root directory only).
     pub label: Option<String>,
     /// The up-case table entry (root directory only).
@@ -239,18 +243,18 @@ fn parse_set(
     secondary: usize,
     at: u64,
     path: &str,
-) -> std::result::Result<FileSet, (String, Error)> {
-    let fail = |name: &str, what: String, off: usize| {
+) -> std::result::Result<FileSet, SetError> {
+    let fail = |name: &str, what: String, off: usize| -> SetError {
         let shown = if name.is_empty() {
             format!("(entry set at {at:#x})")
         } else {
             name.to_string()
         };
         let full = crate::file_system::join(path, &shown);
-        (
+        Box::new((
             shown,
             Error::corrupt(FS, Some(&full), what).at(at + off as u64),
-        )
+        ))
     };
     if !(2..=18).contains(&secondary) {
         return Err(fail(
@@ -319,14 +323,14 @@ fn parse_set(
             ));
         }
         if t & 0x20 == 0 {
-            return Err((
+            return Err(Box::new((
                 name.clone(),
                 Error::unsupported(
                     FS,
                     Some(&crate::file_system::join(path, &name)),
                     format!("critical secondary entry type {t:#04x} in the set at {at:#x}"),
                 ),
-            ));
+            )));
         }
     }
     let file = entry(0);
@@ -406,7 +410,7 @@ pub(crate) mod tests {
         b
     }
 
-    fn parse_one(b: &[u8]) -> std::result::Result<FileSet, (String, Error)> {
+    fn parse_one(b: &[u8]) -> std::result::Result<FileSet, SetError> {
         let d = parse(b, &|i| 0x1000 + i as u64, false, "/d").unwrap();
         assert_eq!(d.files.len(), 1);
         d.files.into_iter().next().unwrap()
@@ -441,12 +445,12 @@ pub(crate) mod tests {
         let good = set("x", 1);
         let mut b = good.clone();
         b[40] = 2; // ValidDataLength 2 > DataLength 1 (checksum left stale)
-        let (name, e) = parse_one(&b).unwrap_err();
+        let (name, e) = *parse_one(&b).unwrap_err();
         assert_eq!(name, "x");
         assert!(e.to_string().contains("SetChecksum is"), "{e}");
         let mut b = good.clone();
         b[1] = 1;
-        let (name, e) = parse_one(&b).unwrap_err();
+        let (name, e) = *parse_one(&b).unwrap_err();
         assert_eq!(name, "(entry set at 0x1000)");
         assert_eq!(
             e.to_string(),

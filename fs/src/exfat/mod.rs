@@ -174,13 +174,13 @@ impl ExFatFs {
             "/",
         )
         .ok()?;
-        let mut bytes = self.read_runs(&runs, t.data_length).ok()?;
+        let mut bytes = self.read_runs(&runs, t.data_length, "/").ok()?;
         bytes.truncate(usize::try_from(t.data_length).ok()?);
         (up_case::table_checksum(&bytes) == t.checksum).then(|| UpCase::from_table(&bytes))
     }
 
     /// Reads the first `len` bytes held by `runs`.
-    fn read_runs(&self, runs: &[Run], len: u64) -> Result<Vec<u8>> {
+    fn read_runs(&self, runs: &[Run], len: u64, path: &str) -> Result<Vec<u8>> {
         let cluster = self.boot.cluster_size();
         let mut out = Vec::new();
         for r in runs {
@@ -189,6 +189,20 @@ impl ExFatFs {
                 break;
             }
             let n = r.count.saturating_mul(cluster).min(len - have);
+            let at = self.boot.cluster_offset(r.first);
+            if at.checked_add(n).is_none_or(|end| end > self.device.size()) {
+                // Checked before the buffer grows: a hostile length costs
+                // no memory past what the device holds.
+                return Err(Error::corrupt(
+                    FS,
+                    Some(path),
+                    format!(
+                        "{n} bytes from cluster {} run past the end of the device",
+                        r.first
+                    ),
+                )
+                .at(at));
+            }
             let start = out.len();
             out.resize(start + usize::try_from(n).unwrap_or(0), 0);
             let dst = out.get_mut(start..).unwrap_or_default();
@@ -250,7 +264,7 @@ impl ExFatFs {
                 (key, runs, f.data_length)
             }
         };
-        let bytes = self.read_runs(&runs, len)?;
+        let bytes = self.read_runs(&runs, len, path)?;
         let offset_of = |i: usize| {
             let mut left = i as u64;
             for r in &runs {
@@ -424,7 +438,7 @@ impl FileSystem for ExFatFs {
                         FileType::File
                     },
                 }),
-                Err((_, e)) => return Err(copy_error(e)),
+                Err(bad) => return Err(copy_error(&bad.1)),
             }
         }
         Ok(out)
@@ -458,7 +472,7 @@ impl FileSystem for ExFatFs {
                     set,
                     path: join(path, &set.name),
                 })),
-                Err((name, e)) => f(Err((name.clone(), copy_error(e)))),
+                Err(bad) => f(Err((bad.0.clone(), copy_error(&bad.1)))),
             };
             if flow.is_break() {
                 break;
