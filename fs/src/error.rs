@@ -22,6 +22,8 @@ pub enum FsName {
     Ext,
     /// FAT12/16/32.
     Fat,
+    /// exFAT.
+    ExFat,
     /// NTFS.
     Ntfs,
     /// ISO 9660.
@@ -34,6 +36,7 @@ impl fmt::Display for FsName {
             FsName::Detect => "file system",
             FsName::Ext => "ext",
             FsName::Fat => "FAT",
+            FsName::ExFat => "exFAT",
             FsName::Ntfs => "NTFS",
             FsName::Iso9660 => "ISO 9660",
         })

@@ -13,7 +13,7 @@
 //! byte that is not part of a valid UTF-8 sequence replaced by the
 //! private-use character `U+10FF00 + byte` (see [`encode_name`]); passing
 //! that string back in a path reaches the same entry ([`decode_name`]).
-//! FAT, NTFS and Joliet names are UTF-16: an unpaired surrogate is
+//! FAT, exFAT, NTFS and Joliet names are UTF-16: an unpaired surrogate is
 //! replaced by `U+FFFD`, so such a name can be listed but not opened.
 //!
 //! # Named streams
@@ -263,7 +263,7 @@ pub trait FileSystem {
     /// The serial number or UUID, as the file system's own tools print it.
     fn serial(&self) -> Option<String>;
     /// Whether names are compared case-sensitively (ext, ISO Rock Ridge)
-    /// or not (FAT, NTFS: lookups ignore case).
+    /// or not (FAT, exFAT, NTFS: lookups ignore case).
     fn case_sensitive(&self) -> bool;
     /// The entries of the directory at `path`, without `.` and `..`.
     fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>>;

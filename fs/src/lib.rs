@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | ext2/3/4 | [`ext4`] | `ext4-view` 1 |
 //! | FAT12/16/32 | [`fat`] | `fatfs` 0.3 |
+//! | exFAT | [`exfat`] | our own reader |
 //! | NTFS | [`ntfs`] | `ntfs` 0.4 + our own LZNT1 and data-run reader |
 //! | ISO 9660, Joliet, Rock Ridge, El Torito, zisofs | [`iso9660`] | our own reader (`flate2` for zisofs) |
 //! | others | — | detected only: [`ErrorKind::Unsupported`] |
@@ -31,6 +32,7 @@ use diskimage_formats::BlockDevice;
 
 pub mod detect;
 pub mod error;
+pub mod exfat;
 pub mod ext4;
 pub mod fat;
 pub mod file_system;
@@ -56,6 +58,7 @@ pub fn reads(kind: FsKind) -> bool {
             | FsKind::Fat12
             | FsKind::Fat16
             | FsKind::Fat32
+            | FsKind::ExFat
             | FsKind::Iso9660
     )
 }
@@ -78,6 +81,7 @@ pub fn open_fs(device: Arc<dyn BlockDevice>) -> Result<Box<dyn FileSystem>> {
             Ok(Box::new(fat::FatFs::open(device, info.kind)?))
         }
         FsKind::Ntfs => Ok(Box::new(ntfs::NtfsFs::open(device)?)),
+        FsKind::ExFat => Ok(Box::new(exfat::ExFatFs::open(device)?)),
         FsKind::Iso9660 => Ok(Box::new(iso9660::IsoFs::open(device)?)),
         other => Err(Error::unsupported(
             FsName::Detect,

@@ -38,7 +38,7 @@ pub fn choose_volume(set: &DiskSet, volume: Option<usize>) -> Result<&Volume, Cl
             match readable.as_slice() {
                 [one] => *one,
                 // One file system detected that this version cannot read
-                // (exFAT, UDF...): open it, for its typed "unsupported" error.
+                // (UDF...): open it, for its typed "unsupported" error.
                 [] if set.volumes().iter().filter(|v| v.fs.is_some()).count() == 1 => set
                     .volumes()
                     .iter()
