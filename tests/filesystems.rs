@@ -1167,8 +1167,9 @@ fn visit_dir_agrees_with_the_path_methods_on_every_fixture() {
             assert_eq!(visited, listed, "{image}: {d}");
         }
         assert!(seen >= 10, "{image}: {seen} entries");
-        // ext and NTFS say where their files are stored (FAT does not).
-        if !image.starts_with("fat") {
+        // ext and NTFS say where their files are stored (FAT and exFAT do
+        // not yet: their files are extracted through the reader).
+        if !image.starts_with("fat") && !image.starts_with("exfat") {
             assert!(stored >= 5, "{image}: {stored} files with stored runs");
         }
     }
