@@ -226,3 +226,13 @@ pub fn listing_tsv(path: &Path) -> std::collections::BTreeMap<String, ListingRow
         })
         .collect()
 }
+
+/// The names `read_dir` gives for `dir` of `fs`, in its order (panics on
+/// an error: for tests of volumes that must list).
+pub fn dir_names<C: FromIterator<String>>(fs: &dyn diskimage::fs::FileSystem, dir: &str) -> C {
+    fs.read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {dir}: {e}"))
+        .into_iter()
+        .map(|e| e.name)
+        .collect()
+}

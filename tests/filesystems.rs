@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::common::{diskimage, gunzip, repo, sha256_file, tsv_rows};
+use crate::common::{dir_names, diskimage, gunzip, repo, sha256_file, tsv_rows};
 
 fn dir() -> std::path::PathBuf {
     repo().join("fixtures/filesystems")
@@ -856,24 +856,12 @@ fn exfat_label_serial_case_and_times() {
 #[test]
 fn exfat_damaged_boot_region_uses_the_backup_then_fails_typed() {
     use diskimage::fs::exfat::boot_sector::BootRegion;
-    use diskimage::fs::FileSystem;
     let mut bytes = exfat_fixture();
-    let good: Vec<String> = exfat(bytes.clone())
-        .expect("open")
-        .read_dir("/")
-        .expect("root")
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let good: Vec<String> = dir_names(&exfat(bytes.clone()).expect("open"), "/");
     bytes[120] ^= 0xFF; // boot code
     let fs = exfat(bytes.clone()).expect("backup region");
     assert_eq!(fs.boot_region(), BootRegion::Backup);
-    let names: Vec<String> = fs
-        .read_dir("/")
-        .expect("root")
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let names: Vec<String> = dir_names(&fs, "/");
     assert_eq!(names, good);
     bytes[12 * 512 + 120] ^= 0xFF;
     let e = exfat(bytes.clone()).err().expect("both regions damaged");
@@ -1118,12 +1106,7 @@ fn visit_dir_agrees_with_the_path_methods_on_every_fixture() {
         let fs = diskimage::fs::open_fs(device.clone()).expect("open_fs");
         let (mut stack, mut seen, mut stored) = (vec!["/".to_string()], 0usize, 0usize);
         while let Some(d) = stack.pop() {
-            let listed: BTreeSet<String> = fs
-                .read_dir(&d)
-                .expect("read_dir")
-                .into_iter()
-                .map(|e| e.name)
-                .collect();
+            let listed: BTreeSet<String> = dir_names(fs.as_ref(), &d);
             let mut visited = BTreeSet::new();
             fs.visit_dir(&d, &mut |v| {
                 let v = v.unwrap_or_else(|(n, e)| panic!("{image}: {d} {n}: {e}"));

@@ -13,7 +13,7 @@ use diskimage::formats::MemoryDevice;
 use diskimage::fs::iso9660::IsoFs;
 use diskimage::fs::{ErrorKind, FileSystem};
 
-use crate::common::{diskimage, gunzip, repo, sha256_file, tsv_rows};
+use crate::common::{dir_names, diskimage, gunzip, repo, sha256_file, tsv_rows};
 
 fn dir() -> PathBuf {
     repo().join("fixtures/iso")
@@ -275,12 +275,7 @@ fn el_torito_entries_match_xorriso() {
         assert_eq!(e.lba.to_string(), r[7]);
     }
     // The virtual [BOOT] file is the loaded part of the boot image.
-    let names: Vec<String> = fs
-        .read_dir("/[BOOT]")
-        .expect("[BOOT]")
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let names: Vec<String> = dir_names(&fs, "/[BOOT]");
     assert_eq!(names, vec!["1-BIOS-none.img".to_string()]);
     let mut boot = Vec::new();
     std::io::Read::read_to_end(
@@ -562,12 +557,7 @@ fn multi_extent_records_are_concatenated() {
     b[dir..dir + bytes.len()].copy_from_slice(&bytes);
 
     let fs = open_bytes(b).expect("open");
-    let names: Vec<String> = fs
-        .read_dir("/")
-        .expect("root")
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let names: Vec<String> = dir_names(&fs, "/");
     assert_eq!(
         names.iter().filter(|n| *n == "DATA.BIN").count(),
         1,
