@@ -46,7 +46,7 @@ use diskimage::fs::{
 };
 use diskimage::BlockDevice;
 
-use super::ls::{self, MAX_DEPTH};
+use super::ls;
 use super::select::FsArgs;
 use super::{progress, CliError};
 
@@ -368,8 +368,7 @@ impl Extractor<'_> {
     /// created and listed in the result, not walked.
     fn unit(&mut self, fs_dir: &str, host: &Path, ancestors: &[u64]) -> Done {
         let mut done = Done::default();
-        if ancestors.len() > MAX_DEPTH {
-            let e = format!("nesting deeper than {MAX_DEPTH} directories (a directory loop?)");
+        if let Some(e) = ls::depth_error(self.fs, fs_dir, ancestors) {
             done.fail(fs_dir, &e);
             return done;
         }

@@ -71,16 +71,8 @@ fn walk_dir(
     f: &mut dyn FnMut(Entry) -> Result<(), CliError>,
     on_err: &mut dyn FnMut(String, diskimage::fs::Error),
 ) -> Result<(), CliError> {
-    let depth = ancestors.len();
-    if depth > MAX_DEPTH {
-        on_err(
-            dir.to_string(),
-            diskimage::fs::Error::limit(
-                fs_name(fs),
-                Some(dir),
-                format!("nesting deeper than {MAX_DEPTH} directories (a directory loop?)"),
-            ),
-        );
+    if let Some(e) = depth_error(fs, dir, ancestors) {
+        on_err(dir.to_string(), e);
         return Ok(());
     }
     // One visit of the directory gives every entry's metadata, link target
@@ -151,14 +143,26 @@ fn walk_dir(
     Ok(())
 }
 
-/// The ancestors a walk from `dir` starts with: `dir`'s own inode.
+/// The ancestors a walk from `dir` starts with: `dir` itself (its
+/// [`ancestor_key`]), so a walk's depth is one less than its ancestors.
 pub fn root_ancestors(fs: &dyn FileSystem, dir: &str) -> Vec<u64> {
-    fs.metadata(dir)
-        .ok()
-        .and_then(|m| m.inode)
-        .map(|i| ancestor_key(Some(i)))
-        .into_iter()
-        .collect()
+    vec![ancestor_key(fs.metadata(dir).ok().and_then(|m| m.inode))]
+}
+
+/// The error for the directory `dir` when its `ancestors` (itself
+/// included) put it deeper than [`MAX_DEPTH`] below the walk's start.
+pub fn depth_error(
+    fs: &dyn FileSystem,
+    dir: &str,
+    ancestors: &[u64],
+) -> Option<diskimage::fs::Error> {
+    (ancestors.len() > MAX_DEPTH + 1).then(|| {
+        diskimage::fs::Error::limit(
+            fs_name(fs),
+            Some(dir),
+            format!("nesting deeper than {MAX_DEPTH} directories (a directory loop?)"),
+        )
+    })
 }
 
 /// What a directory adds to the ancestors of its subdirectories: its
