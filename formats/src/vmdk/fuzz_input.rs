@@ -229,6 +229,8 @@ pub fn expand_fuzz_input(data: &[u8]) -> FuzzVmdk {
     let mut gd = vec![0u32; tables];
     // Every grain table, one after the other: grain i's entry is gts[i].
     let mut gts = vec![0u32; tables * gtes as usize];
+    let gd_sectors = (tables as u64 * 4).div_ceil(SECTOR);
+    let table_sectors = (u64::from(gtes) * 4).div_ceil(SECTOR);
     let gd_sector;
     let mut rgd_sector = 0;
     let overhead;
@@ -243,8 +245,7 @@ pub fn expand_fuzz_input(data: &[u8]) -> FuzzVmdk {
             let at = file.len();
             let content = match plan {
                 GrainPlan::Absent | GrainPlan::Zeroed => continue,
-                GrainPlan::Data(b) => fill(*b, i),
-                GrainPlan::Damaged(b, _) => fill(*b, i),
+                GrainPlan::Data(b) | GrainPlan::Damaged(b, _) => fill(*b, i),
             };
             let mut lba = i * grain;
             let mut z = zlib_stored(&content);
@@ -273,25 +274,22 @@ pub fn expand_fuzz_input(data: &[u8]) -> FuzzVmdk {
                 *e = (at / SECTOR_BYTES) as u32;
             }
         }
-        let table_sectors = (u64::from(gtes) * 4).div_ceil(SECTOR);
         for (t, gt) in gts.chunks(gtes as usize).enumerate() {
             if gt.iter().all(|&e| e == 0) {
                 continue;
             }
             marker(&mut file, table_sectors, MARKER_GT);
+            let at = sectors(&file);
             if let Some(e) = gd.get_mut(t) {
-                *e = sectors(&file) as u32;
+                *e = at as u32;
             }
-            put_table(&mut file, gt);
+            put_table_at(&mut file, at, gt);
         }
-        let gd_sectors = (tables as u64 * 4).div_ceil(SECTOR);
         marker(&mut file, gd_sectors, MARKER_GD);
         gd_sector = sectors(&file);
-        put_table(&mut file, &gd);
+        put_table_at(&mut file, gd_sector, &gd);
     } else {
         // Hosted sparse: directories, then tables, then grains.
-        let gd_sectors = (tables as u64 * 4).div_ceil(SECTOR);
-        let table_sectors = (u64::from(gtes) * 4).div_ceil(SECTOR);
         let copies = if flags & REDUNDANT_GD != 0 { 2 } else { 1 };
         let meta = sectors(&file);
         let meta_len = copies * (gd_sectors + tables as u64 * table_sectors);
@@ -414,16 +412,11 @@ fn marker(file: &mut Vec<u8>, num_sectors: u64, kind: u32) {
     file.extend_from_slice(&m);
 }
 
+/// Writes a table of u32 entries at `sector` (the end of the file, to
+/// append) and pads the file to a whole sector.
 fn put_table_at(file: &mut Vec<u8>, sector: u64, entries: &[u32]) {
     let bytes: Vec<u8> = entries.iter().flat_map(|e| e.to_le_bytes()).collect();
     put(file, (sector * SECTOR) as usize, &bytes);
-    pad_to_sector(file);
-}
-
-fn put_table(file: &mut Vec<u8>, entries: &[u32]) {
-    for e in entries {
-        file.extend_from_slice(&e.to_le_bytes());
-    }
     pad_to_sector(file);
 }
 
