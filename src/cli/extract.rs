@@ -114,6 +114,14 @@ fn host_time(t: Option<Timestamp>) -> Option<std::time::SystemTime> {
     Some(std::time::UNIX_EPOCH + std::time::Duration::new(secs, t.nanos))
 }
 
+/// Sets the modification time of a file just written, on its handle (a
+/// time the host refuses is not an error).
+fn stamp(out: &fs::File, t: Option<Timestamp>) {
+    if let Some(when) = host_time(t) {
+        let _ = out.set_modified(when);
+    }
+}
+
 /// Sets a host directory's modification time.
 fn set_dir_mtime(path: &Path, t: Option<Timestamp>) {
     let Some(when) = host_time(t) else { return };
@@ -189,7 +197,25 @@ struct Extractor<'a> {
     bar: &'a indicatif::ProgressBar,
 }
 
-impl Extractor<'_> {
+impl<'a> Extractor<'a> {
+    /// An extractor of `fs` (on `device`) with its own buffer.
+    fn new(
+        fs: &'a dyn FileSystem,
+        device: &'a dyn BlockDevice,
+        kernel_copy: bool,
+        streams: bool,
+        bar: &'a indicatif::ProgressBar,
+    ) -> Self {
+        Extractor {
+            fs,
+            device,
+            kernel_copy,
+            streams,
+            buf: vec![0u8; COPY_BUFFER],
+            bar,
+        }
+    }
+
     /// Creates `what` for `name` in the host directory `dir`, under a
     /// safe name, renamed `~N` while the name is taken (never through an
     /// existing file or link); the rename is reported. Returns the host
@@ -257,10 +283,7 @@ impl Extractor<'_> {
                 break;
             }
         }
-        if let Some(when) = host_time(mtime) {
-            // As before: a time the host refuses is not an error.
-            let _ = out.set_modified(when);
-        }
+        stamp(&out, mtime);
         Ok(())
     }
 
@@ -286,9 +309,7 @@ impl Extractor<'_> {
             let reader = v.open("")?;
             return self.copy(reader, out, fs_path, host, mtime);
         }
-        if let Some(when) = host_time(mtime) {
-            let _ = out.set_modified(when);
-        }
+        stamp(&out, mtime);
         Ok(())
     }
 
@@ -558,14 +579,8 @@ fn walk(x: &mut Extractor<'_>, device: &Arc<dyn BlockDevice>, threads: usize, ro
         for _ in 1..threads {
             s.spawn(|| {
                 if let Ok(fs) = open_fs(Arc::clone(device)) {
-                    let mut x = Extractor {
-                        fs: fs.as_ref(),
-                        device: device.as_ref(),
-                        kernel_copy,
-                        streams,
-                        buf: vec![0u8; COPY_BUFFER],
-                        bar,
-                    };
+                    let mut x =
+                        Extractor::new(fs.as_ref(), device.as_ref(), kernel_copy, streams, bar);
                     work(&mut x, &state, &more);
                 }
             });
@@ -663,14 +678,13 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
         },
         NonZeroUsize::get,
     );
-    let mut x = Extractor {
-        fs: fs.as_ref(),
-        device: device.as_ref(),
-        kernel_copy: !args.no_kernel_copy,
-        streams: args.streams,
-        buf: vec![0u8; COPY_BUFFER],
-        bar: &bar,
-    };
+    let mut x = Extractor::new(
+        fs.as_ref(),
+        device.as_ref(),
+        !args.no_kernel_copy,
+        args.streams,
+        &bar,
+    );
     let done = if meta.file_type == FileType::Directory {
         let unit = Unit {
             key: Vec::new(),
