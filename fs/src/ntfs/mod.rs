@@ -322,8 +322,7 @@ impl NtfsFs {
         let (fpath, stream) = split_stream(path);
         let mut r = self.reader();
         let file = self.lookup(&mut r, fpath)?;
-        let record = r.record_at(file.position().value().map_or(0, |p| p.get()));
-        let record = record.and_then(volume_reader::fixed_up);
+        let record = r.fixed_record(&file);
         self.open_file_stream(&mut r, &file, record.as_deref(), path, stream)
     }
 
@@ -592,8 +591,7 @@ impl FileSystem for NtfsFs {
             let full = crate::file_system::join(path, &name);
             match entry.to_file(&self.ntfs, r) {
                 Ok(file) => {
-                    let at = file.position().value().map_or(0, |p| p.get());
-                    let record = r.record_at(at).and_then(volume_reader::fixed_up);
+                    let record = r.fixed_record(&file);
                     f(Ok(&NtfsVisited {
                         fs: self,
                         file,

@@ -88,13 +88,7 @@ impl VolumeReader {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let pos = self.pos;
-        let held = |b: &Option<(u64, Vec<u8>)>| {
-            b.as_ref().and_then(|(at, bytes)| {
-                let from = usize::try_from(pos.checked_sub(*at)?).ok()?;
-                bytes.get(from..from.checked_add(buf.len())?).map(|_| from)
-            })
-        };
-        if held(&block).is_none() {
+        if held(&block, pos, buf.len()).is_none() {
             let want = self.record_size.saturating_mul(RECORDS_AHEAD) as u64;
             let len = want.min(self.device.size().saturating_sub(pos));
             let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
@@ -103,15 +97,12 @@ impl VolumeReader {
             }
             *block = Some((pos, bytes));
         }
-        match (held(&block), block.as_ref()) {
-            (Some(from), Some((_, bytes))) => match bytes.get(from..from + buf.len()) {
-                Some(src) => {
-                    buf.copy_from_slice(src);
-                    true
-                }
-                None => false,
-            },
-            _ => false,
+        match held(&block, pos, buf.len()) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                true
+            }
+            None => false,
         }
     }
 
@@ -123,6 +114,21 @@ impl VolumeReader {
             .filter(|(at, _)| *at == pos)
             .map(|(_, b)| b.as_slice())
     }
+
+    /// The MFT record of `file` with its fixups applied, if it was the
+    /// record read last.
+    pub fn fixed_record(&self, file: &ntfs::NtfsFile<'_>) -> Option<Vec<u8>> {
+        let at = file.position().value().map_or(0, |p| p.get());
+        self.record_at(at).and_then(fixed_up)
+    }
+}
+
+/// The `len` bytes at volume offset `pos` in the read-ahead `block`, if it
+/// holds them all.
+fn held(block: &Option<(u64, Vec<u8>)>, pos: u64, len: usize) -> Option<&[u8]> {
+    let (at, bytes) = block.as_ref()?;
+    let from = usize::try_from(pos.checked_sub(*at)?).ok()?;
+    bytes.get(from..from.checked_add(len)?)
 }
 
 /// The bytes of the MFT record `raw` with its update sequence applied (the
