@@ -12,12 +12,14 @@
 //! - `differential`: random qemu-img/qemu-io scenarios read by us, qemu and libyal.
 //! - `os`: OS detection (Windows hives, Linux os-release/fstab) and damaged hives.
 //! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
+//! - `ext`: ext feature sets (no filetype, inline_data, ea_inode, meta_bg, mmp, casefold, 128-byte inodes, bad checksums) against the kernel and debugfs.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
 mod common;
 mod corpus;
 mod differential;
+mod ext;
 mod filesystems;
 mod fixtures;
 mod fuzz_corpus;

@@ -1,25 +1,40 @@
-//! ext2/3/4 over the `ext4-view` crate.
+//! ext2/3/4: our own reader, with `ext4-view` for a journal that needs
+//! recovery.
 //!
-//! `ext4-view` reads extents and indirect blocks, htree directories, fast
-//! and slow symlinks, 64bit and metadata_csum, and replays a dirty journal
-//! in memory. It refuses a whole file system that uses inline_data,
-//! meta_bg, largedir, ea_inode, a journal device or MMP: that is reported
-//! as [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) with the
-//! crate's reason as the source.
+//! Our layer ([`inode`], [`dir`], [`superblock`]) reads everything on a
+//! clean volume: group descriptors (after the superblock or per meta group
+//! with `meta_bg`), inodes of any size (128-byte ones included), extents
+//! and ext2/ext3 block maps with holes, directories (linear and htree: a
+//! linear scan of every block, index blocks hold no names; inline-data
+//! directories in `i_block` and the `system.data` attribute; entries
+//! without a file type, whose type comes from the inode), inline-data
+//! files, fast, slow and inline symbolic links, and names as stored
+//! (casefold directories too: lookups are exact). It takes every feature
+//! that does not change how these are read (`mmp`, `ea_inode`,
+//! `casefold`, `largedir`, `flex_bg`, `64bit`, `metadata_csum_seed`);
+//! it refuses `compression`, `journal_dev`, `dirdata` and unknown
+//! incompat bits with [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)
+//! naming them, and encrypted files and directories one by one.
 //!
-//! It does not expose inode numbers, link counts, ctime or allocated block
-//! counts, and it fails on holes that span a whole indirect block, so
-//! [`inode`] (our own) resolves paths to inodes, gives the full metadata
-//! and maps regular files' data (extents and block maps) for
-//! [`ExtFs::open`]; `ext4-view` lists directories and reads symlinks.
-//! When the journal needs recovery, the on-disk inodes may be stale:
-//! then `ext4-view` (which replays the journal in memory) does
-//! everything, and inode numbers, link counts, ctime and allocated sizes
-//! are `None`.
+//! Checksums (superblock, group descriptors with `metadata_csum` or
+//! `gdt_csum`, inodes, directory leaf and index blocks) are checked as
+//! each structure is read: a mismatch is a [`Warning`] and the structure
+//! is used as found (the kernel mounts such a volume read-only too);
+//! [`FsOptions::strict`] refuses instead. Extent-block checksums are not
+//! checked.
+//!
+//! Why our own layer and not `ext4-view` 1.0 for everything: the crate
+//! refuses whole volumes for inline_data, meta_bg, ea_inode, mmp,
+//! casefold, a missing `filetype` feature or one bad descriptor checksum,
+//! hides inode numbers, link counts and ctime, and fails on a hole that
+//! spans an indirect block. It stays for one case: when the journal needs
+//! recovery, the on-disk metadata may be stale, and the crate replays the
+//! journal in memory and reads everything (inode numbers, link counts,
+//! ctime and allocated sizes are then `None`).
 //!
 //! # Threads
-//! [`ExtFs`] is `!Send` and `!Sync` (the crate keeps an `Rc` inside): use
-//! one per thread, each opened on the shared `Arc<dyn BlockDevice>`.
+//! [`ExtFs`] is `!Send` and `!Sync` (`RefCell` caches, and the crate's
+//! `Rc`): use one per thread, each opened on the shared `Arc<dyn BlockDevice>`.
 
 use std::sync::Arc;
 
@@ -31,12 +46,19 @@ use crate::file_system::{
     components, decode_name, encode_name, join, visit_by_path, DirEntry, FileReader, FileSystem,
     FileType, Metadata, StoredRun, Timestamp, VisitFn, Visited,
 };
+use crate::warning::{FsOptions, Warning};
 use crate::FsKind;
 
+mod blocks;
+mod checksum;
+mod dir;
 mod inode;
 mod reader;
+mod superblock;
+mod xattr;
 
-use inode::{InodeTable, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
+use inode::{InodeTable, ENCRYPT_FL, INLINE_DATA_FL, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
+use superblock::{Superblock, SUPERBLOCK_OFFSET};
 
 const FS: FsName = FsName::Ext;
 
@@ -53,10 +75,16 @@ impl Ext4Read for DeviceRead {
 
 /// An ext2/3/4 file system.
 pub struct ExtFs {
-    fs: Ext4,
     kind: FsKind,
-    /// Our own inode reader; `None` when the journal needs recovery.
-    inodes: Option<InodeTable>,
+    reader: Reader,
+}
+
+/// Who reads the volume.
+enum Reader {
+    /// Our own layer (a clean journal, or none).
+    Own(InodeTable),
+    /// `ext4-view`, which replays a journal that needs recovery in memory.
+    Replayed(Box<Ext4>),
 }
 
 fn map_err(e: Ext4Error, path: &str) -> Error {
@@ -201,21 +229,74 @@ impl ExtFs {
     /// Opens the ext2/3/4 file system on `device`; `kind` is what
     /// detection found (ext2, ext3 or ext4).
     pub fn open(device: Arc<dyn BlockDevice>, kind: FsKind) -> Result<Self> {
-        check_group_table(device.as_ref())?;
-        let inodes = InodeTable::open(device.clone())?;
-        let fs = Ext4::load(Box::new(DeviceRead(device))).map_err(|e| map_err(e, "/"))?;
-        Ok(ExtFs { fs, kind, inodes })
+        Self::open_with(device, kind, &FsOptions::default())
     }
 
-    fn with_path<T>(
-        &self,
-        path: &str,
-        f: impl FnOnce(ext4_view::Path<'_>) -> std::result::Result<T, Ext4Error>,
-    ) -> Result<T> {
-        let raw = raw_path(path)?;
-        let p = ext4_view::Path::try_from(raw.as_slice())
-            .map_err(|e| Error::limit(FS, Some(path), format!("invalid ext path: {e}")))?;
-        f(p).map_err(|e| map_err(e, path))
+    /// [`ExtFs::open`] with `options` (strict mode refuses bad checksums).
+    pub fn open_with(
+        device: Arc<dyn BlockDevice>,
+        kind: FsKind,
+        options: &FsOptions,
+    ) -> Result<Self> {
+        check_group_table(device.as_ref())?;
+        let mut raw = [0u8; 1024];
+        device
+            .read_at(&mut raw, SUPERBLOCK_OFFSET)
+            .map_err(Error::Device)?;
+        let sb = Superblock::parse(&raw)?;
+        let reader = if sb.needs_recovery() {
+            let fs = Ext4::load(Box::new(DeviceRead(device))).map_err(|e| map_err(e, "/"))?;
+            Reader::Replayed(Box::new(fs))
+        } else {
+            Reader::Own(InodeTable::open(device, sb, options.strict)?)
+        };
+        Ok(ExtFs { kind, reader })
+    }
+}
+
+/// Runs `f` on the `ext4-view` path of one of our paths.
+fn via_path<T>(
+    path: &str,
+    f: impl FnOnce(ext4_view::Path<'_>) -> std::result::Result<T, Ext4Error>,
+) -> Result<T> {
+    let raw = raw_path(path)?;
+    let p = ext4_view::Path::try_from(raw.as_slice())
+        .map_err(|e| Error::limit(FS, Some(path), format!("invalid ext path: {e}")))?;
+    f(p).map_err(|e| map_err(e, path))
+}
+
+/// Why a name read from a directory cannot be used (what `ext4-view`
+/// refuses too), or `None`.
+fn bad_name(raw: &[u8]) -> Option<&'static str> {
+    if raw.is_empty() {
+        Some("directory entry name is empty")
+    } else if raw.contains(&0) {
+        Some("directory entry name contains a null byte")
+    } else if raw.contains(&b'/') {
+        Some("directory entry name contains a path separator")
+    } else {
+        None
+    }
+}
+
+/// The type a directory entry's `file_type` byte gives, if it gives one.
+fn entry_type(ft: u8) -> Option<FileType> {
+    match ft {
+        1 => Some(FileType::File),
+        2 => Some(FileType::Directory),
+        3..=6 => Some(FileType::Special),
+        7 => Some(FileType::Symlink),
+        _ => None,
+    }
+}
+
+/// The type of inode `i`.
+fn inode_type(i: &inode::Inode) -> FileType {
+    match i.mode & S_IFMT {
+        S_IFDIR => FileType::Directory,
+        S_IFREG => FileType::File,
+        S_IFLNK => FileType::Symlink,
+        _ => FileType::Special,
     }
 }
 
@@ -225,100 +306,116 @@ impl FileSystem for ExtFs {
     }
 
     fn label(&self) -> Option<String> {
-        let l = self.fs.label().display().to_string();
+        let l = match &self.reader {
+            Reader::Own(t) => t.superblock().label(),
+            Reader::Replayed(fs) => fs.label().display().to_string(),
+        };
         (!l.is_empty()).then_some(l)
     }
 
     fn serial(&self) -> Option<String> {
-        Some(self.fs.uuid().to_string())
+        Some(match &self.reader {
+            Reader::Own(t) => t.superblock().uuid(),
+            Reader::Replayed(fs) => fs.uuid().to_string(),
+        })
     }
 
     fn case_sensitive(&self) -> bool {
         true
     }
 
+    fn warnings(&self) -> Vec<Warning> {
+        match &self.reader {
+            Reader::Own(t) => t.warnings(),
+            Reader::Replayed(_) => Vec::new(),
+        }
+    }
+
     fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
-        let iter = self.with_path(path, |p| self.fs.read_dir(p))?;
+        let table = match &self.reader {
+            Reader::Own(t) => t,
+            Reader::Replayed(fs) => return replayed_read_dir(fs, path),
+        };
+        let dir = table.lookup(path)?;
         let mut out = Vec::new();
-        for entry in iter {
-            let entry = entry.map_err(|e| map_err(e, path))?;
-            let name = entry.file_name();
-            let bytes = name.as_ref();
-            if bytes == b"." || bytes == b".." {
-                continue;
+        for (raw, entry) in table.entries(&dir, path)? {
+            let name = encode_name(&raw);
+            if let Some(what) = bad_name(&raw) {
+                return Err(Error::corrupt(FS, Some(&join(path, &name)), what));
             }
-            let ft = entry.file_type().map_err(|e| map_err(e, path))?;
-            out.push(DirEntry {
-                name: encode_name(bytes),
-                file_type: file_type(ft),
-            });
+            let file_type = match entry_type(entry.file_type) {
+                Some(t) => t,
+                None => inode_type(&table.inode(entry.inode, &join(path, &name))?),
+            };
+            out.push(DirEntry { name, file_type });
         }
         Ok(out)
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata> {
-        let Some(table) = &self.inodes else {
-            let m = self.with_path(path, |p| self.fs.symlink_metadata(p))?;
-            return Ok(Metadata {
-                file_type: file_type(m.file_type()),
-                size: m.len(),
-                allocated: None,
-                mode: Some(with_type_bits(u32::from(m.mode()), m.file_type())),
-                uid: Some(m.uid()),
-                gid: Some(m.gid()),
-                nlink: None,
-                inode: None,
-                created: m.created().map(ts),
-                modified: Some(ts(m.modified())),
-                accessed: Some(ts(m.accessed())),
-                changed: None,
-            });
+        let table = match &self.reader {
+            Reader::Own(t) => t,
+            Reader::Replayed(fs) => {
+                let m = via_path(path, |p| fs.symlink_metadata(p))?;
+                return Ok(Metadata {
+                    file_type: file_type(m.file_type()),
+                    size: m.len(),
+                    allocated: None,
+                    mode: Some(with_type_bits(u32::from(m.mode()), m.file_type())),
+                    uid: Some(m.uid()),
+                    gid: Some(m.gid()),
+                    nlink: None,
+                    inode: None,
+                    created: m.created().map(ts),
+                    modified: Some(ts(m.modified())),
+                    accessed: Some(ts(m.accessed())),
+                    changed: None,
+                });
+            }
         };
         Ok(inode_metadata(&table.lookup(path)?))
     }
 
     fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>> {
-        let Some(table) = &self.inodes else {
-            // `Ext4::open` follows symlinks; the trait never does.
-            let m = self.metadata(path)?;
-            if m.file_type != FileType::File {
-                return Err(Error::wrong_type(FS, path, "not a regular file"));
+        let table = match &self.reader {
+            Reader::Own(t) => t,
+            Reader::Replayed(fs) => {
+                // `Ext4::open` follows symlinks; the trait never does.
+                let m = self.metadata(path)?;
+                if m.file_type != FileType::File {
+                    return Err(Error::wrong_type(FS, path, "not a regular file"));
+                }
+                let file = via_path(path, |p| fs.open(p))?;
+                return Ok(Box::new(file));
             }
-            let file = self.with_path(path, |p| self.fs.open(p))?;
-            return Ok(Box::new(file));
         };
         open_inode(table, &table.lookup(path)?, path)
     }
 
     fn read_link(&self, path: &str) -> Result<String> {
-        let target = self.with_path(path, |p| self.fs.read_link(p))?;
-        Ok(encode_name(target.as_ref()))
+        let target = match &self.reader {
+            Reader::Own(t) => t.link_target(&t.lookup(path)?, path)?,
+            Reader::Replayed(fs) => {
+                via_path(path, |p| fs.read_link(p))?.as_ref().to_vec()
+            }
+        };
+        Ok(encode_name(&target))
     }
 
     fn visit_dir(&self, path: &str, f: &mut VisitFn<'_>) -> Result<()> {
-        let Some(table) = &self.inodes else {
-            return visit_by_path(self, path, f);
+        let table = match &self.reader {
+            Reader::Own(t) => t,
+            Reader::Replayed(_) => return visit_by_path(self, path, f),
         };
         let dir = table.lookup(path)?;
-        for (raw, number) in table.entries(&dir, path)? {
+        for (raw, entry) in table.entries(&dir, path)? {
             let name = encode_name(&raw);
-            // What ext4-view's listing refuses (read_dir agrees).
-            let bad = if raw.is_empty() {
-                Some("directory entry name is empty")
-            } else if raw.contains(&0) {
-                Some("directory entry name contains a null byte")
-            } else if raw.contains(&b'/') {
-                Some("directory entry name contains a path separator")
-            } else {
-                None
-            };
-            let entry = match bad {
+            let entry = match bad_name(&raw) {
                 Some(what) => Err(Error::corrupt(FS, Some(&join(path, &name)), what)),
-                None => table.inode(number, &join(path, &name)),
+                None => table.inode(entry.inode, &join(path, &name)),
             };
             let flow = match entry {
                 Ok(inode) => f(Ok(&ExtVisited {
-                    fs: self,
                     table,
                     dir: path,
                     name,
@@ -334,15 +431,30 @@ impl FileSystem for ExtFs {
     }
 }
 
+/// `read_dir` through `ext4-view` (a journal replayed in memory).
+fn replayed_read_dir(fs: &Ext4, path: &str) -> Result<Vec<DirEntry>> {
+    let iter = via_path(path, |p| fs.read_dir(p))?;
+    let mut out = Vec::new();
+    for entry in iter {
+        let entry = entry.map_err(|e| map_err(e, path))?;
+        let name = entry.file_name();
+        let bytes = name.as_ref();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        let ft = entry.file_type().map_err(|e| map_err(e, path))?;
+        out.push(DirEntry {
+            name: encode_name(bytes),
+            file_type: file_type(ft),
+        });
+    }
+    Ok(out)
+}
+
 /// What [`FileSystem::metadata`] says of inode `i`.
 fn inode_metadata(i: &inode::Inode) -> Metadata {
     Metadata {
-        file_type: match i.mode & S_IFMT {
-            S_IFDIR => FileType::Directory,
-            S_IFREG => FileType::File,
-            S_IFLNK => FileType::Symlink,
-            _ => FileType::Special,
-        },
+        file_type: inode_type(i),
         size: i.size,
         allocated: Some(i.allocated),
         mode: Some(i.mode),
@@ -362,6 +474,12 @@ fn open_inode(table: &InodeTable, i: &inode::Inode, path: &str) -> Result<Box<dy
     if i.mode & S_IFMT != S_IFREG {
         return Err(Error::wrong_type(FS, path, "not a regular file"));
     }
+    if i.flags & ENCRYPT_FL != 0 {
+        return Err(Error::unsupported(FS, Some(path), "encrypted file"));
+    }
+    if i.flags & INLINE_DATA_FL != 0 {
+        return Ok(Box::new(std::io::Cursor::new(table.inline_data(i, path)?)));
+    }
     let runs = table.runs(i, path)?;
     Ok(Box::new(reader::RunReader::new(
         table.device().clone(),
@@ -373,7 +491,6 @@ fn open_inode(table: &InodeTable, i: &inode::Inode, path: &str) -> Result<Box<dy
 
 /// An entry met by [`ExtFs::visit_dir`], with its inode read once.
 struct ExtVisited<'a> {
-    fs: &'a ExtFs,
     table: &'a InodeTable,
     dir: &'a str,
     name: String,
@@ -395,14 +512,15 @@ impl Visited for ExtVisited<'_> {
         open_inode(self.table, &self.inode, &path)
     }
     fn read_link(&self) -> Result<String> {
-        self.fs.read_link(&join(self.dir, &self.name))
+        let path = join(self.dir, &self.name);
+        Ok(encode_name(&self.table.link_target(&self.inode, &path)?))
     }
     fn streams(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
     fn stored_runs(&self) -> Option<Vec<StoredRun>> {
         let i = &self.inode;
-        if i.mode & S_IFMT != S_IFREG {
+        if i.mode & S_IFMT != S_IFREG || i.flags & (INLINE_DATA_FL | ENCRYPT_FL) != 0 {
             return None;
         }
         let runs = self.table.runs(i, "").ok()?;
@@ -413,7 +531,7 @@ impl Visited for ExtVisited<'_> {
 /// The runs of `size` bytes mapped block by block by `runs` (sorted by
 /// file block), when they follow each other from block 0 and are all
 /// stored; `None` on a hole, an unwritten extent or an overlap.
-fn stored_runs(runs: &[inode::Run], block_size: u64, size: u64) -> Option<Vec<StoredRun>> {
+fn stored_runs(runs: &[blocks::Run], block_size: u64, size: u64) -> Option<Vec<StoredRun>> {
     let mut out = Vec::new();
     let mut done = 0u64;
     for r in runs {

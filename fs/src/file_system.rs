@@ -289,6 +289,12 @@ pub trait FileSystem {
     fn visit_dir(&self, path: &str, f: &mut VisitFn<'_>) -> Result<()> {
         visit_by_path(self, path, f)
     }
+    /// The problems tolerated so far (bad checksums read anyway, see
+    /// [`FsOptions::strict`](crate::FsOptions)): those met at open, and
+    /// those met by the reads since. Empty by default.
+    fn warnings(&self) -> Vec<crate::Warning> {
+        Vec::new()
+    }
 }
 
 /// [`FileSystem::visit_dir`] through the path methods (its default).

@@ -7,7 +7,7 @@
 //!
 //! | file system | module | over |
 //! |---|---|---|
-//! | ext2/3/4 | [`ext4`] | `ext4-view` 1 |
+//! | ext2/3/4 | [`ext4`] | our own reader (`ext4-view` 1 when the journal needs recovery) |
 //! | FAT12/16/32 | [`fat`] | `fatfs` 0.3 |
 //! | exFAT | [`exfat`] | our own reader |
 //! | NTFS | [`ntfs`] | `ntfs` 0.4 + our own LZNT1 and data-run reader |
@@ -39,9 +39,11 @@ pub mod file_system;
 pub mod fuzzing;
 pub mod iso9660;
 pub mod ntfs;
+pub mod warning;
 
 pub use detect::{detect, FsInfo, FsKind};
 pub use error::{Error, ErrorKind, FsName, Result};
+pub use warning::{FsOptions, Warning};
 pub use file_system::{
     DirEntry, FileReader, FileSystem, FileType, Metadata, PathEntry, StoredRun, Timestamp, VisitFn,
     Visited,
@@ -65,6 +67,15 @@ pub fn reads(kind: FsKind) -> bool {
 
 /// Opens the file system on `device`, by what [`detect`] finds there.
 pub fn open_fs(device: Arc<dyn BlockDevice>) -> Result<Box<dyn FileSystem>> {
+    open_fs_with(device, &FsOptions::default())
+}
+
+/// [`open_fs`] with `options`; [`FileSystem::warnings`] then lists what
+/// was tolerated (strict mode refuses it instead).
+pub fn open_fs_with(
+    device: Arc<dyn BlockDevice>,
+    options: &FsOptions,
+) -> Result<Box<dyn FileSystem>> {
     let info = detect(device.as_ref())?;
     let Some(info) = info else {
         return Err(Error::unsupported(
@@ -75,7 +86,7 @@ pub fn open_fs(device: Arc<dyn BlockDevice>) -> Result<Box<dyn FileSystem>> {
     };
     match info.kind {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
-            Ok(Box::new(ext4::ExtFs::open(device, info.kind)?))
+            Ok(Box::new(ext4::ExtFs::open_with(device, info.kind, options)?))
         }
         FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
             Ok(Box::new(fat::FatFs::open(device, info.kind)?))
