@@ -103,7 +103,10 @@ fn walk(fs: &dyn FileSystem) -> Result<BTreeMap<String, Row>, String> {
             let p = format!("{}/{}", d.trim_end_matches('/'), e.name);
             let m = fs.metadata(&p).map_err(|e| format!("metadata {p}: {e}"))?;
             if m.file_type != e.file_type {
-                return Err(format!("{p}: read_dir type {:?}, metadata {:?}", e.file_type, m.file_type));
+                return Err(format!(
+                    "{p}: read_dir type {:?}, metadata {:?}",
+                    e.file_type, m.file_type
+                ));
             }
             let mut sha = "-".to_string();
             let mut target = "-".to_string();
@@ -114,7 +117,9 @@ fn walk(fs: &dyn FileSystem) -> Result<BTreeMap<String, Row>, String> {
                     sha = sha256_bytes(&read_all(r).map_err(|e| format!("read {p}: {e}"))?);
                 }
                 FileType::Symlink => {
-                    target = fs.read_link(&p).map_err(|e| format!("read_link {p}: {e}"))?
+                    target = fs
+                        .read_link(&p)
+                        .map_err(|e| format!("read_link {p}: {e}"))?
                 }
                 FileType::Special => {}
             }
@@ -217,7 +222,10 @@ fn every_ext_feature_set_reads_as_the_kernel_or_debugfs_serves_it() {
     let mut errors = Vec::new();
     for (image, feature) in IMAGES {
         let bytes = gunzip_bytes(&dir().join(format!("{image}.gz")));
-        assert!(has_feature(&bytes[1024..2048], feature), "{image}: {feature}");
+        assert!(
+            has_feature(&bytes[1024..2048], feature),
+            "{image}: {feature}"
+        );
         let want = truth(image);
         assert!(want.len() > 90, "{image}: {} truth rows", want.len());
         let fs = match open_fs(device(bytes)) {
@@ -263,12 +271,20 @@ fn bad_group_descriptor_checksum_is_a_warning_and_strict_refuses_it() {
     let fs = open_fs(device(bytes.clone())).expect("open");
     let w = fs.warnings();
     assert_eq!(w.len(), 1, "{w:?}");
-    assert!(w[0].message.contains("group descriptor 1 checksum"), "{w:?}");
+    assert!(
+        w[0].message.contains("group descriptor 1 checksum"),
+        "{w:?}"
+    );
     assert_eq!(w[0].offset, Some(2048 + 64 + 0x1E));
-    let e = open_fs_with(device(bytes), &strict()).err().expect("strict refuses");
+    let e = open_fs_with(device(bytes), &strict())
+        .err()
+        .expect("strict refuses");
     assert_eq!(e.kind(), ErrorKind::Corrupt);
     let text = e.to_string();
-    assert!(text.contains("group descriptor 1 checksum") && text.contains(" at 0x85e"), "{text}");
+    assert!(
+        text.contains("group descriptor 1 checksum") && text.contains(" at 0x85e"),
+        "{text}"
+    );
 }
 
 /// The byte offset of inode `n` in an image (1 KiB blocks, descriptors
@@ -301,12 +317,18 @@ fn bad_inode_checksum_is_a_warning_and_strict_refuses_it() {
     assert_eq!(sha256_bytes(&data), small.2);
     let w = fs.warnings();
     assert!(
-        w.len() == 1 && w[0].message.contains(&format!("inode {} checksum", small.4)),
+        w.len() == 1
+            && w[0]
+                .message
+                .contains(&format!("inode {} checksum", small.4)),
         "{w:?}"
     );
     assert_eq!(w[0].offset, Some(at as u64));
     let fs = open_fs_with(device(bytes), &strict()).expect("strict opens");
-    let e = fs.open("/small.txt").err().expect("strict refuses the inode");
+    let e = fs
+        .open("/small.txt")
+        .err()
+        .expect("strict refuses the inode");
     assert_eq!(e.kind(), ErrorKind::Corrupt);
     assert!(e.to_string().contains("checksum"), "{e}");
     // The other files are untouched.
@@ -334,12 +356,19 @@ fn bad_directory_block_checksum_is_a_warning_and_strict_refuses_it() {
     assert!(errors.is_empty(), "{}", errors.join("\n"));
     let w = fs.warnings();
     assert!(
-        w.len() == 1 && w[0].message.contains("directory block") && w[0].offset == Some((at + 12 - 1024) as u64),
+        w.len() == 1
+            && w[0].message.contains("directory block")
+            && w[0].offset == Some((at + 12 - 1024) as u64),
         "{w:?}"
     );
     let fs = open_fs_with(device(bytes), &strict()).expect("strict opens");
-    let e = walk(fs.as_ref()).err().expect("strict refuses the directory");
-    assert!(e.contains("directory block") && e.contains("(strict)"), "{e}");
+    let e = walk(fs.as_ref())
+        .err()
+        .expect("strict refuses the directory");
+    assert!(
+        e.contains("directory block") && e.contains("(strict)"),
+        "{e}"
+    );
 }
 
 /// What ext4-view refused by number is named: an unknown incompat bit
@@ -353,4 +382,34 @@ fn refused_ext_features_are_unsupported_errors_naming_them() {
     let e = open_fs(device(bytes)).err().expect("refused");
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert!(e.to_string().contains("unknown 0x80000"), "{e}");
+}
+
+/// Issue 19, item 6: on ext4 with 128-byte inodes a fast symlink was
+/// dropped with "inode 2 is truncated: size=128". The kernel reads it.
+#[test]
+fn issue_19_fast_symlink_on_128_byte_inodes_reads() {
+    let bytes = gunzip_bytes(&dir().join("i128.img.gz"));
+    let want = truth("i128.img");
+    let fs = open_fs(device(bytes)).expect("open");
+    for link in ["/fast_link", "/slow_link"] {
+        assert_eq!(fs.read_link(link).expect(link), want[link].3, "{link}");
+    }
+}
+
+/// Issue 19, item 12: a volume without the filetype feature (as old ext2
+/// made them) was refused whole; each entry's type now comes from its inode.
+#[test]
+fn issue_19_ext2_without_filetype_lists_types_from_inodes() {
+    let bytes = gunzip_bytes(&dir().join("noft.img.gz"));
+    let fs = open_fs(device(bytes)).expect("open");
+    let types: BTreeMap<String, &str> = fs
+        .read_dir("/")
+        .expect("read_dir")
+        .into_iter()
+        .map(|e| (e.name, type_name(e.file_type)))
+        .collect();
+    assert_eq!(types["fifo"], "special");
+    assert_eq!(types["fast_link"], "symlink");
+    assert_eq!(types["many"], "dir");
+    assert_eq!(types["small.txt"], "file");
 }

@@ -82,9 +82,9 @@ pub struct ExtFs {
 /// Who reads the volume.
 enum Reader {
     /// Our own layer (a clean journal, or none).
-    Own(InodeTable),
+    Own(Box<InodeTable>),
     /// `ext4-view`, which replays a journal that needs recovery in memory.
-    Replayed(Box<Ext4>),
+    Replayed(Ext4),
 }
 
 fn map_err(e: Ext4Error, path: &str) -> Error {
@@ -246,9 +246,9 @@ impl ExtFs {
         let sb = Superblock::parse(&raw)?;
         let reader = if sb.needs_recovery() {
             let fs = Ext4::load(Box::new(DeviceRead(device))).map_err(|e| map_err(e, "/"))?;
-            Reader::Replayed(Box::new(fs))
+            Reader::Replayed(fs)
         } else {
-            Reader::Own(InodeTable::open(device, sb, options.strict)?)
+            Reader::Own(Box::new(InodeTable::open(device, sb, options.strict)?))
         };
         Ok(ExtFs { kind, reader })
     }
@@ -395,9 +395,7 @@ impl FileSystem for ExtFs {
     fn read_link(&self, path: &str) -> Result<String> {
         let target = match &self.reader {
             Reader::Own(t) => t.link_target(&t.lookup(path)?, path)?,
-            Reader::Replayed(fs) => {
-                via_path(path, |p| fs.read_link(p))?.as_ref().to_vec()
-            }
+            Reader::Replayed(fs) => via_path(path, |p| fs.read_link(p))?.as_ref().to_vec(),
         };
         Ok(encode_name(&target))
     }

@@ -43,11 +43,11 @@ pub mod warning;
 
 pub use detect::{detect, FsInfo, FsKind};
 pub use error::{Error, ErrorKind, FsName, Result};
-pub use warning::{FsOptions, Warning};
 pub use file_system::{
     DirEntry, FileReader, FileSystem, FileType, Metadata, PathEntry, StoredRun, Timestamp, VisitFn,
     Visited,
 };
+pub use warning::{FsOptions, Warning};
 
 /// Whether [`open_fs`] reads files of `kind` (the others are detected only).
 pub fn reads(kind: FsKind) -> bool {
@@ -85,9 +85,9 @@ pub fn open_fs_with(
         ));
     };
     match info.kind {
-        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
-            Ok(Box::new(ext4::ExtFs::open_with(device, info.kind, options)?))
-        }
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => Ok(Box::new(ext4::ExtFs::open_with(
+            device, info.kind, options,
+        )?)),
         FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
             Ok(Box::new(fat::FatFs::open(device, info.kind)?))
         }

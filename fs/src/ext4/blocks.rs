@@ -121,7 +121,8 @@ impl Walk<'_> {
         self.check_block(block, 1, at)?;
         self.spend(1)?;
         let mut buf = vec![0u8; usize::try_from(self.table.sb.block_size).unwrap_or(1024)];
-        self.table.read(&mut buf, block * self.table.sb.block_size)?;
+        self.table
+            .read(&mut buf, block * self.table.sb.block_size)?;
         Ok(buf)
     }
 

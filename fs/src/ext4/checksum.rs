@@ -8,6 +8,8 @@ const CASTAGNOLI: u32 = 0x82F6_3B78;
 /// The reflected CRC-16 (ANSI) polynomial.
 const CRC16_POLY: u16 = 0xA001;
 
+// Indexing is checked at compile time here: `i < 256` in a const fn.
+#[allow(clippy::indexing_slicing)]
 const fn crc32c_table() -> [u32; 256] {
     let mut t = [0u32; 256];
     let mut i = 0;
@@ -15,7 +17,11 @@ const fn crc32c_table() -> [u32; 256] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ CASTAGNOLI } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ CASTAGNOLI
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[i] = c;
@@ -24,6 +30,8 @@ const fn crc32c_table() -> [u32; 256] {
     t
 }
 
+// As above: `i < 256` in a const fn.
+#[allow(clippy::indexing_slicing)]
 const fn crc16_table() -> [u16; 256] {
     let mut t = [0u16; 256];
     let mut i = 0;
@@ -31,7 +39,11 @@ const fn crc16_table() -> [u16; 256] {
         let mut c = i as u16;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ CRC16_POLY } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ CRC16_POLY
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[i] = c;
@@ -40,6 +52,7 @@ const fn crc16_table() -> [u16; 256] {
     t
 }
 
+// Indexed by a u8 below: always within the 256 entries.
 static CRC32C: [u32; 256] = crc32c_table();
 static CRC16: [u16; 256] = crc16_table();
 
@@ -47,14 +60,14 @@ static CRC16: [u16; 256] = crc16_table();
 /// final inversion: what ext stores.
 pub(crate) fn crc32c(seed: u32, data: &[u8]) -> u32 {
     data.iter().fold(seed, |c, &b| {
-        (c >> 8) ^ CRC32C[usize::from((c as u8) ^ b)]
+        (c >> 8) ^ CRC32C.get(usize::from((c as u8) ^ b)).copied().unwrap_or(0)
     })
 }
 
 /// CRC-16 of `data` continued from `seed` (`!0` to start).
 pub(crate) fn crc16(seed: u16, data: &[u8]) -> u16 {
     data.iter().fold(seed, |c, &b| {
-        (c >> 8) ^ CRC16[usize::from((c as u8) ^ b)]
+        (c >> 8) ^ CRC16.get(usize::from((c as u8) ^ b)).copied().unwrap_or(0)
     })
 }
 

@@ -70,7 +70,10 @@ pub(crate) fn parse_records(buf: &[u8], filetype: bool, out: &mut Vec<RawEntry>)
 /// The seed of a directory's (or inode's) checksums: the volume seed
 /// continued with the inode number and generation.
 pub(crate) fn inode_seed(fs_seed: u32, number: u32, generation: u32) -> u32 {
-    crc32c(crc32c(fs_seed, &number.to_le_bytes()), &generation.to_le_bytes())
+    crc32c(
+        crc32c(fs_seed, &number.to_le_bytes()),
+        &generation.to_le_bytes(),
+    )
 }
 
 /// The stored and computed checksum of a directory block, when they
@@ -85,9 +88,8 @@ pub(crate) fn block_checksum_mismatch(
     let bs = block.len();
     // An htree root (block 0) or interior node: `.`/`..` or one empty
     // record spanning the block, then count and limit.
-    let interior = htree
-        && le_u32(block, 0) == Some(0)
-        && usize::from(le_u16(block, 4).unwrap_or(0)) == bs;
+    let interior =
+        htree && le_u32(block, 0) == Some(0) && usize::from(le_u16(block, 4).unwrap_or(0)) == bs;
     if htree && (first || interior) {
         let count_at = if first {
             // After `.` (12 bytes), the `..` header (12) and dx_root_info.
@@ -229,7 +231,6 @@ impl InodeTable {
         dirs.insert(dir.number, map.clone());
         Ok(map)
     }
-
 }
 
 #[cfg(test)]
@@ -255,7 +256,10 @@ mod tests {
         let mut out = Vec::new();
         parse_records(&b, true, &mut out);
         assert_eq!(out.len(), 2);
-        assert_eq!((out[1].name.as_slice(), out[1].inode, out[1].file_type), (&b"bcd"[..], 13, 2));
+        assert_eq!(
+            (out[1].name.as_slice(), out[1].inode, out[1].file_type),
+            (&b"bcd"[..], 13, 2)
+        );
         // Without filetype the type byte is the high byte of a 16-bit length:
         // here 0x0103, longer than the record: the run ends.
         let mut out = Vec::new();
@@ -279,6 +283,9 @@ mod tests {
         assert!(block_checksum_mismatch(&b, 7, false, false).is_some());
         // No tail: no room for a checksum.
         let b = record(12, 1024, b"a", 1);
-        assert_eq!(block_checksum_mismatch(&b, 7, false, false), Some((None, 0)));
+        assert_eq!(
+            block_checksum_mismatch(&b, 7, false, false),
+            Some((None, 0))
+        );
     }
 }

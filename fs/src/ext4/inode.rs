@@ -105,11 +105,14 @@ impl Inode {
         if self.flags & INLINE_DATA_FL != 0 {
             return false;
         }
-        let ea_blocks = if self.file_acl != 0 { block_size / 512 } else { 0 };
+        let ea_blocks = if self.file_acl != 0 {
+            block_size / 512
+        } else {
+            0
+        };
         self.raw_blocks.saturating_sub(ea_blocks) == 0
     }
 }
-
 
 /// A decoded ext time: seconds (signed 32 bits) plus, where the inode has
 /// the `_extra` field, its two epoch bits and 30 bits of nanoseconds.
@@ -259,9 +262,7 @@ impl InodeTable {
             self.tolerate(
                 "/",
                 at + CSUM_AT as u64,
-                format!(
-                    "group descriptor {g} checksum 0x{stored:04x}, computed 0x{computed:04x}"
-                ),
+                format!("group descriptor {g} checksum 0x{stored:04x}, computed 0x{computed:04x}"),
             )?;
         }
         Ok(())
@@ -327,7 +328,10 @@ impl InodeTable {
     /// The first block of the inode table of `group`.
     fn inode_table(&self, group: u64, path: &str) -> Result<u64> {
         let desc_at = self.sb.descriptor_offset(group).unwrap_or(u64::MAX);
-        let table = match self.tables.get(usize::try_from(group).unwrap_or(usize::MAX)) {
+        let table = match self
+            .tables
+            .get(usize::try_from(group).unwrap_or(usize::MAX))
+        {
             Some(Some(t)) => *t,
             Some(None) => {
                 // Its descriptor was unreadable at open: read it for the error.
@@ -459,8 +463,11 @@ impl InodeTable {
         let block = diskimage_formats::bytes::array::<60>(&raw, 0x28).unwrap_or([0; 60]);
         let inline_tail = if flags & INLINE_DATA_FL != 0 {
             Some(super::xattr::system_data(&raw, extra_isize).ok_or_else(|| {
-                corrupt(path, format!("inode {number}: inline data without system.data"))
-                    .at(offset)
+                corrupt(
+                    path,
+                    format!("inode {number}: inline data without system.data"),
+                )
+                .at(offset)
             })?)
         } else {
             None
@@ -553,11 +560,8 @@ impl InodeTable {
         let len = usize::try_from(inode.size).unwrap_or(0);
         if inode.is_fast_symlink(self.sb.block_size) {
             return inode.block.get(..len).map(<[u8]>::to_vec).ok_or_else(|| {
-                corrupt(
-                    path,
-                    format!("fast symbolic link of {} bytes", inode.size),
-                )
-                .at(inode.offset)
+                corrupt(path, format!("fast symbolic link of {} bytes", inode.size))
+                    .at(inode.offset)
             });
         }
         let mut out = Vec::with_capacity(len);
@@ -579,7 +583,6 @@ impl InodeTable {
         out.resize(len, 0);
         Ok(out)
     }
-
 }
 
 #[cfg(test)]

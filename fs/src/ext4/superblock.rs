@@ -120,6 +120,16 @@ impl Superblock {
         let is64 = incompat & INCOMPAT_64BIT != 0;
         let blocks_count =
             u64::from(f32(0x04)) | if is64 { u64::from(f32(0x150)) << 32 } else { 0 };
+        // Every block's byte offset then fits with room to spare (ext4's
+        // own limit is 2^60 bytes).
+        if blocks_count
+            .checked_mul(block_size)
+            .is_none_or(|b| b > u64::MAX / 2)
+        {
+            return Err(corrupt(format!(
+                "{blocks_count} blocks of {block_size} bytes"
+            )));
+        }
         let inode_size = match f32(0x4C) {
             0 => 128,
             _ => u64::from(f16(0x58)),
@@ -321,7 +331,10 @@ mod tests {
         );
         let mut sb = golden();
         sb[0x38] = 0;
-        assert_eq!(Superblock::parse(&sb).unwrap_err().kind(), crate::ErrorKind::Corrupt);
+        assert_eq!(
+            Superblock::parse(&sb).unwrap_err().kind(),
+            crate::ErrorKind::Corrupt
+        );
     }
 
     #[test]
