@@ -21,7 +21,7 @@ fn dir() -> PathBuf {
 
 /// Every image of fixtures/ext with the incompat/ro_compat bit its name
 /// promises (checked in the raw superblock, so the fixture really has it).
-const IMAGES: [(&str, &str); 8] = [
+const IMAGES: [(&str, &str); 9] = [
     ("noft.img", "no filetype"),
     ("inline.img", "inline_data"),
     ("ea_inode.img", "ea_inode"),
@@ -30,6 +30,7 @@ const IMAGES: [(&str, &str); 8] = [
     ("casefold.img", "casefold"),
     ("i128.img", "128-byte inodes"),
     ("badgd.img", "metadata_csum"),
+    ("gdt_csum.img", "gdt_csum"),
 ];
 
 fn le32(b: &[u8], at: usize) -> u32 {
@@ -52,6 +53,7 @@ fn has_feature(sb: &[u8], what: &str) -> bool {
         "casefold" => incompat & 0x2_0000 != 0,
         "128-byte inodes" => le16(sb, 0x58) == 128,
         "metadata_csum" => ro & 0x400 != 0,
+        "gdt_csum" => ro & 0x10 != 0 && ro & 0x400 == 0,
         _ => false,
     }
 }
@@ -265,26 +267,37 @@ fn ext_label_and_uuid_are_what_mke2fs_wrote() {
 
 /// Group 1's descriptor checksum is flipped in badgd.img: the kernel
 /// mounts it read-only with a warning, and so do we; strict mode refuses.
+/// The same flip in gdt_csum.img (a CRC-16) is found the same way.
 #[test]
 fn bad_group_descriptor_checksum_is_a_warning_and_strict_refuses_it() {
-    let bytes = gunzip_bytes(&dir().join("badgd.img.gz"));
-    let fs = open_fs(device(bytes.clone())).expect("open");
-    let w = fs.warnings();
-    assert_eq!(w.len(), 1, "{w:?}");
-    assert!(
-        w[0].message.contains("group descriptor 1 checksum"),
-        "{w:?}"
-    );
-    assert_eq!(w[0].offset, Some(2048 + 64 + 0x1E));
-    let e = open_fs_with(device(bytes), &strict())
-        .err()
-        .expect("strict refuses");
-    assert_eq!(e.kind(), ErrorKind::Corrupt);
-    let text = e.to_string();
-    assert!(
-        text.contains("group descriptor 1 checksum") && text.contains(" at 0x85e"),
-        "{text}"
-    );
+    let gdt = {
+        let mut b = gunzip_bytes(&dir().join("gdt_csum.img.gz"));
+        let at = 2048 + 64 + 0x1E;
+        b[at] ^= 0xFF;
+        b
+    };
+    for (image, bytes) in [
+        ("badgd.img", gunzip_bytes(&dir().join("badgd.img.gz"))),
+        ("gdt_csum.img (flipped)", gdt),
+    ] {
+        let fs = open_fs(device(bytes.clone())).expect(image);
+        let w = fs.warnings();
+        assert_eq!(w.len(), 1, "{image}: {w:?}");
+        assert!(
+            w[0].message.contains("group descriptor 1 checksum"),
+            "{image}: {w:?}"
+        );
+        assert_eq!(w[0].offset, Some(2048 + 64 + 0x1E), "{image}");
+        let e = open_fs_with(device(bytes), &strict())
+            .err()
+            .expect("strict refuses");
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        let text = e.to_string();
+        assert!(
+            text.contains("group descriptor 1 checksum") && text.contains(" at 0x85e"),
+            "{image}: {text}"
+        );
+    }
 }
 
 /// The byte offset of inode `n` in an image (1 KiB blocks, descriptors
@@ -412,4 +425,64 @@ fn issue_19_ext2_without_filetype_lists_types_from_inodes() {
     assert_eq!(types["fast_link"], "symlink");
     assert_eq!(types["many"], "dir");
     assert_eq!(types["small.txt"], "file");
+}
+
+/// The extent leaf block of ea_inode.img's /punched.bin (seven extents
+/// between punched holes: a depth-1 tree) with its checksum made wrong:
+/// the file still reads as the kernel served it, holes as zeros, with a
+/// warning naming the block; strict mode refuses the file.
+#[test]
+fn bad_extent_block_checksum_is_a_warning_and_strict_refuses_it() {
+    let mut bytes = gunzip_bytes(&dir().join("ea_inode.img.gz"));
+    let want = truth("ea_inode.img");
+    let punched = &want["/punched.bin"];
+    // An extent header at a block start: magic, entries 5..=84, max 84
+    // (a 1 KiB block), depth 0.
+    let at = (0..bytes.len())
+        .step_by(1024)
+        .find(|&b| {
+            bytes[b..b + 2] == [0x0a, 0xf3]
+                && (5..=84).contains(&le16(&bytes, b + 2))
+                && le16(&bytes, b + 4) == 84
+                && le16(&bytes, b + 6) == 0
+        })
+        .expect("an extent leaf block");
+    let tail = at + 12 + 12 * 84;
+    bytes[tail] ^= 0xFF;
+    let fs = open_fs(device(bytes.clone())).expect("open");
+    let data = read_all(fs.open("/punched.bin").expect("open file")).expect("read");
+    assert_eq!(sha256_bytes(&data), punched.2);
+    let w = fs.warnings();
+    assert!(
+        w.len() == 1
+            && w[0].message.contains("extent block checksum")
+            && w[0].offset == Some(at as u64),
+        "{w:?}"
+    );
+    let fs = open_fs_with(device(bytes), &strict()).expect("strict opens");
+    let e = fs
+        .open("/punched.bin")
+        .err()
+        .expect("strict refuses the file");
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    assert!(e.to_string().contains("extent block checksum"), "{e}");
+}
+
+/// The common ext fixtures (fixtures/filesystems, made by mke2fs -d and
+/// clean by e2fsck) give no warning: every checksum our reader checks
+/// (superblock, descriptors, inodes, directory and extent blocks) agrees
+/// with what mke2fs wrote, on every file and directory.
+#[test]
+fn common_ext_fixtures_have_no_checksum_warnings() {
+    for image in ["ext2.img", "ext3.img", "ext4.img", "ext4_nocsum.img"] {
+        let bytes = gunzip_bytes(
+            &repo()
+                .join("fixtures/filesystems")
+                .join(format!("{image}.gz")),
+        );
+        let fs = open_fs_with(device(bytes), &strict()).expect(image);
+        let tree = walk(fs.as_ref()).unwrap_or_else(|e| panic!("{image}: {e}"));
+        assert!(tree.len() > 1000, "{image}: {} entries", tree.len());
+        assert!(fs.warnings().is_empty(), "{image}: {:?}", fs.warnings());
+    }
 }

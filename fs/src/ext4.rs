@@ -17,11 +17,11 @@
 //! naming them, and encrypted files and directories one by one.
 //!
 //! Checksums (superblock, group descriptors with `metadata_csum` or
-//! `gdt_csum`, inodes, directory leaf and index blocks) are checked as
-//! each structure is read: a mismatch is a [`Warning`] and the structure
-//! is used as found (the kernel mounts such a volume read-only too);
-//! [`FsOptions::strict`] refuses instead. Extent-block checksums are not
-//! checked.
+//! `gdt_csum`, inodes, directory leaf and index blocks, extent tree
+//! blocks) are checked as each structure is read: a mismatch is a
+//! [`Warning`] and the structure is used as found (the kernel mounts a
+//! volume with a bad descriptor checksum read-only too);
+//! [`FsOptions::strict`] refuses instead.
 //!
 //! Why our own layer and not `ext4-view` 1.0 for everything: the crate
 //! refuses whole volumes for inline_data, meta_bg, ea_inode, mmp,

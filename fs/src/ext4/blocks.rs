@@ -1,11 +1,14 @@
 //! A file's data blocks: the extent tree of ext4 or the block map of
 //! ext2/ext3 (12 direct pointers, then single, double and triple
-//! indirect), flattened into runs with holes. Every pointer is checked
+//! indirect), flattened into runs with holes; extent tree blocks'
+//! checksums checked (a mismatch tolerated as the inode layer says). Every pointer is checked
 //! against the volume and every walk is bounded by the volume's block
 //! count, so a cycle or a corrupt tree ends with an error.
 
 use diskimage_formats::bytes::{le_u16, le_u32};
 
+use super::checksum::crc32c;
+use super::dir::inode_seed;
 use super::inode::{Inode, InodeTable, INLINE_DATA_FL};
 use crate::error::{Error, FsName, Result};
 
@@ -41,6 +44,10 @@ impl InodeTable {
             nblocks: inode.size.div_ceil(self.sb.block_size),
             budget: self.sb.blocks_count,
             runs: Vec::new(),
+            seed: self
+                .sb
+                .metadata_csum()
+                .then(|| inode_seed(self.sb.csum_seed, inode.number, inode.generation)),
         };
         if inode.flags & EXTENTS_FL != 0 {
             walk.extent_node(&inode.block, inode.offset + 0x28, MAX_EXTENT_DEPTH + 1)?;
@@ -60,6 +67,8 @@ struct Walk<'a> {
     nblocks: u64,
     budget: u64,
     runs: Vec<Run>,
+    /// The inode's checksum seed, with `metadata_csum`.
+    seed: Option<u32>,
 }
 
 impl Walk<'_> {
@@ -166,6 +175,29 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// Checks the checksum of an extent tree block (at `at`): the
+    /// `ext4_extent_tail` after `eh_max` entries.
+    fn check_extent_block(&self, block: &[u8], at: u64) -> Result<()> {
+        let Some(seed) = self.seed else {
+            return Ok(());
+        };
+        let tail = 12 + 12 * usize::from(le_u16(block, 4).unwrap_or(0));
+        let what = match (block.get(..tail), le_u32(block, tail)) {
+            (Some(covered), Some(stored)) => {
+                let computed = crc32c(seed, covered);
+                if stored == computed {
+                    return Ok(());
+                }
+                format!("extent block checksum 0x{stored:08x}, computed 0x{computed:08x}")
+            }
+            _ => format!(
+                "extent block has no room for its checksum (eh_max {})",
+                (tail - 12) / 12
+            ),
+        };
+        self.table.tolerate(self.path, at, what)
+    }
+
     /// An extent tree node (the root in `i_block` or a tree block).
     fn extent_node(&mut self, node: &[u8], at: u64, max_depth: u16) -> Result<()> {
         let bad = |what: String| corrupt(self.path, what).at(at);
@@ -203,7 +235,9 @@ impl Walk<'_> {
                 let child = (u64::from(le_u16(node, o + 8).unwrap_or(0)) << 32)
                     | u64::from(le_u32(node, o + 4).unwrap_or(0));
                 let block = self.read_block(child, entry_at)?;
-                self.extent_node(&block, child * self.table.sb.block_size, depth)?;
+                let block_at = child * self.table.sb.block_size;
+                self.check_extent_block(&block, block_at)?;
+                self.extent_node(&block, block_at, depth)?;
             }
         }
         Ok(())
