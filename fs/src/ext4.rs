@@ -39,12 +39,11 @@
 use std::sync::Arc;
 
 use diskimage_formats::BlockDevice;
-use ext4_view::{Ext4, Ext4Error, Ext4Read};
 
-use crate::error::{BoxedError, Error, FsName, Result};
+use crate::error::{Error, FsName, Result};
 use crate::file_system::{
-    components, decode_name, encode_name, join, visit_by_path, DirEntry, FileReader, FileSystem,
-    FileType, Metadata, StoredRun, Timestamp, VisitFn, Visited,
+    encode_name, join, visit_by_path, DirEntry, FileReader, FileSystem, FileType, Metadata,
+    StoredRun, VisitFn, Visited,
 };
 use crate::warning::{FsOptions, Warning};
 use crate::FsKind;
@@ -54,6 +53,7 @@ mod checksum;
 mod dir;
 mod inode;
 mod reader;
+mod replayed;
 mod superblock;
 mod xattr;
 
@@ -61,17 +61,6 @@ use inode::{InodeTable, ENCRYPT_FL, INLINE_DATA_FL, S_IFDIR, S_IFLNK, S_IFMT, S_
 use superblock::{Superblock, SUPERBLOCK_OFFSET};
 
 const FS: FsName = FsName::Ext;
-
-/// The positional reader `ext4-view` reads the volume through.
-struct DeviceRead(Arc<dyn BlockDevice>);
-
-impl Ext4Read for DeviceRead {
-    fn read(&mut self, start_byte: u64, dst: &mut [u8]) -> std::result::Result<(), BoxedError> {
-        self.0
-            .read_at(dst, start_byte)
-            .map_err(|e| Box::new(e) as BoxedError)
-    }
-}
 
 /// An ext2/3/4 file system.
 pub struct ExtFs {
@@ -84,101 +73,7 @@ enum Reader {
     /// Our own layer (a clean journal, or none).
     Own(Box<InodeTable>),
     /// `ext4-view`, which replays a journal that needs recovery in memory.
-    Replayed(Ext4),
-}
-
-fn map_err(e: Ext4Error, path: &str) -> Error {
-    match e {
-        Ext4Error::NotFound => Error::not_found(FS, path),
-        Ext4Error::NotADirectory => Error::wrong_type(FS, path, "not a directory"),
-        Ext4Error::IsADirectory => Error::wrong_type(FS, path, "is a directory"),
-        Ext4Error::NotASymlink => Error::wrong_type(FS, path, "not a symbolic link"),
-        Ext4Error::IsASpecialFile => Error::wrong_type(FS, path, "is a special file"),
-        Ext4Error::Io(inner) => match inner.downcast::<diskimage_formats::Error>() {
-            Ok(dev) => Error::Device(*dev),
-            Err(other) => Error::Corrupt {
-                fs: FS,
-                path: Some(path.to_string()),
-                offset: None,
-                what: "read failed".into(),
-                source: Some(other),
-            },
-        },
-        Ext4Error::Incompatible(i) => Error::Unsupported {
-            fs: FS,
-            path: None,
-            what: format!("ext4-view does not read this file system: {i}"),
-            source: None,
-        },
-        Ext4Error::Encrypted => Error::unsupported(FS, Some(path), "encrypted file"),
-        Ext4Error::FileTooLarge | Ext4Error::PathTooLong | Ext4Error::TooManySymlinks => {
-            Error::limit(FS, Some(path), e.to_string())
-        }
-        other => Error::Corrupt {
-            fs: FS,
-            path: Some(path.to_string()),
-            offset: None,
-            what: other.to_string(),
-            source: Some(Box::new(other)),
-        },
-    }
-}
-
-/// The byte path `ext4-view` resolves for one of our paths.
-fn raw_path(path: &str) -> Result<Vec<u8>> {
-    let parts = components(path).ok_or_else(|| Error::not_found(FS, path))?;
-    let mut raw = Vec::with_capacity(path.len() + 1);
-    for p in parts {
-        raw.push(b'/');
-        raw.extend_from_slice(&decode_name(p));
-    }
-    if raw.is_empty() {
-        raw.push(b'/');
-    }
-    Ok(raw)
-}
-
-fn ts(t: ext4_view::Timestamp) -> Timestamp {
-    Timestamp {
-        secs: t.seconds(),
-        nanos: t.nanoseconds(),
-    }
-}
-
-fn file_type(t: ext4_view::FileType) -> FileType {
-    if t.is_dir() {
-        FileType::Directory
-    } else if t.is_symlink() {
-        FileType::Symlink
-    } else if t.is_regular_file() {
-        FileType::File
-    } else {
-        FileType::Special
-    }
-}
-
-/// The mode with its `S_IFMT` type bits (the crate may return permissions only).
-fn with_type_bits(mode: u32, t: ext4_view::FileType) -> u32 {
-    const S_IFMT: u32 = 0o170_000;
-    if mode & S_IFMT != 0 {
-        return mode;
-    }
-    let ty = if t.is_dir() {
-        0o040_000
-    } else if t.is_symlink() {
-        0o120_000
-    } else if t.is_regular_file() {
-        0o100_000
-    } else if t.is_char_dev() {
-        0o020_000
-    } else if t.is_block_dev() {
-        0o060_000
-    } else if t.is_fifo() {
-        0o010_000
-    } else {
-        0o140_000
-    };
-    mode | ty
+    Replayed(replayed::Replayed),
 }
 
 /// Bounds what `ext4-view` 1.0 allocates from the superblock before it
@@ -245,24 +140,12 @@ impl ExtFs {
             .map_err(Error::Device)?;
         let sb = Superblock::parse(&raw)?;
         let reader = if sb.needs_recovery() {
-            let fs = Ext4::load(Box::new(DeviceRead(device))).map_err(|e| map_err(e, "/"))?;
-            Reader::Replayed(fs)
+            Reader::Replayed(replayed::Replayed::load(device)?)
         } else {
             Reader::Own(Box::new(InodeTable::open(device, sb, options.strict)?))
         };
         Ok(ExtFs { kind, reader })
     }
-}
-
-/// Runs `f` on the `ext4-view` path of one of our paths.
-fn via_path<T>(
-    path: &str,
-    f: impl FnOnce(ext4_view::Path<'_>) -> std::result::Result<T, Ext4Error>,
-) -> Result<T> {
-    let raw = raw_path(path)?;
-    let p = ext4_view::Path::try_from(raw.as_slice())
-        .map_err(|e| Error::limit(FS, Some(path), format!("invalid ext path: {e}")))?;
-    f(p).map_err(|e| map_err(e, path))
 }
 
 /// Why a name read from a directory cannot be used (what `ext4-view`
@@ -308,7 +191,7 @@ impl FileSystem for ExtFs {
     fn label(&self) -> Option<String> {
         let l = match &self.reader {
             Reader::Own(t) => t.superblock().label(),
-            Reader::Replayed(fs) => fs.label().display().to_string(),
+            Reader::Replayed(fs) => fs.label(),
         };
         (!l.is_empty()).then_some(l)
     }
@@ -316,7 +199,7 @@ impl FileSystem for ExtFs {
     fn serial(&self) -> Option<String> {
         Some(match &self.reader {
             Reader::Own(t) => t.superblock().uuid(),
-            Reader::Replayed(fs) => fs.uuid().to_string(),
+            Reader::Replayed(fs) => fs.uuid(),
         })
     }
 
@@ -334,7 +217,7 @@ impl FileSystem for ExtFs {
     fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
         let table = match &self.reader {
             Reader::Own(t) => t,
-            Reader::Replayed(fs) => return replayed_read_dir(fs, path),
+            Reader::Replayed(fs) => return fs.read_dir(path),
         };
         let dir = table.lookup(path)?;
         let mut out = Vec::new();
@@ -355,23 +238,7 @@ impl FileSystem for ExtFs {
     fn metadata(&self, path: &str) -> Result<Metadata> {
         let table = match &self.reader {
             Reader::Own(t) => t,
-            Reader::Replayed(fs) => {
-                let m = via_path(path, |p| fs.symlink_metadata(p))?;
-                return Ok(Metadata {
-                    file_type: file_type(m.file_type()),
-                    size: m.len(),
-                    allocated: None,
-                    mode: Some(with_type_bits(u32::from(m.mode()), m.file_type())),
-                    uid: Some(m.uid()),
-                    gid: Some(m.gid()),
-                    nlink: None,
-                    inode: None,
-                    created: m.created().map(ts),
-                    modified: Some(ts(m.modified())),
-                    accessed: Some(ts(m.accessed())),
-                    changed: None,
-                });
-            }
+            Reader::Replayed(fs) => return fs.metadata(path),
         };
         Ok(inode_metadata(&table.lookup(path)?))
     }
@@ -379,15 +246,7 @@ impl FileSystem for ExtFs {
     fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>> {
         let table = match &self.reader {
             Reader::Own(t) => t,
-            Reader::Replayed(fs) => {
-                // `Ext4::open` follows symlinks; the trait never does.
-                let m = self.metadata(path)?;
-                if m.file_type != FileType::File {
-                    return Err(Error::wrong_type(FS, path, "not a regular file"));
-                }
-                let file = via_path(path, |p| fs.open(p))?;
-                return Ok(Box::new(file));
-            }
+            Reader::Replayed(fs) => return fs.open(path),
         };
         open_inode(table, &table.lookup(path)?, path)
     }
@@ -395,7 +254,7 @@ impl FileSystem for ExtFs {
     fn read_link(&self, path: &str) -> Result<String> {
         let target = match &self.reader {
             Reader::Own(t) => t.link_target(&t.lookup(path)?, path)?,
-            Reader::Replayed(fs) => via_path(path, |p| fs.read_link(p))?.as_ref().to_vec(),
+            Reader::Replayed(fs) => fs.read_link(path)?,
         };
         Ok(encode_name(&target))
     }
@@ -427,26 +286,6 @@ impl FileSystem for ExtFs {
         }
         Ok(())
     }
-}
-
-/// `read_dir` through `ext4-view` (a journal replayed in memory).
-fn replayed_read_dir(fs: &Ext4, path: &str) -> Result<Vec<DirEntry>> {
-    let iter = via_path(path, |p| fs.read_dir(p))?;
-    let mut out = Vec::new();
-    for entry in iter {
-        let entry = entry.map_err(|e| map_err(e, path))?;
-        let name = entry.file_name();
-        let bytes = name.as_ref();
-        if bytes == b"." || bytes == b".." {
-            continue;
-        }
-        let ft = entry.file_type().map_err(|e| map_err(e, path))?;
-        out.push(DirEntry {
-            name: encode_name(bytes),
-            file_type: file_type(ft),
-        });
-    }
-    Ok(out)
 }
 
 /// What [`FileSystem::metadata`] says of inode `i`.
