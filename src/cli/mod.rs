@@ -15,6 +15,7 @@ mod hash;
 mod info;
 mod ls;
 mod map;
+#[cfg(all(feature = "fuse", unix))]
 mod mount;
 mod os;
 mod progress;
@@ -58,6 +59,7 @@ enum Command {
     /// A VM (.vmx, .vbox, Hyper-V folder): facts, disks, chains, snapshot tree.
     Vm(vm::VmArgs),
     /// Mount a volume's files (or, with --raw, the disks and volumes) read-only through FUSE.
+    #[cfg(all(feature = "fuse", unix))]
     Mount(mount::MountArgs),
 }
 
@@ -140,6 +142,7 @@ pub fn main() -> ExitCode {
         Command::Extract(a) => extract::run(&a),
         Command::Timeline(a) => timeline::run(&a),
         Command::Vm(a) => vm::run(&a),
+        #[cfg(all(feature = "fuse", unix))]
         Command::Mount(a) => mount::run(&a),
     };
     match result {
