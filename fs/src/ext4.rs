@@ -9,7 +9,7 @@
 //!
 //! It does not expose inode numbers, link counts, ctime or allocated block
 //! counts, and it fails on holes that span a whole indirect block, so
-//! [`inode`] (our own) resolves paths to inodes, gives the full metadata
+//! `inode` (our own) resolves paths to inodes, gives the full metadata
 //! and maps regular files' data (extents and block maps) for
 //! [`ExtFs::open`]; `ext4-view` lists directories and reads symlinks.
 //! When the journal needs recovery, the on-disk inodes may be stale:
