@@ -4,6 +4,7 @@
 //!   `expected.tsv`, `errors.tsv` and `warnings.tsv` made with it.
 //! - `corpus`: the real-world images of `../shared/corpus/` against `TRUTH.tsv`.
 //! - `cli`: the `diskimage` binary, end to end.
+//! - `library`: the walk iterator, default volume, extraction engine, examples, options anywhere.
 //! - `iso`: ISO 9660 / Joliet / Rock Ridge / El Torito images against xorriso, isoinfo and TSK.
 //! - `fuzz_corpus`: every fuzz seed and crash reproducer through `open`, never a panic.
 //! - `mount`: `diskimage mount` through FUSE (skips without FUSE unless DISKIMAGE_REQUIRE_FUSE=1).
@@ -23,6 +24,7 @@ mod fixtures;
 mod fuzz_corpus;
 mod hostile;
 mod iso;
+mod library;
 mod mount;
 mod os;
 mod regression;
