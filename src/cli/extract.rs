@@ -666,6 +666,7 @@ fn make_symlink(target: &str, host: &Path) -> std::io::Result<()> {
 pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
     let (device, path) = args.fs.open_device(false)?;
     let fs = open_fs(Arc::clone(&device))?;
+    super::select::print_fs_warnings(fs.as_ref());
     fs::create_dir_all(&args.output).map_err(|e| CliError::output(&args.output, e))?;
     let root = args.output.clone();
     let meta = fs.metadata(&path)?;
