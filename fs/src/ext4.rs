@@ -1,8 +1,7 @@
 //! ext2/3/4 over the `ext4-view` crate.
 //!
 //! `ext4-view` reads extents and indirect blocks, htree directories, fast
-//! and slow symlinks, 64bit and metadata_csum, and replays a dirty journal
-//! in memory. It refuses a whole file system that uses inline_data,
+//! and slow symlinks, 64bit and metadata_csum. It refuses a whole file system that uses inline_data,
 //! meta_bg, largedir, ea_inode, a journal device or MMP: that is reported
 //! as [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) with the
 //! crate's reason as the source.

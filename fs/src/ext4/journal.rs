@@ -976,3 +976,62 @@ fn recover(j: &Journal, fs_blocks: u64) -> std::result::Result<(Replay, Vec<Stri
     }
     Ok((replay, w))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_check_values() {
+        // CRC-32C ("123456789" -> 0xE3069283 with the usual inversions).
+        assert_eq!(!crc32c(!0, b"123456789"), 0xE306_9283);
+        // CRC-32/MPEG-2: the big-endian CRC-32 from !0 without a final
+        // inversion, as jbd2's v1 commit checksum chains it.
+        assert_eq!(crc32_be(!0, b"123456789"), 0x0376_E6E7);
+    }
+
+    #[test]
+    fn transaction_ids_wrap() {
+        assert!(tid_gt(1, 0));
+        assert!(tid_gt(0, u32::MAX));
+        assert!(!tid_gt(5, 5));
+        assert!(!tid_gt(u32::MAX, 0));
+    }
+
+    #[test]
+    fn tag_sizes_follow_the_features() {
+        let mut j = Journal {
+            device: Arc::new(diskimage_formats::MemoryDevice::new(vec![0; 4096])),
+            bs: 1024,
+            runs: Vec::new(),
+            first: 1,
+            last: 4,
+            start: 0,
+            sequence: 0,
+            compat: 0,
+            incompat: 0,
+            seed: 0,
+        };
+        assert_eq!(j.tag_bytes(), 8);
+        j.incompat = INCOMPAT_64BIT;
+        assert_eq!(j.tag_bytes(), 12);
+        j.incompat = INCOMPAT_CSUM_V2;
+        assert_eq!(j.tag_bytes(), 10);
+        j.incompat = INCOMPAT_CSUM_V2 | INCOMPAT_64BIT;
+        assert_eq!(j.tag_bytes(), 14);
+        j.incompat = INCOMPAT_CSUM_V3;
+        assert_eq!(j.tag_bytes(), 16);
+        // A descriptor: one tag with its UUID, one SAME_UUID + LAST_TAG.
+        j.incompat = 0;
+        let mut d = vec![0u8; 1024];
+        d[12..16].copy_from_slice(&7u32.to_be_bytes());
+        let second = 12 + 8 + 16;
+        d[second..second + 4].copy_from_slice(&9u32.to_be_bytes());
+        d[second + 6..second + 8]
+            .copy_from_slice(&(FLAG_SAME_UUID | FLAG_LAST_TAG | FLAG_ESCAPE).to_be_bytes());
+        let tags = j.tags(&d);
+        assert_eq!(tags.len(), 2);
+        assert_eq!((tags[0].0, tags[1].0), (7, 9));
+        assert_eq!(tags[1].1 & FLAG_ESCAPE, FLAG_ESCAPE);
+    }
+}
