@@ -15,8 +15,9 @@ use diskimage::fs::FileType;
 
 use crate::common::{diskimage, gunzip, gunzip_bytes, repo, sha256_bytes, tsv_rows};
 
-const IMAGES: [&str; 6] = [
+const IMAGES: [&str; 7] = [
     "ext3.img",
+    "ext4_4k.img",
     "ext4_csum1.img",
     "ext4_csum2.img",
     "ext4_csum3.img",
@@ -316,7 +317,7 @@ fn the_log_wraps_around() {
 #[test]
 fn cli_extract_and_cat_read_the_replayed_files() {
     let work = tempfile::tempdir().expect("tempdir");
-    for image in ["ext3.img", "ext4_csum3.img"] {
+    for image in ["ext3.img", "ext4_csum3.img", "ext4_4k.img"] {
         let img = work.path().join(image);
         gunzip(&dir().join(format!("{image}.gz")), &img);
         let out_dir = work.path().join(format!("{image}.out"));
