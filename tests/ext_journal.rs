@@ -15,9 +15,10 @@ use diskimage::fs::FileType;
 
 use crate::common::{diskimage, gunzip, gunzip_bytes, repo, sha256_bytes, tsv_rows};
 
-const IMAGES: [&str; 7] = [
+const IMAGES: [&str; 8] = [
     "ext3.img",
     "ext4_4k.img",
+    "ext4_async.img",
     "ext4_csum1.img",
     "ext4_csum2.img",
     "ext4_csum3.img",
@@ -383,4 +384,21 @@ fn damaged_journals_are_warnings_or_typed_errors() {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A journal on an external device (superblock: no journal inode, a
+/// journal device number) is not part of the image: a typed
+/// "unsupported" error, from `open_fs` too.
+#[test]
+fn an_external_journal_is_unsupported() {
+    let (mut bytes, _) = volume("ext3.img");
+    bytes[1024 + 0xE0..1024 + 0xE4].copy_from_slice(&0u32.to_le_bytes());
+    bytes[1024 + 0xE4..1024 + 0xE8].copy_from_slice(&0x0811u32.to_le_bytes());
+    let e = journal::replay(Arc::new(MemoryDevice::new(bytes.clone()))).expect_err("external");
+    assert_eq!(e.kind(), diskimage::fs::ErrorKind::Unsupported);
+    assert!(e.to_string().contains("external device"), "{e}");
+    let e = diskimage::fs::open_fs(Arc::new(MemoryDevice::new(bytes)))
+        .err()
+        .expect("error");
+    assert_eq!(e.kind(), diskimage::fs::ErrorKind::Unsupported);
 }

@@ -55,8 +55,8 @@ impl Ext4Read for DeviceRead {
 pub struct ExtFs {
     fs: Ext4,
     kind: FsKind,
-    /// Our own inode reader; `None` when the volume still asks for
-    /// recovery (only when the journal could not be read at all).
+    /// Our own inode reader; `None` if the volume still asked for
+    /// recovery, which [`journal::replay`] never leaves it doing.
     inodes: Option<InodeTable>,
     /// The journal replay the volume is read through, if it needed one.
     replayed: Option<Arc<journal::Replayed>>,
