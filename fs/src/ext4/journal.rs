@@ -796,6 +796,14 @@ pub fn replay(device: Arc<dyn BlockDevice>) -> Result<Option<Replayed>> {
                 );
                 return Ok(Some(out));
             }
+            let unknown = j.incompat & !KNOWN_INCOMPAT;
+            if unknown != 0 {
+                return Err(Error::unsupported(
+                    FS,
+                    None,
+                    format!("the journal needing recovery has incompatible features {unknown:#x} this version does not know"),
+                ));
+            }
             if j.incompat & INCOMPAT_FAST_COMMIT != 0 {
                 return Err(Error::unsupported(
                     FS,
@@ -899,12 +907,6 @@ fn load(
     if version == SUPERBLOCK_V2 {
         j.compat = g(0x24);
         j.incompat = g(0x28);
-        let unknown = j.incompat & !KNOWN_INCOMPAT;
-        if unknown != 0 {
-            return Err(Skip(format!(
-                "journal incompatible features {unknown:#x} unknown"
-            )));
-        }
         if j.incompat & INCOMPAT_CSUM_V2 != 0 && j.incompat & INCOMPAT_CSUM_V3 != 0 {
             return Err(Skip("journal claims checksums v2 and v3".into()));
         }
