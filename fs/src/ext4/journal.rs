@@ -944,10 +944,20 @@ fn recover(j: &Journal, fs_blocks: u64) -> std::result::Result<(Replay, Vec<Stri
     };
     run_pass(j, Pass::Replay(&mut replay), Some(scan.end), fs_blocks)?;
     let count = scan.end.wrapping_sub(j.sequence);
+    let which = match count {
+        0 => format!(
+            "no transaction (the log ends at transaction {})",
+            j.sequence
+        ),
+        1 => format!("1 transaction ({})", j.sequence),
+        n => format!(
+            "{n} transactions ({} to {})",
+            j.sequence,
+            scan.end.wrapping_sub(1)
+        ),
+    };
     let mut w = vec![format!(
-        "ext journal: replayed {count} transaction(s) ({}..{}) from journal block {}: {} block(s) logged, {} file-system block(s) read from the journal, {} revoked",
-        j.sequence,
-        scan.end,
+        "ext journal: replayed {which} from journal block {}: {} block(s) logged, {} file-system block(s) read from the journal, {} revoked",
         j.start,
         replay.replayed + replay.revoked + replay.bad_checksum.len() as u64,
         replay.blocks.len(),
