@@ -278,6 +278,12 @@ fn revoke_escape_and_a_bad_commit_end_the_replay_as_e2fsck_does() {
     r.read_at(&mut b, 900 * 1024).expect("read");
     assert_eq!(&b[..4], b"\xc0\x3b\x39\x98", "escaped block restored");
     assert_ne!(&raw[900 * 1024..900 * 1024 + 4], &b[..4]);
+    // The map covers the range and says the replayed block is data.
+    let map = r.map(899 * 1024, 3 * 1024).expect("map");
+    assert_eq!(map.iter().map(|e| e.len).sum::<u64>(), 3 * 1024);
+    assert!(map.iter().any(|e| e.offset <= 900 * 1024
+        && e.end() >= 901 * 1024
+        && e.kind == diskimage::formats::ExtentKind::Data));
     let w = r.warnings().join("\n");
     assert!(w.contains("replayed 2 transactions (1 to 2)"), "{w}");
     assert!(w.contains("1 revoked"), "{w}");

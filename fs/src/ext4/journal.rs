@@ -46,7 +46,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use diskimage_formats::bytes::{be_u16, be_u32, be_u64, le_u32};
-use diskimage_formats::{BlockDevice, Extent, FileRange};
+use diskimage_formats::{push_extent, BlockDevice, Extent, ExtentKind, FileRange};
 
 use super::inode::{InodeTable, Run};
 use crate::error::{Error, FsName, Result};
@@ -186,8 +186,57 @@ impl BlockDevice for Replayed {
         Ok(())
     }
 
+    /// The volume's map, with the replayed blocks and the superblock
+    /// (held in memory) as data.
     fn map(&self, offset: u64, len: u64) -> diskimage_formats::Result<Vec<Extent>> {
-        self.inner.map(offset, len)
+        let mut out = Vec::new();
+        for e in self.inner.map(offset, len)? {
+            let (mut at, end) = (e.offset, e.end());
+            if e.len == 0 {
+                continue;
+            }
+            let first = at / self.block_size;
+            let last = (end - 1) / self.block_size;
+            let mut patched: Vec<(u64, u64)> = self
+                .blocks
+                .range(first..=last)
+                .map(|(&b, _)| (b * self.block_size, (b + 1) * self.block_size))
+                .collect();
+            patched.push((SB_OFFSET, SB_OFFSET + SB_SIZE as u64));
+            patched.sort_unstable();
+            for (s, t) in patched {
+                let (s, t) = (s.max(at), t.min(end));
+                if s >= t {
+                    continue;
+                }
+                push_extent(
+                    &mut out,
+                    Extent {
+                        offset: at,
+                        len: s - at,
+                        kind: e.kind,
+                    },
+                );
+                push_extent(
+                    &mut out,
+                    Extent {
+                        offset: s,
+                        len: t - s,
+                        kind: ExtentKind::Data,
+                    },
+                );
+                at = t;
+            }
+            push_extent(
+                &mut out,
+                Extent {
+                    offset: at,
+                    len: end - at,
+                    kind: e.kind,
+                },
+            );
+        }
+        Ok(out)
     }
 
     fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
