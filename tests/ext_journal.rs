@@ -318,13 +318,14 @@ fn the_log_wraps_around() {
     // Every committed transaction logdump shows, as e2fsck replays them.
     let last = logdump
         .lines()
+        .rev()
         .filter(|l| l.contains("(commit block)"))
         .filter_map(|l| {
             l.strip_prefix("Found expected sequence ")?
                 .split(',')
                 .next()
         })
-        .last()
+        .next()
         .expect("a commit");
     assert!(
         w.contains(&format!(" transactions ({seq} to {last})")),
