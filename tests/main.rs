@@ -10,6 +10,7 @@
 //! - `mount`: `diskimage mount` through FUSE (skips without FUSE unless DISKIMAGE_REQUIRE_FUSE=1).
 //! - `hostile`: the README's hostile-image table, regenerated and compared.
 //! - `regression`: one test per bug found, named after it.
+//! - `ext_journal`: ext3/ext4 journals needing recovery, replayed as e2fsck replays them.
 //! - `differential`: random qemu-img/qemu-io scenarios read by us, qemu and libyal.
 //! - `os`: OS detection (Windows hives, Linux os-release/fstab) and damaged hives.
 //! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
@@ -19,6 +20,7 @@ mod cli;
 mod common;
 mod corpus;
 mod differential;
+mod ext_journal;
 mod filesystems;
 mod fixtures;
 mod fuzz_corpus;

@@ -45,6 +45,7 @@ impl Observer for Printer {
     fn report(&self, report: &Report) {
         match report {
             Report::Failed(e) => eprintln!("diskimage: {e}"),
+            Report::FsWarning(_) => eprintln!("diskimage: {report}"),
             other => eprintln!("{other}"),
         }
     }

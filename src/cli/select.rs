@@ -63,7 +63,9 @@ impl FsArgs {
     /// Opens the images and the file system of the selected volume.
     pub fn open_fs(&self, path_required: bool) -> Result<(Box<dyn FileSystem>, String), CliError> {
         let (device, path) = self.open_device(path_required)?;
-        Ok((open_fs(device)?, path))
+        let fs = open_fs(device)?;
+        print_fs_warnings(fs.as_ref());
+        Ok((fs, path))
     }
 
     /// Opens the images; the device of the selected volume (to open its
@@ -76,5 +78,13 @@ impl FsArgs {
         let images = self.open.open_all(&images)?;
         let device = volume_device(images, self.volume, &self.open.options())?;
         Ok((device, path))
+    }
+}
+
+/// Prints the file system's warnings (e.g. an ext journal replayed in
+/// memory) to stderr, one line each.
+pub fn print_fs_warnings(fs: &dyn FileSystem) {
+    for w in fs.warnings() {
+        eprintln!("diskimage: warning: {w}");
     }
 }

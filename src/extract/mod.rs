@@ -147,6 +147,9 @@ pub enum Report {
         /// Its path in the file system.
         path: String,
     },
+    /// What the file system tolerated when it was opened (an ext journal
+    /// replayed in memory, a damaged block skipped), before any entry.
+    FsWarning(String),
 }
 
 impl fmt::Display for Report {
@@ -155,6 +158,7 @@ impl fmt::Display for Report {
             Report::Renamed { path, to } => write!(f, "renamed: {path} -> {}", to.display()),
             Report::Failed(e) => e.fmt(f),
             Report::SkippedSpecial { path } => write!(f, "skipped special file: {path}"),
+            Report::FsWarning(w) => write!(f, "warning: {w}"),
         }
     }
 }
@@ -199,6 +203,9 @@ pub fn extract(
     observer: &dyn Observer,
 ) -> Result<Summary> {
     let fs = open_fs(Arc::clone(device))?;
+    for w in fs.warnings() {
+        observer.report(&Report::FsWarning(w.clone()));
+    }
     std::fs::create_dir_all(target).map_err(|e| Error::host_io(Scheme::Extract, target, e))?;
     let meta = fs.metadata(fs_path)?;
     let mut x = Extractor::new(fs.as_ref(), device.as_ref(), options, observer);
