@@ -41,10 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let set = match paths.as_slice() {
         [vm] if is_vm_path(vm) => {
             let vm = Vm::load(vm)?;
-            let opened = vm.open(&VmOptions {
-                snapshot,
-                ..VmOptions::default()
-            })?;
+            let opened = vm.open(&VmOptions::new().snapshot(snapshot))?;
             println!("state: {}", opened.state.name);
             opened.set
         }

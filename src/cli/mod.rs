@@ -85,15 +85,11 @@ pub struct OpenArgs {
 impl OpenArgs {
     /// The library options these flags stand for.
     pub fn options(&self) -> OpenOptions {
-        OpenOptions {
-            strict: self.strict,
-            no_parents: self.no_parents,
-            mmap: self.mmap,
-            format: self.format,
-            parent_resolver: None,
-            confine_to: None,
-            memory_limit: None,
-        }
+        OpenOptions::new()
+            .strict(self.strict)
+            .no_parents(self.no_parents)
+            .mmap(self.mmap)
+            .format(self.format)
     }
 
     /// Opens `path` with these options; a VM (`.vmx`, `.vbox`, folder)

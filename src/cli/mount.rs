@@ -74,11 +74,10 @@ pub fn run(args: &MountArgs) -> Result<(), CliError> {
     } else {
         Selection::Volume(set.default_volume(args.volume)?.index)
     };
-    let options = MountOptions {
-        threads: args.threads,
-        allow_other: args.allow_other,
-        log_errors: true,
-    };
+    let options = MountOptions::new()
+        .threads(args.threads)
+        .allow_other(args.allow_other)
+        .log_errors(true);
     let handle = set.mount_fuse(what, mountpoint, &options)?;
     eprintln!(
         "diskimage: mounted read-only at {}; Ctrl-C, SIGTERM or `fusermount3 -u {}` unmounts",

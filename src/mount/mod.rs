@@ -46,10 +46,10 @@ pub use fs_tree::{InodeTable, Place, ROOT};
 pub use raw::RawFile;
 pub use volume_fs::MountedVolume;
 
-pub use attr::{attr, errno, synthetic_dir};
 use attr::own_ids;
-pub use mountpoint::{check_fuse_device, preflight};
+pub use attr::{attr, errno, synthetic_dir};
 use mountpoint::mount_failed;
+pub use mountpoint::{check_fuse_device, preflight};
 pub(crate) use read_only::refuse_writes;
 pub use read_only::wants_write;
 
@@ -95,8 +95,9 @@ pub enum MountError {
     },
 }
 
-/// How to mount.
+/// How to mount: the defaults, changed through the builder methods.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct MountOptions {
     /// Worker threads per volume (and FUSE threads of a raw mount); `0`
     /// picks the number of CPUs, at least 2, at most 8.
@@ -110,6 +111,32 @@ pub struct MountOptions {
 }
 
 impl MountOptions {
+    /// Threads by CPUs, only the mounting user, errors not printed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Worker threads per volume; `0` picks by CPUs ([`MountOptions::threads`]).
+    #[must_use]
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
+    /// Let other users see the files ([`MountOptions::allow_other`]).
+    #[must_use]
+    pub fn allow_other(mut self, on: bool) -> Self {
+        self.allow_other = on;
+        self
+    }
+
+    /// Print read errors to stderr as they happen ([`MountOptions::log_errors`]).
+    #[must_use]
+    pub fn log_errors(mut self, on: bool) -> Self {
+        self.log_errors = on;
+        self
+    }
+
     fn thread_count(&self) -> usize {
         if self.threads > 0 {
             return self.threads.min(64);

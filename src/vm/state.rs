@@ -12,8 +12,9 @@ use super::{canonical, vm_error, Snapshot, Vm, VmFile, VmKind};
 use crate::diskset::DiskSet;
 use crate::error::{Detail, Error, Result, Scheme};
 
-/// How to open a VM.
+/// How to open a VM: the defaults, changed through the builder methods.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct VmOptions {
     /// Options for the disk images (`confine_to` and the parent resolver
     /// are set by the VM).
@@ -24,6 +25,41 @@ pub struct VmOptions {
     pub fallback: bool,
     /// Allow files outside the configuration's folder.
     pub allow_outside: bool,
+}
+
+impl VmOptions {
+    /// The current state, complete or refused, confined to the folder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Options for the disk images ([`VmOptions::open`]).
+    #[must_use]
+    pub fn open(mut self, open: OpenOptions) -> Self {
+        self.open = open;
+        self
+    }
+
+    /// The snapshot (name or uid) whose state to open; `None`: the current one.
+    #[must_use]
+    pub fn snapshot(mut self, snapshot: Option<String>) -> Self {
+        self.snapshot = snapshot;
+        self
+    }
+
+    /// Open the newest complete state when the wanted one is incomplete.
+    #[must_use]
+    pub fn fallback(mut self, on: bool) -> Self {
+        self.fallback = on;
+        self
+    }
+
+    /// Allow files outside the configuration's folder.
+    #[must_use]
+    pub fn allow_outside(mut self, on: bool) -> Self {
+        self.allow_outside = on;
+        self
+    }
 }
 
 /// One disk of a state and the files it needs.
@@ -112,10 +148,7 @@ impl Vm {
     }
 
     fn confined(&self) -> OpenOptions {
-        OpenOptions {
-            confine_to: Some(self.folder.clone()),
-            ..OpenOptions::default()
-        }
+        OpenOptions::new().confine_to(Some(self.folder.clone()))
     }
 
     /// The options the VM's disks are opened with: the caller's, confined
