@@ -148,7 +148,7 @@ pub fn decode_runs(pairs: &[u8], start_vcn: u64, cluster: u64, path: &str) -> Re
         let field = |from: usize, n: usize| -> Option<[u8; 8]> {
             let src = pairs.get(from..from.checked_add(n)?)?;
             let mut b = [0u8; 8];
-            b[..n].copy_from_slice(src);
+            b.get_mut(..n)?.copy_from_slice(src);
             Some(b)
         };
         let count = field(pos + 1, len_n)
@@ -235,8 +235,8 @@ pub fn attributes<'a>(rec: &'a [u8], path: &str) -> Result<Vec<Attr<'a>>> {
                     format!("attribute at {off:#x} of {len} bytes overruns its MFT record"),
                 )
             })?;
-        let non_resident = a[8] != 0;
-        let name_len = usize::from(a[9]);
+        let non_resident = a.get(8).is_some_and(|&b| b != 0);
+        let name_len = a.get(9).map_or(0, |&b| usize::from(b));
         let name_off = le_u16(a, 0x0A).map_or(0, usize::from);
         let flags = le_u16(a, 0x0C).unwrap_or(0);
         let id = le_u16(a, 0x0E).unwrap_or(0);
@@ -304,10 +304,7 @@ pub fn attributes<'a>(rec: &'a [u8], path: &str) -> Result<Vec<Attr<'a>>> {
 }
 
 fn utf16(raw: &[u8]) -> String {
-    let units: Vec<u16> = raw
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
+    let units: Vec<u16> = raw.chunks_exact(2).filter_map(|c| le_u16(c, 0)).collect();
     String::from_utf16_lossy(&units)
 }
 
@@ -335,9 +332,9 @@ fn list_entries(list: &[u8], path: &str) -> Result<Vec<ListEntry>> {
                 format!("$ATTRIBUTE_LIST entry at {off:#x} of {len} bytes"),
             ));
         }
-        let e = &list[off..off + len];
-        let name_len = usize::from(e[6]);
-        let name_off = usize::from(e[7]);
+        let e = list.get(off..off + len).unwrap_or_default();
+        let name_len = e.get(6).map_or(0, |&b| usize::from(b));
+        let name_off = e.get(7).map_or(0, |&b| usize::from(b));
         let name = if name_len == 0 {
             String::new()
         } else {
@@ -453,13 +450,17 @@ impl Mft {
     pub fn raw_record(&self, n: u64) -> Result<Vec<u8>> {
         let path = format!("/$MFT record {n}");
         let rs = self.record_size as u64;
-        let start = n
+        let (start, end) = n
             .checked_mul(rs)
+            .and_then(|s| Some((s, s.checked_add(rs)?)))
             .ok_or_else(|| bad(&path, "record number out of range"))?;
         let mut out = vec![0u8; self.record_size];
         let mut covered = 0u64;
         for r in &self.runs {
-            let (s, e) = (r.vcn_byte.max(start), (r.vcn_byte + r.len).min(start + rs));
+            let (s, e) = (
+                r.vcn_byte.max(start),
+                r.vcn_byte.saturating_add(r.len).min(end),
+            );
             if s >= e {
                 continue;
             }
@@ -467,9 +468,14 @@ impl Mft {
                 return Err(bad(&path, "record lies in a sparse run of $MFT"));
             };
             let d = (s - start) as usize;
-            let from = at + (s - r.vcn_byte);
+            let from = at
+                .checked_add(s - r.vcn_byte)
+                .ok_or_else(|| bad(&path, "record lies past the end of the volume"))?;
+            let dst = out
+                .get_mut(d..d + (e - s) as usize)
+                .ok_or_else(|| bad(&path, "data runs of $MFT overlap"))?;
             self.device
-                .read_at(&mut out[d..d + (e - s) as usize], from)
+                .read_at(dst, from)
                 .map_err(|err| bad(&path, format!("unreadable: {err}")).at(from))?;
             covered += e - s;
         }
@@ -495,7 +501,7 @@ impl Mft {
             .iter()
             .find(|r| r.lcn_byte.is_some_and(|at| pos >= at && pos - at < r.len))?;
         let within = pos - r.lcn_byte?;
-        let vcn_byte = r.vcn_byte + within;
+        let vcn_byte = r.vcn_byte.checked_add(within)?;
         (vcn_byte % rs == 0 && within + rs > r.len).then_some(vcn_byte / rs)
     }
 
@@ -664,7 +670,9 @@ fn assemble(pieces: &[Attr<'_>], cluster: u64, path: &str) -> Result<Option<Stre
         }
     }
     nr.sort_by_key(|(n, _)| n.start_vcn);
-    let (head, flags) = nr[0];
+    let Some(&(head, flags)) = nr.first() else {
+        return Ok(None);
+    };
     if head.start_vcn != 0 {
         return Err(bad(
             path,
