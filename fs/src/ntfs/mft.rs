@@ -35,6 +35,8 @@ const FS: FsName = FsName::Ntfs;
 pub const ATTR_LIST: u32 = 0x20;
 /// Attribute type of `$DATA`.
 pub const ATTR_DATA: u32 = 0x80;
+/// Attribute type of `$REPARSE_POINT`.
+pub const ATTR_REPARSE_POINT: u32 = 0xC0;
 /// Attribute flag: compressed (LZNT1).
 pub const FLAG_COMPRESSED: u16 = 0x0001;
 /// Attribute flag: EFS-encrypted.
@@ -510,14 +512,27 @@ impl Mft {
     /// it has no such stream. Pieces in extension records are found
     /// through its `$ATTRIBUTE_LIST`.
     pub fn stream(&self, num: u64, base: &[u8], name: &str, path: &str) -> Result<Option<Stream>> {
+        self.attribute(num, base, ATTR_DATA, name, path)
+    }
+
+    /// The attribute of type `ty` named `name` of the file whose base
+    /// record, number `num`, is `base`, gathered as [`Mft::stream`] does.
+    pub fn attribute(
+        &self,
+        num: u64,
+        base: &[u8],
+        ty: u32,
+        name: &str,
+        path: &str,
+    ) -> Result<Option<Stream>> {
         let attrs = attributes(base, path)?;
         let Some(list_attr) = attrs.iter().find(|a| a.ty == ATTR_LIST) else {
-            let pieces: Vec<Attr<'_>> = pick(attrs, name, |a| (a.ty, a.name.as_str()));
+            let pieces: Vec<Attr<'_>> = pick(attrs, ty, name, |a| (a.ty, a.name.as_str()));
             return assemble(&pieces, self.cluster, path);
         };
         let list = self.attr_list(list_attr, path)?;
         let entries = list_entries(&list, path)?;
-        let entries = pick(entries, name, |e| (e.ty, e.name.as_str()));
+        let entries = pick(entries, ty, name, |e| (e.ty, e.name.as_str()));
         let mut records: HashMap<u64, Vec<u8>> = HashMap::new();
         for e in &entries {
             if e.record != num && !records.contains_key(&e.record) {
@@ -624,16 +639,17 @@ impl Mft {
     }
 }
 
-/// The `$DATA` items of `items` named `name`: exactly, else ignoring case
-/// (stream names are looked up case-insensitively, as Windows does).
-fn pick<T>(items: Vec<T>, name: &str, key: impl Fn(&T) -> (u32, &str)) -> Vec<T> {
-    let exact = items.iter().any(|i| key(i) == (ATTR_DATA, name));
+/// The items of type `ty` of `items` named `name`: exactly, else ignoring
+/// case (stream names are looked up case-insensitively, as Windows does).
+fn pick<T>(items: Vec<T>, ty: u32, name: &str, key: impl Fn(&T) -> (u32, &str)) -> Vec<T> {
+    let want = ty;
+    let exact = items.iter().any(|i| key(i) == (want, name));
     let upper = name.to_uppercase();
     items
         .into_iter()
         .filter(|i| {
             let (ty, n) = key(i);
-            ty == ATTR_DATA
+            ty == want
                 && if exact {
                     n == name
                 } else {

@@ -36,7 +36,7 @@ use ntfs::indexes::NtfsFileNameIndex;
 use ntfs::structured_values::NtfsFileName;
 use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileNamespace};
 use ntfs::NtfsIndexEntry;
-use ntfs::{Ntfs, NtfsAttributeType, NtfsError, NtfsFile};
+use ntfs::{Ntfs, NtfsError, NtfsFile};
 
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
@@ -258,62 +258,74 @@ impl NtfsFs {
     /// The reparse tag and target of a file with a reparse point.
     fn reparse(
         &self,
-        r: &mut VolumeReader,
         file: &NtfsFile<'_>,
+        record: Option<&[u8]>,
         path: &str,
     ) -> Result<Option<(u32, String)>> {
-        let mut attrs = file.attributes();
-        while let Some(item) = attrs.next(r) {
-            let item = item.map_err(|e| map_err(e, path))?;
-            let attr = item.to_attribute().map_err(|e| map_err(e, path))?;
-            if attr.ty().ok() != Some(NtfsAttributeType::ReparsePoint) {
-                continue;
-            }
-            if attr.value_length() > MAX_REPARSE {
-                return Err(Error::corrupt(
-                    FS,
-                    Some(path),
-                    "reparse point larger than 16 KiB",
-                ));
-            }
-            let mut buf = Vec::new();
-            attr.value(r)
-                .map_err(|e| map_err(e, path))?
-                .attach(r)
+        let base = self.base_record(file, record)?;
+        let Some(attr) = self.mft.attribute(
+            file.file_record_number(),
+            &base,
+            mft::ATTR_REPARSE_POINT,
+            "",
+            path,
+        )?
+        else {
+            return Ok(None);
+        };
+        if attr.size > MAX_REPARSE {
+            return Err(Error::corrupt(
+                FS,
+                Some(path),
+                "reparse point larger than 16 KiB",
+            ));
+        }
+        let buf = match attr.data {
+            StreamData::Resident(v) => v,
+            StreamData::Runs(runs) => {
+                let mut buf = Vec::new();
+                RunReader::new(
+                    Arc::clone(&self.device),
+                    runs,
+                    attr.size,
+                    attr.initialized,
+                    None,
+                    path,
+                )?
                 .take(MAX_REPARSE)
                 .read_to_end(&mut buf)
                 .map_err(|e| Error::from_io(FS, path, e))?;
-            let u16at = |o: usize| le_u16(&buf, o).map_or(0, usize::from);
-            let tag = le_u32(&buf, 0).unwrap_or(0);
-            let base = match tag {
-                IO_REPARSE_TAG_SYMLINK => 20,
-                IO_REPARSE_TAG_MOUNT_POINT => 16,
-                _ => return Ok(Some((tag, format!("<reparse tag {tag:#010x}>")))),
-            };
-            let (sub_off, sub_len, print_off, print_len) =
-                (u16at(8), u16at(10), u16at(12), u16at(14));
-            let (off, len) = if print_len > 0 {
-                (print_off, print_len)
-            } else {
-                (sub_off, sub_len)
-            };
-            let raw = buf.get(base + off..base + off + len).ok_or_else(|| {
-                Error::corrupt(
-                    FS,
-                    Some(path),
-                    "reparse target lies outside the reparse point",
-                )
-            })?;
-            let units: Vec<u16> = raw.chunks_exact(2).filter_map(|c| le_u16(c, 0)).collect();
-            return Ok(Some((tag, String::from_utf16_lossy(&units))));
-        }
-        Ok(None)
+                buf
+            }
+        };
+        let u16at = |o: usize| le_u16(&buf, o).map_or(0, usize::from);
+        let tag = le_u32(&buf, 0).unwrap_or(0);
+        let base = match tag {
+            IO_REPARSE_TAG_SYMLINK => 20,
+            IO_REPARSE_TAG_MOUNT_POINT => 16,
+            _ => return Ok(Some((tag, format!("<reparse tag {tag:#010x}>")))),
+        };
+        let (sub_off, sub_len, print_off, print_len) = (u16at(8), u16at(10), u16at(12), u16at(14));
+        let (off, len) = if print_len > 0 {
+            (print_off, print_len)
+        } else {
+            (sub_off, sub_len)
+        };
+        let raw = buf.get(base + off..base + off + len).ok_or_else(|| {
+            Error::corrupt(
+                FS,
+                Some(path),
+                "reparse target lies outside the reparse point",
+            )
+        })?;
+        let units: Vec<u16> = raw.chunks_exact(2).filter_map(|c| le_u16(c, 0)).collect();
+        Ok(Some((tag, String::from_utf16_lossy(&units))))
     }
 
     fn is_link(
         &self,
-        r: &mut VolumeReader,
         file: &NtfsFile<'_>,
+        record: Option<&[u8]>,
         path: &str,
     ) -> Result<Option<String>> {
         let info = file.info().map_err(|e| map_err(e, path))?;
@@ -324,7 +336,7 @@ impl NtfsFs {
             return Ok(None);
         }
         Ok(self
-            .reparse(r, file, path)?
+            .reparse(file, record, path)?
             .filter(|(tag, _)| matches!(*tag, IO_REPARSE_TAG_SYMLINK | IO_REPARSE_TAG_MOUNT_POINT))
             .map(|(_, t)| t))
     }
@@ -497,7 +509,7 @@ impl FileSystem for NtfsFs {
         let mut r = self.reader();
         let file = self.lookup(&mut r, fpath)?;
         let record = r.fixed_record(&file);
-        self.file_metadata(&mut r, &file, record.as_deref(), path, stream)
+        self.file_metadata(&file, record.as_deref(), path, stream)
     }
 
     fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>> {
@@ -507,7 +519,8 @@ impl FileSystem for NtfsFs {
     fn read_link(&self, path: &str) -> Result<String> {
         let mut r = self.reader();
         let file = self.lookup(&mut r, path)?;
-        self.is_link(&mut r, &file, path)?
+        let record = r.fixed_record(&file);
+        self.is_link(&file, record.as_deref(), path)?
             .ok_or_else(|| Error::wrong_type(FS, path, "not a symbolic link"))
     }
 
@@ -594,7 +607,6 @@ impl NtfsFs {
     /// (at `path`, for errors).
     fn file_metadata(
         &self,
-        r: &mut VolumeReader,
         file: &NtfsFile<'_>,
         record: Option<&[u8]>,
         path: &str,
@@ -602,7 +614,7 @@ impl NtfsFs {
     ) -> Result<Metadata> {
         let info = file.info().map_err(|e| map_err(e, path))?;
         let link = if stream.is_empty() {
-            self.is_link(r, file, path)?
+            self.is_link(file, record, path)?
         } else {
             None
         };
@@ -651,13 +663,8 @@ impl Visited for NtfsVisited<'_> {
         &self.name
     }
     fn metadata(&self) -> Result<Metadata> {
-        self.fs.file_metadata(
-            &mut self.fs.reader(),
-            &self.file,
-            self.record.as_deref(),
-            &self.path,
-            "",
-        )
+        self.fs
+            .file_metadata(&self.file, self.record.as_deref(), &self.path, "")
     }
     fn open(&self, stream: &str) -> Result<Box<dyn FileReader + '_>> {
         let path = if stream.is_empty() {
@@ -672,7 +679,7 @@ impl Visited for NtfsVisited<'_> {
     }
     fn read_link(&self) -> Result<String> {
         self.fs
-            .is_link(&mut self.fs.reader(), &self.file, &self.path)?
+            .is_link(&self.file, self.record.as_deref(), &self.path)?
             .ok_or_else(|| Error::wrong_type(FS, &self.path, "not a symbolic link"))
     }
     fn streams(&self) -> Result<Vec<String>> {
