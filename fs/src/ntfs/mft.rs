@@ -388,6 +388,9 @@ pub struct Mft {
     cluster: u64,
     record_size: usize,
     runs: Vec<Run>,
+    /// Volume offset of the first byte of each record that crosses from
+    /// one run into the next, and the record's number.
+    crossings: HashMap<u64, u64>,
 }
 
 impl std::fmt::Debug for Mft {
@@ -434,12 +437,14 @@ impl Mft {
             cluster,
             record_size,
             runs: first,
+            crossings: HashMap::new(),
         };
         if let Some(s) = mft.stream(0, &rec, "", path)? {
             if let StreamData::Runs(runs) = s.data {
                 mft.runs = runs;
             }
         }
+        mft.crossings = crossings(&mft.runs, record_size as u64);
         Ok(mft)
     }
 
@@ -497,14 +502,7 @@ impl Mft {
     /// a record that crosses from one `$MFT` run into the next, the number
     /// of that record.
     pub fn crossing(&self, pos: u64) -> Option<u64> {
-        let rs = self.record_size as u64;
-        let r = self
-            .runs
-            .iter()
-            .find(|r| r.lcn_byte.is_some_and(|at| pos >= at && pos - at < r.len))?;
-        let within = pos - r.lcn_byte?;
-        let vcn_byte = r.vcn_byte.checked_add(within)?;
-        (vcn_byte % rs == 0 && within + rs > r.len).then_some(vcn_byte / rs)
+        self.crossings.get(&pos).copied()
     }
 
     /// The `$DATA` stream `name` ("": the unnamed one) of the file whose
@@ -639,6 +637,27 @@ impl Mft {
     }
 }
 
+/// The records that cross from one of `runs` into the next (records of
+/// `rs` bytes): volume offset of the first byte and record number.
+fn crossings(runs: &[Run], rs: u64) -> HashMap<u64, u64> {
+    let mut out = HashMap::new();
+    for r in runs {
+        let (Some(at), Some(end)) = (r.lcn_byte, r.vcn_byte.checked_add(r.len)) else {
+            continue;
+        };
+        // The last record that starts in this run, if it ends past it.
+        let Some(last) = end.checked_sub(1).map(|b| b - b % rs) else {
+            continue;
+        };
+        if last >= r.vcn_byte && last.checked_add(rs).is_none_or(|e| e > end) {
+            if let Some(pos) = at.checked_add(last - r.vcn_byte) {
+                out.insert(pos, last / rs);
+            }
+        }
+    }
+    out
+}
+
 /// The items of type `ty` of `items` named `name`: exactly, else ignoring
 /// case (stream names are looked up case-insensitively, as Windows does).
 fn pick<T>(items: Vec<T>, ty: u32, name: &str, key: impl Fn(&T) -> (u32, &str)) -> Vec<T> {
@@ -767,6 +786,48 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn records_crossing_runs_are_found() {
+        // $MFT of frag_mft.img: 1,023 clusters of 512 bytes, then 23, then
+        // 32: record 511 starts 1,022 clusters in and crosses into the
+        // second run; the second run ends on a record boundary.
+        let runs = [
+            Run {
+                vcn_byte: 0,
+                len: 1023 * 512,
+                lcn_byte: Some(32 * 512),
+            },
+            Run {
+                vcn_byte: 1023 * 512,
+                len: 23 * 512,
+                lcn_byte: Some(2605 * 512),
+            },
+            Run {
+                vcn_byte: 1046 * 512,
+                len: 32 * 512,
+                lcn_byte: Some(2657 * 512),
+            },
+        ];
+        let c = crossings(&runs, 1024);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.get(&((32 + 1022) * 512)), Some(&511));
+        // A record larger than a whole run: it starts in neither of the
+        // later ones' interiors, so only its start is a crossing.
+        let runs = [
+            Run {
+                vcn_byte: 0,
+                len: 512,
+                lcn_byte: Some(8192),
+            },
+            Run {
+                vcn_byte: 512,
+                len: 512,
+                lcn_byte: Some(512),
+            },
+        ];
+        assert_eq!(crossings(&runs, 1024).get(&8192), Some(&0));
     }
 
     #[test]
