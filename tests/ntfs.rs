@@ -198,6 +198,17 @@ fn boot_reads_the_first_8k_of_the_volume() {
             .find(|t| t.path == "/$Boot")
             .expect("$Boot row");
         assert_eq!(sha256_bytes(&got), tsk.sha256, "{name}: icat $Boot");
+        // extract copies it from where its run says it is stored (offset 0
+        // of the volume), by the kernel or through the reader.
+        for how in [&[][..], &["--no-kernel-copy"][..]] {
+            let out = work.path().join(format!("x-{name}-{}", how.len()));
+            let mut args = vec!["extract", img.to_str().unwrap_or_default(), "-o"];
+            args.push(out.to_str().unwrap_or_default());
+            args.extend(how);
+            run_ok(&args);
+            let boot = std::fs::read(out.join("$Boot")).expect("extracted $Boot");
+            assert!(boot == volume[..8192], "{name} {how:?}: extracted $Boot");
+        }
     }
 }
 
