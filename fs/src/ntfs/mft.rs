@@ -830,6 +830,97 @@ mod tests {
         assert_eq!(crossings(&runs, 1024).get(&8192), Some(&0));
     }
 
+    /// A 1,024-byte record (no update sequence) holding `attrs` from 0x38.
+    fn record(attrs: &[&[u8]]) -> Vec<u8> {
+        let mut rec = vec![0u8; 1024];
+        rec[..4].copy_from_slice(b"FILE");
+        rec[0x14..0x16].copy_from_slice(&0x38u16.to_le_bytes());
+        let mut off = 0x38;
+        for a in attrs {
+            rec[off..off + a.len()].copy_from_slice(a);
+            off += a.len();
+        }
+        rec[off..off + 4].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+        rec[0x18..0x1C].copy_from_slice(&(off as u32 + 8).to_le_bytes());
+        rec
+    }
+
+    /// A resident attribute of type `ty`, id `id`, holding `value`.
+    fn resident(ty: u32, id: u16, value: &[u8]) -> Vec<u8> {
+        let len = (0x18 + value.len() + 7) & !7;
+        let mut a = vec![0u8; len];
+        a[..4].copy_from_slice(&ty.to_le_bytes());
+        a[4..8].copy_from_slice(&(len as u32).to_le_bytes());
+        a[0x0E..0x10].copy_from_slice(&id.to_le_bytes());
+        a[0x10..0x14].copy_from_slice(&(value.len() as u32).to_le_bytes());
+        a[0x14..0x16].copy_from_slice(&0x18u16.to_le_bytes());
+        a[0x18..0x18 + value.len()].copy_from_slice(value);
+        a
+    }
+
+    #[test]
+    fn attributes_are_bounded_by_their_record() {
+        let data = resident(ATTR_DATA, 1, b"hello");
+        let rec = record(&[&data]);
+        let attrs = attributes(&rec, "/x").unwrap();
+        assert_eq!(attrs.len(), 1);
+        assert!(matches!(attrs[0].body, Body::Resident(b"hello")));
+        // A length of zero (an endless loop if trusted), a length past the
+        // record, a value past its attribute: errors.
+        for (at, bytes) in [(4usize, 0u32), (4, 4096), (0x10, 4000)] {
+            let mut bad = data.clone();
+            bad[at..at + 4].copy_from_slice(&bytes.to_le_bytes());
+            assert!(attributes(&record(&[&bad]), "/x").is_err(), "{at} {bytes}");
+        }
+    }
+
+    #[test]
+    fn attribute_list_entries_are_checked() {
+        let mut e = vec![0u8; 0x20];
+        e[..4].copy_from_slice(&ATTR_DATA.to_le_bytes());
+        e[4..6].copy_from_slice(&0x20u16.to_le_bytes());
+        e[0x10..0x18].copy_from_slice(&70u64.to_le_bytes());
+        e[0x18..0x1A].copy_from_slice(&3u16.to_le_bytes());
+        let got = list_entries(&e, "/x").unwrap();
+        assert_eq!((got[0].record, got[0].id), (70, 3));
+        for len in [0u16, 0x19, 0x40] {
+            e[4..6].copy_from_slice(&len.to_le_bytes());
+            assert!(list_entries(&e, "/x").is_err(), "{len}");
+        }
+    }
+
+    #[test]
+    fn pieces_must_start_at_vcn_0_and_not_overlap() {
+        let piece = |start: u64, last: u64| {
+            let mut a = vec![0u8; 0x48];
+            a[..4].copy_from_slice(&ATTR_DATA.to_le_bytes());
+            a[4..8].copy_from_slice(&0x48u32.to_le_bytes());
+            a[8] = 1;
+            a[0x10..0x18].copy_from_slice(&start.to_le_bytes());
+            a[0x18..0x20].copy_from_slice(&last.to_le_bytes());
+            a[0x20..0x22].copy_from_slice(&0x40u16.to_le_bytes());
+            a[0x30..0x38].copy_from_slice(&4096u64.to_le_bytes());
+            a[0x38..0x40].copy_from_slice(&4096u64.to_le_bytes());
+            // (last - start + 1) clusters at LCN 100.
+            a[0x40..0x43].copy_from_slice(&[0x11, (last - start + 1) as u8, 100]);
+            a
+        };
+        let (a, b) = (piece(0, 3), piece(4, 7));
+        let rec = record(&[&a, &b]);
+        let s = assemble(&attributes(&rec, "/x").unwrap(), 512, "/x")
+            .unwrap()
+            .unwrap();
+        let StreamData::Runs(runs) = s.data else {
+            panic!("runs")
+        };
+        assert_eq!(runs[1].vcn_byte, 4 * 512);
+        let (a, b) = (piece(0, 3), piece(2, 7));
+        let rec = record(&[&a, &b]);
+        assert!(assemble(&attributes(&rec, "/x").unwrap(), 512, "/x").is_err());
+        let rec = record(&[&piece(4, 7)]);
+        assert!(assemble(&attributes(&rec, "/x").unwrap(), 512, "/x").is_err());
+    }
+
     #[test]
     fn bad_pairs_are_errors() {
         assert!(decode_runs(&[0x11, 0, 1, 0], 0, 512, "/x").is_err()); // zero length
