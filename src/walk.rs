@@ -34,6 +34,21 @@ use std::fmt;
 use diskimage_fs::file_system::join;
 use diskimage_fs::{Error as FsError, FileReader, FileSystem, FileType, FsKind, FsName, Metadata};
 
+/// Whether the entry at `path` (with `inode`) of a file system of `kind`
+/// is one of the file system's own metadata files rather than user data.
+///
+/// NTFS keeps its metadata in files: MFT records 0 to 23 (`$MFT`,
+/// `$MFTMirr`, `$LogFile`, `$Volume`, `$AttrDef`, `$Bitmap`, `$Boot`,
+/// `$BadClus`, `$Secure`, `$UpCase`, `$Extend`, and the reserved records)
+/// and everything below `/$Extend` (`$ObjId`, `$Quota`, `$Reparse`,
+/// `$UsnJrnl`, `$RmMetadata`, ...). A root-level name that merely starts
+/// with `$` (`$Recycle.Bin`) is user data. Other file systems keep no
+/// metadata in their namespace.
+pub fn is_fs_metadata(kind: FsKind, path: &str, inode: Option<u64>) -> bool {
+    kind == FsKind::Ntfs
+        && (inode.is_some_and(|i| i < 24) || path == "/$Extend" || path.starts_with("/$Extend/"))
+}
+
 /// Deepest directory nesting walked below the start; deeper means a
 /// directory loop that inode numbers could not show.
 pub const MAX_DEPTH: usize = 256;
@@ -104,6 +119,8 @@ pub struct Walk<'f> {
     ancestors: Vec<u64>,
     /// The directory just yielded, to enter before the next entry.
     enter: Option<(String, Option<u64>)>,
+    /// Leave out the file system's own metadata files ([`is_fs_metadata`]).
+    skip_fs_metadata: bool,
 }
 
 impl<'f> Walk<'f> {
@@ -132,6 +149,7 @@ impl<'f> Walk<'f> {
             stack: Vec::new(),
             ancestors: vec![ancestor_key(meta.inode)],
             enter: None,
+            skip_fs_metadata: false,
         };
         let items = walk.read(dir);
         walk.stack.push(Frame {
@@ -139,6 +157,14 @@ impl<'f> Walk<'f> {
             pushed: false,
         });
         Ok(walk)
+    }
+
+    /// Leaves out the file system's own metadata files (NTFS `$MFT`,
+    /// `/$Extend/...`; see [`is_fs_metadata`]) and does not enter them.
+    #[must_use]
+    pub fn skip_fs_metadata(mut self) -> Self {
+        self.skip_fs_metadata = true;
+        self
     }
 
     /// The entries of `dir`, sorted by name, each entry's failures (a link
@@ -231,6 +257,9 @@ impl Iterator for Walk<'_> {
                 continue;
             };
             if let Ok(e) = &item {
+                if self.skip_fs_metadata && is_fs_metadata(self.fs.kind(), &e.path, e.meta.inode) {
+                    continue;
+                }
                 if self.recursive && e.meta.file_type == FileType::Directory {
                     self.enter = Some((e.path.clone(), e.meta.inode));
                 }

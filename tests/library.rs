@@ -340,3 +340,63 @@ fn example_restore_dir_restores_the_seeded_files() {
         );
     }
 }
+
+/// NTFS metadata files are left out on request: exactly the entries TSK
+/// numbers as MFT records 0-23 or lists below `$Extend`.
+#[test]
+fn ntfs_metadata_files_can_be_left_out_of_walks_and_extracts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let img = tmp.path().join("ntfs.img");
+    crate::common::gunzip(&repo().join("fixtures/filesystems/ntfs.img.gz"), &img);
+    // fls -r -p: "TYPE INODE-...:\tPATH[:STREAM]" (a file with only named
+    // streams, like $Secure, is listed by its streams); TSK's virtual
+    // $OrphanFiles and deleted entries are not in the namespace.
+    let fls =
+        std::fs::read_to_string(repo().join("fixtures/filesystems/ntfs.img.fls.txt")).expect("fls");
+    let mut metadata = std::collections::BTreeSet::new();
+    for line in fls.lines() {
+        let Some((head, path)) = line.split_once(":\t") else {
+            continue;
+        };
+        let path = path.split(':').next().unwrap_or_default();
+        if path.starts_with("$OrphanFiles") || head.contains('*') {
+            continue;
+        }
+        let inode: u64 = head
+            .split_whitespace()
+            .last()
+            .and_then(|i| i.split('-').next())
+            .and_then(|i| i.parse().ok())
+            .expect("inode");
+        if inode < 24 || path.starts_with("$Extend/") {
+            metadata.insert(format!("/{path}"));
+        }
+    }
+    assert!(
+        metadata.contains("/$MFT") && metadata.contains("/$Extend"),
+        "{metadata:?}"
+    );
+    let device = diskimage::open(&img, &OpenOptions::default())
+        .expect("open")
+        .device();
+    let fs = diskimage::fs::open_fs(device.clone()).expect("ntfs");
+    let all: std::collections::BTreeSet<String> = Walk::new(fs.as_ref(), "/")
+        .expect("walk")
+        .filter_map(Result::ok)
+        .map(|e| e.path)
+        .collect();
+    let user: std::collections::BTreeSet<String> = Walk::new(fs.as_ref(), "/")
+        .expect("walk")
+        .skip_fs_metadata()
+        .filter_map(Result::ok)
+        .map(|e| e.path)
+        .collect();
+    let dropped: std::collections::BTreeSet<String> = all.difference(&user).cloned().collect();
+    assert_eq!(dropped, metadata);
+    // The extraction engine leaves the same files out.
+    let target = tmp.path().join("out");
+    let options = ExtractOptions::new().fs_metadata(false);
+    extract(&device, "/", &target, &options, &()).expect("extract");
+    assert!(!target.join("$MFT").exists() && !target.join("$Extend").exists());
+    assert!(target.join("big_dir").is_dir());
+}

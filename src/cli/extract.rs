@@ -30,6 +30,10 @@ pub struct ExtractArgs {
     /// one stored verbatim in an image file by the kernel (`sendfile`).
     #[arg(long)]
     no_kernel_copy: bool,
+    /// Leave out the file system's own metadata files (NTFS `$MFT`,
+    /// `$Boot`, `/$Extend/...`).
+    #[arg(long)]
+    skip_fs_metadata: bool,
     #[command(flatten)]
     fs: FsArgs,
 }
@@ -57,7 +61,8 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
     let options = ExtractOptions::new()
         .streams(args.streams)
         .threads(args.threads)
-        .kernel_copy(!args.no_kernel_copy);
+        .kernel_copy(!args.no_kernel_copy)
+        .fs_metadata(!args.skip_fs_metadata);
     let printer = Printer(progress::count(0, "extract"));
     let summary = extract(&device, &path, &args.output, &options, &printer)?;
     printer.0.finish_and_clear();

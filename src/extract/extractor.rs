@@ -17,7 +17,7 @@ use super::names::safe_name;
 use super::order::Done;
 use super::{ExtractOptions, Observer, Report};
 use crate::error::{Error, Scheme};
-use crate::walk::{depth_error, loop_error};
+use crate::walk::{depth_error, is_fs_metadata, loop_error};
 
 /// Size of the buffer file data is copied through (one per thread).
 const COPY_BUFFER: usize = 1 << 20;
@@ -59,6 +59,8 @@ pub struct Extractor<'a> {
     /// when it refuses once).
     pub(super) kernel_copy: bool,
     pub(super) streams: bool,
+    /// Whether the file system's own metadata files are written.
+    pub(super) fs_metadata: bool,
     /// The one read buffer, reused for every file.
     buf: Vec<u8>,
     observer: &'a dyn Observer,
@@ -77,6 +79,7 @@ impl<'a> Extractor<'a> {
             device,
             kernel_copy: options.kernel_copy,
             streams: options.streams,
+            fs_metadata: options.fs_metadata,
             buf: vec![0u8; COPY_BUFFER],
             observer,
         }
@@ -187,6 +190,9 @@ impl<'a> Extractor<'a> {
         ancestors: &[u64],
     ) -> Result<(), Fail> {
         let meta = v.metadata()?;
+        if !self.fs_metadata && is_fs_metadata(self.fs.kind(), fs_path, meta.inode) {
+            return Ok(());
+        }
         let name = v.name();
         match meta.file_type {
             FileType::Directory => {

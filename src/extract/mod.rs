@@ -78,6 +78,9 @@ pub struct ExtractOptions {
     /// Copy files stored verbatim in an image file by the kernel
     /// (`sendfile`); off, every file is read through the file system.
     pub kernel_copy: bool,
+    /// Also write the file system's own metadata files (NTFS `$MFT`,
+    /// `/$Extend/...`; see [`crate::walk::is_fs_metadata`]).
+    pub fs_metadata: bool,
 }
 
 impl Default for ExtractOptions {
@@ -86,12 +89,14 @@ impl Default for ExtractOptions {
             streams: false,
             threads: None,
             kernel_copy: true,
+            fs_metadata: true,
         }
     }
 }
 
 impl ExtractOptions {
-    /// The defaults: no streams, threads by cores, kernel copies on.
+    /// The defaults: no streams, threads by cores, kernel copies on,
+    /// metadata files written.
     pub fn new() -> Self {
         Self::default()
     }
@@ -114,6 +119,13 @@ impl ExtractOptions {
     #[must_use]
     pub fn kernel_copy(mut self, on: bool) -> Self {
         self.kernel_copy = on;
+        self
+    }
+
+    /// Whether the file system's own metadata files are written too.
+    #[must_use]
+    pub fn fs_metadata(mut self, on: bool) -> Self {
+        self.fs_metadata = on;
         self
     }
 

@@ -220,6 +220,7 @@ pub fn walk(
         streams: x.streams,
         threads: None,
         kernel_copy: x.kernel_copy,
+        fs_metadata: x.fs_metadata,
     };
     std::thread::scope(|s| {
         for _ in 1..threads {
