@@ -4,15 +4,18 @@
 //!   `expected.tsv`, `errors.tsv` and `warnings.tsv` made with it.
 //! - `corpus`: the real-world images of `../shared/corpus/` against `TRUTH.tsv`.
 //! - `cli`: the `diskimage` binary, end to end.
+//! - `library`: the walk iterator, default volume, extraction engine, examples, options anywhere.
 //! - `iso`: ISO 9660 / Joliet / Rock Ridge / El Torito images against xorriso, isoinfo and TSK.
 //! - `fuzz_corpus`: every fuzz seed and crash reproducer through `open`, never a panic.
 //! - `mount`: `diskimage mount` through FUSE (skips without FUSE unless DISKIMAGE_REQUIRE_FUSE=1).
 //! - `hostile`: the README's hostile-image table, regenerated and compared.
 //! - `regression`: one test per bug found, named after it.
+//! - `ext_journal`: ext3/ext4 journals needing recovery, replayed as e2fsck replays them.
 //! - `differential`: random qemu-img/qemu-io scenarios read by us, qemu and libyal.
 //! - `os`: OS detection (Windows hives, Linux os-release/fstab) and damaged hives.
 //! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
 //! - `ext`: ext feature sets (no filetype, inline_data, ea_inode, meta_bg, mmp, casefold, 128-byte inodes, bad checksums) against the kernel and debugfs.
+//! - `ntfs`: NTFS images (fragmented `$MFT`, attribute lists) against TSK and ntfs-3g.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -20,12 +23,15 @@ mod common;
 mod corpus;
 mod differential;
 mod ext;
+mod ext_journal;
 mod filesystems;
 mod fixtures;
 mod fuzz_corpus;
 mod hostile;
 mod iso;
+mod library;
 mod mount;
+mod ntfs;
 mod os;
 mod regression;
 mod vm;

@@ -369,7 +369,7 @@ impl BlockDevice for MemoryDevice {
 ///
 /// Reads at the end return 0 bytes (end of file), as `Read` expects; errors
 /// from the device come back as `io::Error` whose inner error is the
-/// device's [`Error`](crate::Error).
+/// device's [`crate::Error`].
 pub struct DeviceReader {
     device: Arc<dyn BlockDevice>,
     pos: u64,

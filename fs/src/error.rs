@@ -220,9 +220,31 @@ impl Error {
     }
 
     /// Turns this error into an `std::io::Error` for a `Read` implementation,
-    /// keeping it as the inner error.
+    /// keeping it as the inner error, with the fitting `io::ErrorKind`: a
+    /// read past the end of a truncated device or file is `UnexpectedEof`,
+    /// damage `InvalidData`, an unread feature `Unsupported`, a missing path
+    /// `NotFound`.
     pub fn into_io(self) -> std::io::Error {
-        std::io::Error::other(self)
+        use diskimage_formats::ErrorKind as Device;
+        use std::io::ErrorKind as Io;
+        let kind = match &self {
+            Error::NotFound { .. } => Io::NotFound,
+            Error::WrongType { .. } => Io::InvalidInput,
+            Error::Unsupported { .. } => Io::Unsupported,
+            Error::Corrupt { .. } => Io::InvalidData,
+            Error::Limit { .. } => Io::OutOfMemory,
+            Error::Device(e) => match e.kind() {
+                Device::OutOfBounds => Io::UnexpectedEof,
+                Device::Unsupported => Io::Unsupported,
+                Device::MissingFile => Io::NotFound,
+                Device::Io => match e.detail() {
+                    diskimage_formats::Detail::Io(io) => io.kind(),
+                    _ => Io::Other,
+                },
+                _ => Io::InvalidData,
+            },
+        };
+        std::io::Error::new(kind, self)
     }
 
     /// Recovers an error of this crate from an `std::io::Error` a reader
@@ -243,5 +265,43 @@ impl Error {
             what: format!("read failed: {e}"),
             source: Some(Box::new(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diskimage_formats::Format;
+    use std::io::ErrorKind as Io;
+
+    #[test]
+    fn io_errors_carry_a_fitting_kind_and_the_error_inside() {
+        let past_end = Error::Device(diskimage_formats::Error::out_of_range(
+            Format::Raw,
+            "read",
+            4096,
+            512,
+            4096,
+        ));
+        let io = past_end.into_io();
+        assert_eq!(io.kind(), Io::UnexpectedEof);
+        let back = Error::from_io(FsName::Fat, "/x", io);
+        assert_eq!(back.kind(), ErrorKind::Device);
+        assert_eq!(
+            Error::corrupt(FsName::Ext, Some("/x"), "bad")
+                .into_io()
+                .kind(),
+            Io::InvalidData
+        );
+        assert_eq!(
+            Error::not_found(FsName::Ntfs, "/x").into_io().kind(),
+            Io::NotFound
+        );
+        assert_eq!(
+            Error::unsupported(FsName::Ext, None, "inline_data")
+                .into_io()
+                .kind(),
+            Io::Unsupported
+        );
     }
 }

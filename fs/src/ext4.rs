@@ -1,40 +1,41 @@
-//! ext2/3/4: our own reader, with `ext4-view` for a journal that needs
-//! recovery.
+//! ext2/3/4, read by our own layer.
 //!
-//! Our layer ([`inode`], [`dir`], [`superblock`]) reads everything on a
-//! clean volume: group descriptors (after the superblock or per meta group
-//! with `meta_bg`), inodes of any size (128-byte ones included), extents
-//! and ext2/ext3 block maps with holes, directories (linear and htree: a
-//! linear scan of every block, index blocks hold no names; inline-data
-//! directories in `i_block` and the `system.data` attribute; entries
-//! without a file type, whose type comes from the inode), inline-data
-//! files, fast, slow and inline symbolic links, and names as stored
-//! (casefold directories too: lookups are exact). It takes every feature
-//! that does not change how these are read (`mmp`, `ea_inode`,
-//! `casefold`, `largedir`, `flex_bg`, `64bit`, `metadata_csum_seed`);
-//! it refuses `compression`, `journal_dev`, `dirdata` and unknown
-//! incompat bits with [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)
-//! naming them, and encrypted files and directories one by one.
+//! Its modules `inode`, `dir`, `blocks` and `superblock` read group
+//! descriptors (after the superblock or per meta group with `meta_bg`),
+//! inodes of any size (128-byte ones included), extents and ext2/ext3
+//! block maps with holes, directories (linear and htree: a linear scan of
+//! every block, index blocks hold no names; inline-data directories in
+//! `i_block` and the `system.data` attribute; entries without a file type,
+//! whose type comes from the inode), inline-data files, fast, slow and
+//! inline symbolic links, and names as stored (casefold directories too:
+//! lookups are exact). Every feature that does not change how these are
+//! read is taken (`mmp`, `ea_inode`, `casefold`, `largedir`, `flex_bg`,
+//! `64bit`, `metadata_csum_seed`); `compression`, `journal_dev`, `dirdata`
+//! and unknown incompat bits are refused with
+//! [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) naming them,
+//! encrypted files and directories one by one.
 //!
 //! Checksums (superblock, group descriptors with `metadata_csum` or
 //! `gdt_csum`, inodes, directory leaf and index blocks, extent tree
-//! blocks) are checked as each structure is read: a mismatch is a
-//! [`Warning`] and the structure is used as found (the kernel mounts a
-//! volume with a bad descriptor checksum read-only too);
-//! [`FsOptions::strict`] refuses instead.
+//! blocks) are checked as each structure is read: a mismatch is a warning
+//! ([`FileSystem::warnings`]) and the structure is used as found (the
+//! kernel mounts a volume with a bad descriptor checksum read-only too);
+//! [`FsOptions::strict`] refuses instead. Warnings met while reading are
+//! added to those of the open: ask again after a walk.
 //!
-//! Why our own layer and not `ext4-view` 1.0 for everything: the crate
-//! refuses whole volumes for inline_data, meta_bg, ea_inode, mmp,
-//! casefold, a missing `filetype` feature or one bad descriptor checksum,
-//! hides inode numbers, link counts and ctime, and fails on a hole that
-//! spans an indirect block. It stays for one case: when the journal needs
-//! recovery, the on-disk metadata may be stale, and the crate replays the
-//! journal in memory and reads everything (inode numbers, link counts,
-//! ctime and allocated sizes are then `None`).
+//! When the journal needs recovery, [`journal`] replays it in memory as
+//! e2fsck would, and the reader reads the replayed volume (whose
+//! superblock no longer asks for recovery); what was replayed or skipped
+//! is in [`FileSystem::warnings`] too.
+//!
+//! Why our own layer and not the `ext4-view` crate (1.0): it refuses whole volumes for inline_data,
+//! meta_bg, ea_inode, mmp, casefold, a missing `filetype` feature or one
+//! bad descriptor checksum, hides inode numbers, link counts and ctime,
+//! and fails on a hole that spans an indirect block.
 //!
 //! # Threads
-//! [`ExtFs`] is `!Send` and `!Sync` (`RefCell` caches, and the crate's
-//! `Rc`): use one per thread, each opened on the shared `Arc<dyn BlockDevice>`.
+//! [`ExtFs`] is `!Send` and `!Sync` (`RefCell` caches): use one per
+//! thread, each opened on the shared `Arc<dyn BlockDevice>`.
 
 use std::sync::Arc;
 
@@ -42,18 +43,18 @@ use diskimage_formats::BlockDevice;
 
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
-    encode_name, join, visit_by_path, DirEntry, FileReader, FileSystem, FileType, Metadata,
-    StoredRun, VisitFn, Visited,
+    encode_name, join, DirEntry, FileReader, FileSystem, FileType, Metadata, StoredRun, VisitFn,
+    Visited,
 };
-use crate::warning::{FsOptions, Warning};
+use crate::options::FsOptions;
 use crate::FsKind;
 
 mod blocks;
 mod checksum;
 mod dir;
 mod inode;
+pub mod journal;
 mod reader;
-mod replayed;
 mod superblock;
 mod xattr;
 
@@ -65,21 +66,14 @@ const FS: FsName = FsName::Ext;
 /// An ext2/3/4 file system.
 pub struct ExtFs {
     kind: FsKind,
-    reader: Reader,
+    table: InodeTable,
+    /// The journal replay the volume is read through, if it needed one.
+    replayed: Option<Arc<journal::Replayed>>,
 }
 
-/// Who reads the volume.
-enum Reader {
-    /// Our own layer (a clean journal, or none).
-    Own(Box<InodeTable>),
-    /// `ext4-view`, which replays a journal that needs recovery in memory.
-    Replayed(replayed::Replayed),
-}
-
-/// Bounds what `ext4-view` 1.0 allocates from the superblock before it
-/// does: it sizes its block-group table from the group count with no check
-/// against the device (a 2 GiB allocation from a 1 KiB fuzzed superblock,
-/// found by the `fs_ext` fuzz target). The descriptors must fit in the device.
+/// Bounds the group count before the descriptors are read (a 2 GiB
+/// allocation from a 1 KiB fuzzed superblock was found by the `fs_ext`
+/// fuzz target): the descriptors must fit in the device.
 fn check_group_table(device: &dyn BlockDevice) -> Result<()> {
     use diskimage_formats::bytes::{le_u16, le_u32};
     let bad = |what: String| Error::corrupt(FsName::Ext, Some("/"), what);
@@ -95,8 +89,8 @@ fn check_group_table(device: &dyn BlockDevice) -> Result<()> {
         .map_err(|e| bad(format!("superblock unreadable: {e}")))?;
     let field = |off| u64::from(le_u32(&sb, off).unwrap_or(0));
     let incompat = field(0x60);
-    // ext4-view 1.0 takes the high half of the block count whatever the
-    // 64bit feature says: bound what it will compute.
+    // The high half of the block count whatever the 64bit feature says:
+    // the bound holds for either reading of it.
     let blocks = field(0x04) | (field(0x150) << 32);
     let first = field(0x14);
     let per_group = field(0x20);
@@ -134,22 +128,38 @@ impl ExtFs {
         options: &FsOptions,
     ) -> Result<Self> {
         check_group_table(device.as_ref())?;
+        // A journal needing recovery: read the volume as its replay leaves it.
+        let replayed = journal::replay(device.clone())?.map(Arc::new);
+        let device = match &replayed {
+            Some(r) => {
+                check_group_table(r.as_ref())?;
+                r.clone() as Arc<dyn BlockDevice>
+            }
+            None => device,
+        };
         let mut raw = [0u8; 1024];
         device
             .read_at(&mut raw, SUPERBLOCK_OFFSET)
             .map_err(Error::Device)?;
         let sb = Superblock::parse(&raw)?;
-        let reader = if sb.needs_recovery() {
-            Reader::Replayed(replayed::Replayed::load(device)?)
-        } else {
-            Reader::Own(Box::new(InodeTable::open(device, sb, options.strict)?))
-        };
-        Ok(ExtFs { kind, reader })
+        if sb.needs_recovery() {
+            // The replay clears the flag; a volume still asking for it
+            // would be read from stale metadata.
+            return Err(
+                Error::corrupt(FS, Some("/"), "the journal still needs recovery")
+                    .at(SUPERBLOCK_OFFSET + 0x60),
+            );
+        }
+        let table = InodeTable::open(device, sb, options.strict)?;
+        Ok(ExtFs {
+            kind,
+            table,
+            replayed,
+        })
     }
 }
 
-/// Why a name read from a directory cannot be used (what `ext4-view`
-/// refuses too), or `None`.
+/// Why a name read from a directory cannot be used, or `None`.
 fn bad_name(raw: &[u8]) -> Option<&'static str> {
     if raw.is_empty() {
         Some("directory entry name is empty")
@@ -189,36 +199,29 @@ impl FileSystem for ExtFs {
     }
 
     fn label(&self) -> Option<String> {
-        let l = match &self.reader {
-            Reader::Own(t) => t.superblock().label(),
-            Reader::Replayed(fs) => fs.label(),
-        };
+        let l = self.table.superblock().label();
         (!l.is_empty()).then_some(l)
     }
 
     fn serial(&self) -> Option<String> {
-        Some(match &self.reader {
-            Reader::Own(t) => t.superblock().uuid(),
-            Reader::Replayed(fs) => fs.uuid(),
-        })
+        Some(self.table.superblock().uuid())
     }
 
     fn case_sensitive(&self) -> bool {
         true
     }
 
-    fn warnings(&self) -> Vec<Warning> {
-        match &self.reader {
-            Reader::Own(t) => t.warnings(),
-            Reader::Replayed(_) => Vec::new(),
-        }
+    fn warnings(&self) -> Vec<String> {
+        let mut out = self
+            .replayed
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.warnings().to_vec());
+        out.extend(self.table.warnings());
+        out
     }
 
     fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
-        let table = match &self.reader {
-            Reader::Own(t) => t,
-            Reader::Replayed(fs) => return fs.read_dir(path),
-        };
+        let table = &self.table;
         let dir = table.lookup(path)?;
         let mut out = Vec::new();
         for (raw, entry) in table.entries(&dir, path)? {
@@ -236,34 +239,22 @@ impl FileSystem for ExtFs {
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata> {
-        let table = match &self.reader {
-            Reader::Own(t) => t,
-            Reader::Replayed(fs) => return fs.metadata(path),
-        };
+        let table = &self.table;
         Ok(inode_metadata(&table.lookup(path)?))
     }
 
     fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>> {
-        let table = match &self.reader {
-            Reader::Own(t) => t,
-            Reader::Replayed(fs) => return fs.open(path),
-        };
+        let table = &self.table;
         open_inode(table, &table.lookup(path)?, path)
     }
 
     fn read_link(&self, path: &str) -> Result<String> {
-        let target = match &self.reader {
-            Reader::Own(t) => t.link_target(&t.lookup(path)?, path)?,
-            Reader::Replayed(fs) => fs.read_link(path)?,
-        };
-        Ok(encode_name(&target))
+        let t = &self.table;
+        Ok(encode_name(&t.link_target(&t.lookup(path)?, path)?))
     }
 
     fn visit_dir(&self, path: &str, f: &mut VisitFn<'_>) -> Result<()> {
-        let table = match &self.reader {
-            Reader::Own(t) => t,
-            Reader::Replayed(_) => return visit_by_path(self, path, f),
-        };
+        let table = &self.table;
         let dir = table.lookup(path)?;
         for (raw, entry) in table.entries(&dir, path)? {
             let name = encode_name(&raw);
@@ -273,6 +264,7 @@ impl FileSystem for ExtFs {
             };
             let flow = match entry {
                 Ok(inode) => f(Ok(&ExtVisited {
+                    fs: self,
                     table,
                     dir: path,
                     name,
@@ -328,6 +320,7 @@ fn open_inode(table: &InodeTable, i: &inode::Inode, path: &str) -> Result<Box<dy
 
 /// An entry met by [`ExtFs::visit_dir`], with its inode read once.
 struct ExtVisited<'a> {
+    fs: &'a ExtFs,
     table: &'a InodeTable,
     dir: &'a str,
     name: String,
@@ -361,7 +354,13 @@ impl Visited for ExtVisited<'_> {
             return None;
         }
         let runs = self.table.runs(i, "").ok()?;
-        stored_runs(&runs, self.table.block_size(), i.size)
+        let out = stored_runs(&runs, self.table.block_size(), i.size)?;
+        // Replayed blocks are not where the volume underneath stores them.
+        let replayed = self.fs.replayed.as_ref();
+        (!out
+            .iter()
+            .any(|r| replayed.is_some_and(|j| j.touches(r.at, r.len))))
+        .then_some(out)
     }
 }
 

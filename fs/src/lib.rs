@@ -1,13 +1,13 @@
-//! File systems over any [`BlockDevice`](diskimage_formats::BlockDevice).
+//! File systems over any [`diskimage_formats::BlockDevice`].
 //!
 //! This crate sees only a device (a whole disk or a volume); it knows
-//! nothing about containers. [`detect`] identifies a file system (or other
+//! nothing about containers. [`detect()`] identifies a file system (or other
 //! volume content) by its superblock, with its label and serial/UUID;
 //! [`open_fs`] opens a readable one behind the [`FileSystem`] trait.
 //!
 //! | file system | module | over |
 //! |---|---|---|
-//! | ext2/3/4 | [`ext4`] | our own reader (`ext4-view` 1 when the journal needs recovery) |
+//! | ext2/3/4 | [`ext4`] | our own reader (journal replayed in memory) |
 //! | FAT12/16/32 | [`fat`] | `fatfs` 0.3 |
 //! | exFAT | [`exfat`] | our own reader |
 //! | NTFS | [`ntfs`] | `ntfs` 0.4 + our own LZNT1 and data-run reader |
@@ -15,8 +15,8 @@
 //! | others | — | detected only: [`ErrorKind::Unsupported`] |
 //!
 //! # Threads
-//! `Box<dyn FileSystem>` is not `Send`: the ext and FAT crates keep
-//! `Rc`/`RefCell` inside. Open one file system per thread over the same
+//! `Box<dyn FileSystem>` is not `Send`: the ext reader and the FAT crate
+//! keep `RefCell`s inside. Open one file system per thread over the same
 //! `Arc<dyn BlockDevice>` (which is `Send + Sync`).
 
 #![deny(unsafe_code)]
@@ -39,7 +39,7 @@ pub mod file_system;
 pub mod fuzzing;
 pub mod iso9660;
 pub mod ntfs;
-pub mod warning;
+pub mod options;
 
 pub use detect::{detect, FsInfo, FsKind};
 pub use error::{Error, ErrorKind, FsName, Result};
@@ -47,7 +47,7 @@ pub use file_system::{
     DirEntry, FileReader, FileSystem, FileType, Metadata, PathEntry, StoredRun, Timestamp, VisitFn,
     Visited,
 };
-pub use warning::{FsOptions, Warning};
+pub use options::FsOptions;
 
 /// Whether [`open_fs`] reads files of `kind` (the others are detected only).
 pub fn reads(kind: FsKind) -> bool {
@@ -65,7 +65,7 @@ pub fn reads(kind: FsKind) -> bool {
     )
 }
 
-/// Opens the file system on `device`, by what [`detect`] finds there.
+/// Opens the file system on `device`, by what [`detect()`] finds there.
 pub fn open_fs(device: Arc<dyn BlockDevice>) -> Result<Box<dyn FileSystem>> {
     open_fs_with(device, &FsOptions::default())
 }

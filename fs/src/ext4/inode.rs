@@ -6,7 +6,7 @@
 //! Group descriptors are read once, at open, wherever they lie (after the
 //! superblock, or per meta group with `meta_bg`). Checksums of descriptors,
 //! inodes and directory blocks (`metadata_csum`, or `gdt_csum`'s CRC-16)
-//! are checked as each is read: a mismatch is a [`Warning`] and the
+//! are checked as each is read: a mismatch is a warning and the
 //! structure is used as found, or with [`FsOptions::strict`](crate::FsOptions)
 //! a [`Corrupt`](crate::ErrorKind::Corrupt) error.
 //!
@@ -28,7 +28,6 @@ use super::dir::{self, Names};
 use super::superblock::Superblock;
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{components, decode_name, Timestamp};
-use crate::warning::Warning;
 
 const FS: FsName = FsName::Ext;
 const ROOT_INODE: u32 = 2;
@@ -133,7 +132,7 @@ fn time(secs: u32, extra: Option<u32>) -> Timestamp {
 /// Warnings met so far, each structure once.
 #[derive(Default)]
 struct Tolerated {
-    list: Vec<Warning>,
+    list: Vec<String>,
     seen: HashSet<u64>,
     dropped: usize,
 }
@@ -282,26 +281,17 @@ impl InodeTable {
             w.dropped += 1;
             return Ok(());
         }
-        w.list.push(Warning {
-            fs: FS,
-            path: Some(path.to_string()),
-            offset: Some(offset),
-            message: what,
-        });
+        w.list
+            .push(format!("{FS} {path} at {offset:#x}: {what}; used as found"));
         Ok(())
     }
 
     /// The warnings so far (with a last one counting those not kept).
-    pub fn warnings(&self) -> Vec<Warning> {
+    pub fn warnings(&self) -> Vec<String> {
         let w = self.warnings.borrow();
         let mut out = w.list.clone();
         if w.dropped > 0 {
-            out.push(Warning {
-                fs: FS,
-                path: None,
-                offset: None,
-                message: format!("{} more bad checksums not listed", w.dropped),
-            });
+            out.push(format!("{FS}: {} more bad checksums not listed", w.dropped));
         }
         out
     }
