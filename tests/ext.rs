@@ -372,9 +372,7 @@ fn bad_directory_block_checksum_is_a_warning_and_strict_refuses_it() {
         "{w:?}"
     );
     let fs = open_fs_with(device(bytes), &strict()).expect("strict opens");
-    let e = walk(fs.as_ref())
-        .err()
-        .expect("strict refuses the directory");
+    let e = walk(fs.as_ref()).expect_err("strict refuses the directory");
     assert!(
         e.contains("directory block") && e.contains("(strict)"),
         "{e}"
