@@ -47,7 +47,9 @@ pub use os::{OsFamily, OsInfo, OsReport};
 pub use diskimage_formats as formats;
 pub use diskimage_fs as fs;
 
+pub use error::Error;
+
 pub use diskimage_formats::{
-    open, BlockDevice, DeviceReader, DiskImage, Error, ErrorKind, Extent, ExtentKind, Format,
-    ImageInfo, OpenOptions, SliceDevice, Warning,
+    open, BlockDevice, DeviceReader, DiskImage, ErrorKind, Extent, ExtentKind, Format, ImageInfo,
+    OpenOptions, SliceDevice, Warning,
 };

@@ -400,3 +400,34 @@ fn ntfs_metadata_files_can_be_left_out_of_walks_and_extracts() {
     assert!(!target.join("$MFT").exists() && !target.join("$Extend").exists());
     assert!(target.join("big_dir").is_dir());
 }
+
+/// One error type at the facade: a container error reached through a disk
+/// set keeps its kind, file, offset and typed detail.
+#[test]
+fn facade_error_keeps_the_container_errors_file_offset_and_detail() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cut = tmp.path().join("cut.vmdk");
+    // The example VMDK cut before its first grain (qemu-img puts it at 64 KiB).
+    let bytes = std::fs::read(example_vmdk()).expect("example");
+    std::fs::write(&cut, &bytes[..40_000]).expect("write");
+    let direct = diskimage::open(&cut, &OpenOptions::default())
+        .and_then(|img| {
+            let mut buf = vec![0u8; 1 << 20];
+            (0..16).try_for_each(|i| diskimage::BlockDevice::read_at(&img, &mut buf, i << 20))
+        })
+        .expect_err("truncated");
+    let facade: diskimage::Error = direct.into();
+    assert_eq!(facade.kind(), ErrorKind::OutOfBounds);
+    assert_eq!(facade.file(), Some(cut.as_path()));
+    assert!(facade.offset().is_some());
+    assert!(
+        matches!(
+            facade.detail(),
+            Some(
+                diskimage::error::Detail::OutOfRange { .. }
+                    | diskimage::error::Detail::Truncated { .. }
+            )
+        ),
+        "{facade:?}"
+    );
+}
