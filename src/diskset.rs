@@ -368,7 +368,11 @@ impl DiskSet {
                 format!("volume {}: {problem}", volume.index),
             ));
         }
-        diskimage_fs::open_fs(volume.device())
+        // The volume's detection is reused: a file system is detected once.
+        match &volume.fs {
+            Some(info) => diskimage_fs::open_fs_as(volume.device(), info.kind),
+            None => diskimage_fs::open_fs(volume.device()),
+        }
     }
 
     /// Volume `index` (numbered as [`DiskSet::volumes`] lists them, from

@@ -73,12 +73,18 @@ pub fn open_fs(device: Arc<dyn BlockDevice>) -> Result<Box<dyn FileSystem>> {
             "no known file system on this device",
         ));
     };
-    match info.kind {
+    open_fs_as(device, info.kind)
+}
+
+/// Opens the file system of `kind` on `device` without detecting it again
+/// (the kind a detection, such as a volume listing's, already found).
+pub fn open_fs_as(device: Arc<dyn BlockDevice>, kind: FsKind) -> Result<Box<dyn FileSystem>> {
+    match kind {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
-            Ok(Box::new(ext4::ExtFs::open(device, info.kind)?))
+            Ok(Box::new(ext4::ExtFs::open(device, kind)?))
         }
         FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
-            Ok(Box::new(fat::FatFs::open(device, info.kind)?))
+            Ok(Box::new(fat::FatFs::open(device, kind)?))
         }
         FsKind::Ntfs => Ok(Box::new(ntfs::NtfsFs::open(device)?)),
         FsKind::ExFat => Ok(Box::new(exfat::ExFatFs::open(device)?)),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use diskimage::diskset::DiskSet;
-use diskimage::fs::{open_fs, FileSystem};
+use diskimage::fs::FileSystem;
 use diskimage::{BlockDevice, DiskImage, OpenOptions};
 
 use super::{CliError, OpenArgs};
@@ -60,10 +60,13 @@ impl FsArgs {
         Ok((args.into_iter().map(PathBuf::from).collect(), path))
     }
 
-    /// Opens the images and the file system of the selected volume.
+    /// Opens the images and the file system of the selected volume (of
+    /// the kind the volume listing detected: detected once).
     pub fn open_fs(&self, path_required: bool) -> Result<(Box<dyn FileSystem>, String), CliError> {
-        let (device, path) = self.open_device(path_required)?;
-        let fs = open_fs(device)?;
+        let (images, path) = self.split(path_required)?;
+        let images = self.open.open_all(&images)?;
+        let set = DiskSet::from_images(images, &self.open.options())?;
+        let fs = set.mount(set.default_volume(self.volume)?)?;
         print_fs_warnings(fs.as_ref());
         Ok((fs, path))
     }
