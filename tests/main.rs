@@ -12,11 +12,14 @@
 //! - `differential`: random qemu-img/qemu-io scenarios read by us, qemu and libyal.
 //! - `os`: OS detection (Windows hives, Linux os-release/fstab) and damaged hives.
 //! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
+//! - `detect`: volume types, labels and UUIDs against blkid, fsck.fat and TSK.
+//! - `truncated`: images cut short: reads past the end fail, never short data.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
 mod common;
 mod corpus;
+mod detect;
 mod differential;
 mod filesystems;
 mod fixtures;
@@ -26,5 +29,6 @@ mod iso;
 mod mount;
 mod os;
 mod regression;
+mod truncated;
 mod vm;
 mod volumes;
