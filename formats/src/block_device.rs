@@ -368,14 +368,15 @@ impl BlockDevice for MemoryDevice {
 /// `Read + Seek` over any device, for crates that want a cursor.
 ///
 /// A read is all or nothing: one that reaches past the end of the device
-/// fails with [`io::ErrorKind::UnexpectedEof`] whose inner error is an
+/// fails with an `io::Error` of kind `Other` whose inner error is an
 /// [`ErrorKind::OutOfBounds`](crate::ErrorKind::OutOfBounds) error naming
-/// the offset, never a short read or a read of 0 bytes. A file-system crate
-/// takes 0 bytes for the end of a file, so a volume that claims to be larger
-/// than its image would otherwise hand out files cut short without an
-/// error. Errors from the device come back as `io::Error` whose inner error
-/// is the device's [`Error`](crate::Error). Only an empty buffer reads 0
-/// bytes.
+/// the offset, never a short read or a read of 0 bytes. File-system crates
+/// take 0 bytes for the end of a file and `UnexpectedEof` for the end of a
+/// directory (`fatfs` does both), so a volume that claims to be larger than
+/// its image would otherwise hand out files and directories cut short
+/// without an error. Errors from the device come back as `io::Error` whose
+/// inner error is the device's [`Error`](crate::Error). Only an empty
+/// buffer reads 0 bytes.
 pub struct DeviceReader {
     device: Arc<dyn BlockDevice>,
     pos: u64,
@@ -401,10 +402,13 @@ impl Read for DeviceReader {
         let size = self.device.size();
         let len = buf.len() as u64;
         if self.pos.checked_add(len).is_none_or(|end| end > size) {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                Error::out_of_range(Format::Probe, "device", self.pos, len, size),
-            ));
+            return Err(io::Error::other(Error::out_of_range(
+                Format::Probe,
+                "device",
+                self.pos,
+                len,
+                size,
+            )));
         }
         self.device
             .read_at(buf, self.pos)
@@ -483,7 +487,7 @@ mod tests {
         for (at, len) in [(4096, 1), (4090, 8), (1 << 40, 512)] {
             r.seek(SeekFrom::Start(at)).unwrap();
             let e = r.read(&mut vec![0u8; len]).unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+            assert_eq!(e.kind(), io::ErrorKind::Other);
             let inner = e.into_inner().unwrap().downcast::<Error>().unwrap();
             assert_eq!(inner.kind(), ErrorKind::OutOfBounds);
             assert_eq!(inner.offset(), Some(at));

@@ -7,10 +7,11 @@
 //! cursor keeps a small cache of [`CACHE_BLOCK`]-byte blocks.
 //!
 //! A read the device cannot satisfy (a volume whose image ends before the
-//! volume does) fails with `UnexpectedEof` carrying the device's
-//! out-of-bounds error: `fatfs` takes a read of 0 bytes for the end of a
-//! file, so a cursor that returned it would turn clusters past the end of
-//! the image into files cut short without an error.
+//! volume does) fails with the device's out-of-bounds error inside an
+//! `io::Error` of kind `Other`: `fatfs` takes a read of 0 bytes for the end
+//! of a file and an `UnexpectedEof` error for the end of a directory, so a
+//! cursor answering either would turn clusters past the end of the image
+//! into files cut short and directories cut short without an error.
 //!
 //! A FAT32 volume is FAT32 by its BPB (no 16-bit FAT size, as the kernel,
 //! fsck.fat and blkid decide), whatever its cluster count; `fatfs` 0.3
@@ -60,8 +61,7 @@ const FAT32_MIN_CLUSTERS: u64 = 65_525;
 
 /// A read-only `Read + Write + Seek` cursor over a device, with a small
 /// block cache. `write` and `flush` of dirty data fail; a read reaching
-/// past the end of the device fails (`UnexpectedEof`, the device's
-/// out-of-bounds error inside), never a short read.
+/// past the end of the device fails ([`past_end`]), never a short read.
 pub struct ReadOnlyCursor {
     device: Arc<dyn BlockDevice>,
     pos: u64,
@@ -140,11 +140,11 @@ impl ReadOnlyCursor {
 }
 
 /// The error of a read of `len` bytes at `offset` that reaches past the
-/// end of a device of `size` bytes: `UnexpectedEof`, with the device's
-/// typed out-of-bounds error (naming the offset) inside.
+/// end of a device of `size` bytes: the device's typed out-of-bounds error
+/// (naming the offset) inside an `io::Error` of kind `Other`, which `fatfs`
+/// passes up (it takes `UnexpectedEof` for the end of a directory).
 pub fn past_end(offset: u64, len: usize, size: u64) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
+    io::Error::other(
         diskimage_formats::Error::out_of_range(
             diskimage_formats::Format::Probe,
             "volume (the image ends before the file system does)",
@@ -603,7 +603,7 @@ mod tests {
         let mut b = [0u8; 8];
         c.seek(SeekFrom::Start(9_998)).unwrap();
         let e = c.read(&mut b).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(e.kind(), io::ErrorKind::Other);
         c.seek(SeekFrom::Start(20_000)).unwrap();
         let e = io_err("/f", c.read(&mut b).unwrap_err());
         assert_eq!(e.kind(), crate::ErrorKind::Device);
