@@ -53,16 +53,26 @@ fn detection_matches_blkid() {
             problems.push(format!("{name}: nothing detected, blkid says {ty}"));
             continue;
         };
-        let got = (info.kind.as_str().to_string(), info.label.clone(), info.uuid.clone());
+        let got = (
+            info.kind.as_str().to_string(),
+            info.label.clone(),
+            info.uuid.clone(),
+        );
         let want = (kind_of(ty, version), opt(label), opt(uuid));
         if got != want {
             problems.push(format!("{name}: detected {got:?}, blkid {want:?}"));
         }
         // The FAT and exFAT readers name the volume as detection does.
-        if matches!(info.kind, FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 | FsKind::ExFat) {
+        if matches!(
+            info.kind,
+            FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 | FsKind::ExFat
+        ) {
             match open_fs(dev) {
                 Ok(fs) if fs.label() == opt(label) => {}
-                Ok(fs) => problems.push(format!("{name}: reader label {:?}, blkid {label}", fs.label())),
+                Ok(fs) => problems.push(format!(
+                    "{name}: reader label {:?}, blkid {label}",
+                    fs.label()
+                )),
                 Err(e) => problems.push(format!("{name}: {e}")),
             }
         }
@@ -81,7 +91,11 @@ fn volumes_lists_labels_as_blkid_does() {
         let img = work.path().join(name.replace('/', "_"));
         gunzip(&fixtures().join(format!("{name}.gz")), &img);
         let out = diskimage(&["volumes", "--json", img.to_str().expect("utf-8")]);
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         let fs = &json["volumes"][0]["fs"];
         let got = (
@@ -117,19 +131,25 @@ fn walk(fs: &dyn FileSystem, dir: &str, out: &mut BTreeSet<(String, bool)>) {
 #[test]
 fn fat32_with_few_clusters_reads_as_fat32() {
     let dev = device("detect/fat32_small.img");
-    let fsck = std::fs::read_to_string(fixtures().join("detect/fat32_small.img.fsck.txt")).expect("fsck");
-    assert!(fsck.contains("2804 data clusters") && fsck.contains("32 bit entries"), "{fsck}");
+    let fsck =
+        std::fs::read_to_string(fixtures().join("detect/fat32_small.img.fsck.txt")).expect("fsck");
+    assert!(
+        fsck.contains("2804 data clusters") && fsck.contains("32 bit entries"),
+        "{fsck}"
+    );
     let fs = open_fs(dev).unwrap_or_else(|e| panic!("fat32_small: {e}"));
     assert_eq!(fs.kind(), FsKind::Fat32);
     // The names TSK lists (fls -f fat32 -r -p), less its virtual entries
     // and the label entry.
-    let fls = std::fs::read_to_string(fixtures().join("detect/fat32_small.img.fls.txt")).expect("fls");
+    let fls =
+        std::fs::read_to_string(fixtures().join("detect/fat32_small.img.fls.txt")).expect("fls");
     let want: BTreeSet<(String, bool)> = fls
         .lines()
         .filter_map(|l| {
             let (meta, path) = l.split_once('\t')?;
             let real = meta.starts_with("r/r") || meta.starts_with("d/d");
-            (real && !path.ends_with("(Volume Label Entry)")).then(|| (format!("/{path}"), meta.starts_with("d/d")))
+            (real && !path.ends_with("(Volume Label Entry)"))
+                .then(|| (format!("/{path}"), meta.starts_with("d/d")))
         })
         .collect();
     let mut got = BTreeSet::new();
@@ -142,7 +162,12 @@ fn fat32_with_few_clusters_reads_as_fat32() {
             .unwrap_or_else(|e| panic!("{}: {e}", r[0]))
             .read_to_end(&mut data)
             .unwrap_or_else(|e| panic!("{}: {e}", r[0]));
-        assert_eq!((data.len().to_string(), sha256_bytes(&data)), (r[1].clone(), r[2].clone()), "{}", r[0]);
+        assert_eq!(
+            (data.len().to_string(), sha256_bytes(&data)),
+            (r[1].clone(), r[2].clone()),
+            "{}",
+            r[0]
+        );
     }
 }
 
@@ -152,9 +177,16 @@ fn fat32_with_few_clusters_through_the_cli() {
     let img = work.path().join("fat32_small.img");
     gunzip(&fixtures().join("detect/fat32_small.img.gz"), &img);
     let out = diskimage(&["cat", img.to_str().expect("utf-8"), "/sub/note.txt"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let icat = tsv_rows(&fixtures().join("detect/fat32_small.img.icat.tsv"));
-    let note = icat.iter().find(|r| r[0] == "/SUB/NOTE.TXT").expect("icat row");
+    let note = icat
+        .iter()
+        .find(|r| r[0] == "/SUB/NOTE.TXT")
+        .expect("icat row");
     assert_eq!(sha256_bytes(&out.stdout), note[2]);
 }
 
@@ -172,7 +204,10 @@ fn journal_device_is_detected_and_not_opened() {
     let out = diskimage(&["ls", img.to_str().expect("utf-8")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("journal") || stderr.contains("jbd"), "{stderr}");
+    assert!(
+        stderr.contains("journal") || stderr.contains("jbd"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -180,6 +215,8 @@ fn luks_over_an_old_swap_signature_is_luks() {
     let bytes = gunzip_bytes(&fixtures().join("detect/luks_swap.img.gz"));
     // The fixture holds both signatures, as blkid saw them.
     assert_eq!(&bytes[4086..4096], b"SWAPSPACE2");
-    let info = detect(&MemoryDevice::new(bytes)).expect("detect").expect("something");
+    let info = detect(&MemoryDevice::new(bytes))
+        .expect("detect")
+        .expect("something");
     assert_eq!(info.kind, FsKind::Luks);
 }

@@ -22,18 +22,44 @@ use diskimage::formats::MemoryDevice;
 use diskimage::fs::{open_fs, ErrorKind as FsErrorKind, FileType};
 use diskimage::{BlockDevice, SliceDevice};
 
-use crate::common::{diskimage, gunzip_bytes, listing_tsv, repo, sha256_bytes, sha256_file, ListingRow};
+use crate::common::{
+    diskimage, gunzip_bytes, listing_tsv, repo, sha256_bytes, sha256_file, ListingRow,
+};
 
 /// (compressed image, its listing) under `fixtures/`.
 const IMAGES: &[(&str, &str)] = &[
-    ("filesystems/fat12.img.gz", "filesystems/fat12.img.listing.tsv"),
-    ("filesystems/fat16.img.gz", "filesystems/fat16.img.listing.tsv"),
-    ("filesystems/fat32.img.gz", "filesystems/fat32.img.listing.tsv"),
-    ("filesystems/exfat.img.gz", "filesystems/exfat.img.listing.tsv"),
-    ("filesystems/ntfs.img.gz", "filesystems/ntfs.img.listing.tsv"),
-    ("filesystems/ext2.img.gz", "filesystems/ext2.img.listing.tsv"),
-    ("filesystems/ext3.img.gz", "filesystems/ext3.img.listing.tsv"),
-    ("filesystems/ext4.img.gz", "filesystems/ext4.img.listing.tsv"),
+    (
+        "filesystems/fat12.img.gz",
+        "filesystems/fat12.img.listing.tsv",
+    ),
+    (
+        "filesystems/fat16.img.gz",
+        "filesystems/fat16.img.listing.tsv",
+    ),
+    (
+        "filesystems/fat32.img.gz",
+        "filesystems/fat32.img.listing.tsv",
+    ),
+    (
+        "filesystems/exfat.img.gz",
+        "filesystems/exfat.img.listing.tsv",
+    ),
+    (
+        "filesystems/ntfs.img.gz",
+        "filesystems/ntfs.img.listing.tsv",
+    ),
+    (
+        "filesystems/ext2.img.gz",
+        "filesystems/ext2.img.listing.tsv",
+    ),
+    (
+        "filesystems/ext3.img.gz",
+        "filesystems/ext3.img.listing.tsv",
+    ),
+    (
+        "filesystems/ext4.img.gz",
+        "filesystems/ext4.img.listing.tsv",
+    ),
     ("iso/plain.iso.gz", "iso/plain.iso.listing.tsv"),
 ];
 
@@ -88,8 +114,9 @@ fn read_cut(
                 Ok(FileType::File) if listing.get(&path).is_some_and(|r| is_checked(&path, r)) => {
                     let data = v.open("").and_then(|mut r| {
                         let mut data = Vec::new();
-                        r.read_to_end(&mut data)
-                            .map_err(|e| diskimage::fs::Error::from_io(diskimage::fs::FsName::Detect, &path, e))?;
+                        r.read_to_end(&mut data).map_err(|e| {
+                            diskimage::fs::Error::from_io(diskimage::fs::FsName::Detect, &path, e)
+                        })?;
                         Ok(data)
                     });
                     entries.push((path, data));
@@ -124,10 +151,9 @@ fn read_cut(
     }
     for (path, row) in listing {
         let reached = out.good.contains(path)
-            || out
-                .failed
-                .iter()
-                .any(|(f, _)| f == path || path.starts_with(&format!("{}/", f.trim_end_matches('/'))));
+            || out.failed.iter().any(|(f, _)| {
+                f == path || path.starts_with(&format!("{}/", f.trim_end_matches('/')))
+            });
         assert!(
             !is_checked(path, row) || reached,
             "{name} cut at {len}: {path} is neither read nor below a directory that failed: \
@@ -150,7 +176,10 @@ fn check_typed(e: &diskimage::fs::Error, name: &str, len: u64, path: &str) {
                     diskimage::ErrorKind::OutOfBounds,
                     "{name} cut at {len}: {path}: {text}"
                 );
-                assert!(d.offset().is_some(), "{name} cut at {len}: {path}: no offset: {text}");
+                assert!(
+                    d.offset().is_some(),
+                    "{name} cut at {len}: {path}: no offset: {text}"
+                );
             }
         }
         FsErrorKind::Corrupt => {}
@@ -188,7 +217,10 @@ fn truncated_images_fail_reads_past_the_end_never_short_data() {
                 }
                 // Cut before the superblock: nothing is detected at all.
                 Err(e) if e.kind() == FsErrorKind::Unsupported => {
-                    assert!(e.to_string().contains("no known file system"), "{name} cut at {len}: {e}");
+                    assert!(
+                        e.to_string().contains("no known file system"),
+                        "{name} cut at {len}: {e}"
+                    );
                     false
                 }
                 Err(e) => {
@@ -212,14 +244,29 @@ fn truncated_images_fail_reads_past_the_end_never_short_data() {
             }
         }
         let edge = hi * sector;
-        for len in [edge - sector, edge.saturating_sub(4096), edge * 7 / 8, edge * 3 / 4, edge / 2, size / 4, size / 2, size * 3 / 4] {
+        for len in [
+            edge - sector,
+            edge.saturating_sub(4096),
+            edge * 7 / 8,
+            edge * 3 / 4,
+            edge / 2,
+            size / 4,
+            size / 2,
+            size * 3 / 4,
+        ] {
             try_cut(len / sector * sector);
         }
         let Some(best) = best.filter(|b| !b.failed.is_empty()) else {
             problems.push(format!("{name}: no cut opened with files past its end"));
             continue;
         };
-        problems.extend(check_cli(name, &bytes[..best.len as usize], &best, &listing, work.path()));
+        problems.extend(check_cli(
+            name,
+            &bytes[..best.len as usize],
+            &best,
+            &listing,
+            work.path(),
+        ));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
@@ -241,7 +288,11 @@ fn check_cli(
     // The ISO container refuses an image shorter than its volume space
     // (a typed out-of-bounds error); read as raw, the file system's reader
     // meets the end.
-    let raw: &[&str] = if name.ends_with(".iso") { &["--format", "raw"] } else { &[] };
+    let raw: &[&str] = if name.ends_with(".iso") {
+        &["--format", "raw"]
+    } else {
+        &[]
+    };
     // `cat` of each file that failed on its own read fails; one below a
     // directory that failed may be found before the bad part of the
     // directory (a lookup stops at its name), and then gives its bytes.
@@ -250,15 +301,16 @@ fn check_cli(
             .iter()
             .any(|(f, _)| f != p && p.starts_with(&format!("{}/", f.trim_end_matches('/'))))
     };
-    let candidates = listing.iter().filter(|(p, r)| {
-        is_checked(p, r) && (cut.failed.iter().any(|(f, _)| f == *p) || below(p))
-    });
+    let candidates = listing
+        .iter()
+        .filter(|(p, r)| is_checked(p, r) && (cut.failed.iter().any(|(f, _)| f == *p) || below(p)));
     for (path, row) in candidates.take(3) {
         let out = diskimage(&[&["cat", img_s, path.as_str()], raw].concat());
         let stderr = String::from_utf8_lossy(&out.stderr);
         let whole = sha256_bytes(&out.stdout) == row.sha256;
         let ok = if below(path) {
-            (out.status.success() && whole) || (out.status.code() == Some(1) && stderr.contains("error"))
+            (out.status.success() && whole)
+                || (out.status.code() == Some(1) && stderr.contains("error"))
         } else {
             out.status.code() == Some(1) && stderr.contains("error") && !whole
         };
@@ -271,7 +323,13 @@ fn check_cli(
         }
     }
     let dest = work.join(format!("{base}.out"));
-    let out = diskimage(&[&["extract", "-o", dest.to_str().expect("utf-8"), img_s], raw].concat());
+    let out = diskimage(
+        &[
+            &["extract", "-o", dest.to_str().expect("utf-8"), img_s],
+            raw,
+        ]
+        .concat(),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.code() != Some(1) || !stderr.contains("could not be read") {
         problems.push(format!(
@@ -282,7 +340,10 @@ fn check_cli(
     }
     for (p, _) in &cut.failed {
         if !stderr.contains(p.as_str()) {
-            problems.push(format!("{name} cut at {}: extract did not name {p}: {stderr}", cut.len));
+            problems.push(format!(
+                "{name} cut at {}: extract did not name {p}: {stderr}",
+                cut.len
+            ));
         }
     }
     // What extract reports as written must be right.

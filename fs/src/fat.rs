@@ -144,15 +144,13 @@ impl ReadOnlyCursor {
 /// (naming the offset) inside an `io::Error` of kind `Other`, which `fatfs`
 /// passes up (it takes `UnexpectedEof` for the end of a directory).
 pub fn past_end(offset: u64, len: usize, size: u64) -> io::Error {
-    io::Error::other(
-        diskimage_formats::Error::out_of_range(
-            diskimage_formats::Format::Probe,
-            "volume (the image ends before the file system does)",
-            offset,
-            len as u64,
-            size,
-        ),
-    )
+    io::Error::other(diskimage_formats::Error::out_of_range(
+        diskimage_formats::Format::Probe,
+        "volume (the image ends before the file system does)",
+        offset,
+        len as u64,
+        size,
+    ))
 }
 
 impl Read for ReadOnlyCursor {

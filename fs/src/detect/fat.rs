@@ -277,7 +277,10 @@ mod tests {
         let mut bad = boot.clone();
         bad[44..48].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(info(&MemoryDevice::new(img), &bad).unwrap().label, None);
-        assert_eq!(info(&MemoryDevice::new(boot.clone()), &boot).unwrap().label, None);
+        assert_eq!(
+            info(&MemoryDevice::new(boot.clone()), &boot).unwrap().label,
+            None
+        );
     }
 
     #[test]

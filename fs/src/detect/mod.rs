@@ -299,7 +299,10 @@ mod tests {
         b[..6].copy_from_slice(b"LUKS\xba\xbe");
         b[7] = 1;
         b[4086..4096].copy_from_slice(b"SWAPSPACE2");
-        assert_eq!(detect(&MemoryDevice::new(b)).unwrap().unwrap().kind, FsKind::Luks);
+        assert_eq!(
+            detect(&MemoryDevice::new(b)).unwrap().unwrap().kind,
+            FsKind::Luks
+        );
     }
 
     #[test]

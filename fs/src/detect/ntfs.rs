@@ -96,7 +96,7 @@ fn volume_name(rec: &[u8]) -> Option<String> {
             let value = rec.get(start..start.checked_add(vlen)?)?;
             let units: Vec<u16> = value
                 .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .filter_map(|c| le_u16(c, 0))
                 .collect();
             let s: String = char::decode_utf16(units)
                 .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
@@ -135,7 +135,8 @@ mod tests {
         let a = 80;
         let units: Vec<u8> = name.encode_utf16().flat_map(u16::to_le_bytes).collect();
         rec[a..a + 4].copy_from_slice(&VOLUME_NAME.to_le_bytes());
-        rec[a + 4..a + 8].copy_from_slice(&(24 + units.len() as u32).next_multiple_of(8).to_le_bytes());
+        rec[a + 4..a + 8]
+            .copy_from_slice(&(24 + units.len() as u32).next_multiple_of(8).to_le_bytes());
         rec[a + 0x10..a + 0x14].copy_from_slice(&(units.len() as u32).to_le_bytes());
         rec[a + 0x14..a + 0x16].copy_from_slice(&24u16.to_le_bytes());
         rec[a + 24..a + 24 + units.len()].copy_from_slice(&units);
@@ -151,7 +152,10 @@ mod tests {
     fn label_comes_from_the_volume_record() {
         let v = volume("Données");
         let boot = v[..512].to_vec();
-        assert_eq!(label(&MemoryDevice::new(v), &boot).as_deref(), Some("Données"));
+        assert_eq!(
+            label(&MemoryDevice::new(v), &boot).as_deref(),
+            Some("Données")
+        );
     }
 
     #[test]
@@ -160,7 +164,11 @@ mod tests {
         let boot = v[..512].to_vec();
         let r = 4096 + 3 * 1024;
         // Not a FILE record; an attribute length of 0; a value past the record.
-        for (at, bytes) in [(r, &b"BAAD"[..]), (r + 84, &[0, 0, 0, 0][..]), (r + 80 + 0x10, &[0xFF, 0xFF, 0, 0][..])] {
+        for (at, bytes) in [
+            (r, &b"BAAD"[..]),
+            (r + 84, &[0, 0, 0, 0][..]),
+            (r + 80 + 0x10, &[0xFF, 0xFF, 0, 0][..]),
+        ] {
             let mut d = v.clone();
             d[at..at + bytes.len()].copy_from_slice(bytes);
             assert_eq!(label(&MemoryDevice::new(d), &boot), None);
