@@ -94,10 +94,7 @@ fn volume_name(rec: &[u8]) -> Option<String> {
             let voff = usize::from(le_u16(rec, off + 0x14)?);
             let start = off.checked_add(voff)?;
             let value = rec.get(start..start.checked_add(vlen)?)?;
-            let units: Vec<u16> = value
-                .chunks_exact(2)
-                .filter_map(|c| le_u16(c, 0))
-                .collect();
+            let units: Vec<u16> = value.chunks_exact(2).filter_map(|c| le_u16(c, 0)).collect();
             let s: String = char::decode_utf16(units)
                 .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
                 .collect();
