@@ -62,10 +62,10 @@ fn detection_matches_blkid() {
         if got != want {
             problems.push(format!("{name}: detected {got:?}, blkid {want:?}"));
         }
-        // The FAT and exFAT readers name the volume as detection does.
+        // The FAT, exFAT and NTFS readers name the volume as detection does.
         if matches!(
             info.kind,
-            FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 | FsKind::ExFat
+            FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 | FsKind::ExFat | FsKind::Ntfs
         ) {
             match open_fs(dev) {
                 Ok(fs) if fs.label() == opt(label) => {}
