@@ -21,14 +21,7 @@ fn bench(c: &mut Criterion) {
     make_raw(&path);
     let file = File::open(&path).expect("open");
     let pread = open(&path, &OpenOptions::default()).expect("open pread");
-    let mmap = open(
-        &path,
-        &OpenOptions {
-            mmap: true,
-            ..OpenOptions::default()
-        },
-    )
-    .expect("open mmap");
+    let mmap = open(&path, &OpenOptions::new().mmap(true)).expect("open mmap");
     let readers: [(&str, &ReadFn); 3] = [
         ("plain-pread", &|b, o| {
             file.read_exact_at(b, o).expect("pread")

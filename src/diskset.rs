@@ -3,8 +3,9 @@
 //! and GPT tables, whole-disk file systems, and LVM2 logical volumes whose
 //! physical volumes may sit on different disks of the set.
 //!
-//! The VM-configuration issue will feed [`DiskSet::from_images`] the disks
-//! of a `.vmx`; [`DiskSet::open`] is the path-based entry point.
+//! [`DiskSet::open`] is the path-based entry point; [`DiskSet::from_images`]
+//! takes images already opened (the disks of a VM state, for example).
+//! The operating systems of a set are found by [`crate::os::detect`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,8 +13,7 @@ use std::sync::Arc;
 use diskimage_formats::{BlockDevice, DiskImage, OpenOptions, SliceDevice, WarningKind};
 use diskimage_fs::{FileSystem, FsInfo, FsKind};
 
-use crate::error::{Error, Result, Scheme};
-use crate::os::OsReport;
+use crate::error::{Detail, Error, ErrorKind, Result, Scheme};
 use crate::volume::lvm2::{self, LogicalVolume, VolumeGroup};
 use crate::volume::{read_table, PartitionKind, PartitionTable};
 
@@ -371,11 +371,60 @@ impl DiskSet {
         diskimage_fs::open_fs(volume.device())
     }
 
-    /// The operating systems installed on the set (see [`crate::os`]):
-    /// each with product, version, architecture, hostname, system folder
-    /// and in-guest mount points; volumes that could not be searched are
-    /// listed in [`OsReport::problems`].
-    pub fn os_info(&self) -> OsReport {
-        crate::os::detect(self)
+    /// Volume `index` (numbered as [`DiskSet::volumes`] lists them, from
+    /// 1), or, when `None`, the one volume whose file system this library
+    /// reads: what a file-system command reads by default.
+    ///
+    /// With no index and no readable volume, a set whose only file system
+    /// is one this version does not read gives that volume (opening it
+    /// then says what is unsupported). Errors: an index past the end
+    /// ([`crate::ErrorKind::OutOfBounds`]), no
+    /// file system at all (`Unsupported`), several readable volumes
+    /// (`Ambiguous`), or a chosen volume whose content could not be probed
+    /// (`Corrupt`, with the reason).
+    pub fn default_volume(&self, index: Option<usize>) -> Result<&Volume> {
+        let set_error =
+            |kind, what: String| Error::new(kind, Scheme::DiskSet, Detail::Invalid(what));
+        let chosen = match index {
+            Some(n) => self.volume(n).ok_or_else(|| {
+                set_error(
+                    ErrorKind::OutOfBounds,
+                    format!(
+                        "volume {n}: the disk set has {} volumes",
+                        self.volumes.len()
+                    ),
+                )
+            })?,
+            None => {
+                let readable: Vec<&Volume> = self.volumes.iter().filter(|v| v.mountable).collect();
+                let mut with_fs = self.volumes.iter().filter(|v| v.fs.is_some());
+                match (readable.as_slice(), with_fs.next(), with_fs.next()) {
+                    ([one], _, _) => *one,
+                    // One file system this version cannot read (UDF ...):
+                    // given, for the typed "unsupported" error of its open.
+                    ([], Some(only), None) => only,
+                    ([], _, _) => {
+                        return Err(set_error(
+                            ErrorKind::Unsupported,
+                            "no volume holds a file system this version reads".into(),
+                        ))
+                    }
+                    (many, _, _) => {
+                        let list: Vec<String> = many.iter().map(|v| v.index.to_string()).collect();
+                        return Err(set_error(
+                            ErrorKind::Ambiguous,
+                            format!("volumes {} hold file systems: choose one", list.join(", ")),
+                        ));
+                    }
+                }
+            }
+        };
+        match &chosen.problem {
+            Some(problem) => Err(set_error(
+                ErrorKind::Corrupt,
+                format!("volume {}: {problem}", chosen.index),
+            )),
+            None => Ok(chosen),
+        }
     }
 }

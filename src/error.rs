@@ -35,6 +35,10 @@ pub enum Scheme {
     Os,
     /// A VM configuration (`.vmx`, `.vmsd`, `.vbox`, a Hyper-V folder).
     Vm,
+    /// A file system read through a volume of the set.
+    FileSystem,
+    /// Writing an extracted tree onto the host.
+    Extract,
 }
 
 impl Scheme {
@@ -49,6 +53,8 @@ impl Scheme {
             Scheme::Regf => "regf",
             Scheme::Os => "os",
             Scheme::Vm => "vm",
+            Scheme::FileSystem => "file-system",
+            Scheme::Extract => "extract",
         }
     }
 }
@@ -64,6 +70,8 @@ impl fmt::Display for Scheme {
             Scheme::Regf => "registry hive",
             Scheme::Os => "OS detection",
             Scheme::Vm => "VM",
+            Scheme::FileSystem => "file system",
+            Scheme::Extract => "extract",
         })
     }
 }
@@ -81,7 +89,25 @@ struct Inner {
     file: Option<std::path::PathBuf>,
     offset: Option<u64>,
     detail: Option<Detail>,
-    source: Option<diskimage_formats::Error>,
+    source: Option<Source>,
+}
+
+/// The error of the layer below (or of the host) that an [`Error`] keeps.
+#[derive(Debug)]
+enum Source {
+    Format(diskimage_formats::Error),
+    Fs(diskimage_fs::Error),
+    Io(std::io::Error),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Format(e) => e.fmt(f),
+            Source::Fs(e) => e.fmt(f),
+            Source::Io(e) => e.fmt(f),
+        }
+    }
 }
 
 impl Error {
@@ -128,8 +154,37 @@ impl Error {
 
     /// An error of the layer below (a read of the disk), seen by `scheme`.
     pub fn from_device(scheme: Scheme, source: diskimage_formats::Error) -> Self {
+        Self::with_source(source.kind(), scheme, Source::Format(source))
+    }
+
+    /// An error of a file system read through the set; its kind is the
+    /// file system's (a failed read of the device keeps the device's).
+    pub fn from_fs(source: diskimage_fs::Error) -> Self {
+        use diskimage_fs::ErrorKind as Fs;
+        let kind = match (&source, source.kind()) {
+            (diskimage_fs::Error::Device(e), _) => e.kind(),
+            (_, Fs::NotFound) => ErrorKind::NotFound,
+            (_, Fs::WrongType) => ErrorKind::WrongType,
+            (_, Fs::Unsupported) => ErrorKind::Unsupported,
+            (_, Fs::LimitExceeded) => ErrorKind::LimitExceeded,
+            _ => ErrorKind::Corrupt,
+        };
+        Self::with_source(kind, Scheme::FileSystem, Source::Fs(source))
+    }
+
+    /// A host I/O error of `scheme` on the host file `path` (a file being
+    /// written, a directory being created).
+    pub fn host_io(
+        scheme: Scheme,
+        path: impl AsRef<std::path::Path>,
+        source: std::io::Error,
+    ) -> Self {
+        Self::with_source(ErrorKind::Io, scheme, Source::Io(source)).in_file(path)
+    }
+
+    fn with_source(kind: ErrorKind, scheme: Scheme, source: Source) -> Self {
         Error(Box::new(Inner {
-            kind: source.kind(),
+            kind,
             scheme,
             disk: None,
             file: None,
@@ -137,6 +192,22 @@ impl Error {
             detail: None,
             source: Some(source),
         }))
+    }
+
+    /// The file-system error this one comes from, if any.
+    pub fn fs_error(&self) -> Option<&diskimage_fs::Error> {
+        match &self.0.source {
+            Some(Source::Fs(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The host I/O error this one comes from, if any.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match &self.0.source {
+            Some(Source::Io(e)) => Some(e),
+            _ => None,
+        }
     }
 
     /// Sets the byte offset on the disk (or volume) where the problem is.
@@ -200,6 +271,10 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let e = &self.0;
+        if let (Scheme::FileSystem, None, Some(Source::Fs(fs))) = (e.scheme, &e.detail, &e.source) {
+            // The file system's own line already names reader, path and offset.
+            return fs.fmt(f);
+        }
         write!(f, "{}: {}", e.scheme, e.kind)?;
         if let Some(file) = &e.file {
             write!(f, " in {}", file.display())?;
@@ -220,16 +295,23 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0
-            .source
-            .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        match self.0.source.as_ref()? {
+            Source::Format(e) => Some(e),
+            Source::Fs(e) => Some(e),
+            Source::Io(e) => Some(e),
+        }
     }
 }
 
 impl From<diskimage_formats::Error> for Error {
     fn from(e: diskimage_formats::Error) -> Self {
         Error::from_device(Scheme::DiskSet, e)
+    }
+}
+
+impl From<diskimage_fs::Error> for Error {
+    fn from(e: diskimage_fs::Error) -> Self {
+        Error::from_fs(e)
     }
 }
 

@@ -31,11 +31,14 @@
 
 pub mod diskset;
 pub mod error;
+pub mod extract;
 pub mod fuzzing;
+#[cfg(all(feature = "fuse", unix))]
 pub mod mount;
 pub mod os;
 pub mod vm;
 pub mod volume;
+pub mod walk;
 
 pub use diskset::{DiskSet, Volume};
 pub use error::Scheme;

@@ -316,10 +316,7 @@ fn dissect_differencing_avhdx_opens_alone_with_its_parent_locator() {
     let unpacked = Unpacked::new(dir);
     let path = unpacked.path("dissect/vhdx/differencing.avhdx");
     let before = sha256_file(&path);
-    let opts = OpenOptions {
-        no_parents: true,
-        ..OpenOptions::default()
-    };
+    let opts = OpenOptions::new().no_parents(true);
     let img = open(&path, &opts).expect("open with no_parents");
     let props = &img.info().properties;
     let get = |k: &str| {
@@ -415,10 +412,7 @@ fn dfvfs_vhds_with_bad_checksums_open_with_a_warning_and_strict_refuses_them() {
             "{image}: {:?}",
             img.info().warnings
         );
-        let strict = OpenOptions {
-            strict: true,
-            ..OpenOptions::default()
-        };
+        let strict = OpenOptions::new().strict(true);
         let e = open(&path, &strict).expect_err(image);
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{image}: {e}");
         assert!(e.to_string().contains("checksum"), "{image}: {e}");
@@ -440,10 +434,7 @@ fn dfvfs_fat_differential_shows_its_parent_locators_without_its_parent() {
     let e = open(&path, &OpenOptions::default()).expect_err("parent is not shipped");
     assert_eq!(e.kind(), ErrorKind::MissingFile, "{e}");
     assert!(e.to_string().contains("fat-parent.vhd"), "{e}");
-    let opts = OpenOptions {
-        no_parents: true,
-        ..OpenOptions::default()
-    };
+    let opts = OpenOptions::new().no_parents(true);
     let img = open(&path, &opts).expect("no_parents");
     let props = &img.info().properties;
     let has = |k: &str, v: &str| props.iter().any(|(pk, pv)| pk == k && pv == v);

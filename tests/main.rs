@@ -4,16 +4,19 @@
 //!   `expected.tsv`, `errors.tsv` and `warnings.tsv` made with it.
 //! - `corpus`: the real-world images of `../shared/corpus/` against `TRUTH.tsv`.
 //! - `cli`: the `diskimage` binary, end to end.
+//! - `library`: the walk iterator, default volume, extraction engine, examples, options anywhere.
 //! - `iso`: ISO 9660 / Joliet / Rock Ridge / El Torito images against xorriso, isoinfo and TSK.
 //! - `fuzz_corpus`: every fuzz seed and crash reproducer through `open`, never a panic.
 //! - `mount`: `diskimage mount` through FUSE (skips without FUSE unless DISKIMAGE_REQUIRE_FUSE=1).
 //! - `hostile`: the README's hostile-image table, regenerated and compared.
 //! - `regression`: one test per bug found, named after it.
+//! - `ext_journal`: ext3/ext4 journals needing recovery, replayed as e2fsck replays them.
 //! - `differential`: random qemu-img/qemu-io scenarios read by us, qemu and libyal.
 //! - `os`: OS detection (Windows hives, Linux os-release/fstab) and damaged hives.
 //! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
 //! - `detect`: volume types, labels and UUIDs against blkid, fsck.fat and TSK.
 //! - `truncated`: images cut short: reads past the end fail, never short data.
+//! - `ntfs`: NTFS images (fragmented `$MFT`, attribute lists) against TSK and ntfs-3g.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -21,12 +24,15 @@ mod common;
 mod corpus;
 mod detect;
 mod differential;
+mod ext_journal;
 mod filesystems;
 mod fixtures;
 mod fuzz_corpus;
 mod hostile;
 mod iso;
+mod library;
 mod mount;
+mod ntfs;
 mod os;
 mod regression;
 mod truncated;

@@ -74,7 +74,7 @@ fn linux_os_release_is_followed_through_a_symlink_into_the_separate_usr_volume()
         "../usr/lib/os-release"
     );
     assert!(fs.metadata("/usr/lib/os-release").is_err());
-    let report = set.os_info();
+    let report = diskimage::os::detect(&set);
     assert_eq!(report.systems.len(), 1);
     assert_eq!(report.systems[0].distribution.as_deref(), Some("debian"));
     assert_eq!(report.systems[0].architecture.as_deref(), Some("x86_64"));

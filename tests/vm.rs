@@ -46,10 +46,7 @@ fn truth(file: &str) -> Vec<(String, String, u64, String)> {
 }
 
 fn options(snapshot: Option<&str>) -> VmOptions {
-    VmOptions {
-        snapshot: snapshot.map(str::to_owned),
-        ..VmOptions::default()
-    }
+    VmOptions::new().snapshot(snapshot.map(str::to_owned))
 }
 
 /// Checks every state of `config` against the truth rows, taking the
@@ -201,12 +198,7 @@ fn deleted_delta_is_a_typed_error_and_fallback_opens_the_last_complete_state() {
         text.contains("complete states: updated (uid 2), installed (uid 1)"),
         "{text}"
     );
-    let opened = vm
-        .open(&VmOptions {
-            fallback: true,
-            ..VmOptions::default()
-        })
-        .expect("fallback");
+    let opened = vm.open(&VmOptions::new().fallback(true)).expect("fallback");
     assert_eq!(opened.state.name, "updated");
     assert!(opened.warnings[0].contains("opened the newest complete state instead: updated"));
     for (state, slot, size, sha) in truth("vmware.tsv") {
@@ -338,10 +330,7 @@ fn hostile_configurations_give_typed_errors_and_open_nothing_outside() {
     let e = vm.open(&VmOptions::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MissingFile, "{e}");
     let allowed = vm
-        .open(&VmOptions {
-            allow_outside: true,
-            ..VmOptions::default()
-        })
+        .open(&VmOptions::new().allow_outside(true))
         .expect("--allow-outside");
     assert_eq!(allowed.state.disks[0].files.len(), 4);
     // No hard disk at all.

@@ -253,10 +253,7 @@ fn zeroed_primary_gpt_uses_the_backup_and_warns() {
     assert_eq!(j["warnings"][0]["kind"], "redundant-copy-used");
     let strict = DiskSet::open(
         &[f.path("gpt-noprimary.img")],
-        &OpenOptions {
-            strict: true,
-            ..OpenOptions::default()
-        },
+        &OpenOptions::new().strict(true),
     );
     assert!(
         strict.is_err(),
@@ -583,10 +580,7 @@ fn corpus_fixed_vhd_partition_matches_mmls() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let raw = tmp.path().join("fixed.vhd");
     crate::common::gunzip(&corpus.join("dissect/vhd/fixed.vhd.gz"), &raw);
-    let options = OpenOptions {
-        format: Some(diskimage::Format::Raw),
-        ..OpenOptions::default()
-    };
+    let options = OpenOptions::new().format(Some(diskimage::Format::Raw));
     let set = DiskSet::open(&[&raw], &options).expect("fixed.vhd as raw");
     let ours: Vec<_> = set
         .volumes()

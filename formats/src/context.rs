@@ -26,10 +26,16 @@ const CHAIN_STACK_BYTES: usize = 16 << 20;
 /// Files held in memory, visible to an in-memory open instead of the file system.
 pub type MemoryFiles = HashMap<PathBuf, Arc<[u8]>>;
 
+/// Opens one image, with its own chain, inside a context: the probe
+/// ([`crate::probe`] passes it in, so this module need not know it).
+pub type Opener = fn(&OpenContext<'_>, &Path) -> Result<DiskImage>;
+
 /// The state of one `open` call, passed to every format reader.
 pub struct OpenContext<'a> {
     options: &'a OpenOptions,
     memory: Option<&'a MemoryFiles>,
+    /// How a parent is opened.
+    opener: Opener,
     /// Canonical paths of the images below this one in the chain (the child first).
     chain: Vec<PathBuf>,
     /// The memory ceiling shared by every file of this open, chain included.
@@ -37,22 +43,19 @@ pub struct OpenContext<'a> {
 }
 
 impl<'a> OpenContext<'a> {
-    /// A context for opening files from the file system.
-    pub fn new(options: &'a OpenOptions) -> Self {
+    /// A context opening files from `memory` (fuzzing, tests: no other
+    /// file can be opened) or, when `None`, from the file system; parents
+    /// are opened with `opener`. The probe's constructors
+    /// (`OpenContext::new`, `OpenContext::in_memory`) pass its own.
+    pub(crate) fn with_opener(
+        options: &'a OpenOptions,
+        memory: Option<&'a MemoryFiles>,
+        opener: Opener,
+    ) -> Self {
         OpenContext {
             options,
-            memory: None,
-            chain: Vec::new(),
-            budget: options.memory_budget(),
-        }
-    }
-
-    /// A context whose files all come from `memory` (fuzzing, tests): no
-    /// other file can be opened.
-    pub fn in_memory(options: &'a OpenOptions, memory: &'a MemoryFiles) -> Self {
-        OpenContext {
-            options,
-            memory: Some(memory),
+            memory,
+            opener,
             chain: Vec::new(),
             budget: options.memory_budget(),
         }
@@ -190,11 +193,12 @@ impl<'a> OpenContext<'a> {
         let ctx = OpenContext {
             options: self.options,
             memory: self.memory,
+            opener: self.opener,
             chain,
             budget: Arc::clone(&self.budget),
         };
         let open = || {
-            crate::probe::open_with(&ctx, &path).map_err(|e| {
+            (ctx.opener)(&ctx, &path).map_err(|e| {
                 if e.kind() == ErrorKind::MissingFile {
                     e
                 } else {

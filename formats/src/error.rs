@@ -33,6 +33,14 @@ pub enum ErrorKind {
     /// A file lies outside the folder the caller confined opening to (a
     /// VM's folder; see [`OpenOptions::confine_to`](crate::OpenOptions::confine_to)).
     OutsideFolder,
+    /// A path inside a file system, or a volume number, names nothing.
+    NotFound,
+    /// A path names the wrong type of object (a file where a directory is
+    /// needed, or the reverse).
+    WrongType,
+    /// The request fits more than one thing and names none of them (a
+    /// disk set with several readable volumes and no volume chosen).
+    Ambiguous,
 }
 
 impl ErrorKind {
@@ -47,6 +55,9 @@ impl ErrorKind {
             ErrorKind::MissingFile => "missing-file",
             ErrorKind::Io => "io",
             ErrorKind::OutsideFolder => "outside-folder",
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::WrongType => "wrong-type",
+            ErrorKind::Ambiguous => "ambiguous",
         }
     }
 }
@@ -62,6 +73,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::MissingFile => "missing file",
             ErrorKind::Io => "I/O error",
             ErrorKind::OutsideFolder => "outside the folder",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::WrongType => "wrong type",
+            ErrorKind::Ambiguous => "ambiguous",
         })
     }
 }

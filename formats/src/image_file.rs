@@ -1,11 +1,13 @@
 //! [`ImageFile`]: one opened input file (or in-memory bytes) that format
 //! readers read with positional, bounds-checked reads.
 //!
-//! Files are always opened read-only. Reads use `pread` (`FileExt::read_at`)
-//! by default, or a read-only memory map when [`OpenOptions::mmap`] is set.
+//! Files are always opened read-only. Reads are positional (`pread` on
+//! Unix through `std::os::unix::fs::FileExt`, `ReadFile` with an offset on
+//! Windows through `std::os::windows::fs::FileExt`) by default, or a
+//! read-only memory map when [`OpenOptions::mmap`] is set. Holes of sparse
+//! files are asked for (`SEEK_DATA`/`SEEK_HOLE`) where the host has them.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -158,8 +160,7 @@ impl ImageFile {
         let len = buf.len() as u64;
         self.check_range(offset, len)?;
         match &self.backend {
-            Backend::Pread(file) => file
-                .read_exact_at(buf, offset)
+            Backend::Pread(file) => positional::read_exact_at(file, buf, offset)
                 .map_err(|e| Error::io(Format::Probe, e).at(offset).in_file(&self.path)),
             Backend::Mmap(map, _) => copy_from(map, buf, offset, &self.path),
             Backend::Memory(data) => copy_from(data, buf, offset, &self.path),
@@ -177,30 +178,7 @@ impl ImageFile {
             Backend::Pread(f) | Backend::Mmap(_, f) => f,
             Backend::Memory(_) => return whole_run(offset, end),
         };
-        let mut runs = Vec::new();
-        let mut pos = offset;
-        while pos < end {
-            let data = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(pos)) {
-                Ok(d) => d,
-                Err(rustix::io::Errno::NXIO) => break, // only a hole from here on
-                Err(_) => {
-                    runs.extend(whole_run(pos, end));
-                    break;
-                }
-            };
-            if data >= end {
-                break;
-            }
-            let hole = rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(data))
-                .map_or(end, |h| h.min(end));
-            if hole <= data {
-                runs.extend(whole_run(data, end)); // no progress: do not trust the answers
-                break;
-            }
-            runs.push((data, hole - data));
-            pos = hole;
-        }
-        runs
+        positional::data_runs(file, offset, end)
     }
 
     /// `len` bytes at `offset` of this file as a [`FileRange`]: `None` when
@@ -232,6 +210,72 @@ impl ImageFile {
     pub fn read_up_to(&self, offset: u64, max: usize) -> Result<Vec<u8>> {
         let avail = self.len.saturating_sub(offset).min(max as u64);
         self.read_vec(offset.min(self.len), avail)
+    }
+}
+
+/// Positional reads and hole queries on a host file, per platform.
+mod positional {
+    use std::fs::File;
+
+    /// Fills `buf` from byte `offset` of `file` (no shared seek position).
+    #[cfg(unix)]
+    pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+
+    /// Fills `buf` from byte `offset` of `file` (`seek_read` moves the
+    /// handle's position, which nothing here relies on).
+    #[cfg(windows)]
+    pub fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+        use std::os::windows::fs::FileExt;
+        while !buf.is_empty() {
+            match file.seek_read(buf, offset) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The runs of `[offset, end)` of `file` that hold data, holes left
+    /// out (`SEEK_DATA`/`SEEK_HOLE`).
+    #[cfg(unix)]
+    pub fn data_runs(file: &File, offset: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut runs = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let data = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(pos)) {
+                Ok(d) => d,
+                Err(rustix::io::Errno::NXIO) => break, // only a hole from here on
+                Err(_) => {
+                    runs.extend(super::whole_run(pos, end));
+                    break;
+                }
+            };
+            if data >= end {
+                break;
+            }
+            let hole = rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(data))
+                .map_or(end, |h| h.min(end));
+            if hole <= data {
+                runs.extend(super::whole_run(data, end)); // no progress: do not trust the answers
+                break;
+            }
+            runs.push((data, hole - data));
+            pos = hole;
+        }
+        runs
+    }
+
+    /// Hosts without hole queries: the whole range is data.
+    #[cfg(not(unix))]
+    pub fn data_runs(_file: &File, offset: u64, end: u64) -> Vec<(u64, u64)> {
+        super::whole_run(offset, end)
     }
 }
 
@@ -298,7 +342,9 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn data_runs_leave_out_the_holes_of_a_sparse_file() {
+        use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sparse.img");
         let f = File::create(&p).unwrap();

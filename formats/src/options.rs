@@ -24,8 +24,10 @@ pub struct ParentRequest<'a> {
 /// resolution go on.
 pub type ParentResolver = Arc<dyn Fn(&ParentRequest<'_>) -> Option<PathBuf> + Send + Sync>;
 
-/// Options for [`open`](crate::open).
+/// Options for [`open`](crate::open): the defaults, changed through the
+/// builder methods (`OpenOptions::new().strict(true).no_parents(true)`).
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct OpenOptions {
     /// Refuse recoverable damage (a bad VHD checksum, a used redundant
     /// table) instead of opening with a warning.
@@ -67,6 +69,61 @@ impl fmt::Debug for OpenOptions {
 }
 
 impl OpenOptions {
+    /// The defaults: tolerant, parents followed, `pread`, format by
+    /// content, no resolver, no confinement, the default memory limit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Refuse recoverable damage instead of warning ([`OpenOptions::strict`]).
+    #[must_use]
+    pub fn strict(mut self, on: bool) -> Self {
+        self.strict = on;
+        self
+    }
+
+    /// Open a delta alone, without its parents ([`OpenOptions::no_parents`]).
+    #[must_use]
+    pub fn no_parents(mut self, on: bool) -> Self {
+        self.no_parents = on;
+        self
+    }
+
+    /// Read through a read-only memory map ([`OpenOptions::mmap`]).
+    #[must_use]
+    pub fn mmap(mut self, on: bool) -> Self {
+        self.mmap = on;
+        self
+    }
+
+    /// Open as this format, or by content when `None` ([`OpenOptions::format`]).
+    #[must_use]
+    pub fn format(mut self, format: Option<Format>) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Ask `resolver` first for parents ([`OpenOptions::parent_resolver`]).
+    #[must_use]
+    pub fn parent_resolver(mut self, resolver: Option<ParentResolver>) -> Self {
+        self.parent_resolver = resolver;
+        self
+    }
+
+    /// Open no file outside `folder` ([`OpenOptions::confine_to`]).
+    #[must_use]
+    pub fn confine_to(mut self, folder: Option<PathBuf>) -> Self {
+        self.confine_to = folder;
+        self
+    }
+
+    /// The memory ceiling of one open, in bytes ([`OpenOptions::memory_limit`]).
+    #[must_use]
+    pub fn memory_limit(mut self, bytes: Option<u64>) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
+
     /// A fresh budget of [`OpenOptions::memory_limit`] bytes for one open.
     pub fn memory_budget(&self) -> Arc<crate::MemoryBudget> {
         crate::MemoryBudget::new(self.memory_limit.unwrap_or(crate::DEFAULT_MEMORY_LIMIT))

@@ -32,6 +32,20 @@ pub const HEAD_LEN: usize = 4096;
 /// File-name extensions that say "raw image" when content does not.
 pub const RAW_EXTENSIONS: [&str; 8] = ["img", "raw", "dd", "bin", "ima", "dsk", "vfd", "flp"];
 
+impl<'a> OpenContext<'a> {
+    /// A context for opening files from the file system, parents opened
+    /// by this probe.
+    pub fn new(options: &'a OpenOptions) -> Self {
+        Self::with_opener(options, None, open_with)
+    }
+
+    /// A context whose files all come from `memory` (fuzzing, tests): no
+    /// other file can be opened; parents are opened by this probe.
+    pub fn in_memory(options: &'a OpenOptions, memory: &'a MemoryFiles) -> Self {
+        Self::with_opener(options, Some(memory), open_with)
+    }
+}
+
 /// Opens a disk image read-only, deciding its format by content.
 ///
 /// ```no_run

@@ -1,21 +1,20 @@
 //! ext2/3/4 over the `ext4-view` crate.
 //!
 //! `ext4-view` reads extents and indirect blocks, htree directories, fast
-//! and slow symlinks, 64bit and metadata_csum, and replays a dirty journal
-//! in memory. It refuses a whole file system that uses inline_data,
+//! and slow symlinks, 64bit and metadata_csum. It refuses a whole file system that uses inline_data,
 //! meta_bg, largedir, ea_inode, a journal device or MMP: that is reported
 //! as [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) with the
 //! crate's reason as the source.
 //!
 //! It does not expose inode numbers, link counts, ctime or allocated block
 //! counts, and it fails on holes that span a whole indirect block, so
-//! [`inode`] (our own) resolves paths to inodes, gives the full metadata
+//! `inode` (our own) resolves paths to inodes, gives the full metadata
 //! and maps regular files' data (extents and block maps) for
 //! [`ExtFs::open`]; `ext4-view` lists directories and reads symlinks.
-//! When the journal needs recovery, the on-disk inodes may be stale:
-//! then `ext4-view` (which replays the journal in memory) does
-//! everything, and inode numbers, link counts, ctime and allocated sizes
-//! are `None`.
+//! When the journal needs recovery, [`journal`] (our own) replays it in
+//! memory as e2fsck would, and both readers read the replayed volume
+//! (whose superblock no longer asks for recovery); what was replayed or
+//! skipped is in [`FileSystem::warnings`].
 //!
 //! # Threads
 //! [`ExtFs`] is `!Send` and `!Sync` (the crate keeps an `Rc` inside): use
@@ -34,6 +33,7 @@ use crate::file_system::{
 use crate::FsKind;
 
 mod inode;
+pub mod journal;
 mod reader;
 
 use inode::{InodeTable, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
@@ -55,8 +55,11 @@ impl Ext4Read for DeviceRead {
 pub struct ExtFs {
     fs: Ext4,
     kind: FsKind,
-    /// Our own inode reader; `None` when the journal needs recovery.
+    /// Our own inode reader; `None` if the volume still asked for
+    /// recovery, which [`journal::replay`] never leaves it doing.
     inodes: Option<InodeTable>,
+    /// The journal replay the volume is read through, if it needed one.
+    replayed: Option<Arc<journal::Replayed>>,
 }
 
 fn map_err(e: Ext4Error, path: &str) -> Error {
@@ -202,9 +205,23 @@ impl ExtFs {
     /// detection found (ext2, ext3 or ext4).
     pub fn open(device: Arc<dyn BlockDevice>, kind: FsKind) -> Result<Self> {
         check_group_table(device.as_ref())?;
+        // A journal needing recovery: read the volume as its replay leaves it.
+        let replayed = journal::replay(device.clone())?.map(Arc::new);
+        let device = match &replayed {
+            Some(r) => {
+                check_group_table(r.as_ref())?;
+                r.clone() as Arc<dyn BlockDevice>
+            }
+            None => device,
+        };
         let inodes = InodeTable::open(device.clone())?;
         let fs = Ext4::load(Box::new(DeviceRead(device))).map_err(|e| map_err(e, "/"))?;
-        Ok(ExtFs { fs, kind, inodes })
+        Ok(ExtFs {
+            fs,
+            kind,
+            inodes,
+            replayed,
+        })
     }
 
     fn with_path<T>(
@@ -235,6 +252,10 @@ impl FileSystem for ExtFs {
 
     fn case_sensitive(&self) -> bool {
         true
+    }
+
+    fn warnings(&self) -> &[String] {
+        self.replayed.as_ref().map_or(&[], |r| r.warnings())
     }
 
     fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
@@ -406,7 +427,13 @@ impl Visited for ExtVisited<'_> {
             return None;
         }
         let runs = self.table.runs(i, "").ok()?;
-        stored_runs(&runs, self.table.block_size(), i.size)
+        let out = stored_runs(&runs, self.table.block_size(), i.size)?;
+        // Replayed blocks are not where the volume underneath stores them.
+        let replayed = self.fs.replayed.as_ref();
+        (!out
+            .iter()
+            .any(|r| replayed.is_some_and(|j| j.touches(r.at, r.len))))
+        .then_some(out)
     }
 }
 

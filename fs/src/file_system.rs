@@ -265,6 +265,12 @@ pub trait FileSystem {
     /// Whether names are compared case-sensitively (ext, ISO Rock Ridge)
     /// or not (FAT, exFAT, NTFS: lookups ignore case).
     fn case_sensitive(&self) -> bool;
+    /// What was found wrong or done to read the file system as it
+    /// should be (e.g. an ext journal replayed in memory, blocks it
+    /// skipped), one sentence each; empty when nothing was.
+    fn warnings(&self) -> &[String] {
+        &[]
+    }
     /// The entries of the directory at `path`, without `.` and `..`.
     fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>>;
     /// What is known of `path` (a symlink itself, not its target).

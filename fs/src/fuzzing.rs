@@ -28,7 +28,7 @@ fn drain(r: &mut dyn Read, left: &mut u64) -> Option<(Vec<u8>, u64)> {
     read.ok().map(|_| (sink, limit))
 }
 
-/// Opens `bytes` as a file system (whatever [`crate::detect`] finds) and
+/// Opens `bytes` as a file system (whatever [`crate::detect()`] finds) and
 /// lists, stats, reads and resolves links of everything it can reach within
 /// the budget, by path and again through `visit_dir`, not entering a
 /// directory whose inode is one of its ancestors (a loop), as `ls -r` does.

@@ -1,7 +1,7 @@
-//! File systems over any [`BlockDevice`](diskimage_formats::BlockDevice).
+//! File systems over any [`diskimage_formats::BlockDevice`].
 //!
 //! This crate sees only a device (a whole disk or a volume); it knows
-//! nothing about containers. [`detect`] identifies a file system (or other
+//! nothing about containers. [`detect()`] identifies a file system (or other
 //! volume content) by its superblock, with its label and serial/UUID;
 //! [`open_fs`] opens a readable one behind the [`FileSystem`] trait.
 //!
@@ -63,7 +63,7 @@ pub fn reads(kind: FsKind) -> bool {
     )
 }
 
-/// Opens the file system on `device`, by what [`detect`] finds there.
+/// Opens the file system on `device`, by what [`detect()`] finds there.
 pub fn open_fs(device: Arc<dyn BlockDevice>) -> Result<Box<dyn FileSystem>> {
     let info = detect(device.as_ref())?;
     let Some(info) = info else {

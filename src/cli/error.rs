@@ -15,6 +15,7 @@ pub enum CliError {
     #[error("{0}")]
     Fs(#[from] diskimage::fs::Error),
     /// A FUSE mount failed (no FUSE, a busy mount point ...).
+    #[cfg(all(feature = "fuse", unix))]
     #[error("{0}")]
     Mount(#[from] diskimage::mount::MountError),
     /// Writing output failed.

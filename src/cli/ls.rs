@@ -1,14 +1,12 @@
 //! `diskimage ls`: list a directory (or a whole tree) of a file system.
 
 use clap::Args;
-use diskimage::fs::{FileSystem, FileType, Metadata, Timestamp};
+use diskimage::fs::{FileSystem, FileType, Timestamp};
+use diskimage::walk::{Entry, Walk, WalkError};
 use serde_json::{json, Value};
 
 use super::select::FsArgs;
 use super::CliError;
-
-/// Deepest directory nesting walked; deeper means a directory loop.
-pub const MAX_DEPTH: usize = 256;
 
 /// Arguments of `ls`.
 #[derive(Debug, Args)]
@@ -26,176 +24,28 @@ pub struct LsArgs {
     fs: FsArgs,
 }
 
-/// One listed entry.
-pub struct Entry {
-    /// The path inside the file system, from `/`.
-    pub path: String,
-    /// Its metadata.
-    pub meta: Metadata,
-    /// The link target of a symlink.
-    pub target: Option<String>,
-    /// Named streams (NTFS ADS).
-    pub streams: Vec<String>,
-}
-
-/// Joins a directory path and a name.
-pub fn join(dir: &str, name: &str) -> String {
-    if dir.ends_with('/') {
-        format!("{dir}{name}")
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
-/// Calls `f` for each entry below `dir` (depth-first, sorted by name),
-/// recursing when `recursive`. Errors of one entry are passed to `on_err`
-/// and the walk goes on. A subdirectory whose inode is one of its own
-/// ancestors (a directory loop in a damaged or hostile file system) is
-/// listed but not entered, and reported to `on_err`.
+/// Lists `dir` (or, with `recursive`, its whole tree) with the library's
+/// [`Walk`]: each entry goes to `f`, each path that cannot be read to
+/// `on_err`, and the walk goes on.
 pub fn walk(
     fs: &dyn FileSystem,
     dir: &str,
     recursive: bool,
     f: &mut dyn FnMut(Entry) -> Result<(), CliError>,
-    on_err: &mut dyn FnMut(String, diskimage::fs::Error),
+    on_err: &mut dyn FnMut(WalkError),
 ) -> Result<(), CliError> {
-    let mut ancestors = root_ancestors(fs, dir);
-    walk_dir(fs, dir, recursive, &mut ancestors, f, on_err)
-}
-
-fn walk_dir(
-    fs: &dyn FileSystem,
-    dir: &str,
-    recursive: bool,
-    ancestors: &mut Vec<u64>,
-    f: &mut dyn FnMut(Entry) -> Result<(), CliError>,
-    on_err: &mut dyn FnMut(String, diskimage::fs::Error),
-) -> Result<(), CliError> {
-    if let Some(e) = depth_error(fs, dir, ancestors) {
-        on_err(dir.to_string(), e);
-        return Ok(());
-    }
-    // One visit of the directory gives every entry's metadata, link target
-    // and streams from the entry at hand (no lookup from the root per path).
-    let mut entries: Vec<(String, Result<Entry, diskimage::fs::Error>, Option<_>)> = Vec::new();
-    let visited = fs.visit_dir(dir, &mut |v| {
-        match v {
-            Err((name, err)) => entries.push((name.clone(), Err(err), None)),
-            Ok(v) => {
-                let path = join(dir, v.name());
-                match v.metadata() {
-                    Err(err) => entries.push((v.name().to_string(), Err(err), None)),
-                    Ok(meta) => {
-                        let (target, link_err) = if meta.file_type == FileType::Symlink {
-                            match v.read_link() {
-                                Ok(t) => (Some(t), None),
-                                Err(err) => (None, Some(err)),
-                            }
-                        } else {
-                            (None, None)
-                        };
-                        let streams = v.streams().unwrap_or_default();
-                        let entry = Entry {
-                            path,
-                            meta,
-                            target,
-                            streams,
-                        };
-                        entries.push((v.name().to_string(), Ok(entry), link_err));
-                    }
-                }
-            }
+    let walk = if recursive {
+        Walk::new(fs, dir)?
+    } else {
+        Walk::list(fs, dir)?
+    };
+    for item in walk {
+        match item {
+            Ok(entry) => f(entry)?,
+            Err(e) => on_err(e),
         }
-        std::ops::ControlFlow::Continue(())
-    });
-    if let Err(e) = visited {
-        on_err(dir.to_string(), e);
-        return Ok(());
-    }
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, entry, link_err) in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(err) => {
-                on_err(join(dir, &name), err);
-                continue;
-            }
-        };
-        if let Some(err) = link_err {
-            on_err(entry.path.clone(), err);
-        }
-        let is_dir = entry.meta.file_type == FileType::Directory;
-        let inode = entry.meta.inode;
-        let path = entry.path.clone();
-        f(entry)?;
-        if !(recursive && is_dir) {
-            continue;
-        }
-        if let Some(e) = loop_error(fs, &path, inode, ancestors) {
-            on_err(path.clone(), e);
-            continue;
-        }
-        ancestors.push(ancestor_key(inode));
-        let walked = walk_dir(fs, &path, true, ancestors, f, on_err);
-        ancestors.pop();
-        walked?;
     }
     Ok(())
-}
-
-/// The ancestors a walk from `dir` starts with: `dir` itself (its
-/// [`ancestor_key`]), so a walk's depth is one less than its ancestors.
-pub fn root_ancestors(fs: &dyn FileSystem, dir: &str) -> Vec<u64> {
-    vec![ancestor_key(fs.metadata(dir).ok().and_then(|m| m.inode))]
-}
-
-/// The error for the directory `dir` when its `ancestors` (itself
-/// included) put it deeper than [`MAX_DEPTH`] below the walk's start.
-pub fn depth_error(
-    fs: &dyn FileSystem,
-    dir: &str,
-    ancestors: &[u64],
-) -> Option<diskimage::fs::Error> {
-    (ancestors.len() > MAX_DEPTH + 1).then(|| {
-        diskimage::fs::Error::limit(
-            fs_name(fs),
-            Some(dir),
-            format!("nesting deeper than {MAX_DEPTH} directories (a directory loop?)"),
-        )
-    })
-}
-
-/// What a directory adds to the ancestors of its subdirectories: its
-/// inode, or a key no inode has (without an inode number, the depth bound
-/// stops a loop).
-pub fn ancestor_key(inode: Option<u64>) -> u64 {
-    inode.unwrap_or(u64::MAX)
-}
-
-/// The error for the directory `path` with `inode` when that inode is one
-/// of its `ancestors` (a directory loop, which a walk must not enter).
-pub fn loop_error(
-    fs: &dyn FileSystem,
-    path: &str,
-    inode: Option<u64>,
-    ancestors: &[u64],
-) -> Option<diskimage::fs::Error> {
-    let i = inode.filter(|i| ancestors.contains(i))?;
-    Some(diskimage::fs::Error::corrupt(
-        fs_name(fs),
-        Some(path),
-        format!("directory loop: inode {i} is this directory's own ancestor; not entered"),
-    ))
-}
-
-fn fs_name(fs: &dyn FileSystem) -> diskimage::fs::FsName {
-    use diskimage::fs::{FsKind, FsName};
-    match fs.kind() {
-        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => FsName::Ext,
-        FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => FsName::Fat,
-        FsKind::Ntfs => FsName::Ntfs,
-        _ => FsName::Iso9660,
-    }
 }
 
 /// A time as `SECONDS.NANOSECONDS` (full precision, sortable as text per sign).
@@ -266,9 +116,9 @@ pub fn run(args: &LsArgs) -> Result<(), CliError> {
         };
         writeln!(stdout, "{line}").map_err(|e| CliError::output("stdout", e))
     };
-    let mut on_err = |p: String, e: diskimage::fs::Error| {
+    let mut on_err = |e: WalkError| {
         failed += 1;
-        eprintln!("diskimage: {p}: {e}");
+        eprintln!("diskimage: {e}");
     };
     if meta.file_type == FileType::Directory {
         walk(fs.as_ref(), &path, args.recursive, &mut print, &mut on_err)?;

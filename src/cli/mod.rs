@@ -15,6 +15,7 @@ mod hash;
 mod info;
 mod ls;
 mod map;
+#[cfg(all(feature = "fuse", unix))]
 mod mount;
 mod os;
 mod progress;
@@ -58,6 +59,7 @@ enum Command {
     /// A VM (.vmx, .vbox, Hyper-V folder): facts, disks, chains, snapshot tree.
     Vm(vm::VmArgs),
     /// Mount a volume's files (or, with --raw, the disks and volumes) read-only through FUSE.
+    #[cfg(all(feature = "fuse", unix))]
     Mount(mount::MountArgs),
 }
 
@@ -83,15 +85,11 @@ pub struct OpenArgs {
 impl OpenArgs {
     /// The library options these flags stand for.
     pub fn options(&self) -> OpenOptions {
-        OpenOptions {
-            strict: self.strict,
-            no_parents: self.no_parents,
-            mmap: self.mmap,
-            format: self.format,
-            parent_resolver: None,
-            confine_to: None,
-            memory_limit: None,
-        }
+        OpenOptions::new()
+            .strict(self.strict)
+            .no_parents(self.no_parents)
+            .mmap(self.mmap)
+            .format(self.format)
     }
 
     /// Opens `path` with these options; a VM (`.vmx`, `.vbox`, folder)
@@ -140,6 +138,7 @@ pub fn main() -> ExitCode {
         Command::Extract(a) => extract::run(&a),
         Command::Timeline(a) => timeline::run(&a),
         Command::Vm(a) => vm::run(&a),
+        #[cfg(all(feature = "fuse", unix))]
         Command::Mount(a) => mount::run(&a),
     };
     match result {

@@ -17,14 +17,13 @@ use clap::Args;
 use diskimage::mount::{MountOptions, Selection};
 use diskimage::DiskSet;
 
-use super::select::choose_volume;
 use super::{CliError, OpenArgs};
 
 /// Arguments of `mount`.
 #[derive(Debug, Args)]
 pub struct MountArgs {
     /// The image(s) of the disk set, then the mount point (an empty directory).
-    #[arg(required = true, num_args = 2.., value_name = "IMAGE... MOUNTPOINT")]
+    #[arg(required = true, value_name = "IMAGE... MOUNTPOINT")]
     args: Vec<PathBuf>,
     /// The volume to mount, as `diskimage volumes` numbers it; by default
     /// the one volume whose file system can be read.
@@ -54,7 +53,7 @@ pub struct MountArgs {
 
 /// Runs `mount` until a signal or an outside unmount ends it.
 pub fn run(args: &MountArgs) -> Result<(), CliError> {
-    let Some((mountpoint, images)) = args.args.split_last() else {
+    let Some((mountpoint, images)) = args.args.split_last().filter(|(_, i)| !i.is_empty()) else {
         return Err(CliError::Usage("expected IMAGE... MOUNTPOINT".into()));
     };
     // Flags first: a signal during the (possibly long) open still unmounts.
@@ -73,13 +72,12 @@ pub fn run(args: &MountArgs) -> Result<(), CliError> {
     } else if args.all {
         Selection::All
     } else {
-        Selection::Volume(choose_volume(&set, args.volume)?.index)
+        Selection::Volume(set.default_volume(args.volume)?.index)
     };
-    let options = MountOptions {
-        threads: args.threads,
-        allow_other: args.allow_other,
-        log_errors: true,
-    };
+    let options = MountOptions::new()
+        .threads(args.threads)
+        .allow_other(args.allow_other)
+        .log_errors(true);
     let handle = set.mount_fuse(what, mountpoint, &options)?;
     eprintln!(
         "diskimage: mounted read-only at {}; Ctrl-C, SIGTERM or `fusermount3 -u {}` unmounts",

@@ -28,7 +28,7 @@ pub struct OsArgs {
 pub fn run(args: &OsArgs) -> Result<(), CliError> {
     let images = args.open.open_all(&args.images)?;
     let set = DiskSet::from_images(images, &args.open.options())?;
-    let report = set.os_info();
+    let report = diskimage::os::detect(&set);
     if args.json {
         println!(
             "{}",

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use diskimage::diskset::{DiskSet, Volume};
+use diskimage::diskset::DiskSet;
 use diskimage::fs::{open_fs, FileSystem};
 use diskimage::{BlockDevice, DiskImage, OpenOptions};
 
@@ -13,58 +13,15 @@ use super::{CliError, OpenArgs};
 
 /// The device holding the file system to read: volume `volume` of the set
 /// (numbered as `diskimage volumes` prints them), or, when none is given,
-/// the one volume whose file system can be read.
+/// the one volume whose file system can be read
+/// ([`DiskSet::default_volume`]).
 pub fn volume_device(
     images: Vec<DiskImage>,
     volume: Option<usize>,
     options: &OpenOptions,
 ) -> Result<Arc<dyn BlockDevice>, CliError> {
     let set = DiskSet::from_images(images, options)?;
-    Ok(choose_volume(&set, volume)?.device())
-}
-
-/// Volume `volume` of `set`, or, when none is given, the one volume whose
-/// file system can be read; refused when it cannot be read.
-pub fn choose_volume(set: &DiskSet, volume: Option<usize>) -> Result<&Volume, CliError> {
-    let chosen = match volume {
-        Some(n) => set.volume(n).ok_or_else(|| {
-            CliError::Usage(format!(
-                "-V {n}: the disk set has {} volumes (see `diskimage volumes`)",
-                set.volumes().len()
-            ))
-        })?,
-        None => {
-            let readable: Vec<&Volume> = set.volumes().iter().filter(|v| v.mountable).collect();
-            match readable.as_slice() {
-                [one] => *one,
-                // One file system detected that this version cannot read
-                // (UDF...): open it, for its typed "unsupported" error.
-                [] if set.volumes().iter().filter(|v| v.fs.is_some()).count() == 1 => set
-                    .volumes()
-                    .iter()
-                    .find(|v| v.fs.is_some())
-                    .ok_or_else(|| CliError::Usage("no volume".into()))?,
-                [] => return Err(CliError::Usage(
-                    "no volume holds a file system this version reads (see `diskimage volumes`)"
-                        .into(),
-                )),
-                many => {
-                    let list: Vec<String> = many.iter().map(|v| v.index.to_string()).collect();
-                    return Err(CliError::Usage(format!(
-                        "volumes {} hold file systems: choose one with -V N",
-                        list.join(", ")
-                    )));
-                }
-            }
-        }
-    };
-    if let Some(problem) = &chosen.problem {
-        return Err(CliError::Usage(format!(
-            "volume {}: {problem}",
-            chosen.index
-        )));
-    }
-    Ok(chosen)
+    Ok(set.default_volume(volume)?.device())
 }
 
 /// Images, volume and open options of the file-system commands.
@@ -106,7 +63,9 @@ impl FsArgs {
     /// Opens the images and the file system of the selected volume.
     pub fn open_fs(&self, path_required: bool) -> Result<(Box<dyn FileSystem>, String), CliError> {
         let (device, path) = self.open_device(path_required)?;
-        Ok((open_fs(device)?, path))
+        let fs = open_fs(device)?;
+        print_fs_warnings(fs.as_ref());
+        Ok((fs, path))
     }
 
     /// Opens the images; the device of the selected volume (to open its
@@ -119,5 +78,13 @@ impl FsArgs {
         let images = self.open.open_all(&images)?;
         let device = volume_device(images, self.volume, &self.open.options())?;
         Ok((device, path))
+    }
+}
+
+/// Prints the file system's warnings (e.g. an ext journal replayed in
+/// memory) to stderr, one line each.
+pub fn print_fs_warnings(fs: &dyn FileSystem) {
+    for w in fs.warnings() {
+        eprintln!("diskimage: warning: {w}");
     }
 }

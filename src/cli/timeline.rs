@@ -10,7 +10,9 @@ use std::io::Write;
 use clap::Args;
 use diskimage::fs::{FileType, Metadata, Timestamp};
 
-use super::ls::{walk, Entry};
+use diskimage::walk::{Entry, WalkError};
+
+use super::ls::walk;
 use super::select::FsArgs;
 use super::CliError;
 
@@ -70,9 +72,9 @@ pub fn run(args: &TimelineArgs) -> Result<(), CliError> {
     let (fs, path) = args.fs.open_fs(false)?;
     let mut out = std::io::stdout().lock();
     let mut failed = 0usize;
-    let mut on_err = |p: String, e: diskimage::fs::Error| {
+    let mut on_err = |e: WalkError| {
         failed += 1;
-        eprintln!("diskimage: {p}: {e}");
+        eprintln!("diskimage: {e}");
     };
     walk(
         fs.as_ref(),

@@ -34,12 +34,11 @@ pub struct VmOpenArgs {
 
 impl VmOpenArgs {
     fn options(&self, open: OpenOptions) -> VmOptions {
-        VmOptions {
-            open,
-            snapshot: self.snapshot.clone(),
-            fallback: self.fallback,
-            allow_outside: self.allow_outside,
-        }
+        VmOptions::new()
+            .open(open)
+            .snapshot(self.snapshot.clone())
+            .fallback(self.fallback)
+            .allow_outside(self.allow_outside)
     }
 
     /// Opens the VM at `path` (warnings to stderr).

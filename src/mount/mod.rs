@@ -25,24 +25,33 @@
 //! - Names that are not UTF-8 (ext) come back as their original bytes.
 //! - [`MountHandle`] unmounts when dropped.
 
+mod attr;
 mod fs_tree;
+mod mountpoint;
 mod raw;
 mod read_ahead;
+mod read_only;
 mod volume_fs;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use diskimage_formats::BlockDevice;
 
 use crate::{DiskSet, Scheme, Volume};
-use diskimage_fs::{ErrorKind, FileSystem, FileType, Metadata, Timestamp};
-use fuser::{Errno, FileAttr, INodeNo};
+use diskimage_fs::FileSystem;
 
 pub use fs_tree::{InodeTable, Place, ROOT};
 pub use raw::RawFile;
 pub use volume_fs::MountedVolume;
+
+use attr::own_ids;
+pub use attr::{attr, errno, synthetic_dir};
+use mountpoint::mount_failed;
+pub use mountpoint::{check_fuse_device, preflight};
+pub(crate) use read_only::refuse_writes;
+pub use read_only::wants_write;
 
 /// Opens one more instance of a volume's file system (one per worker
 /// thread: a [`FileSystem`] is not `Send`).
@@ -86,8 +95,9 @@ pub enum MountError {
     },
 }
 
-/// How to mount.
+/// How to mount: the defaults, changed through the builder methods.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct MountOptions {
     /// Worker threads per volume (and FUSE threads of a raw mount); `0`
     /// picks the number of CPUs, at least 2, at most 8.
@@ -101,6 +111,32 @@ pub struct MountOptions {
 }
 
 impl MountOptions {
+    /// Threads by CPUs, only the mounting user, errors not printed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Worker threads per volume; `0` picks by CPUs ([`MountOptions::threads`]).
+    #[must_use]
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
+    /// Let other users see the files ([`MountOptions::allow_other`]).
+    #[must_use]
+    pub fn allow_other(mut self, on: bool) -> Self {
+        self.allow_other = on;
+        self
+    }
+
+    /// Print read errors to stderr as they happen ([`MountOptions::log_errors`]).
+    #[must_use]
+    pub fn log_errors(mut self, on: bool) -> Self {
+        self.log_errors = on;
+        self
+    }
+
     fn thread_count(&self) -> usize {
         if self.threads > 0 {
             return self.threads.min(64);
@@ -261,101 +297,6 @@ fn spawn<F: fuser::Filesystem>(
     })
 }
 
-fn mount_failed(mountpoint: &Path, e: std::io::Error) -> MountError {
-    match e.kind() {
-        std::io::ErrorKind::PermissionDenied => MountError::FuseUnavailable(format!(
-            "mounting at {} was refused ({e}): FUSE needs the right to mount \
-             (root with CAP_SYS_ADMIN, or a setuid fusermount3 from the fuse3 package)",
-            mountpoint.display()
-        )),
-        std::io::ErrorKind::NotFound => MountError::FuseUnavailable(format!(
-            "no fusermount3 to mount with ({e}): install the fuse3 package"
-        )),
-        _ => MountError::Mount {
-            path: mountpoint.to_path_buf(),
-            source: e,
-        },
-    }
-}
-
-/// Checks that FUSE can be used and that `mountpoint` is an empty directory
-/// that is not itself a mount point, with errors that say which.
-pub fn preflight(mountpoint: &Path) -> Result<(), MountError> {
-    check_fuse_device()?;
-    check_mountpoint(mountpoint)
-}
-
-/// Whether `/dev/fuse` can be opened for reading and writing.
-pub fn check_fuse_device() -> Result<(), MountError> {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(MountError::FuseUnavailable(
-            "there is no /dev/fuse (the fuse kernel module is not loaded, or this \
-             container was started without the device)"
-                .into(),
-        )),
-        Err(e) => Err(MountError::FuseUnavailable(format!(
-            "/dev/fuse cannot be opened: {e}"
-        ))),
-    }
-}
-
-fn check_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
-    let bad = |reason: String| MountError::Mountpoint {
-        path: mountpoint.to_path_buf(),
-        reason,
-    };
-    let meta = std::fs::metadata(mountpoint).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOTCONN) => bad(format!(
-            "a dead FUSE mount is still there ({e}): run `fusermount3 -u {}`",
-            mountpoint.display()
-        )),
-        _ => bad(e.to_string()),
-    })?;
-    if !meta.is_dir() {
-        return Err(bad("not a directory".into()));
-    }
-    if is_mount_point(mountpoint, &meta) {
-        return Err(bad(
-            "already a mount point (busy): unmount it first or choose another directory".into(),
-        ));
-    }
-    let mut entries = std::fs::read_dir(mountpoint).map_err(|e| bad(e.to_string()))?;
-    if entries.next().is_some() {
-        return Err(bad(
-            "not empty: mounting would hide its files; choose an empty directory".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn is_mount_point(path: &Path, meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(canonical) = std::fs::canonicalize(path) else {
-        return false;
-    };
-    if let Some(parent) = canonical.parent() {
-        if let Ok(p) = std::fs::metadata(parent) {
-            if p.dev() != meta.dev() {
-                return true;
-            }
-        }
-    }
-    // Bind mounts keep the device: look the path up in mountinfo too
-    // (field 5 is the mount point, with spaces written as \040).
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = canonical.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| m == want)
-}
-
 /// What of a [`DiskSet`] to mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selection {
@@ -449,288 +390,4 @@ pub fn raw_files(set: &DiskSet) -> Vec<RawFile> {
         });
     }
     files
-}
-
-/// The `errno` a file-system error is answered with.
-pub fn errno(e: &diskimage_fs::Error) -> Errno {
-    match e.kind() {
-        ErrorKind::NotFound => Errno::ENOENT,
-        ErrorKind::WrongType => Errno::ENOTDIR,
-        ErrorKind::Unsupported => Errno::from_i32(libc::EOPNOTSUPP),
-        _ => Errno::EIO,
-    }
-}
-
-/// The uid and gid of this process: owners of files whose file system
-/// records none (FAT, NTFS), as vfat and ntfs-3g do.
-fn own_ids() -> (u32, u32) {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| (m.uid(), m.gid()))
-        .unwrap_or((0, 0))
-}
-
-fn system_time(t: Option<Timestamp>) -> SystemTime {
-    let Some(t) = t else { return UNIX_EPOCH };
-    let nanos = Duration::from_nanos(u64::from(t.nanos));
-    if t.secs >= 0 {
-        UNIX_EPOCH
-            .checked_add(Duration::from_secs(t.secs.unsigned_abs()) + nanos)
-            .unwrap_or(UNIX_EPOCH)
-    } else {
-        UNIX_EPOCH
-            .checked_sub(Duration::from_secs(t.secs.unsigned_abs()))
-            .and_then(|s| s.checked_add(nanos))
-            .unwrap_or(UNIX_EPOCH)
-    }
-}
-
-/// The FUSE attributes of a file at node `ino` from its [`Metadata`]:
-/// recorded modes, owners and link counts as stored; where a file system
-/// records none, read-only modes (`0555` directories, `0444` files), this
-/// process's ids and one link.
-pub fn attr(ino: u64, m: &Metadata, ids: (u32, u32)) -> FileAttr {
-    let mode = m.mode.unwrap_or(match m.file_type {
-        FileType::Directory => 0o040_555,
-        FileType::Symlink => 0o120_777,
-        FileType::File | FileType::Special => 0o100_444,
-    });
-    let kind = match m.file_type {
-        FileType::File => fuser::FileType::RegularFile,
-        FileType::Directory => fuser::FileType::Directory,
-        FileType::Symlink => fuser::FileType::Symlink,
-        FileType::Special => match mode & 0o170_000 {
-            0o010_000 => fuser::FileType::NamedPipe,
-            0o020_000 => fuser::FileType::CharDevice,
-            0o060_000 => fuser::FileType::BlockDevice,
-            0o140_000 => fuser::FileType::Socket,
-            _ => fuser::FileType::RegularFile,
-        },
-    };
-    let modified = system_time(m.modified);
-    FileAttr {
-        ino: INodeNo(ino),
-        size: m.size,
-        blocks: m.allocated.unwrap_or(m.size).div_ceil(512),
-        atime: m.accessed.map_or(modified, |t| system_time(Some(t))),
-        mtime: modified,
-        ctime: m.changed.map_or(modified, |t| system_time(Some(t))),
-        crtime: m.created.map_or(modified, |t| system_time(Some(t))),
-        kind,
-        perm: u16::try_from(mode & 0o7777).unwrap_or(0o444),
-        nlink: m
-            .nlink
-            .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX).max(1)),
-        uid: m.uid.unwrap_or(ids.0),
-        gid: m.gid.unwrap_or(ids.1),
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
-    }
-}
-
-/// Attributes of a directory that exists only in the mount (the top of a
-/// multi-volume mount, `lvm/` of a raw mount).
-pub fn synthetic_dir(ino: u64, ids: (u32, u32)) -> FileAttr {
-    let m = Metadata::bare(FileType::Directory);
-    attr(ino, &m, ids)
-}
-
-/// The write operations of a read-only mount, each answered `EROFS`
-/// (the kernel refuses most of them itself because of the `ro` option).
-macro_rules! refuse_writes {
-    () => {
-        fn setattr(
-            &self,
-            _req: &fuser::Request,
-            _ino: fuser::INodeNo,
-            _mode: Option<u32>,
-            _uid: Option<u32>,
-            _gid: Option<u32>,
-            _size: Option<u64>,
-            _atime: Option<fuser::TimeOrNow>,
-            _mtime: Option<fuser::TimeOrNow>,
-            _ctime: Option<std::time::SystemTime>,
-            _fh: Option<fuser::FileHandle>,
-            _crtime: Option<std::time::SystemTime>,
-            _chgtime: Option<std::time::SystemTime>,
-            _bkuptime: Option<std::time::SystemTime>,
-            _flags: Option<fuser::BsdFileFlags>,
-            reply: fuser::ReplyAttr,
-        ) {
-            reply.error(fuser::Errno::EROFS);
-        }
-        fn mknod(
-            &self,
-            _req: &fuser::Request,
-            _parent: fuser::INodeNo,
-            _name: &std::ffi::OsStr,
-            _mode: u32,
-            _umask: u32,
-            _rdev: u32,
-            reply: fuser::ReplyEntry,
-        ) {
-            reply.error(fuser::Errno::EROFS);
-        }
-        fn mkdir(
-            &self,
-            _req: &fuser::Request,
-            _parent: fuser::INodeNo,
-            _name: &std::ffi::OsStr,
-            _mode: u32,
-            _umask: u32,
-            reply: fuser::ReplyEntry,
-        ) {
-            reply.error(fuser::Errno::EROFS);
-        }
-        fn unlink(
-            &self,
-            _req: &fuser::Request,
-            _parent: fuser::INodeNo,
-            _name: &std::ffi::OsStr,
-            reply: fuser::ReplyEmpty,
-        ) {
-            reply.error(fuser::Errno::EROFS);
-        }
-        fn rmdir(
-            &self,
-            _req: &fuser::Request,
-            _parent: fuser::INodeNo,
-            _name: &std::ffi::OsStr,
-            reply: fuser::ReplyEmpty,
-        ) {
-            reply.error(fuser::Errno::EROFS);
-        }
-        fn symlink(
-            &self,
-            _req: &fuser::Request,
-            _parent: fuser::INodeNo,
-            _link_name: &std::ffi::OsStr,
-            _target: &std::path::Path,
-            reply: fuser::ReplyEntry,
-        ) {
-            reply.error(fuser::Errno::EROFS);
-        }
-        fn rename(
-            &self,
-            _req: &fuser::Request,
-            _parent: fuser::INodeNo,
-            _name: &std::ffi::OsStr,
-            _newparent: fuser::INodeNo,
-            _newname: &std::ffi::OsStr,
-            _flags: fuser::RenameFlags,
-            reply: fuser::ReplyEmpty,
-        ) {
-            reply.error(fuser::Errno::EROFS);
-        }
-        fn link(
-            &self,
-            _req: &fuser::Request,
-            _ino: fuser::INodeNo,
-            _newparent: fuser::INodeNo,
-            _newname: &std::ffi::OsStr,
-            reply: fuser::ReplyEntry,
-        ) {
-            reply.error(fuser::Errno::EROFS);
-        }
-        fn write(
-            &self,
-            _req: &fuser::Request,
-            _ino: fuser::INodeNo,
-            _fh: fuser::FileHandle,
-            _offset: u64,
-            _data: &[u8],
-            _write_flags: fuser::WriteFlags,
-            _flags: fuser::OpenFlags,
-            _lock_owner: Option<fuser::LockOwner>,
-            reply: fuser::ReplyWrite,
-        ) {
-            reply.error(fuser::Errno::EROFS);
-        }
-        fn setxattr(
-            &self,
-            _req: &fuser::Request,
-            _ino: fuser::INodeNo,
-            _name: &std::ffi::OsStr,
-            _value: &[u8],
-            _flags: i32,
-            _position: u32,
-            reply: fuser::ReplyEmpty,
-        ) {
-            reply.error(fuser::Errno::EROFS);
-        }
-        fn removexattr(
-            &self,
-            _req: &fuser::Request,
-            _ino: fuser::INodeNo,
-            _name: &std::ffi::OsStr,
-            reply: fuser::ReplyEmpty,
-        ) {
-            reply.error(fuser::Errno::EROFS);
-        }
-        fn create(
-            &self,
-            _req: &fuser::Request,
-            _parent: fuser::INodeNo,
-            _name: &std::ffi::OsStr,
-            _mode: u32,
-            _umask: u32,
-            _flags: i32,
-            reply: fuser::ReplyCreate,
-        ) {
-            reply.error(fuser::Errno::EROFS);
-        }
-        fn fallocate(
-            &self,
-            _req: &fuser::Request,
-            _ino: fuser::INodeNo,
-            _fh: fuser::FileHandle,
-            _offset: u64,
-            _length: u64,
-            _mode: i32,
-            reply: fuser::ReplyEmpty,
-        ) {
-            reply.error(fuser::Errno::EROFS);
-        }
-    };
-}
-pub(crate) use refuse_writes;
-
-/// Whether an open with `flags` asks to change the file.
-pub fn wants_write(flags: fuser::OpenFlags) -> bool {
-    flags.acc_mode() != fuser::OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_mountpoint_is_named() {
-        let e = check_mountpoint(Path::new("/nonexistent/diskimage-mp")).unwrap_err();
-        assert!(e.to_string().contains("/nonexistent/diskimage-mp"), "{e}");
-    }
-
-    #[test]
-    fn a_non_empty_mountpoint_is_refused() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("x"), b"x").unwrap();
-        let e = check_mountpoint(d.path()).unwrap_err();
-        assert!(e.to_string().contains("not empty"), "{e}");
-        assert!(check_mountpoint(&d.path().join("x")).is_err());
-    }
-
-    #[test]
-    fn negative_times_and_defaults() {
-        let t = system_time(Some(Timestamp {
-            secs: -1,
-            nanos: 500_000_000,
-        }));
-        assert_eq!(
-            UNIX_EPOCH.duration_since(t).unwrap(),
-            Duration::from_millis(500)
-        );
-        let a = synthetic_dir(7, (1, 2));
-        assert_eq!((a.perm, a.nlink, a.uid, a.gid), (0o555, 1, 1, 2));
-    }
 }

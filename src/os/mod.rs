@@ -20,13 +20,12 @@ pub mod linux;
 pub mod regf;
 pub mod windows;
 
-use serde::Serialize;
-
 use crate::diskset::DiskSet;
 
 /// The OS family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum OsFamily {
     /// Windows (NT).
     Windows,
@@ -45,7 +44,8 @@ impl OsFamily {
 }
 
 /// Where the OS lives: the volume and the folder on it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct OsFolder {
     /// The volume number (as `diskimage volumes` prints it).
     pub volume: usize,
@@ -56,7 +56,8 @@ pub struct OsFolder {
 }
 
 /// One in-guest mount point (a drive letter, an fstab line).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct MountPoint {
     /// The in-guest path: `C:`, `/usr`, or `swap`.
     pub path: String,
@@ -70,7 +71,8 @@ pub struct MountPoint {
 }
 
 /// What is known of one installed OS.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct OsInfo {
     /// Windows or Linux.
     pub family: OsFamily,
@@ -138,7 +140,8 @@ impl OsInfo {
 }
 
 /// Every OS found on a set, and the volumes that could not be looked at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct OsReport {
     /// The systems, in volume order.
     pub systems: Vec<OsInfo>,

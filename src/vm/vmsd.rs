@@ -10,7 +10,7 @@
 //! disk file that became read-only when the snapshot was taken, which is
 //! therefore the top of the chain holding that disk's state at the
 //! snapshot. At most [`MAX_SNAPSHOTS`] snapshots and
-//! [`MAX_DISKS`](crate::diskset::MAX_DISKS) disks each are read; a parent
+//! [`crate::diskset::MAX_DISKS`] disks each are read; a parent
 //! cycle is refused.
 
 use std::collections::BTreeMap;

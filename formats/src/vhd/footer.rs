@@ -3,7 +3,7 @@
 //! Format"), mirrored at offset 0 of dynamic and differencing disks.
 //!
 //! Virtual PC versions before 2004 wrote a 511-byte footer (the last
-//! reserved byte missing); [`VhdFooter::parse`] accepts 511 bytes.
+//! reserved byte missing); `VhdFooter::parse` accepts 511 bytes.
 
 use crate::bytes;
 use crate::error::{hex_preview, Detail, Error, Format, Result};

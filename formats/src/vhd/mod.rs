@@ -2,7 +2,7 @@
 //! qemu `vpc`): fixed, dynamic and differencing disks, read-only.
 //!
 //! Layout ("Virtual Hard Disk Image Format Specification"): a 512-byte
-//! [footer](footer) at the end of the file (511 bytes in old Virtual PC
+//! [footer] at the end of the file (511 bytes in old Virtual PC
 //! files), copied at offset 0 of dynamic and differencing disks; a fixed
 //! disk's data precedes the footer. A dynamic disk has a
 //! [dynamic header](dynamic_header) at the footer's data offset, a

@@ -55,6 +55,16 @@ impl RunReader {
         path: &str,
     ) -> Result<Self, Error> {
         for r in &runs {
+            if r.vcn_byte.checked_add(r.len).is_none() {
+                return Err(Error::corrupt(
+                    FsName::Ntfs,
+                    Some(path),
+                    format!(
+                        "data run of {} bytes at value offset {:#x}",
+                        r.len, r.vcn_byte
+                    ),
+                ));
+            }
             if let Some(at) = r.lcn_byte {
                 if at.checked_add(r.len).is_none_or(|end| end > device.size()) {
                     return Err(Error::corrupt(

@@ -1,14 +1,14 @@
 //! NTFS over the `ntfs` crate, with our own data reader.
 //!
 //! The crate parses the boot sector, MFT records (fixups checked),
-//! attribute lists, indexes and the $UpCase table (names are looked up
-//! case-insensitively through it). Data is read here ([`data`]): the
-//! crate hands back the raw stored bytes of an LZNT1-compressed stream
-//! without an error, so compressed streams are decompressed per
-//! compression unit by [`lznt1`]. Sparse runs read as zeros, bytes past
-//! the initialized size too. A value spread over several records by an
-//! attribute list is read through the crate (into memory, up to
-//! [`MAX_LISTED_VALUE`]); compressed that way it is unsupported.
+//! indexes and the $UpCase table (names are looked up case-insensitively
+//! through it). Data streams are found and read here: [`mft`] reads MFT
+//! records through the data runs of `$MFT` (a record may cross from one
+//! run into the next) and gathers a `$DATA` attribute from the base record
+//! and, through `$ATTRIBUTE_LIST`, from extension records; [`data`] reads
+//! the runs, with sparse runs and bytes past the initialized size as
+//! zeros and LZNT1-compressed streams decompressed per compression unit
+//! by [`lznt1`]. A run at cluster 0 (`$Boot`) is stored data, not sparse.
 //!
 //! Hard links are entries in several directories naming one MFT record
 //! (`inode` and `nlink` in [`Metadata`]). Reparse points of the symlink and
@@ -19,10 +19,12 @@
 
 pub mod data;
 pub mod lznt1;
+pub mod mft;
 mod volume_reader;
 
 use volume_reader::VolumeReader;
 
+use std::borrow::Cow;
 use std::io::{Cursor, Read};
 use std::sync::Arc;
 
@@ -34,7 +36,7 @@ use ntfs::indexes::NtfsFileNameIndex;
 use ntfs::structured_values::NtfsFileName;
 use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileNamespace};
 use ntfs::NtfsIndexEntry;
-use ntfs::{Ntfs, NtfsAttributeFlags, NtfsAttributeType, NtfsError, NtfsFile};
+use ntfs::{Ntfs, NtfsError, NtfsFile};
 
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
@@ -42,7 +44,8 @@ use crate::file_system::{
     VisitFn, Visited,
 };
 use crate::FsKind;
-use data::{Run, RunReader};
+use data::RunReader;
+use mft::{Mft, Stream, StreamData};
 
 const FS: FsName = FsName::Ntfs;
 
@@ -50,8 +53,6 @@ const FS: FsName = FsName::Ntfs;
 pub const MAX_DIR_ENTRIES: usize = 1 << 20;
 /// Most data runs of one stream.
 pub const MAX_RUNS: usize = 1 << 20;
-/// Largest value read into memory through an attribute list.
-pub const MAX_LISTED_VALUE: u64 = 1 << 30;
 /// Largest reparse point read, in bytes (the format's own limit is 16 KiB).
 const MAX_REPARSE: u64 = 16 * 1024;
 /// Reparse tags shown as links.
@@ -68,6 +69,8 @@ pub struct NtfsFs {
     mft0: Option<Arc<(u64, Vec<u8>)>>,
     /// MFT records read ahead (see [`VolumeReader`]).
     ahead: volume_reader::RecordBlock,
+    /// `$MFT` mapped through its data runs.
+    mft: Arc<Mft>,
 }
 
 fn map_err(e: NtfsError, path: &str) -> Error {
@@ -170,12 +173,19 @@ impl NtfsFs {
             device.read_at(&mut bytes, at).ok()?;
             Some(Arc::new((at, bytes)))
         });
+        let mft = Mft::open(
+            Arc::clone(&device),
+            u64::from(ntfs.cluster_size()),
+            size,
+            ntfs.mft_position().value().map_or(0, |p| p.get()),
+        )?;
         Ok(NtfsFs {
             ntfs,
             device,
             label,
             mft0,
             ahead: Arc::default(),
+            mft: Arc::new(mft),
         })
     }
 
@@ -185,6 +195,7 @@ impl NtfsFs {
             usize::try_from(self.ntfs.file_record_size()).unwrap_or(0),
             self.mft0.clone(),
             Some(Arc::clone(&self.ahead)),
+            Some(Arc::clone(&self.mft)),
         )
     }
 
@@ -247,62 +258,74 @@ impl NtfsFs {
     /// The reparse tag and target of a file with a reparse point.
     fn reparse(
         &self,
-        r: &mut VolumeReader,
         file: &NtfsFile<'_>,
+        record: Option<&[u8]>,
         path: &str,
     ) -> Result<Option<(u32, String)>> {
-        let mut attrs = file.attributes();
-        while let Some(item) = attrs.next(r) {
-            let item = item.map_err(|e| map_err(e, path))?;
-            let attr = item.to_attribute().map_err(|e| map_err(e, path))?;
-            if attr.ty().ok() != Some(NtfsAttributeType::ReparsePoint) {
-                continue;
-            }
-            if attr.value_length() > MAX_REPARSE {
-                return Err(Error::corrupt(
-                    FS,
-                    Some(path),
-                    "reparse point larger than 16 KiB",
-                ));
-            }
-            let mut buf = Vec::new();
-            attr.value(r)
-                .map_err(|e| map_err(e, path))?
-                .attach(r)
+        let base = self.base_record(file, record)?;
+        let Some(attr) = self.mft.attribute(
+            file.file_record_number(),
+            &base,
+            mft::ATTR_REPARSE_POINT,
+            "",
+            path,
+        )?
+        else {
+            return Ok(None);
+        };
+        if attr.size > MAX_REPARSE {
+            return Err(Error::corrupt(
+                FS,
+                Some(path),
+                "reparse point larger than 16 KiB",
+            ));
+        }
+        let buf = match attr.data {
+            StreamData::Resident(v) => v,
+            StreamData::Runs(runs) => {
+                let mut buf = Vec::new();
+                RunReader::new(
+                    Arc::clone(&self.device),
+                    runs,
+                    attr.size,
+                    attr.initialized,
+                    None,
+                    path,
+                )?
                 .take(MAX_REPARSE)
                 .read_to_end(&mut buf)
                 .map_err(|e| Error::from_io(FS, path, e))?;
-            let u16at = |o: usize| le_u16(&buf, o).map_or(0, usize::from);
-            let tag = le_u32(&buf, 0).unwrap_or(0);
-            let base = match tag {
-                IO_REPARSE_TAG_SYMLINK => 20,
-                IO_REPARSE_TAG_MOUNT_POINT => 16,
-                _ => return Ok(Some((tag, format!("<reparse tag {tag:#010x}>")))),
-            };
-            let (sub_off, sub_len, print_off, print_len) =
-                (u16at(8), u16at(10), u16at(12), u16at(14));
-            let (off, len) = if print_len > 0 {
-                (print_off, print_len)
-            } else {
-                (sub_off, sub_len)
-            };
-            let raw = buf.get(base + off..base + off + len).ok_or_else(|| {
-                Error::corrupt(
-                    FS,
-                    Some(path),
-                    "reparse target lies outside the reparse point",
-                )
-            })?;
-            let units: Vec<u16> = raw.chunks_exact(2).filter_map(|c| le_u16(c, 0)).collect();
-            return Ok(Some((tag, String::from_utf16_lossy(&units))));
-        }
-        Ok(None)
+                buf
+            }
+        };
+        let u16at = |o: usize| le_u16(&buf, o).map_or(0, usize::from);
+        let tag = le_u32(&buf, 0).unwrap_or(0);
+        let base = match tag {
+            IO_REPARSE_TAG_SYMLINK => 20,
+            IO_REPARSE_TAG_MOUNT_POINT => 16,
+            _ => return Ok(Some((tag, format!("<reparse tag {tag:#010x}>")))),
+        };
+        let (sub_off, sub_len, print_off, print_len) = (u16at(8), u16at(10), u16at(12), u16at(14));
+        let (off, len) = if print_len > 0 {
+            (print_off, print_len)
+        } else {
+            (sub_off, sub_len)
+        };
+        let raw = buf.get(base + off..base + off + len).ok_or_else(|| {
+            Error::corrupt(
+                FS,
+                Some(path),
+                "reparse target lies outside the reparse point",
+            )
+        })?;
+        let units: Vec<u16> = raw.chunks_exact(2).filter_map(|c| le_u16(c, 0)).collect();
+        Ok(Some((tag, String::from_utf16_lossy(&units))))
     }
 
     fn is_link(
         &self,
-        r: &mut VolumeReader,
         file: &NtfsFile<'_>,
+        record: Option<&[u8]>,
         path: &str,
     ) -> Result<Option<String>> {
         let info = file.info().map_err(|e| map_err(e, path))?;
@@ -313,7 +336,7 @@ impl NtfsFs {
             return Ok(None);
         }
         Ok(self
-            .reparse(r, file, path)?
+            .reparse(file, record, path)?
             .filter(|(tag, _)| matches!(*tag, IO_REPARSE_TAG_SYMLINK | IO_REPARSE_TAG_MOUNT_POINT))
             .map(|(_, t)| t))
     }
@@ -323,93 +346,74 @@ impl NtfsFs {
         let mut r = self.reader();
         let file = self.lookup(&mut r, fpath)?;
         let record = r.fixed_record(&file);
-        self.open_file_stream(&mut r, &file, record.as_deref(), path, stream)
+        self.open_file_stream(&file, record.as_deref(), path, stream)
     }
 
-    /// The first 0x40 bytes of the non-resident attribute header at
-    /// `header_pos` (the initialized size and compression unit, which
-    /// `ntfs` 0.4 does not expose): from `record`, the file's record as
-    /// read with fixups applied, when the attribute is in it (not in an
-    /// extension record of an attribute list), else read from the volume.
-    fn nonresident_header(
+    /// The base MFT record of `file` with its fixups applied: `record` when
+    /// at hand (the record as read for `file`), else read again.
+    fn base_record<'r>(
+        &self,
+        file: &NtfsFile<'_>,
+        record: Option<&'r [u8]>,
+    ) -> Result<Cow<'r, [u8]>> {
+        match record {
+            Some(r) => Ok(Cow::Borrowed(r)),
+            None => Ok(Cow::Owned(self.mft.record(file.file_record_number())?)),
+        }
+    }
+
+    /// The `$DATA` stream `stream` of `file` (at `path`, for errors).
+    fn data_stream(
         &self,
         file: &NtfsFile<'_>,
         record: Option<&[u8]>,
-        header_pos: Option<u64>,
-    ) -> Option<[u8; 0x40]> {
-        let mut hdr = [0u8; 0x40];
-        let file_pos = file.position().value().map(|p| p.get());
-        let in_record = header_pos
-            .zip(file_pos)
-            .and_then(|(h, f)| usize::try_from(h.checked_sub(f)?).ok())
-            .and_then(|o| record?.get(o..o.checked_add(0x40)?));
-        match in_record {
-            Some(bytes) => hdr.copy_from_slice(bytes),
-            None => self.device.read_at(&mut hdr, header_pos?).ok()?,
-        }
-        Some(hdr)
+        path: &str,
+        stream: &str,
+    ) -> Result<Option<Stream>> {
+        let base = self.base_record(file, record)?;
+        self.mft
+            .stream(file.file_record_number(), &base, stream, path)
     }
 
     /// Where the unnamed data of `file` is stored verbatim, as
     /// [`Visited::stored_runs`] says.
-    fn stored_runs(
-        &self,
-        r: &mut VolumeReader,
-        file: &NtfsFile<'_>,
-        record: Option<&[u8]>,
-    ) -> Option<Vec<StoredRun>> {
+    fn stored_runs(&self, file: &NtfsFile<'_>, record: Option<&[u8]>) -> Option<Vec<StoredRun>> {
         if file.is_directory() {
             return None;
         }
-        let attr_item = file.data(r, "")?.ok()?;
-        let attr = attr_item.to_attribute().ok()?;
-        if attr.flags().intersects(
-            NtfsAttributeFlags::COMPRESSED
-                | NtfsAttributeFlags::ENCRYPTED
-                | NtfsAttributeFlags::SPARSE,
-        ) {
+        let s = self.data_stream(file, record, "", "").ok()??;
+        if s.flags & (mft::FLAG_COMPRESSED | mft::FLAG_ENCRYPTED | mft::FLAG_SPARSE) != 0
+            || s.initialized < s.size
+        {
             return None;
         }
-        let size = attr.value_length();
-        let header_pos = attr.position().value().map(|p| p.get());
-        let ntfs::attribute_value::NtfsAttributeValue::NonResident(v) = attr.value(r).ok()? else {
+        let StreamData::Runs(runs) = s.data else {
             return None;
         };
-        let hdr = self.nonresident_header(file, record, header_pos)?;
-        let initialized = u64::from_le_bytes(hdr[0x38..0x40].try_into().ok()?);
-        if initialized < size {
-            return None;
-        }
         let mut out = Vec::new();
         let mut done = 0u64;
-        for run in v.data_runs() {
-            if done >= size {
+        for run in runs {
+            if done >= s.size {
                 break;
             }
-            if out.len() >= MAX_RUNS {
+            if out.len() >= MAX_RUNS || run.vcn_byte != done {
                 return None;
             }
-            let run = run.ok()?;
-            let len = run.allocated_size().min(size - done);
-            if len == 0 {
-                return None;
-            }
+            let len = run.len.min(s.size - done);
             out.push(StoredRun {
-                at: run.data_position().value()?.get(),
+                at: run.lcn_byte?,
                 len,
             });
             done += len;
         }
-        (done == size).then_some(out)
+        (done == s.size).then_some(out)
     }
 
     /// The data of stream `stream` (`""`: the unnamed data) of `file`,
     /// which is at `path` (for errors), and its size. `record` is the
-    /// file's MFT record as read (fixups applied), if at hand: the
-    /// initialized size is taken from it rather than read again.
+    /// file's MFT record as read (fixups applied), if at hand.
     fn open_file_stream(
         &self,
-        r: &mut VolumeReader,
         file: &NtfsFile<'_>,
         record: Option<&[u8]>,
         path: &str,
@@ -418,97 +422,40 @@ impl NtfsFs {
         if stream.is_empty() && file.is_directory() {
             return Err(Error::wrong_type(FS, path, "is a directory"));
         }
-        let item = match file.data(r, stream) {
-            Some(item) => item.map_err(|e| map_err(e, path))?,
+        let s = match self.data_stream(file, record, path, stream)? {
+            Some(s) => s,
             // A file record without unnamed data (system files): empty.
             None if stream.is_empty() => return Ok((Box::new(Cursor::new(Vec::new())), 0)),
             None => return Err(Error::not_found(FS, path)),
         };
-        let attr = item.to_attribute().map_err(|e| map_err(e, path))?;
-        let flags = attr.flags();
-        if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
+        if s.flags & mft::FLAG_ENCRYPTED != 0 {
             return Err(Error::unsupported(FS, Some(path), "EFS-encrypted stream"));
         }
-        let compressed = flags.contains(NtfsAttributeFlags::COMPRESSED);
-        let size = attr.value_length();
-        let header_pos = attr.position().value().map(|p| p.get());
-        let value = attr.value(r).map_err(|e| map_err(e, path))?;
-        match value {
-            ntfs::attribute_value::NtfsAttributeValue::Resident(v) => {
-                Ok((Box::new(Cursor::new(v.data().to_vec())), size))
+        let runs = match s.data {
+            StreamData::Resident(v) => return Ok((Box::new(Cursor::new(v)), s.size)),
+            StreamData::Runs(runs) => runs,
+        };
+        let unit = if s.flags & mft::FLAG_COMPRESSED != 0 {
+            if s.unit_exp == 0 || s.unit_exp > 8 {
+                return Err(Error::unsupported(
+                    FS,
+                    Some(path),
+                    "compressed stream without a compression unit",
+                ));
             }
-            ntfs::attribute_value::NtfsAttributeValue::NonResident(v) => {
-                let mut runs = Vec::new();
-                let mut vcn = 0u64;
-                for run in v.data_runs() {
-                    if runs.len() >= MAX_RUNS {
-                        return Err(Error::limit(
-                            FS,
-                            Some(path),
-                            format!("more than {MAX_RUNS} data runs"),
-                        ));
-                    }
-                    let run = run.map_err(|e| map_err(e, path))?;
-                    let len = run.allocated_size();
-                    runs.push(Run {
-                        vcn_byte: vcn,
-                        len,
-                        lcn_byte: run.data_position().value().map(|p| p.get()),
-                    });
-                    vcn = vcn.saturating_add(len);
-                }
-                let (mut initialized, mut unit_exp) = (size, 4u32);
-                if let Some(hdr) = self.nonresident_header(file, record, header_pos) {
-                    unit_exp = u32::from(hdr[0x22]);
-                    initialized =
-                        u64::from_le_bytes(hdr[0x38..0x40].try_into().unwrap_or([0xff; 8]));
-                }
-                let unit = if compressed {
-                    if unit_exp == 0 || unit_exp > 8 {
-                        return Err(Error::unsupported(
-                            FS,
-                            Some(path),
-                            "compressed stream without a compression unit",
-                        ));
-                    }
-                    Some(u64::from(self.ntfs.cluster_size()) << unit_exp)
-                } else {
-                    None
-                };
-                let reader = RunReader::new(
-                    Arc::clone(&self.device),
-                    runs,
-                    size,
-                    initialized,
-                    unit,
-                    path,
-                )?;
-                Ok((Box::new(reader), size))
-            }
-            other => {
-                if compressed {
-                    return Err(Error::unsupported(
-                        FS,
-                        Some(path),
-                        "compressed stream spread over an attribute list",
-                    ));
-                }
-                if size > MAX_LISTED_VALUE {
-                    return Err(Error::limit(
-                        FS,
-                        Some(path),
-                        "stream spread over an attribute list larger than 1 GiB",
-                    ));
-                }
-                let mut buf = Vec::new();
-                other
-                    .attach(r)
-                    .take(size)
-                    .read_to_end(&mut buf)
-                    .map_err(|e| Error::from_io(FS, path, e))?;
-                Ok((Box::new(Cursor::new(buf)), size))
-            }
-        }
+            Some(u64::from(self.ntfs.cluster_size()) << s.unit_exp)
+        } else {
+            None
+        };
+        let reader = RunReader::new(
+            Arc::clone(&self.device),
+            runs,
+            s.size,
+            s.initialized,
+            unit,
+            path,
+        )?;
+        Ok((Box::new(reader), s.size))
     }
 }
 
@@ -561,7 +508,8 @@ impl FileSystem for NtfsFs {
         let (fpath, stream) = split_stream(path);
         let mut r = self.reader();
         let file = self.lookup(&mut r, fpath)?;
-        self.file_metadata(&mut r, &file, path, stream)
+        let record = r.fixed_record(&file);
+        self.file_metadata(&file, record.as_deref(), path, stream)
     }
 
     fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>> {
@@ -571,14 +519,17 @@ impl FileSystem for NtfsFs {
     fn read_link(&self, path: &str) -> Result<String> {
         let mut r = self.reader();
         let file = self.lookup(&mut r, path)?;
-        self.is_link(&mut r, &file, path)?
+        let record = r.fixed_record(&file);
+        self.is_link(&file, record.as_deref(), path)?
             .ok_or_else(|| Error::wrong_type(FS, path, "not a symbolic link"))
     }
 
     fn streams(&self, path: &str) -> Result<Vec<String>> {
         let mut r = self.reader();
         let file = self.lookup(&mut r, path)?;
-        file_streams(&mut r, &file, path)
+        let record = r.fixed_record(&file);
+        let base = self.base_record(&file, record.as_deref())?;
+        self.mft.stream_names(&base, path)
     }
 
     fn visit_dir(&self, path: &str, f: &mut VisitFn<'_>) -> Result<()> {
@@ -656,14 +607,14 @@ impl NtfsFs {
     /// (at `path`, for errors).
     fn file_metadata(
         &self,
-        r: &mut VolumeReader,
         file: &NtfsFile<'_>,
+        record: Option<&[u8]>,
         path: &str,
         stream: &str,
     ) -> Result<Metadata> {
         let info = file.info().map_err(|e| map_err(e, path))?;
         let link = if stream.is_empty() {
-            self.is_link(r, file, path)?
+            self.is_link(file, record, path)?
         } else {
             None
         };
@@ -672,13 +623,8 @@ impl NtfsFs {
         } else if file.is_directory() && stream.is_empty() {
             (FileType::Directory, 0)
         } else {
-            let size = match file.data(r, stream) {
-                Some(item) => {
-                    let item = item.map_err(|e| map_err(e, path))?;
-                    item.to_attribute()
-                        .map_err(|e| map_err(e, path))?
-                        .value_length()
-                }
+            let size = match self.data_stream(file, record, path, stream)? {
+                Some(s) => s.size,
                 None if stream.is_empty() => 0,
                 None => return Err(Error::not_found(FS, path)),
             };
@@ -701,23 +647,6 @@ impl NtfsFs {
     }
 }
 
-/// The names of the named data streams of `file` (at `path`, for errors).
-fn file_streams(r: &mut VolumeReader, file: &NtfsFile<'_>, path: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut attrs = file.attributes();
-    while let Some(item) = attrs.next(r) {
-        let item = item.map_err(|e| map_err(e, path))?;
-        let attr = item.to_attribute().map_err(|e| map_err(e, path))?;
-        if attr.ty().ok() == Some(NtfsAttributeType::Data) {
-            let name = attr.name().map_err(|e| map_err(e, path))?.to_string_lossy();
-            if !name.is_empty() && !out.contains(&name) {
-                out.push(name);
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// An entry met by [`NtfsFs::visit_dir`], with its MFT record read once.
 struct NtfsVisited<'n> {
     fs: &'n NtfsFs,
@@ -735,7 +664,7 @@ impl Visited for NtfsVisited<'_> {
     }
     fn metadata(&self) -> Result<Metadata> {
         self.fs
-            .file_metadata(&mut self.fs.reader(), &self.file, &self.path, "")
+            .file_metadata(&self.file, self.record.as_deref(), &self.path, "")
     }
     fn open(&self, stream: &str) -> Result<Box<dyn FileReader + '_>> {
         let path = if stream.is_empty() {
@@ -743,25 +672,21 @@ impl Visited for NtfsVisited<'_> {
         } else {
             format!("{}:{stream}", self.path)
         };
-        let (reader, _) = self.fs.open_file_stream(
-            &mut self.fs.reader(),
-            &self.file,
-            self.record.as_deref(),
-            &path,
-            stream,
-        )?;
+        let (reader, _) =
+            self.fs
+                .open_file_stream(&self.file, self.record.as_deref(), &path, stream)?;
         Ok(reader)
     }
     fn read_link(&self) -> Result<String> {
         self.fs
-            .is_link(&mut self.fs.reader(), &self.file, &self.path)?
+            .is_link(&self.file, self.record.as_deref(), &self.path)?
             .ok_or_else(|| Error::wrong_type(FS, &self.path, "not a symbolic link"))
     }
     fn streams(&self) -> Result<Vec<String>> {
-        file_streams(&mut self.fs.reader(), &self.file, &self.path)
+        let base = self.fs.base_record(&self.file, self.record.as_deref())?;
+        self.fs.mft.stream_names(&base, &self.path)
     }
     fn stored_runs(&self) -> Option<Vec<StoredRun>> {
-        self.fs
-            .stored_runs(&mut self.fs.reader(), &self.file, self.record.as_deref())
+        self.fs.stored_runs(&self.file, self.record.as_deref())
     }
 }

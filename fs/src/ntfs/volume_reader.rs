@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use diskimage_formats::BlockDevice;
 
+use super::mft::Mft;
+
 /// Records read ahead at once when a record is not in [`RecordBlock`].
 pub const RECORDS_AHEAD: usize = 16;
 
@@ -41,6 +43,9 @@ pub struct VolumeReader {
     record_size: usize,
     /// Position and raw bytes of the last read of `record_size` bytes.
     last: Option<(u64, Vec<u8>)>,
+    /// `$MFT`'s data runs: a record that crosses from one into the next
+    /// is read from both.
+    mft: Option<Arc<Mft>>,
 }
 
 impl VolumeReader {
@@ -53,18 +58,22 @@ impl VolumeReader {
             ahead: None,
             record_size: 0,
             last: None,
+            mft: None,
         }
     }
 
     /// A cursor at offset 0 of `device` that keeps the last read of
     /// `record_size` bytes, serves reads of the record `mft0` (its
     /// position and raw bytes) from memory, and reads records ahead into
-    /// `ahead`.
+    /// `ahead`. A read of a record's size at the start of a record that
+    /// crosses from one run of `mft` into the next is read through `mft`'s
+    /// runs.
     pub fn with_records(
         device: Arc<dyn BlockDevice>,
         record_size: usize,
         mft0: Option<Arc<(u64, Vec<u8>)>>,
         ahead: Option<RecordBlock>,
+        mft: Option<Arc<Mft>>,
     ) -> Self {
         VolumeReader {
             device,
@@ -73,6 +82,7 @@ impl VolumeReader {
             ahead,
             record_size,
             last: None,
+            mft,
         }
     }
 
@@ -119,7 +129,7 @@ impl VolumeReader {
     /// record read last.
     pub fn fixed_record(&self, file: &ntfs::NtfsFile<'_>) -> Option<Vec<u8>> {
         let at = file.position().value().map_or(0, |p| p.get());
-        self.record_at(at).and_then(fixed_up)
+        self.record_at(at).and_then(super::mft::fixed_up)
     }
 }
 
@@ -129,27 +139,6 @@ fn held(block: &Option<(u64, Vec<u8>)>, pos: u64, len: usize) -> Option<&[u8]> {
     let (at, bytes) = block.as_ref()?;
     let from = usize::try_from(pos.checked_sub(*at)?).ok()?;
     bytes.get(from..from.checked_add(len)?)
-}
-
-/// The bytes of the MFT record `raw` with its update sequence applied (the
-/// last two bytes of each 512-byte block put back from the array); `None`
-/// if the array does not fit or a block does not end with the update
-/// sequence number.
-pub fn fixed_up(raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = raw.to_vec();
-    let offset = usize::from(diskimage_formats::bytes::le_u16(raw, 4)?);
-    let count = usize::from(diskimage_formats::bytes::le_u16(raw, 6)?);
-    let usn = raw.get(offset..offset + 2)?;
-    for i in 1..count {
-        let saved = raw.get(offset + 2 * i..offset + 2 * i + 2)?;
-        let end = (i * 512).checked_sub(2)?;
-        let tail = out.get_mut(end..end + 2)?;
-        if tail != usn {
-            return None;
-        }
-        tail.copy_from_slice(saved);
-    }
-    Some(out)
 }
 
 impl Read for VolumeReader {
@@ -170,9 +159,20 @@ impl Read for VolumeReader {
             ));
         }
         let is_record = buf.len() == self.record_size && self.record_size > 0;
+        let crossing = self
+            .mft
+            .as_deref()
+            .filter(|_| is_record)
+            .and_then(|m| Some((m, m.crossing(self.pos)?)));
         match self.mft0.as_deref() {
             Some((at, bytes)) if *at == self.pos && bytes.len() == buf.len() => {
                 buf.copy_from_slice(bytes);
+            }
+            _ if crossing.is_some() => {
+                if let Some((mft, n)) = crossing {
+                    let raw = mft.raw_record(n).map_err(crate::error::Error::into_io)?;
+                    buf.copy_from_slice(&raw);
+                }
             }
             _ if is_record && self.read_ahead(buf) => {}
             _ => self
@@ -224,7 +224,7 @@ mod tests {
         // A copy of "record 0" at 1024 that differs from the device.
         let mft0 = Arc::new((1024u64, vec![7u8; 1024]));
         let ahead: RecordBlock = Arc::default();
-        let mut r = VolumeReader::with_records(dev, 1024, Some(mft0), Some(ahead.clone()));
+        let mut r = VolumeReader::with_records(dev, 1024, Some(mft0), Some(ahead.clone()), None);
         let mut b = vec![0u8; 1024];
         r.seek(SeekFrom::Start(1024)).unwrap();
         r.read_exact(&mut b).unwrap();
@@ -243,20 +243,5 @@ mod tests {
         r.seek(SeekFrom::Start(3072)).unwrap();
         r.read_exact(&mut b).unwrap();
         assert_eq!(r.record_at(3072), Some(&[0u8; 1024][..]));
-    }
-
-    #[test]
-    fn fixup_puts_the_saved_bytes_back() {
-        let mut rec = vec![0u8; 1024];
-        rec[4..6].copy_from_slice(&0x30u16.to_le_bytes());
-        rec[6..8].copy_from_slice(&3u16.to_le_bytes());
-        rec[0x30..0x36].copy_from_slice(&[0xAB, 0xCD, 1, 2, 3, 4]);
-        rec[510..512].copy_from_slice(&[0xAB, 0xCD]);
-        rec[1022..1024].copy_from_slice(&[0xAB, 0xCD]);
-        let fixed = fixed_up(&rec).unwrap();
-        assert_eq!(&fixed[510..512], &[1, 2]);
-        assert_eq!(&fixed[1022..1024], &[3, 4]);
-        rec[1022] = 0;
-        assert_eq!(fixed_up(&rec), None);
     }
 }

@@ -6,7 +6,7 @@
 //! The hive is held in memory; every cell offset is checked against the
 //! hive bins, every count against the cell that holds it, and walks that
 //! could loop (index-of-index lists) are bounded, so a damaged or hostile
-//! hive gives a typed [`Error`](crate::error::Error) with the hive's name
+//! hive gives a typed [`crate::error::Error`] with the hive's name
 //! and the byte offset, never a panic.
 //!
 //! Tolerated and reported ([`Hive::warnings`]): a base-block checksum that

@@ -42,7 +42,7 @@ pub const MAX_METADATA_TEXT: u64 = 4 << 20;
 /// Most data or metadata areas read from one PV header.
 const MAX_AREAS: usize = 8;
 
-/// LVM2's checksum: CRC-32 (IEEE, reflected) seeded with [`INITIAL_CRC`]
+/// LVM2's checksum: CRC-32 (IEEE, reflected) seeded with `INITIAL_CRC`
 /// and not inverted at the end.
 pub fn lvm_crc(data: &[u8]) -> u32 {
     let mut crc = INITIAL_CRC;
