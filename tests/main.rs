@@ -14,12 +14,15 @@
 //! - `differential`: random qemu-img/qemu-io scenarios read by us, qemu and libyal.
 //! - `os`: OS detection (Windows hives, Linux os-release/fstab) and damaged hives.
 //! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
+//! - `detect`: volume types, labels and UUIDs against blkid, fsck.fat and TSK.
+//! - `truncated`: images cut short: reads past the end fail, never short data.
 //! - `ntfs`: NTFS images (fragmented `$MFT`, attribute lists) against TSK and ntfs-3g.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
 mod common;
 mod corpus;
+mod detect;
 mod differential;
 mod ext_journal;
 mod filesystems;
@@ -32,5 +35,6 @@ mod mount;
 mod ntfs;
 mod os;
 mod regression;
+mod truncated;
 mod vm;
 mod volumes;

@@ -89,6 +89,12 @@ pub fn open_fs_as(device: Arc<dyn BlockDevice>, kind: FsKind) -> Result<Box<dyn 
         FsKind::Ntfs => Ok(Box::new(ntfs::NtfsFs::open(device)?)),
         FsKind::ExFat => Ok(Box::new(exfat::ExFatFs::open(device)?)),
         FsKind::Iso9660 => Ok(Box::new(iso9660::IsoFs::open(device)?)),
+        FsKind::Jbd => Err(Error::unsupported(
+            FsName::Detect,
+            None,
+            "an ext3/ext4 external journal device (jbd) holds a journal, not files: \
+             open the file system that uses it",
+        )),
         other => Err(Error::unsupported(
             FsName::Detect,
             None,
