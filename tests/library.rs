@@ -265,7 +265,17 @@ fn extract_engine_restores_the_files_the_fixture_was_made_from() {
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    dir.join("examples").join(name)
+    let path = dir.join("examples").join(name);
+    if !path.exists() {
+        // `cargo test --test integration` alone does not build examples.
+        let built = Command::new(env!("CARGO"))
+            .args(["build", "--example", name])
+            .current_dir(repo())
+            .status()
+            .expect("cargo build --example");
+        assert!(built.success(), "cargo build --example {name}");
+    }
+    path
 }
 
 fn run_example(name: &str, args: &[&str]) -> String {

@@ -354,6 +354,16 @@ fn check_cli(
             ));
         }
     }
+    // A file that could not be read is not left behind short or empty.
+    for (p, _) in &cut.failed {
+        let host = dest.join(p.trim_start_matches('/'));
+        if listing.get(p).is_some_and(|r| r.ty == "file") && host.exists() {
+            problems.push(format!(
+                "{name} cut at {}: extract left {p} behind although it failed",
+                cut.len
+            ));
+        }
+    }
     // What extract reports as written must be right.
     for p in &cut.good {
         let host = dest.join(p.trim_start_matches('/'));

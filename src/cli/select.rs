@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use diskimage::diskset::DiskSet;
+use diskimage::diskset::{DiskSet, Volume};
 use diskimage::fs::FileSystem;
 use diskimage::{BlockDevice, DiskImage, OpenOptions};
 
@@ -21,7 +21,20 @@ pub fn volume_device(
     options: &OpenOptions,
 ) -> Result<Arc<dyn BlockDevice>, CliError> {
     let set = DiskSet::from_images(images, options)?;
-    Ok(set.default_volume(volume)?.device())
+    Ok(choose_volume(&set, volume)?.device())
+}
+
+/// Volume `-V volume` of `set`, or its default volume
+/// ([`DiskSet::default_volume`]); a number past the end is named as the
+/// flag the user typed.
+pub fn choose_volume(set: &DiskSet, volume: Option<usize>) -> Result<&Volume, CliError> {
+    if let Some(n) = volume.filter(|n| set.volume(*n).is_none()) {
+        return Err(CliError::Usage(format!(
+            "-V {n}: the disk set has {} volumes (see `diskimage volumes`)",
+            set.volumes().len()
+        )));
+    }
+    Ok(set.default_volume(volume)?)
 }
 
 /// Images, volume and open options of the file-system commands.
@@ -66,7 +79,7 @@ impl FsArgs {
         let (images, path) = self.split(path_required)?;
         let images = self.open.open_all(&images)?;
         let set = DiskSet::from_images(images, &self.open.options())?;
-        let fs = set.mount(set.default_volume(self.volume)?)?;
+        let fs = set.mount(choose_volume(&set, self.volume)?)?;
         print_fs_warnings(fs.as_ref());
         Ok((fs, path))
     }
