@@ -4,17 +4,25 @@
 //! Order (first match wins; the file name's extension is only a hint):
 //! 1. `OpenOptions::format`, when the caller forces a reader;
 //! 2. magic numbers at offset 0: `KDMV`, `COWD` and seSparse (VMDK extents),
-//!    `vhdxfile` (VHDX), `QFI\xfb` (QCOW2), the VDI signature, `EVF` (EWF);
-//! 3. VMDK descriptor text (`# Disk DescriptorFile`, or `createType=` near the start);
-//! 4. a VHD footer (`conectix`) in the last 512 (or 511) bytes, or its copy at 0;
-//! 5. an optical-disc recognition sequence at sector 16 (0x8000), or an
-//!    `.iso` name, in which case the ISO rules say what is wrong;
-//! 6. a numbered split-raw part name (`disk.001`);
-//! 7. raw, when the start holds a partition table or file system
+//!    `vhdxfile` (VHDX), `QFI\xfb` (QCOW2), the VDI signature;
+//! 3. formats recognised but not read, each named in an
+//!    [`ErrorKind::Unsupported`] error (see [`NotRead`]): EWF (`EVF`, `LVF`,
+//!    Ex01 `EVF2`), AFF and AFF4, Apple UDIF (`koly` trailer), Nero
+//!    (`NER5`/`NERO` footer), QCOW version 1;
+//! 4. VMDK descriptor text (`# Disk DescriptorFile`, or `createType=` near the start);
+//! 5. a VHD footer (`conectix`) in the last 512 (or 511) bytes, or its copy at 0;
+//! 6. an optical-disc recognition sequence at sector 16 (0x8000), or an
+//!    `.iso` name, in which case the ISO rules say what is wrong; a UDF
+//!    sequence recorded at 4,096-byte (or larger) steps is a disk holding
+//!    UDF and opens as raw (see [`iso::vrs_step`]);
+//! 7. a numbered split-raw part name (`disk.001`);
+//! 8. raw, when the start holds a partition table or file system
 //!    (`55 AA` boot signature, `EFI PART`, ext, XFS, Btrfs, LVM, LUKS, swap)
 //!    or the name ends in a raw extension (`.img`, `.raw`, `.dd`, ...).
 //!
-//! Anything else is an error that says what was seen at which offsets.
+//! Anything else is an error that says what was seen at which offsets. A
+//! CD image of raw 2,352-byte sectors (MODE1/2352 `.bin`) is named as such:
+//! in that error, or in a warning when its name makes it open as raw.
 
 use std::path::Path;
 #[cfg(test)]
@@ -85,10 +93,62 @@ pub fn dependencies(path: &Path, options: &OpenOptions) -> Result<Vec<std::path:
 pub enum Probed {
     /// A format recognised by its content.
     Format(Format),
+    /// A format recognised by its signature that this version does not read.
+    NotRead(NotRead),
     /// Nothing matched; the name hints at this format.
     Hint(Format),
     /// Nothing matched and the name gives no hint.
     Unknown,
+}
+
+/// Disk image formats the probe recognises by their signature but that
+/// this version does not read: each is named in an
+/// [`ErrorKind::Unsupported`] error rather than called unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotRead {
+    /// EnCase / Expert Witness (`EVF\x09\x0d\x0a\xff\x00`, `.E01`; `LVF`, `.L01`).
+    Ewf,
+    /// EnCase 7 Ex01/Lx01 (`EVF2\x0d\x0a\x81\x00`, `LEF2...`).
+    Ewf2,
+    /// Advanced Forensic Format version 1 (`AFF10\r\n\0`).
+    Aff,
+    /// AFF4: a zip whose entries describe an AFF4 container.
+    Aff4,
+    /// Apple UDIF (`.dmg`): a `koly` trailer in the last 512 bytes.
+    Udif,
+    /// Nero Burning ROM (`.nrg`): a `NER5` or `NERO` footer at the end.
+    Nrg,
+    /// QEMU copy-on-write version 1 (`QFI\xfb`, version 1).
+    Qcow1,
+}
+
+impl NotRead {
+    /// The format's name as its users know it.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotRead::Ewf => "EWF (EnCase Expert Witness, .E01/.L01)",
+            NotRead::Ewf2 => "EWF2 (EnCase 7, .Ex01/.Lx01)",
+            NotRead::Aff => "AFF (Advanced Forensic Format, .aff)",
+            NotRead::Aff4 => "AFF4 (Advanced Forensic Format 4, .aff4)",
+            NotRead::Udif => "Apple UDIF (.dmg)",
+            NotRead::Nrg => "Nero (.nrg)",
+            NotRead::Qcow1 => "QCOW version 1",
+        }
+    }
+
+    /// Where the signature is and what it is, for the error message.
+    fn signature(self) -> &'static str {
+        match self {
+            NotRead::Ewf => "'EVF'/'LVF' signature at 0x0",
+            NotRead::Ewf2 => "'EVF2'/'LEF2' signature at 0x0",
+            NotRead::Aff => "'AFF10' signature at 0x0",
+            NotRead::Aff4 => "zip archive describing an AFF4 container",
+            NotRead::Udif => "'koly' trailer in the last 512 bytes",
+            NotRead::Nrg => "'NER5'/'NERO' footer at the end",
+            NotRead::Qcow1 => "'QFI\\xfb' magic with version 1 at 0x0",
+        }
+    }
 }
 
 /// The bytes the probe looks at.
@@ -100,18 +160,89 @@ pub struct ProbeBytes {
     pub sector16: Vec<u8>,
     /// The last 512 bytes (fewer for a smaller file).
     pub tail: Vec<u8>,
+    /// Up to [`iso::VRS_WINDOW`] bytes from 0x8000 when `sector16` starts a
+    /// recognition sequence (empty otherwise): enough to tell an optical
+    /// disc from a disk holding UDF with larger blocks.
+    pub vrs: Vec<u8>,
+    /// The 6 bytes of a raw 2,352-byte CD sector 16 (`01 CD001`, at
+    /// 16 * 2352 + 16) when the file starts with a CD sync pattern.
+    pub raw_cd_sector16: Vec<u8>,
 }
+
+/// The 12-byte sync pattern at the start of every raw CD sector.
+pub const CD_SYNC: [u8; 12] = [0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0];
+/// Bytes of one raw CD sector (sync, header, user data, EDC/ECC).
+pub const RAW_CD_SECTOR: u64 = 2352;
+/// Where the 2,048 bytes of user data start in a MODE1 raw CD sector.
+pub const RAW_CD_MODE1_DATA: u64 = 16;
 
 impl ProbeBytes {
     /// Reads what the probe needs from `file`.
     pub fn read(file: &ImageFile) -> Result<Self> {
         let len = file.len();
+        let head = file.read_up_to(0, HEAD_LEN)?;
+        let sector16 = file.read_up_to(iso::VRS_OFFSET, 8)?;
+        let vrs = if iso::looks_like_iso(&sector16) {
+            file.read_up_to(iso::VRS_OFFSET, iso::VRS_WINDOW)?
+        } else {
+            Vec::new()
+        };
+        let raw_cd_sector16 = if at(&head, 0, &CD_SYNC) {
+            file.read_up_to(
+                iso::VRS_START_SECTOR * RAW_CD_SECTOR + RAW_CD_MODE1_DATA,
+                6,
+            )?
+        } else {
+            Vec::new()
+        };
         Ok(ProbeBytes {
-            head: file.read_up_to(0, HEAD_LEN)?,
-            sector16: file.read_up_to(iso::VRS_START_SECTOR * iso::SECTOR, 8)?,
+            head,
+            sector16,
             tail: file.read_up_to(len.saturating_sub(512), 512)?,
+            vrs,
+            raw_cd_sector16,
         })
     }
+
+    /// Whether the file holds raw 2,352-byte CD sectors with an ISO 9660
+    /// volume descriptor in the user data of sector 16 (MODE1/2352).
+    pub fn raw_cd(&self) -> bool {
+        at(&self.head, 0, &CD_SYNC) && at(&self.raw_cd_sector16, 1, b"CD001")
+    }
+}
+
+/// Finds a format this version recognises but does not read.
+pub fn not_read(head: &[u8], tail: &[u8]) -> Option<NotRead> {
+    const EWF: &[u8] = b"VF\x09\x0d\x0a\xff\x00";
+    const EWF2: &[u8] = b"F2\x0d\x0a\x81\x00";
+    if (at(head, 0, b"E") || at(head, 0, b"L")) && at(head, 1, EWF) {
+        return Some(NotRead::Ewf);
+    }
+    if (at(head, 0, b"EV") || at(head, 0, b"LE")) && at(head, 2, EWF2) {
+        return Some(NotRead::Ewf2);
+    }
+    if at(head, 0, b"AFF10\r\n\0") {
+        return Some(NotRead::Aff);
+    }
+    if at(head, 0, b"QFI\xfb") && crate::bytes::be_u32(head, 4) == Some(1) {
+        return Some(NotRead::Qcow1);
+    }
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    if at(head, 0, b"PK\x03\x04")
+        && (contains(head, b"information.turtle")
+            || contains(head, b"container.description")
+            || contains(tail, b"aff4://"))
+    {
+        return Some(NotRead::Aff4);
+    }
+    if tail.len() == 512 && at(tail, 0, b"koly") {
+        return Some(NotRead::Udif);
+    }
+    let n = tail.len();
+    if (n >= 12 && at(tail, n - 12, b"NER5")) || (n >= 8 && at(tail, n - 8, b"NERO")) {
+        return Some(NotRead::Nrg);
+    }
+    None
 }
 
 use crate::bytes::has_at as at;
@@ -158,6 +289,9 @@ pub fn detect(bytes: &ProbeBytes, len: u64, path: &Path) -> Probed {
     if footer_512 || footer_511 {
         return Probed::Format(Format::Vhd);
     }
+    if let Some(f) = not_read(head, tail) {
+        return Probed::NotRead(f);
+    }
     if let Some((_, _, f)) = magic.iter().find(|(m, o, _)| at(head, *o, m)) {
         return Probed::Format(*f);
     }
@@ -165,6 +299,10 @@ pub fn detect(bytes: &ProbeBytes, len: u64, path: &Path) -> Probed {
         return Probed::Format(Format::Vmdk);
     }
     if iso::looks_like_iso(&bytes.sector16) {
+        // UDF recorded with blocks over 2,048 bytes: a disk, read raw.
+        if iso::vrs_step(&bytes.vrs).is_some_and(|step| step as u64 > iso::SECTOR) {
+            return Probed::Format(Format::Raw);
+        }
         return Probed::Format(Format::Iso);
     }
     let ext = path
@@ -205,12 +343,27 @@ pub fn open_with(ctx: &OpenContext<'_>, path: &Path) -> Result<DiskImage> {
     let bytes = ProbeBytes::read(&file)?;
     match detect(&bytes, file.len(), path) {
         Probed::Format(Format::Raw) | Probed::Hint(Format::Raw) => {
-            match raw::split_parts(ctx, path) {
+            let raw_cd = bytes.raw_cd();
+            let image = match raw::split_parts(ctx, path) {
                 Some(parts) => raw::open(ctx, &parts),
                 None => open_as(ctx, Format::Raw, file),
-            }
+            }?;
+            Ok(if raw_cd {
+                with_raw_cd_note(image)
+            } else {
+                image
+            })
         }
         Probed::Format(f) | Probed::Hint(f) => open_as(ctx, f, file),
+        Probed::NotRead(f) => Err(Error::unsupported(
+            Format::Probe,
+            format!(
+                "{} image ({}): recognised, but not read by this version",
+                f.name(),
+                f.signature()
+            ),
+        )
+        .in_file(path)),
         Probed::Unknown => match raw::split_parts(ctx, path) {
             Some(parts) => raw::open(ctx, &parts),
             None => Err(unrecognised(&bytes, file.len(), path)),
@@ -218,10 +371,32 @@ pub fn open_with(ctx: &OpenContext<'_>, path: &Path) -> Result<DiskImage> {
     }
 }
 
+/// What a raw CD image of 2,352-byte sectors is, for a message.
+const RAW_CD_NOTE: &str = "the file holds raw 2,352-byte CD sectors (MODE1/2352: a sync \
+     pattern at 0x0, CD001 in the user data of sector 16 at 0x9311); its 2,048-byte user \
+     data is not extracted by this version, so its ISO 9660 file system is not seen";
+
+/// Adds the raw-CD warning to an image opened raw.
+fn with_raw_cd_note(image: DiskImage) -> DiskImage {
+    let mut info = image.info().clone();
+    info.warnings.push(crate::image::Warning {
+        kind: crate::image::WarningKind::Other,
+        path: info.path.clone(),
+        offset: Some(0),
+        message: RAW_CD_NOTE.to_owned(),
+    });
+    DiskImage::new(image.device(), info)
+}
+
 fn unrecognised(bytes: &ProbeBytes, len: u64, path: &Path) -> Error {
+    let hint = if bytes.raw_cd() {
+        format!("; {RAW_CD_NOTE}")
+    } else {
+        String::new()
+    };
     let seen = format!(
         "{} bytes; at 0x0: {}; at 0x8000: {}; last 512 bytes hold no 'conectix' VHD footer \
-         (force a reader with --format, e.g. --format raw)",
+         (force a reader with --format, e.g. --format raw){hint}",
         len,
         hex_preview(&bytes.head),
         hex_preview(&bytes.sector16),
@@ -324,6 +499,87 @@ mod tests {
         assert_eq!(probe(&[1, 2, 3], "x.unknown"), Probed::Unknown);
         assert_eq!(probe(&[1, 2, 3], "x.DD"), Probed::Hint(Format::Raw));
         assert_eq!(probe(&[1, 2, 3], "x.iso"), Probed::Hint(Format::Iso));
+    }
+
+    fn probe_tail(tail: &[u8]) -> Probed {
+        let bytes = ProbeBytes {
+            head: vec![0; 512],
+            tail: tail.to_vec(),
+            ..ProbeBytes::default()
+        };
+        detect(&bytes, 4096, Path::new("x"))
+    }
+
+    #[test]
+    fn formats_not_read_are_named() {
+        assert_eq!(
+            probe(b"EVF\x09\x0d\x0a\xff\x00\x01", "x.E01"),
+            Probed::NotRead(NotRead::Ewf)
+        );
+        assert_eq!(
+            probe(b"EVF2\x0d\x0a\x81\x00", "x.Ex01"),
+            Probed::NotRead(NotRead::Ewf2)
+        );
+        assert_eq!(
+            probe(b"QFI\xfb\0\0\0\x01", "x.qcow"),
+            Probed::NotRead(NotRead::Qcow1)
+        );
+        assert_eq!(
+            probe(b"QFI\xfb\0\0\0\x02", "x.qcow"),
+            Probed::Format(Format::Qcow2)
+        );
+        assert_eq!(
+            probe(b"PK\x03\x04....information.turtle", "x"),
+            Probed::NotRead(NotRead::Aff4)
+        );
+        assert_eq!(probe(b"PK\x03\x04 other.txt", "x"), Probed::Unknown);
+        let mut koly = vec![0u8; 512];
+        koly[..4].copy_from_slice(b"koly");
+        assert_eq!(probe_tail(&koly), Probed::NotRead(NotRead::Udif));
+        let mut ner5 = vec![0u8; 512];
+        ner5[500..504].copy_from_slice(b"NER5");
+        assert_eq!(probe_tail(&ner5), Probed::NotRead(NotRead::Nrg));
+        let mut nero = vec![0u8; 512];
+        nero[504..508].copy_from_slice(b"NERO");
+        assert_eq!(probe_tail(&nero), Probed::NotRead(NotRead::Nrg));
+
+        let mut files = MemoryFiles::new();
+        let mut ewf = b"EVF\x09\x0d\x0a\xff\x00".to_vec();
+        ewf.resize(1024, 0);
+        files.insert(PathBuf::from("e.E01"), std::sync::Arc::from(ewf));
+        let e = open_in_memory(Path::new("e.E01"), &files, &OpenOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.to_string().contains("EWF (EnCase"), "{e}");
+        assert!(!e.to_string().contains("no known"), "{e}");
+    }
+
+    #[test]
+    fn raw_cd_sectors_are_named() {
+        let mut d = vec![0u8; 17 * 2352];
+        d[..12].copy_from_slice(&CD_SYNC);
+        d[16 * 2352 + 16..16 * 2352 + 22].copy_from_slice(b"\x01CD001");
+        let mut files = MemoryFiles::new();
+        files.insert(PathBuf::from("cd"), std::sync::Arc::from(d.clone()));
+        files.insert(PathBuf::from("cd.bin"), std::sync::Arc::from(d));
+        let opts = OpenOptions::default();
+        let e = open_in_memory(Path::new("cd"), &files, &opts).unwrap_err();
+        assert!(e.to_string().contains("raw 2,352-byte CD sectors"), "{e}");
+        let img = open_in_memory(Path::new("cd.bin"), &files, &opts).unwrap();
+        assert_eq!(img.format(), Format::Raw);
+        assert!(img.info().warnings[0].message.contains("MODE1/2352"));
+    }
+
+    #[test]
+    fn udf_with_4k_blocks_is_a_raw_disk() {
+        let mut d = vec![0u8; 0x20000];
+        for (i, id) in [b"BEA01", b"NSR03", b"TEA01"].iter().enumerate() {
+            let o = 0x8000 + i * 4096;
+            d[o + 1..o + 6].copy_from_slice(*id);
+        }
+        let mut files = MemoryFiles::new();
+        files.insert(PathBuf::from("u.iso"), std::sync::Arc::from(d));
+        let img = open_in_memory(Path::new("u.iso"), &files, &OpenOptions::default()).unwrap();
+        assert_eq!((img.format(), img.sector_size()), (Format::Raw, 512));
     }
 
     #[test]
