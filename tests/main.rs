@@ -12,6 +12,8 @@
 //! - `differential`: random qemu-img/qemu-io scenarios read by us, qemu and libyal.
 //! - `os`: OS detection (Windows hives, Linux os-release/fstab) and damaged hives.
 //! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
+//! - `schemes`: BSD disklabels, APM, Sun/SGI/Atari labels, UDF on 4K blocks, a short fixed VHD
+//!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -26,5 +28,6 @@ mod iso;
 mod mount;
 mod os;
 mod regression;
+mod schemes;
 mod vm;
 mod volumes;

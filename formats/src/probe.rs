@@ -481,8 +481,8 @@ mod tests {
         d[1536..1544].copy_from_slice(b"conectix");
         let bytes = ProbeBytes {
             head: d[..HEAD_LEN.min(d.len())].to_vec(),
-            sector16: Vec::new(),
             tail: d[1536..].to_vec(),
+            ..ProbeBytes::default()
         };
         assert_eq!(
             detect(&bytes, 2048, Path::new("a")),
@@ -579,7 +579,7 @@ mod tests {
         let mut files = MemoryFiles::new();
         files.insert(PathBuf::from("u.iso"), std::sync::Arc::from(d));
         let img = open_in_memory(Path::new("u.iso"), &files, &OpenOptions::default()).unwrap();
-        assert_eq!((img.format(), img.sector_size()), (Format::Raw, 512));
+        assert_eq!((img.format(), img.info().sector_size), (Format::Raw, 512));
     }
 
     #[test]

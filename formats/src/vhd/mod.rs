@@ -107,14 +107,11 @@ impl VhdImage {
         Err(Error::new(
             ErrorKind::OutOfBounds,
             Format::Vhd,
-            Detail::Truncated {
-                what: format!(
-                    "read of {len} bytes of a fixed disk whose data ends at {data_end:#x} \
-                     ({} of its {} bytes are in the file)",
-                    data_end, self.size
-                ),
-                needed: len,
-                available: data_end.saturating_sub(at),
+            Detail::OutOfRange {
+                what: "fixed disk's data in the file (cut short before its footer)",
+                offset: at,
+                len,
+                size: data_end,
             },
         )
         .at(at)
@@ -359,16 +356,12 @@ pub(crate) fn open(ctx: &OpenContext<'_>, file: ImageFile) -> Result<DiskImage> 
                     Error::new(
                         ErrorKind::OutOfBounds,
                         Format::Vhd,
-                        Detail::Truncated {
-                            what: format!(
-                                "fixed disk of {size} bytes (current size) is {} bytes short: \
-                                 its data ends at {data_end:#x}, where the footer is; \
-                                 reads past that fail",
-                                size - data_end
-                            ),
-                            needed: size,
-                            available: data_end,
-                        },
+                        Detail::Invalid(format!(
+                            "the fixed disk's data ends at {data_end:#x}, where the footer is: \
+                             {} bytes short of its current size of {size} bytes; reads past \
+                             {data_end:#x} fail",
+                            size - data_end
+                        )),
                     )
                     .at(data_end)
                     .in_file(&path),
