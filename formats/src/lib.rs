@@ -16,6 +16,7 @@
 //! | VHDX (fixed, dynamic, differencing; log replayed in memory) | [`vhdx`] | yes |
 //! | VMDK (every hosted and ESXi subformat; delta chains) | [`vmdk`] | yes |
 //! | QCOW2, VDI | — | recognised, "unsupported" error |
+//! | EWF, AFF, AFF4, UDIF, Nero, QCOW version 1 | [`probe`] | recognised by signature, "unsupported" error |
 
 #![deny(unsafe_code)]
 #![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]

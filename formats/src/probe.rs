@@ -137,6 +137,19 @@ impl NotRead {
         }
     }
 
+    /// The byte offset of the signature in a file of `len` bytes whose
+    /// last bytes are `tail`.
+    fn offset(self, tail: &[u8], len: u64) -> u64 {
+        match self {
+            NotRead::Udif => len.saturating_sub(512),
+            NotRead::Nrg if tail.len() >= 12 && at(tail, tail.len() - 12, b"NER5") => {
+                len.saturating_sub(12)
+            }
+            NotRead::Nrg => len.saturating_sub(8),
+            _ => 0,
+        }
+    }
+
     /// Where the signature is and what it is, for the error message.
     fn signature(self) -> &'static str {
         match self {
@@ -363,6 +376,7 @@ pub fn open_with(ctx: &OpenContext<'_>, path: &Path) -> Result<DiskImage> {
                 f.signature()
             ),
         )
+        .at(f.offset(&bytes.tail, file.len()))
         .in_file(path)),
         Probed::Unknown => match raw::split_parts(ctx, path) {
             Some(parts) => raw::open(ctx, &parts),
