@@ -410,3 +410,33 @@ fn volumes_json_names_the_new_schemes() {
     assert!(schemes.contains(&("apm", "apm")), "{schemes:?}");
     assert_eq!(j["disks"][1]["scheme"], "apm");
 }
+
+#[test]
+fn fuzz_seeds_reach_the_new_parsers() {
+    use diskimage::formats::{DiskImage, ImageInfo, MemoryDevice};
+    let dir = repo().join("fuzz/corpus/volumes");
+    for (seed, scheme, volumes) in [
+        ("bsd-slice", Scheme::Mbr, 6),
+        ("bsd-disk", Scheme::Bsd, 4),
+        ("bsd-parted-offset64", Scheme::Bsd, 0),
+        ("apm", Scheme::Apm, 3),
+        ("sun-label", Scheme::Sun, 0),
+        ("sgi-label", Scheme::Sgi, 0),
+        ("atari-root", Scheme::Atari, 0),
+    ] {
+        let bytes = std::fs::read(dir.join(seed)).expect("seed");
+        let dev = MemoryDevice::new(bytes);
+        let info = ImageInfo::new(std::path::Path::new(seed), diskimage::Format::Raw, dev.size(), 512);
+        let image = DiskImage::new(std::sync::Arc::new(dev), info);
+        let set = DiskSet::from_images(vec![image], &OpenOptions::default())
+            .unwrap_or_else(|e| panic!("{seed}: {e}"));
+        assert_eq!(set.disks()[0].table.scheme, Some(scheme), "{seed}");
+        assert_eq!(set.volumes().len(), volumes, "{seed}: {:?}", set.volumes());
+    }
+    // Raw disks holding these schemes are recognised by content, whatever their name.
+    for seed in ["apm", "bsd-disk", "bsd-parted-offset64", "sun-label", "sgi-label"] {
+        let img = open(&dir.join(seed), &OpenOptions::default())
+            .unwrap_or_else(|e| panic!("{seed}: {e}"));
+        assert_eq!(img.format().as_str(), "raw", "{seed}");
+    }
+}

@@ -17,7 +17,8 @@
 //!    UDF and opens as raw (see [`iso::vrs_step`]);
 //! 7. a numbered split-raw part name (`disk.001`);
 //! 8. raw, when the start holds a partition table or file system
-//!    (`55 AA` boot signature, `EFI PART`, ext, XFS, Btrfs, LVM, LUKS, swap)
+//!    (`55 AA` boot signature, `EFI PART`, an Apple Partition Map, a BSD
+//!    disklabel, a Sun or SGI label, ext, XFS, Btrfs, LVM, LUKS, swap)
 //!    or the name ends in a raw extension (`.img`, `.raw`, `.dd`, ...).
 //!
 //! Anything else is an error that says what was seen at which offsets. A
@@ -273,10 +274,20 @@ pub fn looks_like_descriptor(head: &[u8]) -> bool {
     printable && !text.is_empty() && text.first() != Some(&0) && lower.contains("createtype")
 }
 
-/// Whether the start of a disk holds a partition table or a file system.
+/// Whether the start of a disk holds a partition table or a file system:
+/// an MBR or GPT, an Apple Partition Map (`ER` driver descriptor map and a
+/// `PM` entry), a BSD disklabel (at sector 1 or byte 64), a Sun or SGI
+/// label, or ext, XFS, LUKS, swap, LVM2 signatures.
 pub fn looks_like_disk(head: &[u8]) -> bool {
+    const BSD: u32 = 0x8256_4557;
     at(head, 510, &[0x55, 0xAA])
         || at(head, 512, b"EFI PART")
+        || (at(head, 0, b"ER") && at(head, 512, b"PM"))
+        || [512, 64]
+            .iter()
+            .any(|&o| at(head, o, &BSD.to_le_bytes()) || at(head, o, &BSD.to_be_bytes()))
+        || at(head, 508, &[0xDA, 0xBE])
+        || at(head, 0, &[0x0B, 0xE5, 0xA9, 0x41])
         || at(head, 1080, &[0x53, 0xEF])
         || at(head, 0, b"XFSB")
         || at(head, 0, b"LUKS\xba\xbe")
