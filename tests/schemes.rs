@@ -115,7 +115,12 @@ fn bsd_disklabels_match_mmls() {
             .iter()
             .map(|(s, n, d)| {
                 let (name, code) = d.rsplit_once(" (").expect("description (0x..)");
-                (*s, *n, code.trim_end_matches(')').to_owned(), name.to_lowercase())
+                (
+                    *s,
+                    *n,
+                    code.trim_end_matches(')').to_owned(),
+                    name.to_lowercase(),
+                )
             })
             .collect();
         let got: Vec<_> = ours(&set, Scheme::Bsd)
@@ -236,7 +241,9 @@ fn file_systems_inside_match_blkid() {
         };
         let set = f.set(image);
         let v = by_offset(&set, start.parse().expect("start"));
-        let fs = v.fs.as_ref().unwrap_or_else(|| panic!("{image}@{start}: no fs"));
+        let fs =
+            v.fs.as_ref()
+                .unwrap_or_else(|| panic!("{image}@{start}: no fs"));
         let ours = fs.kind.as_str();
         let same = match kind.as_str() {
             "vfat" => ours.starts_with("fat"),
@@ -275,7 +282,11 @@ fn sun_sgi_and_atari_labels_are_named_not_read() {
         assert!(set.volumes().is_empty(), "{image}");
         let w = &set.warnings()[0];
         assert_eq!(w.kind, WarningKind::Unsupported, "{image}");
-        assert!(w.message.contains("not read by this version"), "{}", w.message);
+        assert!(
+            w.message.contains("not read by this version"),
+            "{}",
+            w.message
+        );
         // Strict mode does not refuse a note.
         let strict = OpenOptions {
             strict: true,
@@ -307,7 +318,11 @@ fn udf_with_4k_blocks_opens_raw_and_is_found_as_udf() {
     assert_eq!(v.fs.as_ref().map(|f| f.kind.as_str()), Some("udf"));
     // hash works on it (it was refused at the container layer).
     let out = diskimage(&["hash", &f.arg("udf4k.img")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sha = String::from_utf8_lossy(&out.stdout);
     assert!(sha.starts_with(&sha256_file(&f.path("udf4k.img"))), "{sha}");
     // Forced as ISO, the message says what is there and never contradicts itself.
@@ -337,7 +352,11 @@ fn fixed_vhd_cut_short_opens_with_a_warning() {
     assert_eq!(img.size(), size);
     let w: Vec<_> = img.info().all_warnings().collect();
     assert_eq!(w.len(), 1, "{w:?}");
-    assert!(w[0].message.contains(&format!("{short} bytes short")), "{}", w[0]);
+    assert!(
+        w[0].message.contains(&format!("{short} bytes short")),
+        "{}",
+        w[0]
+    );
     assert_eq!(w[0].offset, Some(left));
     // The bytes still there are the source's.
     let mut h = Sha256::new();
@@ -345,7 +364,8 @@ fn fixed_vhd_cut_short_opens_with_a_warning() {
     let mut pos = 0;
     while pos < left {
         let n = (left - pos).min(buf.len() as u64) as usize;
-        img.read_at(&mut buf[..n], pos).expect("data before the cut");
+        img.read_at(&mut buf[..n], pos)
+            .expect("data before the cut");
         h.update(&buf[..n]);
         pos += n as u64;
     }
@@ -384,7 +404,10 @@ fn formats_not_read_are_named_as_file_names_them() {
         assert_eq!(out.status.code(), Some(1), "{image}");
         assert!(err.contains(needle), "{image}: {err}");
         assert!(err.contains("not read by this version"), "{image}: {err}");
-        assert!(!err.contains("no known disk image signature"), "{image}: {err}");
+        assert!(
+            !err.contains("no known disk image signature"),
+            "{image}: {err}"
+        );
     }
     // A MODE1/2352 CD image without a raw-image name: the error says what it holds.
     let renamed = f.dir.path().join("track01");
@@ -397,14 +420,28 @@ fn formats_not_read_are_named_as_file_names_them() {
 #[test]
 fn volumes_json_names_the_new_schemes() {
     let f = Fixtures::new();
-    let out = diskimage(&["volumes", "--json", &f.arg("bsd-mbr.img"), &f.arg("apm.img")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = diskimage(&[
+        "volumes",
+        "--json",
+        &f.arg("bsd-mbr.img"),
+        &f.arg("apm.img"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let schemes: Vec<_> = j["volumes"]
         .as_array()
         .expect("volumes")
         .iter()
-        .map(|v| (v["scheme"].as_str().unwrap_or(""), v["partition_kind"].as_str().unwrap_or("")))
+        .map(|v| {
+            (
+                v["scheme"].as_str().unwrap_or(""),
+                v["partition_kind"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert!(schemes.contains(&("bsd", "bsd")), "{schemes:?}");
     assert!(schemes.contains(&("apm", "apm")), "{schemes:?}");
@@ -426,7 +463,12 @@ fn fuzz_seeds_reach_the_new_parsers() {
     ] {
         let bytes = std::fs::read(dir.join(seed)).expect("seed");
         let dev = MemoryDevice::new(bytes);
-        let info = ImageInfo::new(std::path::Path::new(seed), diskimage::Format::Raw, dev.size(), 512);
+        let info = ImageInfo::new(
+            std::path::Path::new(seed),
+            diskimage::Format::Raw,
+            dev.size(),
+            512,
+        );
         let image = DiskImage::new(std::sync::Arc::new(dev), info);
         let set = DiskSet::from_images(vec![image], &OpenOptions::default())
             .unwrap_or_else(|e| panic!("{seed}: {e}"));
@@ -434,7 +476,13 @@ fn fuzz_seeds_reach_the_new_parsers() {
         assert_eq!(set.volumes().len(), volumes, "{seed}: {:?}", set.volumes());
     }
     // Raw disks holding these schemes are recognised by content, whatever their name.
-    for seed in ["apm", "bsd-disk", "bsd-parted-offset64", "sun-label", "sgi-label"] {
+    for seed in [
+        "apm",
+        "bsd-disk",
+        "bsd-parted-offset64",
+        "sun-label",
+        "sgi-label",
+    ] {
         let img = open(&dir.join(seed), &OpenOptions::default())
             .unwrap_or_else(|e| panic!("{seed}: {e}"));
         assert_eq!(img.format().as_str(), "raw", "{seed}");

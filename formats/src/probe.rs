@@ -184,7 +184,9 @@ pub struct ProbeBytes {
 }
 
 /// The 12-byte sync pattern at the start of every raw CD sector.
-pub const CD_SYNC: [u8; 12] = [0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0];
+pub const CD_SYNC: [u8; 12] = [
+    0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,
+];
 /// Bytes of one raw CD sector (sync, header, user data, EDC/ECC).
 pub const RAW_CD_SECTOR: u64 = 2352;
 /// Where the 2,048 bytes of user data start in a MODE1 raw CD sector.
@@ -202,10 +204,7 @@ impl ProbeBytes {
             Vec::new()
         };
         let raw_cd_sector16 = if at(&head, 0, &CD_SYNC) {
-            file.read_up_to(
-                iso::VRS_START_SECTOR * RAW_CD_SECTOR + RAW_CD_MODE1_DATA,
-                6,
-            )?
+            file.read_up_to(iso::VRS_START_SECTOR * RAW_CD_SECTOR + RAW_CD_MODE1_DATA, 6)?
         } else {
             Vec::new()
         };

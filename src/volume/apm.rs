@@ -67,11 +67,7 @@ fn probe_entry(dev: &dyn BlockDevice, bs: u64) -> Result<bool> {
     if dev.size() < bs + ENTRY_LEN as u64 {
         return Ok(false);
     }
-    Ok(has_at(
-        &read_bytes(dev, bs, 2, Scheme::Apm)?,
-        0,
-        b"PM",
-    ))
+    Ok(has_at(&read_bytes(dev, bs, 2, Scheme::Apm)?, 0, b"PM"))
 }
 
 fn text(b: &[u8], at: usize) -> String {
@@ -219,7 +215,10 @@ mod tests {
         entry(&mut d, 2048, 2, 1, 2, "Apple", "Apple_partition_map");
         entry(&mut d, 4096, 2, 16, 32, "cd", "Apple_HFS");
         let t = read(&MemoryDevice::new(d)).unwrap().unwrap();
-        assert_eq!((t.partitions[1].offset, t.partitions[1].size), (16 * 2048, 32 * 2048));
+        assert_eq!(
+            (t.partitions[1].offset, t.partitions[1].size),
+            (16 * 2048, 32 * 2048)
+        );
     }
 
     #[test]

@@ -108,12 +108,7 @@ pub struct Disklabel {
 
 /// Parses a label from `sector` (the sector holding it) at byte `off`;
 /// `None` when neither byte order gives the magic twice.
-fn parse(
-    sector: &[u8],
-    off: usize,
-    at: u64,
-    device_sector: u64,
-) -> Result<Option<Disklabel>> {
+fn parse(sector: &[u8], off: usize, at: u64, device_sector: u64) -> Result<Option<Disklabel>> {
     let Some(label) = sector.get(off..) else {
         return Ok(None);
     };
@@ -232,7 +227,15 @@ pub fn partitions(
     disk_bytes: u64,
     warnings: &mut Vec<String>,
 ) -> Vec<Partition> {
-    partitions_in(label, slice, slice_type, None, device_sector, disk_bytes, warnings)
+    partitions_in(
+        label,
+        slice,
+        slice_type,
+        None,
+        device_sector,
+        disk_bytes,
+        warnings,
+    )
 }
 
 /// [`partitions`] for the label of MBR slice number `slice_number`.
@@ -393,7 +396,14 @@ mod tests {
         assert!(w.is_empty(), "{w:?}");
         let got: Vec<_> = p
             .iter()
-            .map(|p| (p.name.clone().unwrap(), p.offset / 512, p.size / 512, p.type_name))
+            .map(|p| {
+                (
+                    p.name.clone().unwrap(),
+                    p.offset / 512,
+                    p.size / 512,
+                    p.type_name,
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -414,7 +424,10 @@ mod tests {
         let mut d = golden();
         d[512 + 132] = 0;
         let e = read(d).unwrap_err();
-        assert_eq!((e.kind(), e.offset()), (ErrorKind::Corrupt, Some(512 + 132)));
+        assert_eq!(
+            (e.kind(), e.offset()),
+            (ErrorKind::Corrupt, Some(512 + 132))
+        );
         let mut d = golden();
         d[512 + 138..512 + 140].copy_from_slice(&200u16.to_le_bytes());
         let e = read(d).unwrap_err();

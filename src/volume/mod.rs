@@ -172,19 +172,18 @@ fn read_slice_labels(dev: &dyn BlockDevice, table: &mut PartitionTable) -> Resul
     let mut out = Vec::with_capacity(table.partitions.len());
     for p in std::mem::take(&mut table.partitions) {
         let slice_type = u8::from_str_radix(p.type_code.trim_start_matches("0x"), 16).unwrap_or(0);
-        let nested = if p.kind == PartitionKind::Primary && bsd::SLICE_TYPES.contains(&slice_type)
-        {
+        let nested = if p.kind == PartitionKind::Primary && bsd::SLICE_TYPES.contains(&slice_type) {
             bsd::find(dev, p.offset)?.map(|label| {
-                    bsd::slice_partitions(
-                        &label,
-                        p.offset / sector,
-                        slice_type,
-                        p.number,
-                        sector,
-                        dev.size(),
-                        &mut table.warnings,
-                    )
-                })
+                bsd::slice_partitions(
+                    &label,
+                    p.offset / sector,
+                    slice_type,
+                    p.number,
+                    sector,
+                    dev.size(),
+                    &mut table.warnings,
+                )
+            })
         } else {
             None
         };

@@ -114,7 +114,9 @@ mod tests {
         let mut s = vec![0u8; 512];
         s[..4].copy_from_slice(b"disk");
         s[508..510].copy_from_slice(&SUN_MAGIC.to_be_bytes());
-        let x = s.chunks_exact(2).fold(0u16, |x, w| x ^ u16::from_be_bytes([w[0], w[1]]));
+        let x = s
+            .chunks_exact(2)
+            .fold(0u16, |x, w| x ^ u16::from_be_bytes([w[0], w[1]]));
         s[510..512].copy_from_slice(&x.to_be_bytes());
         assert_eq!(detect(&dev(s.clone()), false).unwrap(), Some(Scheme::Sun));
         s[0] ^= 1;
@@ -126,9 +128,9 @@ mod tests {
         let mut s = vec![0u8; 512];
         s[..4].copy_from_slice(&SGI_MAGIC.to_be_bytes());
         s[8..12].copy_from_slice(&7u32.to_be_bytes());
-        let sum = s
-            .chunks_exact(4)
-            .fold(0u32, |a, w| a.wrapping_add(u32::from_be_bytes([w[0], w[1], w[2], w[3]])));
+        let sum = s.chunks_exact(4).fold(0u32, |a, w| {
+            a.wrapping_add(u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+        });
         s[4..8].copy_from_slice(&0u32.wrapping_sub(sum).to_be_bytes());
         assert_eq!(detect(&dev(s.clone()), false).unwrap(), Some(Scheme::Sgi));
         s[9] = 1;

@@ -176,13 +176,21 @@ fn fixed_disk_reads_the_bytes_before_the_footer() {
     let w = &img.info().warnings;
     assert_eq!(w.len(), 1, "{w:?}");
     assert_eq!(w[0].offset, Some(1024));
-    assert!(w[0].message.contains("1024 bytes short of its current size"), "{}", w[0].message);
+    assert!(
+        w[0].message
+            .contains("1024 bytes short of its current size"),
+        "{}",
+        w[0].message
+    );
     let mut buf = vec![0u8; 1024];
     img.read_at(&mut buf, 0).unwrap();
     assert_eq!(buf, short[..1024]);
     let e = img.read_at(&mut buf[..200], 900).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::OutOfBounds);
-    assert_eq!((e.offset(), e.path()), (Some(900), Some(Path::new("f.vhd"))));
+    assert_eq!(
+        (e.offset(), e.path()),
+        (Some(900), Some(Path::new("f.vhd")))
+    );
     assert!(img.read_at(&mut buf[..10], 1500).is_err());
     let strict = OpenOptions {
         strict: true,
