@@ -409,12 +409,39 @@ fn formats_not_read_are_named_as_file_names_them() {
             "{image}: {err}"
         );
     }
-    // A MODE1/2352 CD image without a raw-image name: the error says what it holds.
+}
+
+#[test]
+fn mode1_bin_reads_as_the_iso_it_wraps() {
+    let f = Fixtures::new();
+    let img = open(&f.path("cd-mode1.bin"), &OpenOptions::default()).expect("opens");
+    assert_eq!(img.format().as_str(), "iso");
+    assert_eq!(img.sector_size(), 2048);
+    assert_eq!(
+        img.info().subformat.as_deref(),
+        Some("ISO 9660 in raw MODE1/2352 sectors")
+    );
+    // Whatever its name: by content.
     let renamed = f.dir.path().join("track01");
     std::fs::copy(f.path("cd-mode1.bin"), &renamed).expect("copy");
-    let e = open(&renamed, &OpenOptions::default()).unwrap_err();
-    assert!(e.to_string().contains("raw 2,352-byte CD sectors"), "{e}");
+    let img = open(&renamed, &OpenOptions::default()).expect("opens by content");
     std::fs::remove_file(&renamed).expect("remove");
+    assert_eq!(img.format().as_str(), "iso");
+    // The files xorriso put in the ISO, with their bytes.
+    let set = f.set("cd-mode1.bin");
+    let v = &set.volumes()[0];
+    assert_eq!(v.fs.as_ref().map(|f| f.kind.as_str()), Some("iso9660"));
+    let fs = set.mount(v).expect("mount");
+    for line in truth("cd-mode1.bin.files.txt").lines() {
+        let path = line.trim_matches('\'');
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(
+            &mut fs.open(path).unwrap_or_else(|e| panic!("{path}: {e}")),
+            &mut data,
+        )
+        .expect("read");
+        assert_eq!(data, b"raw sectors\n", "{path}");
+    }
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | raw, split raw | [`raw`] | yes |
 //! | ISO 9660 / UDF | [`iso`] | yes (2,048-byte sectors) |
+//! | raw CD sectors (MODE1/2352, MODE2/2352 `.bin`) | [`cd_raw`] | yes (the 2,048-byte user data) |
 //! | VHD (fixed, dynamic, differencing) | [`vhd`] | yes |
 //! | VHDX (fixed, dynamic, differencing; log replayed in memory) | [`vhdx`] | yes |
 //! | VMDK (every hosted and ESXi subformat; delta chains) | [`vmdk`] | yes |
@@ -28,6 +29,7 @@
 pub mod block_device;
 pub mod budget;
 pub mod bytes;
+pub mod cd_raw;
 pub mod context;
 pub mod error;
 pub mod fuzzing;

@@ -21,9 +21,11 @@
 //!    disklabel, a Sun or SGI label, ext, XFS, Btrfs, LVM, LUKS, swap)
 //!    or the name ends in a raw extension (`.img`, `.raw`, `.dd`, ...).
 //!
-//! Anything else is an error that says what was seen at which offsets. A
-//! CD image of raw 2,352-byte sectors (MODE1/2352 `.bin`) is named as such:
-//! in that error, or in a warning when its name makes it open as raw.
+//! A CD image of raw 2,352-byte sectors (a MODE1/2352 or MODE2/2352 `.bin`)
+//! with an ISO 9660 descriptor in the user data of sector 16 is read as
+//! its user data ([`cd_raw`]), an ISO image of 2,048-byte sectors.
+//!
+//! Anything else is an error that says what was seen at which offsets.
 
 use std::path::Path;
 #[cfg(test)]
@@ -34,7 +36,7 @@ use crate::error::{hex_preview, Detail, Error, ErrorKind, Format, Result};
 use crate::image::DiskImage;
 use crate::image_file::ImageFile;
 use crate::options::OpenOptions;
-use crate::{iso, raw, vhd, vhdx, vmdk};
+use crate::{cd_raw, iso, raw, vhd, vhdx, vmdk};
 
 /// How many bytes from the start the probe reads.
 pub const HEAD_LEN: usize = 4096;
@@ -178,19 +180,10 @@ pub struct ProbeBytes {
     /// recognition sequence (empty otherwise): enough to tell an optical
     /// disc from a disk holding UDF with larger blocks.
     pub vrs: Vec<u8>,
-    /// The 6 bytes of a raw 2,352-byte CD sector 16 (`01 CD001`, at
-    /// 16 * 2352 + 16) when the file starts with a CD sync pattern.
+    /// The first [`cd_raw::PROBE_LEN`] bytes of raw CD sector 16 (at
+    /// 16 × 2,352) when the file starts with a CD sync pattern.
     pub raw_cd_sector16: Vec<u8>,
 }
-
-/// The 12-byte sync pattern at the start of every raw CD sector.
-pub const CD_SYNC: [u8; 12] = [
-    0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,
-];
-/// Bytes of one raw CD sector (sync, header, user data, EDC/ECC).
-pub const RAW_CD_SECTOR: u64 = 2352;
-/// Where the 2,048 bytes of user data start in a MODE1 raw CD sector.
-pub const RAW_CD_MODE1_DATA: u64 = 16;
 
 impl ProbeBytes {
     /// Reads what the probe needs from `file`.
@@ -203,8 +196,8 @@ impl ProbeBytes {
         } else {
             Vec::new()
         };
-        let raw_cd_sector16 = if at(&head, 0, &CD_SYNC) {
-            file.read_up_to(iso::VRS_START_SECTOR * RAW_CD_SECTOR + RAW_CD_MODE1_DATA, 6)?
+        let raw_cd_sector16 = if at(&head, 0, &cd_raw::SYNC) {
+            file.read_up_to(cd_raw::PROBE_AT, cd_raw::PROBE_LEN)?
         } else {
             Vec::new()
         };
@@ -218,9 +211,10 @@ impl ProbeBytes {
     }
 
     /// Whether the file holds raw 2,352-byte CD sectors with an ISO 9660
-    /// volume descriptor in the user data of sector 16 (MODE1/2352).
+    /// volume descriptor in the user data of sector 16 (MODE1/2352 or
+    /// MODE2/2352), read through [`cd_raw`].
     pub fn raw_cd(&self) -> bool {
-        at(&self.head, 0, &CD_SYNC) && at(&self.raw_cd_sector16, 1, b"CD001")
+        cd_raw::user_data_offset(&self.raw_cd_sector16).is_some()
     }
 }
 
@@ -321,6 +315,9 @@ pub fn detect(bytes: &ProbeBytes, len: u64, path: &Path) -> Probed {
     if looks_like_descriptor(head) {
         return Probed::Format(Format::Vmdk);
     }
+    if bytes.raw_cd() {
+        return Probed::Format(Format::Iso);
+    }
     if iso::looks_like_iso(&bytes.sector16) {
         // UDF recorded with blocks over 2,048 bytes: a disk, read raw.
         if iso::vrs_step(&bytes.vrs).is_some_and(|step| step as u64 > iso::SECTOR) {
@@ -366,16 +363,10 @@ pub fn open_with(ctx: &OpenContext<'_>, path: &Path) -> Result<DiskImage> {
     let bytes = ProbeBytes::read(&file)?;
     match detect(&bytes, file.len(), path) {
         Probed::Format(Format::Raw) | Probed::Hint(Format::Raw) => {
-            let raw_cd = bytes.raw_cd();
-            let image = match raw::split_parts(ctx, path) {
+            match raw::split_parts(ctx, path) {
                 Some(parts) => raw::open(ctx, &parts),
                 None => open_as(ctx, Format::Raw, file),
-            }?;
-            Ok(if raw_cd {
-                with_raw_cd_note(image)
-            } else {
-                image
-            })
+            }
         }
         Probed::Format(f) | Probed::Hint(f) => open_as(ctx, f, file),
         Probed::NotRead(f) => Err(Error::unsupported(
@@ -395,32 +386,10 @@ pub fn open_with(ctx: &OpenContext<'_>, path: &Path) -> Result<DiskImage> {
     }
 }
 
-/// What a raw CD image of 2,352-byte sectors is, for a message.
-const RAW_CD_NOTE: &str = "the file holds raw 2,352-byte CD sectors (MODE1/2352: a sync \
-     pattern at 0x0, CD001 in the user data of sector 16 at 0x9311); its 2,048-byte user \
-     data is not extracted by this version, so its ISO 9660 file system is not seen";
-
-/// Adds the raw-CD warning to an image opened raw.
-fn with_raw_cd_note(image: DiskImage) -> DiskImage {
-    let mut info = image.info().clone();
-    info.warnings.push(crate::image::Warning {
-        kind: crate::image::WarningKind::Other,
-        path: info.path.clone(),
-        offset: Some(0),
-        message: RAW_CD_NOTE.to_owned(),
-    });
-    DiskImage::new(image.device(), info)
-}
-
 fn unrecognised(bytes: &ProbeBytes, len: u64, path: &Path) -> Error {
-    let hint = if bytes.raw_cd() {
-        format!("; {RAW_CD_NOTE}")
-    } else {
-        String::new()
-    };
     let seen = format!(
         "{} bytes; at 0x0: {}; at 0x8000: {}; last 512 bytes hold no 'conectix' VHD footer \
-         (force a reader with --format, e.g. --format raw){hint}",
+         (force a reader with --format, e.g. --format raw)",
         len,
         hex_preview(&bytes.head),
         hex_preview(&bytes.sector16),
@@ -447,7 +416,13 @@ fn open_as(ctx: &OpenContext<'_>, format: Format, file: ImageFile) -> Result<Dis
             drop(file);
             raw::open(ctx, &parts)
         }
-        Format::Iso => iso::open(file),
+        Format::Iso => {
+            let sector16 = file.read_up_to(cd_raw::PROBE_AT, cd_raw::PROBE_LEN)?;
+            match cd_raw::user_data_offset(&sector16) {
+                Some(data) => cd_raw::open(file, data, ctx.options()),
+                None => iso::open(file),
+            }
+        }
         Format::Vhd => vhd::open(ctx, file),
         Format::Vhdx => vhdx::open(ctx, file),
         Format::Vmdk => vmdk::open(ctx, file),
@@ -578,19 +553,23 @@ mod tests {
     }
 
     #[test]
-    fn raw_cd_sectors_are_named() {
+    fn raw_cd_sectors_are_read_as_user_data() {
         let mut d = vec![0u8; 17 * 2352];
-        d[..12].copy_from_slice(&CD_SYNC);
-        d[16 * 2352 + 16..16 * 2352 + 22].copy_from_slice(b"\x01CD001");
+        d[..12].copy_from_slice(&cd_raw::SYNC);
+        let s16 = 16 * 2352;
+        d[s16..s16 + 12].copy_from_slice(&cd_raw::SYNC);
+        d[s16 + 15] = 1;
+        d[s16 + 16..s16 + 22].copy_from_slice(b"\x01CD001");
         let mut files = MemoryFiles::new();
-        files.insert(PathBuf::from("cd"), std::sync::Arc::from(d.clone()));
-        files.insert(PathBuf::from("cd.bin"), std::sync::Arc::from(d));
+        files.insert(PathBuf::from("track01"), std::sync::Arc::from(d));
         let opts = OpenOptions::default();
-        let e = open_in_memory(Path::new("cd"), &files, &opts).unwrap_err();
-        assert!(e.to_string().contains("raw 2,352-byte CD sectors"), "{e}");
-        let img = open_in_memory(Path::new("cd.bin"), &files, &opts).unwrap();
-        assert_eq!(img.format(), Format::Raw);
-        assert!(img.info().warnings[0].message.contains("MODE1/2352"));
+        let img = open_in_memory(Path::new("track01"), &files, &opts).unwrap();
+        assert_eq!(img.format(), Format::Iso);
+        assert_eq!((img.info().size, img.info().sector_size), (17 * 2048, 2048));
+        assert_eq!(
+            img.info().subformat.as_deref(),
+            Some("ISO 9660 in raw MODE1/2352 sectors")
+        );
     }
 
     #[test]
