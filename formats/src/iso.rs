@@ -157,8 +157,9 @@ pub fn summarize(file: &ImageFile) -> Result<IsoSummary> {
                 field: "file size",
                 value: len,
                 expected: format!(
-                    "a multiple of the 2,048-byte ISO 9660 sector ({} bytes over)",
-                    len % SECTOR
+                    "a multiple of the 2,048-byte ISO 9660 sector ({} {} past the last whole sector)",
+                    len % SECTOR,
+                    if len % SECTOR == 1 { "byte" } else { "bytes" }
                 ),
             },
         ));
@@ -346,7 +347,9 @@ mod tests {
     fn each_rule_has_its_own_error() {
         let e = open_bytes(iso(18 * 2048 + 1, 18)).unwrap_err().to_string();
         assert!(
-            e.contains("multiple of the 2,048-byte ISO 9660 sector (1 bytes over)"),
+            e.contains(
+                "multiple of the 2,048-byte ISO 9660 sector (1 byte past the last whole sector)"
+            ),
             "{e}"
         );
         let e = open_bytes(vec![0; 16 * 2048]).unwrap_err().to_string();
