@@ -17,6 +17,8 @@
 //! - `detect`: volume types, labels and UUIDs against blkid, fsck.fat and TSK.
 //! - `truncated`: images cut short: reads past the end fail, never short data.
 //! - `ntfs`: NTFS images (fragmented `$MFT`, attribute lists) against TSK and ntfs-3g.
+//! - `schemes`: BSD disklabels, APM, Sun/SGI/Atari labels, UDF on 4K blocks, a short fixed VHD
+//!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -35,6 +37,7 @@ mod mount;
 mod ntfs;
 mod os;
 mod regression;
+mod schemes;
 mod truncated;
 mod vm;
 mod volumes;
