@@ -55,11 +55,11 @@ pub struct Volume {
     pub offset: Option<u64>,
     /// Size in bytes.
     pub size: u64,
-    /// MBR, GPT, LVM2 or whole disk.
+    /// MBR, GPT, BSD disklabel, APM, LVM2 or whole disk.
     pub scheme: Scheme,
     /// The partition number in its table (Linux numbering).
     pub number: Option<u32>,
-    /// Primary, extended, logical or GPT.
+    /// Primary, extended, logical, GPT, BSD or APM.
     pub partition_kind: Option<PartitionKind>,
     /// The partition type as stored (`0x83`, a GUID) or the LV type.
     pub type_code: Option<String>,
@@ -166,6 +166,9 @@ impl DiskSet {
                 };
                 set.warn(kind, Some(index), w.clone());
             }
+            if let Some(why) = &table.unsupported {
+                set.warn(WarningKind::Unsupported, Some(index), why.clone());
+            }
             if table.scheme.is_none() {
                 let fs = diskimage_fs::detect(device.as_ref())
                     .map_err(|e| Error::from_device(Scheme::WholeDisk, e).on_disk(index))?;
@@ -195,8 +198,12 @@ impl DiskSet {
                     });
                 }
             }
-            let scheme = table.scheme.unwrap_or(Scheme::WholeDisk);
             for p in &table.partitions {
+                let scheme = match p.kind {
+                    PartitionKind::Bsd => Scheme::Bsd,
+                    PartitionKind::Apm => Scheme::Apm,
+                    _ => table.scheme.unwrap_or(Scheme::WholeDisk),
+                };
                 let slice: Arc<dyn BlockDevice> = Arc::new(
                     SliceDevice::new(Arc::clone(&device), p.offset, p.size)
                         .map_err(|e| Error::from_device(scheme, e).on_disk(index).at(p.offset))?,
@@ -285,7 +292,12 @@ impl DiskSet {
             }
         }
         if options.strict {
-            if let Some(w) = set.warnings.first() {
+            // A scheme recognised but not read is a note, not damage.
+            let damage = set
+                .warnings
+                .iter()
+                .find(|w| w.kind != WarningKind::Unsupported);
+            if let Some(w) = damage {
                 return Err(Error::invalid(
                     Scheme::DiskSet,
                     format!("strict mode refuses a tolerated problem: {}", w.message),
@@ -368,7 +380,11 @@ impl DiskSet {
                 format!("volume {}: {problem}", volume.index),
             ));
         }
-        diskimage_fs::open_fs(volume.device())
+        // The volume's detection is reused: a file system is detected once.
+        match &volume.fs {
+            Some(info) => diskimage_fs::open_fs_as(volume.device(), info.kind),
+            None => diskimage_fs::open_fs(volume.device()),
+        }
     }
 
     /// Volume `index` (numbered as [`DiskSet::volumes`] lists them, from

@@ -1,4 +1,7 @@
-//! The facade's error: what went wrong in the volume layer or a disk set.
+//! The facade's one error, [`Error`]: whatever layer failed — a container
+//! (the formats crate's error inside), a volume scheme, a disk set, a file
+//! system (the fs crate's error inside), a VM configuration, an extraction
+//! onto the host or a FUSE mount — matched on through one [`ErrorKind`].
 //!
 //! Like `diskimage_formats::Error`, every error has a small matchable
 //! [`ErrorKind`] (the formats crate's), *which scheme* found it
@@ -23,6 +26,16 @@ pub enum Scheme {
     Mbr,
     /// A GUID partition table.
     Gpt,
+    /// A BSD disklabel, on the whole disk or inside an MBR slice.
+    Bsd,
+    /// An Apple Partition Map.
+    Apm,
+    /// A Sun (SPARC VTOC) disk label: recognised, not read.
+    Sun,
+    /// An SGI (IRIX) disk volume header: recognised, not read.
+    Sgi,
+    /// An Atari (AHDI) root sector: recognised, not read.
+    Atari,
     /// An LVM2 logical volume.
     Lvm2,
     /// No partition table: the whole disk holds one file system.
@@ -39,6 +52,8 @@ pub enum Scheme {
     FileSystem,
     /// Writing an extracted tree onto the host.
     Extract,
+    /// A FUSE mount.
+    Mount,
 }
 
 impl Scheme {
@@ -47,6 +62,11 @@ impl Scheme {
         match self {
             Scheme::Mbr => "mbr",
             Scheme::Gpt => "gpt",
+            Scheme::Bsd => "bsd",
+            Scheme::Apm => "apm",
+            Scheme::Sun => "sun",
+            Scheme::Sgi => "sgi",
+            Scheme::Atari => "atari",
             Scheme::Lvm2 => "lvm2",
             Scheme::WholeDisk => "whole-disk",
             Scheme::DiskSet => "disk-set",
@@ -55,6 +75,7 @@ impl Scheme {
             Scheme::Vm => "vm",
             Scheme::FileSystem => "file-system",
             Scheme::Extract => "extract",
+            Scheme::Mount => "mount",
         }
     }
 }
@@ -64,6 +85,11 @@ impl fmt::Display for Scheme {
         f.write_str(match self {
             Scheme::Mbr => "MBR",
             Scheme::Gpt => "GPT",
+            Scheme::Bsd => "BSD disklabel",
+            Scheme::Apm => "Apple Partition Map",
+            Scheme::Sun => "Sun disk label",
+            Scheme::Sgi => "SGI volume header",
+            Scheme::Atari => "Atari AHDI",
             Scheme::Lvm2 => "LVM2",
             Scheme::WholeDisk => "whole disk",
             Scheme::DiskSet => "disk set",
@@ -72,6 +98,7 @@ impl fmt::Display for Scheme {
             Scheme::Vm => "VM",
             Scheme::FileSystem => "file system",
             Scheme::Extract => "extract",
+            Scheme::Mount => "mount",
         })
     }
 }
@@ -98,6 +125,8 @@ enum Source {
     Format(diskimage_formats::Error),
     Fs(diskimage_fs::Error),
     Io(std::io::Error),
+    #[cfg(all(feature = "fuse", unix))]
+    Mount(crate::mount::MountError),
 }
 
 impl fmt::Display for Source {
@@ -106,6 +135,8 @@ impl fmt::Display for Source {
             Source::Format(e) => e.fmt(f),
             Source::Fs(e) => e.fmt(f),
             Source::Io(e) => e.fmt(f),
+            #[cfg(all(feature = "fuse", unix))]
+            Source::Mount(e) => e.fmt(f),
         }
     }
 }
@@ -228,9 +259,14 @@ impl Error {
         self
     }
 
-    /// The file the problem is in, where known.
+    /// The file the problem is in, where known: this error's own, or that
+    /// of the container error it comes from.
     pub fn file(&self) -> Option<&std::path::Path> {
-        self.0.file.as_deref()
+        match (&self.0.file, &self.0.source) {
+            (Some(f), _) => Some(f),
+            (None, Some(Source::Format(e))) => e.path(),
+            _ => None,
+        }
     }
 
     /// Sets the disk's index in the set, unless already set.
@@ -257,23 +293,45 @@ impl Error {
         self.0.disk
     }
 
-    /// The byte offset, where known.
+    /// The byte offset, where known: this error's own (on the disk or in
+    /// [`Error::file`]), or that of the container error it comes from.
     pub fn offset(&self) -> Option<u64> {
-        self.0.offset
+        match (self.0.offset, &self.0.source) {
+            (Some(o), _) => Some(o),
+            (None, Some(Source::Format(e))) => e.offset(),
+            _ => None,
+        }
     }
 
-    /// The typed detail, unless the error comes from the layer below.
+    /// The typed detail with expected and actual values: this error's own,
+    /// or that of the container error it comes from.
     pub fn detail(&self) -> Option<&Detail> {
-        self.0.detail.as_ref()
+        match (&self.0.detail, &self.0.source) {
+            (Some(d), _) => Some(d),
+            (None, Some(Source::Format(e))) => Some(e.detail()),
+            _ => None,
+        }
+    }
+
+    /// The container error this one comes from, if any.
+    pub fn format_error(&self) -> Option<&diskimage_formats::Error> {
+        match &self.0.source {
+            Some(Source::Format(e)) => Some(e),
+            _ => None,
+        }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let e = &self.0;
-        if let (Scheme::FileSystem, None, Some(Source::Fs(fs))) = (e.scheme, &e.detail, &e.source) {
-            // The file system's own line already names reader, path and offset.
-            return fs.fmt(f);
+        match (e.scheme, &e.detail, &e.source) {
+            // The file system's (and a mount's) own line already names
+            // what and where.
+            (Scheme::FileSystem, None, Some(Source::Fs(fs))) => return fs.fmt(f),
+            #[cfg(all(feature = "fuse", unix))]
+            (Scheme::Mount, None, Some(Source::Mount(m))) => return m.fmt(f),
+            _ => {}
         }
         write!(f, "{}: {}", e.scheme, e.kind)?;
         if let Some(file) = &e.file {
@@ -299,6 +357,8 @@ impl std::error::Error for Error {
             Source::Format(e) => Some(e),
             Source::Fs(e) => Some(e),
             Source::Io(e) => Some(e),
+            #[cfg(all(feature = "fuse", unix))]
+            Source::Mount(e) => Some(e),
         }
     }
 }
@@ -306,6 +366,24 @@ impl std::error::Error for Error {
 impl From<diskimage_formats::Error> for Error {
     fn from(e: diskimage_formats::Error) -> Self {
         Error::from_device(Scheme::DiskSet, e)
+    }
+}
+
+#[cfg(all(feature = "fuse", unix))]
+impl From<crate::mount::MountError> for Error {
+    fn from(e: crate::mount::MountError) -> Self {
+        use crate::mount::MountError as M;
+        match e {
+            M::Fs(fs) => Error::from_fs(fs),
+            other => {
+                let kind = match &other {
+                    M::FuseUnavailable(_) => ErrorKind::Unsupported,
+                    M::Invalid(_) => ErrorKind::NotFound,
+                    _ => ErrorKind::Io,
+                };
+                Error::with_source(kind, Scheme::Mount, Source::Mount(other))
+            }
+        }
     }
 }
 

@@ -1,14 +1,50 @@
 //! `diskimage`: open virtual disk images (VMDK, VHD, VHDX, ISO, raw)
-//! read-only, find their volumes and read their file systems, with no
-//! vendor library.
+//! read-only, find their volumes, tell which operating system is
+//! installed and read the file systems inside, with no vendor library.
 //!
-//! This facade re-exports the two layers it is built on:
-//! - [`formats`] (`diskimage-formats`): containers → [`BlockDevice`];
-//! - [`fs`] (`diskimage-fs`): what a device holds, and (later) its files.
+//! The layers, top to bottom:
+//! - [`DiskSet`]: several disks opened as one set, with every [`Volume`]
+//!   across them ([`volume`]: MBR, GPT, LVM2 across disks, whole-disk file
+//!   systems); [`os::detect`] finds the installed systems; [`vm`] opens
+//!   the disks of a VM's state (`.vmx`/`.vmsd`, `.vbox`, Hyper-V);
+//!   [`walk`] walks a file system's tree and [`extract`] restores a tree
+//!   onto the host safely; [`mount`] (feature `fuse`) serves volumes
+//!   through FUSE.
+//! - [`fs`] (`diskimage-fs`): what a device holds, and its files (NTFS,
+//!   ext2/3/4, FAT, exFAT, ISO 9660) behind one [`fs::FileSystem`] trait.
+//! - [`formats`] (`diskimage-formats`): containers → [`BlockDevice`]
+//!   (`read_at` on `&self`, `map` of allocated ranges).
 //!
-//! On top of them it holds the volume layer ([`volume`]: MBR, GPT, LVM2)
-//! and [`DiskSet`], several disks opened as one set with every volume
-//! across them. Its errors are [`error::Error`].
+//! Every error is one [`Error`] with a matchable [`ErrorKind`]; the
+//! container's file, offset and expected/actual detail stay reachable.
+//! Nothing here writes to an image.
+//!
+//! # From VDDK, VIX and VirtDisk
+//!
+//! | VDDK / VIX / VirtDisk call | here |
+//! |---|---|
+//! | `VixDiskLib_Open` (read-only), `OpenVirtualDisk` | [`open`]`(path, &`[`OpenOptions`]`)` |
+//! | `OPEN_VIRTUAL_DISK_FLAG_NO_PARENTS` | [`OpenOptions::no_parents`] |
+//! | `VixDiskLib_GetInfo` | [`DiskImage::info`] ([`ImageInfo`]: format, size, chain, properties, warnings) |
+//! | `VixDiskLib_Read` | [`BlockDevice::read_at`] (positional, shared across threads) |
+//! | `VixDiskLib_QueryAllocatedBlocks` | [`BlockDevice::map`] ([`Extent`]s of data, zero, unallocated, parent) |
+//! | `VixMntapi_OpenDiskSet` | [`DiskSet::open`], [`DiskSet::from_images`] |
+//! | `VixMntapi_GetVolumeHandles` | [`DiskSet::volumes`] |
+//! | `VixMntapi_GetVolumeInfo` | the [`Volume`] fields (scheme, offset, size, file system, label) |
+//! | `VixMntapi_GetOsInfo` | [`os::detect`] ([`OsReport`]) |
+//! | `VixMntapi_MountVolume` | [`DiskSet::mount`] (a [`fs::FileSystem`]), or `DiskSet::mount_fuse` (feature `fuse`) |
+//! | `VixVM_Open` + a snapshot | [`vm::Vm::load`], [`vm::Vm::open`] with [`vm::VmOptions::snapshot`] |
+//!
+//! The examples (`examples/`) follow these flows: `mntapi_flow` (VM or
+//! images → set → volumes → OS → one file), `copy_allocated` (Open,
+//! QueryAllocatedBlocks and Read from several threads) and `restore_dir`
+//! (one directory restored with the extraction engine).
+//!
+//! # Features
+//! `cli` (the `diskimage` command: clap, progress bars, digests, JSON) and
+//! `fuse` (FUSE mounts) are on by default; with `default-features = false`
+//! the library builds without any of their crates. `serde` derives
+//! `Serialize` for the OS report.
 //!
 //! ```no_run
 //! use diskimage::{open, BlockDevice, OpenOptions};
@@ -47,7 +83,9 @@ pub use os::{OsFamily, OsInfo, OsReport};
 pub use diskimage_formats as formats;
 pub use diskimage_fs as fs;
 
+pub use error::Error;
+
 pub use diskimage_formats::{
-    open, BlockDevice, DeviceReader, DiskImage, Error, ErrorKind, Extent, ExtentKind, Format,
-    ImageInfo, OpenOptions, SliceDevice, Warning,
+    open, BlockDevice, DeviceReader, DiskImage, ErrorKind, Extent, ExtentKind, Format, ImageInfo,
+    OpenOptions, SliceDevice, Warning,
 };

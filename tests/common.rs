@@ -86,7 +86,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// sha256 of the first `len` bytes of a device, reading only what the map
 /// says is not zero (zero runs are hashed from a zero buffer). Checks the
 /// map contract on the way: sorted, contiguous, non-empty, inside the device.
-pub fn sha256_device(dev: &dyn BlockDevice, len: u64) -> Result<String, diskimage::Error> {
+pub fn sha256_device(dev: &dyn BlockDevice, len: u64) -> Result<String, diskimage::formats::Error> {
     const CHUNK: u64 = 4 << 20;
     let mut h = Sha256::new();
     let zeros = vec![0u8; CHUNK as usize];
@@ -125,7 +125,7 @@ pub fn sha256_device(dev: &dyn BlockDevice, len: u64) -> Result<String, diskimag
 }
 
 /// Reads a few sectors of every zero extent and checks they really are zeros.
-pub fn check_zero_extents(dev: &dyn BlockDevice) -> Result<(), diskimage::Error> {
+pub fn check_zero_extents(dev: &dyn BlockDevice) -> Result<(), diskimage::formats::Error> {
     let mut buf = vec![0u8; 4096];
     for e in dev.map(0, dev.size())? {
         if matches!(e.kind, ExtentKind::Zero | ExtentKind::Unallocated) {

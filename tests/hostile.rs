@@ -82,7 +82,7 @@ impl Outcome {
         }
     }
 
-    fn image_error(e: &diskimage::Error, strip: &Path) -> Self {
+    fn image_error(e: &diskimage::formats::Error, strip: &Path) -> Self {
         let strip = |s: String| {
             let prefix = format!("{}/", strip.display());
             s.replace(&prefix, "")
@@ -131,7 +131,7 @@ impl Outcome {
 }
 
 /// Reads the first [`READ_BUDGET`] bytes and the last sector of `dev`.
-fn read_within_budget(dev: &dyn BlockDevice) -> Result<(), diskimage::Error> {
+fn read_within_budget(dev: &dyn BlockDevice) -> Result<(), diskimage::formats::Error> {
     let size = dev.size();
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0;

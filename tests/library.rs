@@ -265,7 +265,17 @@ fn extract_engine_restores_the_files_the_fixture_was_made_from() {
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    dir.join("examples").join(name)
+    let path = dir.join("examples").join(name);
+    if !path.exists() {
+        // `cargo test --test integration` alone does not build examples.
+        let built = Command::new(env!("CARGO"))
+            .args(["build", "--example", name])
+            .current_dir(repo())
+            .status()
+            .expect("cargo build --example");
+        assert!(built.success(), "cargo build --example {name}");
+    }
+    path
 }
 
 fn run_example(name: &str, args: &[&str]) -> String {
@@ -399,4 +409,35 @@ fn ntfs_metadata_files_can_be_left_out_of_walks_and_extracts() {
     extract(&device, "/", &target, &options, &()).expect("extract");
     assert!(!target.join("$MFT").exists() && !target.join("$Extend").exists());
     assert!(target.join("big_dir").is_dir());
+}
+
+/// One error type at the facade: a container error reached through a disk
+/// set keeps its kind, file, offset and typed detail.
+#[test]
+fn facade_error_keeps_the_container_errors_file_offset_and_detail() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cut = tmp.path().join("cut.vmdk");
+    // The example VMDK cut before its first grain (qemu-img puts it at 64 KiB).
+    let bytes = std::fs::read(example_vmdk()).expect("example");
+    std::fs::write(&cut, &bytes[..40_000]).expect("write");
+    let direct = diskimage::open(&cut, &OpenOptions::default())
+        .and_then(|img| {
+            let mut buf = vec![0u8; 1 << 20];
+            (0..16).try_for_each(|i| diskimage::BlockDevice::read_at(&img, &mut buf, i << 20))
+        })
+        .expect_err("truncated");
+    let facade: diskimage::Error = direct.into();
+    assert_eq!(facade.kind(), ErrorKind::OutOfBounds);
+    assert_eq!(facade.file(), Some(cut.as_path()));
+    assert!(facade.offset().is_some());
+    assert!(
+        matches!(
+            facade.detail(),
+            Some(
+                diskimage::error::Detail::OutOfRange { .. }
+                    | diskimage::error::Detail::Truncated { .. }
+            )
+        ),
+        "{facade:?}"
+    );
 }

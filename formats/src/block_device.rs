@@ -367,9 +367,16 @@ impl BlockDevice for MemoryDevice {
 
 /// `Read + Seek` over any device, for crates that want a cursor.
 ///
-/// Reads at the end return 0 bytes (end of file), as `Read` expects; errors
-/// from the device come back as `io::Error` whose inner error is the
-/// device's [`crate::Error`].
+/// A read is all or nothing: one that reaches past the end of the device
+/// fails with an `io::Error` of kind `Other` whose inner error is an
+/// [`ErrorKind::OutOfBounds`](crate::ErrorKind::OutOfBounds) error naming
+/// the offset, never a short read or a read of 0 bytes. File-system crates
+/// take 0 bytes for the end of a file and `UnexpectedEof` for the end of a
+/// directory (`fatfs` does both), so a volume that claims to be larger than
+/// its image would otherwise hand out files and directories cut short
+/// without an error. Errors from the device come back as `io::Error` whose
+/// inner error is the device's [`Error`](crate::Error). Only an empty
+/// buffer reads 0 bytes.
 pub struct DeviceReader {
     device: Arc<dyn BlockDevice>,
     pos: u64,
@@ -389,17 +396,25 @@ impl DeviceReader {
 
 impl Read for DeviceReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let size = self.device.size();
-        if self.pos >= size || buf.is_empty() {
+        if buf.is_empty() {
             return Ok(0);
         }
-        let n = usize::try_from((size - self.pos).min(buf.len() as u64)).unwrap_or(buf.len());
-        let dst = buf.get_mut(..n).unwrap_or_default();
+        let size = self.device.size();
+        let len = buf.len() as u64;
+        if self.pos.checked_add(len).is_none_or(|end| end > size) {
+            return Err(io::Error::other(Error::out_of_range(
+                Format::Probe,
+                "device",
+                self.pos,
+                len,
+                size,
+            )));
+        }
         self.device
-            .read_at(dst, self.pos)
+            .read_at(buf, self.pos)
             .map_err(io::Error::other)?;
-        self.pos += n as u64;
-        Ok(n)
+        self.pos += len;
+        Ok(buf.len())
     }
 }
 
@@ -462,14 +477,23 @@ mod tests {
     }
 
     #[test]
-    fn reader_reads_seeks_and_stops_at_the_end() {
+    fn reader_reads_seeks_and_fails_past_the_end() {
         let mut r = DeviceReader::new(dev());
         r.seek(SeekFrom::End(-3)).unwrap();
-        let mut buf = [0u8; 8];
+        let mut buf = [0u8; 3];
         assert_eq!(r.read(&mut buf).unwrap(), 3);
-        assert_eq!(&buf[..3], &[253, 254, 255]);
-        assert_eq!(r.read(&mut buf).unwrap(), 0);
-        assert!(r.seek(SeekFrom::Current(-10_000)).is_err());
+        assert_eq!(&buf, &[253, 254, 255]);
+        // At the end and across it: an error naming the offset, not 0 bytes.
+        for (at, len) in [(4096, 1), (4090, 8), (1 << 40, 512)] {
+            r.seek(SeekFrom::Start(at)).unwrap();
+            let e = r.read(&mut vec![0u8; len]).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::Other);
+            let inner = e.into_inner().unwrap().downcast::<Error>().unwrap();
+            assert_eq!(inner.kind(), ErrorKind::OutOfBounds);
+            assert_eq!(inner.offset(), Some(at));
+        }
+        assert_eq!(r.read(&mut []).unwrap(), 0);
+        assert!(r.seek(SeekFrom::Current(-(1 << 41))).is_err());
     }
 
     #[test]

@@ -247,9 +247,21 @@ impl Error {
         std::io::Error::new(kind, self)
     }
 
-    /// Recovers an error of this crate from an `std::io::Error` a reader
-    /// returned, or wraps a foreign one as a device I/O error.
+    /// Recovers an error of this crate (or of the device underneath, as
+    /// [`Error::Device`]) from an `std::io::Error` a reader returned, or
+    /// wraps a foreign one as a corrupt-read error.
     pub fn from_io(fs: FsName, path: &str, e: std::io::Error) -> Self {
+        if e.get_ref()
+            .is_some_and(|i| i.is::<diskimage_formats::Error>())
+        {
+            if let Some(Ok(dev)) = e
+                .into_inner()
+                .map(|i| i.downcast::<diskimage_formats::Error>())
+            {
+                return Error::Device(*dev);
+            }
+            return Error::corrupt(fs, Some(path), "read failed");
+        }
         if e.get_ref().is_some_and(|i| i.is::<Error>()) {
             if let Some(inner) = e.into_inner() {
                 if let Ok(err) = inner.downcast::<Error>() {

@@ -6,6 +6,23 @@
 //! reads a few bytes at a time (3-byte directory-entry reads), so the
 //! cursor keeps a small cache of [`CACHE_BLOCK`]-byte blocks.
 //!
+//! A read the device cannot satisfy (a volume whose image ends before the
+//! volume does) fails with the device's out-of-bounds error inside an
+//! `io::Error` of kind `Other`: `fatfs` takes a read of 0 bytes for the end
+//! of a file and an `UnexpectedEof` error for the end of a directory, so a
+//! cursor answering either would turn clusters past the end of the image
+//! into files cut short and directories cut short without an error.
+//!
+//! A FAT32 volume is FAT32 by its BPB (no 16-bit FAT size, as the kernel,
+//! fsck.fat and blkid decide), whatever its cluster count; `fatfs` 0.3
+//! types a volume by its cluster count alone and refuses a FAT32 BPB with
+//! fewer than 65,525 clusters. For such a volume the cursor shows `fatfs`
+//! a boot sector whose total sector count is raised to what 65,525
+//! clusters need ([`fat32_view`]): `fatfs` reads the FAT with 32-bit
+//! entries, as the volume is made, and uses the count for nothing else
+//! when reading (free-space counts and allocation are never asked for).
+//! The device is never written and no other byte is changed.
+//!
 //! Lookups walk directories here, bounded by [`MAX_DIR_ENTRIES`], rather
 //! than through `fatfs`'s own path walk, which loops forever on a
 //! directory whose cluster chain is a cycle. Names compare
@@ -39,13 +56,19 @@ pub const CACHE_BLOCKS: usize = 32;
 /// cycle (a FAT32 directory holds at most 65,536 32-byte entries).
 pub const MAX_DIR_ENTRIES: usize = 65_536;
 
+/// Clusters below which `fatfs` 0.3 takes a volume for FAT12 or FAT16.
+const FAT32_MIN_CLUSTERS: u64 = 65_525;
+
 /// A read-only `Read + Write + Seek` cursor over a device, with a small
-/// block cache. `write` and `flush` of dirty data fail.
+/// block cache. `write` and `flush` of dirty data fail; a read reaching
+/// past the end of the device fails ([`past_end`]), never a short read.
 pub struct ReadOnlyCursor {
     device: Arc<dyn BlockDevice>,
     pos: u64,
     cache: Vec<(u64, Vec<u8>)>,
     next_slot: usize,
+    /// The boot sector shown in place of the device's first bytes.
+    boot: Option<Vec<u8>>,
 }
 
 impl ReadOnlyCursor {
@@ -56,6 +79,33 @@ impl ReadOnlyCursor {
             pos: 0,
             cache: Vec::with_capacity(CACHE_BLOCKS),
             next_slot: 0,
+            boot: None,
+        }
+    }
+
+    /// The same cursor showing `boot` in place of the device's first
+    /// `boot.len()` bytes (a view: the device is not written).
+    #[must_use]
+    pub fn with_boot_sector(mut self, boot: Vec<u8>) -> Self {
+        self.boot = Some(boot);
+        self.cache.clear();
+        self
+    }
+
+    /// Copies the boot-sector view over the part of `buf` (read from
+    /// device offset `at`) that it covers.
+    fn overlay(&self, buf: &mut [u8], at: u64) {
+        let Some(boot) = &self.boot else {
+            return;
+        };
+        let Ok(at) = usize::try_from(at) else {
+            return;
+        };
+        for (i, b) in buf.iter_mut().enumerate() {
+            match at.checked_add(i).and_then(|o| boot.get(o)) {
+                Some(v) => *b = *v,
+                None => break,
+            }
         }
     }
 
@@ -73,6 +123,7 @@ impl ReadOnlyCursor {
         self.device
             .read_at(&mut data, start)
             .map_err(io::Error::other)?;
+        self.overlay(&mut data, start);
         let slot = if self.cache.len() < CACHE_BLOCKS {
             self.cache.push((index, data));
             self.cache.len() - 1
@@ -88,18 +139,39 @@ impl ReadOnlyCursor {
     }
 }
 
+/// The error of a read of `len` bytes at `offset` that reaches past the
+/// end of a device of `size` bytes: the device's typed out-of-bounds error
+/// (naming the offset) inside an `io::Error` of kind `Other`, which `fatfs`
+/// passes up (it takes `UnexpectedEof` for the end of a directory).
+pub fn past_end(offset: u64, len: usize, size: u64) -> io::Error {
+    io::Error::other(diskimage_formats::Error::out_of_range(
+        diskimage_formats::Format::Probe,
+        "volume (the image ends before the file system does)",
+        offset,
+        len as u64,
+        size,
+    ))
+}
+
 impl Read for ReadOnlyCursor {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let size = self.device.size();
-        if self.pos >= size || buf.is_empty() {
+        if buf.is_empty() {
             return Ok(0);
         }
-        let want = usize::try_from((size - self.pos).min(buf.len() as u64)).unwrap_or(0);
+        let size = self.device.size();
+        if self
+            .pos
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > size)
+        {
+            return Err(past_end(self.pos, buf.len(), size));
+        }
+        let want = buf.len();
         if want >= CACHE_BLOCK {
-            let dst = buf.get_mut(..want).unwrap_or_default();
             self.device
-                .read_at(dst, self.pos)
+                .read_at(buf, self.pos)
                 .map_err(io::Error::other)?;
+            self.overlay(buf, self.pos);
             self.pos += want as u64;
             return Ok(want);
         }
@@ -133,6 +205,47 @@ impl Seek for ReadOnlyCursor {
         self.pos = crate::file_system::seek_position(self.pos, self.device.size(), pos)?;
         Ok(self.pos)
     }
+}
+
+/// For a FAT32 BPB (16-bit FAT size zero, 32-bit one set) of fewer than
+/// 65,525 clusters, the boot sector as `fatfs` must see it to read the
+/// volume as FAT32: the 16-bit total sector count zero and the 32-bit one
+/// raised to the data area's start plus 65,525 clusters. `None` for any
+/// other volume (read as it is).
+pub fn fat32_view(device: &dyn BlockDevice) -> Result<Option<Vec<u8>>> {
+    use diskimage_formats::bytes::{le_u16, le_u32};
+    if device.size() < 512 {
+        return Ok(None);
+    }
+    let mut b = vec![0u8; 512];
+    device.read_at(&mut b, 0)?;
+    let n16 = |o| le_u16(&b, o).map_or(0, u64::from);
+    let n32 = |o| le_u32(&b, o).map_or(0, u64::from);
+    let spc = u64::from(b.get(13).copied().unwrap_or(0));
+    let fats = u64::from(b.get(16).copied().unwrap_or(0));
+    let (bps, rsvd, root_entries, fat16, fat32) = (n16(11), n16(14), n16(17), n16(22), n32(36));
+    if fat16 != 0 || fat32 == 0 || root_entries != 0 || spc == 0 || bps == 0 {
+        return Ok(None);
+    }
+    let total = match n16(19) {
+        0 => n32(32),
+        n => n,
+    };
+    let first_data = rsvd + fats * fat32;
+    let clusters = total.saturating_sub(first_data) / spc;
+    if clusters >= FAT32_MIN_CLUSTERS {
+        return Ok(None);
+    }
+    let Ok(raised) = u32::try_from(first_data + FAT32_MIN_CLUSTERS * spc) else {
+        return Ok(None);
+    };
+    if let Some(t16) = b.get_mut(19..21) {
+        t16.copy_from_slice(&[0, 0]);
+    }
+    if let Some(t32) = b.get_mut(32..36) {
+        t32.copy_from_slice(&raised.to_le_bytes());
+    }
+    Ok(Some(b))
 }
 
 type Inner = fatfs::FileSystem<ReadOnlyCursor>;
@@ -205,8 +318,11 @@ impl FatFs {
     /// Opens the FAT file system on `device`; `kind` is what detection found.
     pub fn open(device: Arc<dyn BlockDevice>, kind: FsKind) -> Result<Self> {
         let options = FsOptions::new().update_accessed_date(false);
-        let fs = fatfs::FileSystem::new(ReadOnlyCursor::new(device), options)
-            .map_err(|e| io_err("/", e))?;
+        let mut cursor = ReadOnlyCursor::new(device.clone());
+        if let Some(boot) = fat32_view(device.as_ref())? {
+            cursor = cursor.with_boot_sector(boot);
+        }
+        let fs = fatfs::FileSystem::new(cursor, options).map_err(|e| io_err("/", e))?;
         Ok(FatFs {
             fs,
             kind,
@@ -286,10 +402,9 @@ impl FileSystem for FatFs {
     }
 
     fn label(&self) -> Option<String> {
-        // The root directory's label entry is what mlabel/Windows set;
-        // the boot sector's copy may be stale.
-        let root = self.fs.read_volume_label_from_root_dir().ok().flatten();
-        let l = root.unwrap_or_else(|| self.fs.volume_label());
+        // The root directory's label entry, as Windows and blkid show it;
+        // the boot sector's copy may be stale and is not the label.
+        let l = self.fs.read_volume_label_from_root_dir().ok().flatten()?;
         let l = l.trim_end().to_string();
         (!l.is_empty() && l != "NO NAME").then_some(l)
     }
@@ -472,9 +587,43 @@ mod tests {
             c.write(b"x").unwrap_err().kind(),
             io::ErrorKind::PermissionDenied
         );
-        c.seek(SeekFrom::Start(9_998)).unwrap();
+        c.seek(SeekFrom::Start(9_990)).unwrap();
         let mut b = [0u8; 8];
-        assert_eq!(c.read(&mut b).unwrap(), 2);
-        assert_eq!(c.read(&mut b).unwrap(), 0);
+        assert_eq!(c.read(&mut b).unwrap(), 8);
+        assert_eq!(b, [7u8; 8]);
+    }
+
+    #[test]
+    fn cursor_reads_past_the_end_are_errors_naming_the_offset() {
+        let dev: Arc<dyn BlockDevice> =
+            Arc::new(diskimage_formats::MemoryDevice::new(vec![7u8; 10_000]));
+        let mut c = ReadOnlyCursor::new(dev);
+        let mut b = [0u8; 8];
+        c.seek(SeekFrom::Start(9_998)).unwrap();
+        let e = c.read(&mut b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Other);
+        c.seek(SeekFrom::Start(20_000)).unwrap();
+        let e = io_err("/f", c.read(&mut b).unwrap_err());
+        assert_eq!(e.kind(), crate::ErrorKind::Device);
+        assert!(e.to_string().contains("0x4e20"), "{e}");
+        let mut big = vec![0u8; 2 * CACHE_BLOCK];
+        c.seek(SeekFrom::Start(4_000)).unwrap();
+        assert!(c.read(&mut big).is_err());
+    }
+
+    #[test]
+    fn boot_sector_view_replaces_only_its_bytes() {
+        let dev: Arc<dyn BlockDevice> =
+            Arc::new(diskimage_formats::MemoryDevice::new(vec![7u8; 10_000]));
+        let mut c = ReadOnlyCursor::new(dev).with_boot_sector(vec![1u8; 512]);
+        let mut b = vec![0u8; 16];
+        c.seek(SeekFrom::Start(504)).unwrap();
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b[..8], &[1u8; 8]);
+        assert_eq!(&b[8..], &[7u8; 8]);
+        let mut big = vec![0u8; CACHE_BLOCK];
+        c.seek(SeekFrom::Start(0)).unwrap();
+        c.read_exact(&mut big).unwrap();
+        assert!(big[..512].iter().all(|&x| x == 1) && big[512..].iter().all(|&x| x == 7));
     }
 }

@@ -84,16 +84,37 @@ pub fn open_fs_with(
             "no known file system on this device",
         ));
     };
-    match info.kind {
-        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => Ok(Box::new(ext4::ExtFs::open_with(
-            device, info.kind, options,
-        )?)),
+    open_fs_as_with(device, info.kind, options)
+}
+
+/// Opens the file system of `kind` on `device` without detecting it again
+/// (the kind a detection, such as a volume listing's, already found).
+pub fn open_fs_as(device: Arc<dyn BlockDevice>, kind: FsKind) -> Result<Box<dyn FileSystem>> {
+    open_fs_as_with(device, kind, &FsOptions::default())
+}
+
+/// [`open_fs_as`] with `options` (see [`open_fs_with`]).
+pub fn open_fs_as_with(
+    device: Arc<dyn BlockDevice>,
+    kind: FsKind,
+    options: &FsOptions,
+) -> Result<Box<dyn FileSystem>> {
+    match kind {
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
+            Ok(Box::new(ext4::ExtFs::open_with(device, kind, options)?))
+        }
         FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
-            Ok(Box::new(fat::FatFs::open(device, info.kind)?))
+            Ok(Box::new(fat::FatFs::open(device, kind)?))
         }
         FsKind::Ntfs => Ok(Box::new(ntfs::NtfsFs::open(device)?)),
         FsKind::ExFat => Ok(Box::new(exfat::ExFatFs::open(device)?)),
         FsKind::Iso9660 => Ok(Box::new(iso9660::IsoFs::open(device)?)),
+        FsKind::Jbd => Err(Error::unsupported(
+            FsName::Detect,
+            None,
+            "an ext3/ext4 external journal device (jbd) holds a journal, not files: \
+             open the file system that uses it",
+        )),
         other => Err(Error::unsupported(
             FsName::Detect,
             None,

@@ -26,7 +26,7 @@ pub fn run(args: &CatArgs) -> Result<(), CliError> {
 /// A copy error: ours (reading the file system) or the output's.
 pub fn read_or_write(e: std::io::Error, path: &str) -> CliError {
     if e.get_ref()
-        .is_some_and(|i| i.is::<diskimage::fs::Error>() || i.is::<diskimage::Error>())
+        .is_some_and(|i| i.is::<diskimage::fs::Error>() || i.is::<diskimage::formats::Error>())
     {
         CliError::Fs(diskimage::fs::Error::from_io(
             diskimage::fs::FsName::Detect,

@@ -5,12 +5,13 @@ use std::path::PathBuf;
 /// Anything a command can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// The library refused or failed to read an image.
+    /// The container layer refused or failed to read an image.
     #[error("{0}")]
-    Image(#[from] diskimage::Error),
-    /// The volume layer failed (a partition table, LVM metadata ...).
+    Image(#[from] diskimage::formats::Error),
+    /// The library failed (a partition table, LVM metadata, a VM, an
+    /// extraction ...).
     #[error("{0}")]
-    Volume(#[from] diskimage::error::Error),
+    Volume(#[from] diskimage::Error),
     /// A file system could not be read.
     #[error("{0}")]
     Fs(#[from] diskimage::fs::Error),

@@ -72,7 +72,7 @@ pub fn run(args: &MountArgs) -> Result<(), CliError> {
     } else if args.all {
         Selection::All
     } else {
-        Selection::Volume(set.default_volume(args.volume)?.index)
+        Selection::Volume(super::select::choose_volume(&set, args.volume)?.index)
     };
     let options = MountOptions::new()
         .threads(args.threads)

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use diskimage::diskset::DiskSet;
-use diskimage::fs::{open_fs, FileSystem};
+use diskimage::diskset::{DiskSet, Volume};
+use diskimage::fs::FileSystem;
 use diskimage::{BlockDevice, DiskImage, OpenOptions};
 
 use super::{CliError, OpenArgs};
@@ -21,7 +21,20 @@ pub fn volume_device(
     options: &OpenOptions,
 ) -> Result<Arc<dyn BlockDevice>, CliError> {
     let set = DiskSet::from_images(images, options)?;
-    Ok(set.default_volume(volume)?.device())
+    Ok(choose_volume(&set, volume)?.device())
+}
+
+/// Volume `-V volume` of `set`, or its default volume
+/// ([`DiskSet::default_volume`]); a number past the end is named as the
+/// flag the user typed.
+pub fn choose_volume(set: &DiskSet, volume: Option<usize>) -> Result<&Volume, CliError> {
+    if let Some(n) = volume.filter(|n| set.volume(*n).is_none()) {
+        return Err(CliError::Usage(format!(
+            "-V {n}: the disk set has {} volumes (see `diskimage volumes`)",
+            set.volumes().len()
+        )));
+    }
+    Ok(set.default_volume(volume)?)
 }
 
 /// Images, volume and open options of the file-system commands.
@@ -60,10 +73,13 @@ impl FsArgs {
         Ok((args.into_iter().map(PathBuf::from).collect(), path))
     }
 
-    /// Opens the images and the file system of the selected volume.
+    /// Opens the images and the file system of the selected volume (of
+    /// the kind the volume listing detected: detected once).
     pub fn open_fs(&self, path_required: bool) -> Result<(Box<dyn FileSystem>, String), CliError> {
-        let (device, path) = self.open_device(path_required)?;
-        let fs = open_fs(device)?;
+        let (images, path) = self.split(path_required)?;
+        let images = self.open.open_all(&images)?;
+        let set = DiskSet::from_images(images, &self.open.options())?;
+        let fs = set.mount(choose_volume(&set, self.volume)?)?;
         print_fs_warnings(fs.as_ref());
         Ok((fs, path))
     }

@@ -130,7 +130,9 @@ impl<'a> Extractor<'a> {
     }
 
     /// Copies `reader` (the data of `fs_path`) into the new file `out` and
-    /// stamps its modification time on the same handle.
+    /// stamps its modification time on the same handle. When the file
+    /// system cannot give the data, the partial file is removed: a file
+    /// that could not be read is reported, never left short or empty.
     fn copy(
         &mut self,
         mut reader: Box<dyn FileReader + '_>,
@@ -140,9 +142,15 @@ impl<'a> Extractor<'a> {
         mtime: Option<Timestamp>,
     ) -> Result<(), Fail> {
         loop {
-            let n = fill(reader.as_mut(), &mut self.buf)
-                // Whatever the reader failed with, it is the file system's.
-                .map_err(|e| Fail::Fs(FsError::from_io(FsName::Detect, fs_path, e)))?;
+            let n = match fill(reader.as_mut(), &mut self.buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    drop(out);
+                    let _ = fs::remove_file(path);
+                    // Whatever the reader failed with, it is the file system's.
+                    return Err(Fail::Fs(FsError::from_io(FsName::Detect, fs_path, e)));
+                }
+            };
             out.write_all(self.buf.get(..n).unwrap_or_default())
                 .map_err(|e| host(path, e))?;
             if n < self.buf.len() {

@@ -34,7 +34,7 @@
 //! let volume = set.default_volume(None)?;
 //! let summary = extract(&volume.device(), "/etc", "restore".as_ref(), &ExtractOptions::new(), &())?;
 //! println!("{} files, {} renamed, {} failed", summary.files, summary.renamed, summary.failed);
-//! # Ok::<(), diskimage::error::Error>(())
+//! # Ok::<(), diskimage::Error>(())
 //! ```
 //!
 //! [`FileSystem::visit_dir`]: diskimage_fs::FileSystem::visit_dir

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use diskimage_formats::BlockDevice;
-use diskimage_fs::{open_fs, Error as FsError, Timestamp};
+use diskimage_fs::{open_fs_as, Error as FsError, Timestamp};
 
 use super::extractor::Extractor;
 use super::{ExtractOptions, Observer, Report};
@@ -222,10 +222,12 @@ pub fn walk(
         kernel_copy: x.kernel_copy,
         fs_metadata: x.fs_metadata,
     };
+    // Every thread opens the kind the first open found, not detecting again.
+    let kind = x.fs.kind();
     std::thread::scope(|s| {
         for _ in 1..threads {
             s.spawn(|| {
-                if let Ok(fs) = open_fs(Arc::clone(device)) {
+                if let Ok(fs) = open_fs_as(Arc::clone(device), kind) {
                     let mut x = Extractor::new(fs.as_ref(), device.as_ref(), &options, observer);
                     work(&mut x, &state, &more, observer);
                 }

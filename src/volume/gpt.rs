@@ -236,6 +236,7 @@ pub fn read(dev: &dyn BlockDevice) -> Result<PartitionTable> {
         disk_id: Some(guid_string(&header.disk_guid)),
         partitions,
         warnings,
+        unsupported: None,
     })
 }
 

@@ -174,6 +174,14 @@ fn units(b: &[u8]) -> impl Iterator<Item = u16> + '_ {
     })
 }
 
+/// The label held by a volume label entry (type 0x83, §7.3): its
+/// CharacterCount (at most 11) UTF-16 units.
+pub fn volume_label(e: &[u8]) -> String {
+    let n = usize::from(e.get(1).copied().unwrap_or(0)).min(11);
+    let label: Vec<u16> = units(e.get(2..2 + 2 * n).unwrap_or_default()).collect();
+    String::from_utf16_lossy(&label)
+}
+
 /// Parses the entries of a directory: `bytes` is its data (whole
 /// clusters, in order), `offset_of(i)` the volume byte offset of byte `i`
 /// (for errors), `root` whether it is the root directory.
@@ -192,11 +200,7 @@ pub fn parse(
         let ty = e.first().copied().unwrap_or(0);
         match ty {
             0x00 => break,
-            0x83 if root => {
-                let n = usize::from(e.get(1).copied().unwrap_or(0)).min(11);
-                let label: Vec<u16> = units(e.get(2..2 + 2 * n).unwrap_or_default()).collect();
-                dir.label = Some(String::from_utf16_lossy(&label));
-            }
+            0x83 if root => dir.label = Some(volume_label(e)),
             0x82 if root => {
                 dir.up_case = Some(UpCaseEntry {
                     checksum: le_u32(e, 4).unwrap_or(0),

@@ -105,6 +105,45 @@ fn copy_error(e: &Error) -> Error {
     }
 }
 
+/// The volume label of the exFAT volume on `device`, read as detection
+/// needs it (without opening the file system): the root directory's
+/// label entry (type 0x83), its clusters read one at a time up to the
+/// end-of-directory entry, at most [`MAX_DIR_BYTES`]. `Ok(None)` when the
+/// root directory has no label entry or an empty one.
+pub fn volume_label(device: &dyn BlockDevice) -> Result<Option<String>> {
+    let (boot, _) = boot_sector::read(device)?;
+    let cluster = boot.cluster_size();
+    let most = (MAX_DIR_BYTES / cluster).min(u64::from(boot.cluster_count));
+    let runs = cluster_chain::runs(
+        device,
+        &boot,
+        boot.root_cluster,
+        false,
+        Want::UpTo(most),
+        "/",
+    )?;
+    let mut buf = vec![0u8; usize::try_from(cluster).unwrap_or(0)];
+    for r in &runs {
+        for c in 0..r.count {
+            let Some(n) = u32::try_from(c).ok().and_then(|c| r.first.checked_add(c)) else {
+                return Ok(None);
+            };
+            device.read_at(&mut buf, boot.cluster_offset(n))?;
+            for e in buf.chunks_exact(32) {
+                match e.first() {
+                    Some(0x00) => return Ok(None),
+                    Some(0x83) => {
+                        let l = entry_set::volume_label(e);
+                        return Ok((!l.is_empty()).then_some(l));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
 impl ExFatFs {
     /// Opens the exFAT file system on `device`.
     pub fn open(device: Arc<dyn BlockDevice>) -> Result<Self> {

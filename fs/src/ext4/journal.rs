@@ -3,7 +3,7 @@
 //! code e2fsprogs shares with the kernel's jbd2).
 //!
 //! The journal is read through the journal inode's block map or extents
-//! (the inode layer, `InodeTable`). The log is scanned from the journal superblock's
+//! (`InodeTable`). The log is scanned from the journal superblock's
 //! `s_start` and `s_sequence` in three passes:
 //!
 //! 1. **scan**: finds the last complete transaction. A transaction ends at

@@ -18,30 +18,30 @@
 //! [`NtfsFs`] is `Send + Sync`: each call reads through its own cursor.
 
 pub mod data;
+mod dir;
 pub mod lznt1;
 pub mod mft;
+mod reparse;
 mod volume_reader;
+
+use dir::{for_each_index_entry, NtfsVisited};
 
 use volume_reader::VolumeReader;
 
 use std::borrow::Cow;
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 use std::sync::Arc;
 
-use diskimage_formats::bytes::{le_u16, le_u32};
 use diskimage_formats::BlockDevice;
 use std::ops::ControlFlow;
 
 use ntfs::indexes::NtfsFileNameIndex;
-use ntfs::structured_values::NtfsFileName;
-use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileNamespace};
-use ntfs::NtfsIndexEntry;
+use ntfs::structured_values::NtfsFileAttributeFlags;
 use ntfs::{Ntfs, NtfsError, NtfsFile};
 
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
-    components, DirEntry, FileReader, FileSystem, FileType, Metadata, StoredRun, Timestamp,
-    VisitFn, Visited,
+    components, DirEntry, FileReader, FileSystem, FileType, Metadata, StoredRun, Timestamp, VisitFn,
 };
 use crate::FsKind;
 use data::RunReader;
@@ -53,11 +53,6 @@ const FS: FsName = FsName::Ntfs;
 pub const MAX_DIR_ENTRIES: usize = 1 << 20;
 /// Most data runs of one stream.
 pub const MAX_RUNS: usize = 1 << 20;
-/// Largest reparse point read, in bytes (the format's own limit is 16 KiB).
-const MAX_REPARSE: u64 = 16 * 1024;
-/// Reparse tags shown as links.
-const IO_REPARSE_TAG_SYMLINK: u32 = 0xA000_000C;
-const IO_REPARSE_TAG_MOUNT_POINT: u32 = 0xA000_0003;
 
 /// An NTFS file system.
 pub struct NtfsFs {
@@ -253,92 +248,6 @@ impl NtfsFs {
             }
         }
         Err(Error::not_found(FS, path))
-    }
-
-    /// The reparse tag and target of a file with a reparse point.
-    fn reparse(
-        &self,
-        file: &NtfsFile<'_>,
-        record: Option<&[u8]>,
-        path: &str,
-    ) -> Result<Option<(u32, String)>> {
-        let base = self.base_record(file, record)?;
-        let Some(attr) = self.mft.attribute(
-            file.file_record_number(),
-            &base,
-            mft::ATTR_REPARSE_POINT,
-            "",
-            path,
-        )?
-        else {
-            return Ok(None);
-        };
-        if attr.size > MAX_REPARSE {
-            return Err(Error::corrupt(
-                FS,
-                Some(path),
-                "reparse point larger than 16 KiB",
-            ));
-        }
-        let buf = match attr.data {
-            StreamData::Resident(v) => v,
-            StreamData::Runs(runs) => {
-                let mut buf = Vec::new();
-                RunReader::new(
-                    Arc::clone(&self.device),
-                    runs,
-                    attr.size,
-                    attr.initialized,
-                    None,
-                    path,
-                )?
-                .take(MAX_REPARSE)
-                .read_to_end(&mut buf)
-                .map_err(|e| Error::from_io(FS, path, e))?;
-                buf
-            }
-        };
-        let u16at = |o: usize| le_u16(&buf, o).map_or(0, usize::from);
-        let tag = le_u32(&buf, 0).unwrap_or(0);
-        let base = match tag {
-            IO_REPARSE_TAG_SYMLINK => 20,
-            IO_REPARSE_TAG_MOUNT_POINT => 16,
-            _ => return Ok(Some((tag, format!("<reparse tag {tag:#010x}>")))),
-        };
-        let (sub_off, sub_len, print_off, print_len) = (u16at(8), u16at(10), u16at(12), u16at(14));
-        let (off, len) = if print_len > 0 {
-            (print_off, print_len)
-        } else {
-            (sub_off, sub_len)
-        };
-        let raw = buf.get(base + off..base + off + len).ok_or_else(|| {
-            Error::corrupt(
-                FS,
-                Some(path),
-                "reparse target lies outside the reparse point",
-            )
-        })?;
-        let units: Vec<u16> = raw.chunks_exact(2).filter_map(|c| le_u16(c, 0)).collect();
-        Ok(Some((tag, String::from_utf16_lossy(&units))))
-    }
-
-    fn is_link(
-        &self,
-        file: &NtfsFile<'_>,
-        record: Option<&[u8]>,
-        path: &str,
-    ) -> Result<Option<String>> {
-        let info = file.info().map_err(|e| map_err(e, path))?;
-        if !info
-            .file_attributes()
-            .contains(NtfsFileAttributeFlags::REPARSE_POINT)
-        {
-            return Ok(None);
-        }
-        Ok(self
-            .reparse(file, record, path)?
-            .filter(|(tag, _)| matches!(*tag, IO_REPARSE_TAG_SYMLINK | IO_REPARSE_TAG_MOUNT_POINT))
-            .map(|(_, t)| t))
     }
 
     fn open_stream(&self, path: &str) -> Result<(Box<dyn FileReader + '_>, u64)> {
@@ -554,139 +463,5 @@ impl FileSystem for NtfsFs {
                 Err(e) => f(Err((name, map_err(e, &full)))),
             }
         })
-    }
-}
-
-/// Calls `f` with each entry of the index of directory `dir` (at `path`)
-/// under its Win32 or POSIX name, once per name: DOS names, `.` and
-/// repeats are skipped, and more than [`MAX_DIR_ENTRIES`] entries (a loop
-/// in a damaged index) is a limit error. `f` says whether to go on.
-fn for_each_index_entry<'n>(
-    r: &mut VolumeReader,
-    dir: &NtfsFile<'n>,
-    path: &str,
-    mut f: impl FnMut(
-        &mut VolumeReader,
-        &NtfsIndexEntry<'_, NtfsFileNameIndex>,
-        &NtfsFileName,
-        String,
-    ) -> ControlFlow<()>,
-) -> Result<()> {
-    let index = dir.directory_index(r).map_err(|e| map_err(e, path))?;
-    let mut entries = index.entries();
-    let mut names = std::collections::HashSet::new();
-    let mut count = 0usize;
-    while let Some(entry) = entries.next(r) {
-        count += 1;
-        if count > MAX_DIR_ENTRIES {
-            return Err(Error::limit(
-                FS,
-                Some(path),
-                format!("more than {MAX_DIR_ENTRIES} index entries (an index loop?)"),
-            ));
-        }
-        let entry = entry.map_err(|e| map_err(e, path))?;
-        let Some(key) = entry.key() else { continue };
-        let key = key.map_err(|e| map_err(e, path))?;
-        if key.namespace() == NtfsFileNamespace::Dos {
-            continue;
-        }
-        let name = key.name().to_string_lossy();
-        if name == "." || !names.insert(name.clone()) {
-            continue;
-        }
-        if f(r, &entry, &key, name).is_break() {
-            break;
-        }
-    }
-    Ok(())
-}
-
-impl NtfsFs {
-    /// What [`FileSystem::metadata`] gives for stream `stream` of `file`
-    /// (at `path`, for errors).
-    fn file_metadata(
-        &self,
-        file: &NtfsFile<'_>,
-        record: Option<&[u8]>,
-        path: &str,
-        stream: &str,
-    ) -> Result<Metadata> {
-        let info = file.info().map_err(|e| map_err(e, path))?;
-        let link = if stream.is_empty() {
-            self.is_link(file, record, path)?
-        } else {
-            None
-        };
-        let (file_type, size) = if let Some(t) = &link {
-            (FileType::Symlink, t.len() as u64)
-        } else if file.is_directory() && stream.is_empty() {
-            (FileType::Directory, 0)
-        } else {
-            let size = match self.data_stream(file, record, path, stream)? {
-                Some(s) => s.size,
-                None if stream.is_empty() => 0,
-                None => return Err(Error::not_found(FS, path)),
-            };
-            (FileType::File, size)
-        };
-        Ok(Metadata {
-            file_type,
-            size,
-            allocated: None,
-            mode: None,
-            uid: None,
-            gid: None,
-            nlink: Some(u64::from(file.hard_link_count())),
-            inode: Some(file.file_record_number()),
-            created: ts(info.creation_time()),
-            modified: ts(info.modification_time()),
-            accessed: ts(info.access_time()),
-            changed: ts(info.mft_record_modification_time()),
-        })
-    }
-}
-
-/// An entry met by [`NtfsFs::visit_dir`], with its MFT record read once.
-struct NtfsVisited<'n> {
-    fs: &'n NtfsFs,
-    file: NtfsFile<'n>,
-    /// Its MFT record as read (fixups applied), if kept.
-    record: Option<Vec<u8>>,
-    name: String,
-    /// Its path, for errors and symlink targets.
-    path: String,
-}
-
-impl Visited for NtfsVisited<'_> {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn metadata(&self) -> Result<Metadata> {
-        self.fs
-            .file_metadata(&self.file, self.record.as_deref(), &self.path, "")
-    }
-    fn open(&self, stream: &str) -> Result<Box<dyn FileReader + '_>> {
-        let path = if stream.is_empty() {
-            self.path.clone()
-        } else {
-            format!("{}:{stream}", self.path)
-        };
-        let (reader, _) =
-            self.fs
-                .open_file_stream(&self.file, self.record.as_deref(), &path, stream)?;
-        Ok(reader)
-    }
-    fn read_link(&self) -> Result<String> {
-        self.fs
-            .is_link(&self.file, self.record.as_deref(), &self.path)?
-            .ok_or_else(|| Error::wrong_type(FS, &self.path, "not a symbolic link"))
-    }
-    fn streams(&self) -> Result<Vec<String>> {
-        let base = self.fs.base_record(&self.file, self.record.as_deref())?;
-        self.fs.mft.stream_names(&base, &self.path)
-    }
-    fn stored_runs(&self) -> Option<Vec<StoredRun>> {
-        self.fs.stored_runs(&self.file, self.record.as_deref())
     }
 }

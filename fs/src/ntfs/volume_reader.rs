@@ -149,12 +149,16 @@ impl Read for VolumeReader {
         let size = self.device.size();
         let end = self.pos.checked_add(buf.len() as u64);
         if end.is_none_or(|e| e > size) {
+            // The device's typed out-of-bounds error inside, which
+            // `Error::from_io` recovers (kind Device, naming the offset).
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!(
-                    "read of {} bytes at offset {} past the end of the {size}-byte volume",
-                    buf.len(),
-                    self.pos
+                diskimage_formats::Error::out_of_range(
+                    diskimage_formats::Format::Probe,
+                    "volume (the image ends before the file system does)",
+                    self.pos,
+                    buf.len() as u64,
+                    size,
                 ),
             ));
         }

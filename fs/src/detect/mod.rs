@@ -1,4 +1,14 @@
 //! Identifying what a volume holds by its superblock or boot sector.
+//!
+//! One ordered probe over the volume's first 68 KiB ([`detect`]); where
+//! the label lives further in, it is read from there, as blkid reads it:
+//! FAT's in the root directory ([`fat`]), NTFS's in the `$Volume` record
+//! ([`ntfs`]), exFAT's in the root directory
+//! ([`exfat::volume_label`](crate::exfat::volume_label)). A label that
+//! cannot be read leaves the label out; it never fails detection.
+
+mod fat;
+mod ntfs;
 
 use diskimage_formats::{BlockDevice, Result};
 
@@ -18,7 +28,7 @@ pub enum FsKind {
     Fat12,
     /// FAT16, by cluster count.
     Fat16,
-    /// FAT32, by cluster count.
+    /// FAT32, by its BPB (no 16-bit FAT size), whatever its cluster count.
     Fat32,
     /// exFAT.
     ExFat,
@@ -44,6 +54,9 @@ pub enum FsKind {
     BitLocker,
     /// LUKS-encrypted volume.
     Luks,
+    /// An ext3/ext4 external journal device (`mke2fs -O journal_dev`):
+    /// blkid's `jbd`. It holds a journal, no files.
+    Jbd,
 }
 
 impl FsKind {
@@ -69,6 +82,7 @@ impl FsKind {
             FsKind::LvmPv => "lvm2-pv",
             FsKind::BitLocker => "bitlocker",
             FsKind::Luks => "luks",
+            FsKind::Jbd => "jbd",
         }
     }
 }
@@ -128,52 +142,15 @@ fn fat_serial(b: &[u8], off: usize) -> Option<String> {
     Some(format!("{:04X}-{:04X}", v >> 16, v & 0xffff))
 }
 
-/// The FAT type by the cluster count rule of Microsoft's FAT specification,
-/// or `None` when the boot sector's BPB is not a valid FAT BPB.
-fn fat_kind(b: &[u8]) -> Option<FsKind> {
-    // A FAT boot sector starts with a jump (EB xx 90 or E9 xx xx); an MBR does not.
-    if !at(b, 0, &[0xEB]) && !at(b, 0, &[0xE9]) {
-        return None;
-    }
-    let bps = u16le(b, 11);
-    let spc = u64::from(*b.get(13)?);
-    let rsvd = u16le(b, 14);
-    let fats = u64::from(*b.get(16)?);
-    let root_ents = u16le(b, 17);
-    let fat_sz = match u16le(b, 22) {
-        0 => u32le(b, 36),
-        n => n,
-    };
-    let tot = match u16le(b, 19) {
-        0 => u32le(b, 32),
-        n => n,
-    };
-    if !matches!(bps, 512 | 1024 | 2048 | 4096)
-        || spc == 0
-        || !spc.is_power_of_two()
-        || rsvd == 0
-        || fats == 0
-        || fat_sz == 0
-    {
-        return None;
-    }
-    let root_secs = (root_ents * 32).div_ceil(bps);
-    let meta = rsvd + fats * fat_sz + root_secs;
-    let clusters = tot.checked_sub(meta)? / spc;
-    Some(if clusters < 4085 {
-        FsKind::Fat12
-    } else if clusters < 65525 {
-        FsKind::Fat16
-    } else {
-        FsKind::Fat32
-    })
-}
-
 fn ext_kind(b: &[u8]) -> FsKind {
     const SB: usize = 1024;
     let compat = u32le(b, SB + 0x5C);
     let incompat = u32le(b, SB + 0x60);
     let ro_compat = u32le(b, SB + 0x64);
+    // incompat journal_dev 0x8: an external journal, not a file system.
+    if incompat & 0x8 != 0 {
+        return FsKind::Jbd;
+    }
     // incompat: extents 0x40, 64bit 0x80, flex_bg 0x200, inline_data 0x8000;
     // ro_compat: huge_file 0x8, gdt_csum 0x10, dir_nlink 0x20, extra_isize 0x40, metadata_csum 0x400.
     if incompat & (0x40 | 0x80 | 0x200 | 0x8000) != 0
@@ -187,26 +164,29 @@ fn ext_kind(b: &[u8]) -> FsKind {
     }
 }
 
-/// Identifies what `device` holds, reading at most its first 68 KiB.
-/// `Ok(None)` means nothing known was found.
+/// Identifies what `device` holds from its first 68 KiB, and reads the
+/// label where the format keeps it further in (FAT and exFAT root
+/// directories, NTFS's `$Volume`). `Ok(None)` means nothing known was found.
 pub fn detect(device: &dyn BlockDevice) -> Result<Option<FsInfo>> {
     let n = usize::try_from(device.size().min(PROBE_LEN)).unwrap_or(0);
     let mut b = vec![0u8; n];
     device.read_at(&mut b, 0)?;
     let info = |kind, label, uuid| Some(FsInfo { kind, label, uuid });
     Ok(if at(&b, 3, b"NTFS    ") {
-        info(FsKind::Ntfs, None, hex_rev(&b, 0x48, 8))
+        info(FsKind::Ntfs, ntfs::label(device, &b), hex_rev(&b, 0x48, 8))
     } else if at(&b, 3, b"EXFAT   ") {
-        info(FsKind::ExFat, None, fat_serial(&b, 100))
+        let label = crate::exfat::volume_label(device).ok().flatten();
+        info(FsKind::ExFat, label, fat_serial(&b, 100))
     } else if at(&b, 3, b"-FVE-FS-") {
         info(FsKind::BitLocker, None, None)
     } else if at(&b, 3, b"ReFS\0\0\0\0") {
         info(FsKind::Refs, None, None)
     } else if at(&b, 0, b"LUKS\xba\xbe") {
+        // LUKS1 and LUKS2 keep the UUID as text at 168; LUKS2 a label at 24.
         info(
             FsKind::Luks,
-            label(&b, 24, 48).filter(|_| u16le(&b, 6) == 0x200),
-            None,
+            label(&b, 24, 48).filter(|_| u16le(&b, 6) == 2),
+            label(&b, 168, 40),
         )
     } else if at(&b, 0, b"XFSB") {
         info(FsKind::Xfs, label(&b, 108, 12), uuid(&b, 32))
@@ -226,13 +206,8 @@ pub fn detect(device: &dyn BlockDevice) -> Result<Option<FsInfo>> {
         info(FsKind::LvmPv, None, None)
     } else if at(&b, 4086, b"SWAPSPACE2") || at(&b, 4086, b"SWAP-SPACE") {
         info(FsKind::Swap, label(&b, 1024 + 28, 16), uuid(&b, 1024 + 12))
-    } else if let Some(kind) = fat_kind(&b) {
-        let (lab, ser) = if kind == FsKind::Fat32 {
-            (71, 67)
-        } else {
-            (43, 39)
-        };
-        info(kind, label(&b, lab, 11), fat_serial(&b, ser))
+    } else if let Some(fat) = fat::info(device, &b) {
+        Some(fat)
     } else if at(&b, 0x8001, b"CD001") {
         info(FsKind::Iso9660, label(&b, 0x8000 + 40, 32), None)
     } else if (16..32).any(|s| at(&b, s * 2048 + 1, b"NSR02") || at(&b, s * 2048 + 1, b"NSR03")) {
@@ -257,10 +232,17 @@ mod tests {
         b[17..19].copy_from_slice(&512u16.to_le_bytes());
         b[22..24].copy_from_slice(&32u16.to_le_bytes());
         b[32..36].copy_from_slice(&40_000u32.to_le_bytes());
+        b[38] = 0x29;
         b[39..43].copy_from_slice(&0x1234_ABCDu32.to_le_bytes());
-        b[43..54].copy_from_slice(b"MYLABEL    ");
+        b[43..54].copy_from_slice(b"BOOTLABEL  ");
         b[510] = 0x55;
         b[511] = 0xAA;
+        // The root directory (after 4 reserved and 2 x 32 FAT sectors)
+        // starts with the volume label entry.
+        let root = (4 + 2 * 32) * 512;
+        b.resize(root + 512 * 32, 0);
+        b[root..root + 11].copy_from_slice(b"MYLABEL    ");
+        b[root + 11] = 0x08;
         b
     }
 
@@ -276,6 +258,51 @@ mod tests {
         b[32..36].copy_from_slice(&10_000u32.to_le_bytes());
         let i = detect(&MemoryDevice::new(b)).unwrap().unwrap();
         assert_eq!(i.kind, FsKind::Fat12);
+    }
+
+    #[test]
+    fn fat_label_and_serial_follow_blkid() {
+        // No extended boot signature: no serial field.
+        let mut b = fat16_boot();
+        b[38] = 0;
+        assert_eq!(detect(&MemoryDevice::new(b)).unwrap().unwrap().uuid, None);
+        // No root label entry: no label (the boot sector's copy is not shown).
+        let mut b = fat16_boot();
+        b[(4 + 2 * 32) * 512] = 0xE5;
+        assert_eq!(detect(&MemoryDevice::new(b)).unwrap().unwrap().label, None);
+        // A root directory past the end of the device: still FAT16, no label.
+        let mut b = fat16_boot();
+        b.truncate(4096);
+        let i = detect(&MemoryDevice::new(b)).unwrap().unwrap();
+        assert_eq!((i.kind, i.label), (FsKind::Fat16, None));
+    }
+
+    #[test]
+    fn journal_device_is_jbd_with_its_label_and_uuid() {
+        let mut b = vec![0u8; 4096];
+        b[1080..1082].copy_from_slice(&[0x53, 0xEF]);
+        b[1024 + 0x60] = 0x8; // incompat journal_dev
+        b[1024 + 104..1024 + 120].copy_from_slice(&[0x11; 16]);
+        b[1024 + 120..1024 + 130].copy_from_slice(b"extjournal");
+        let i = detect(&MemoryDevice::new(b)).unwrap().unwrap();
+        assert_eq!(i.kind, FsKind::Jbd);
+        assert_eq!(i.label.as_deref(), Some("extjournal"));
+        assert_eq!(
+            i.uuid.as_deref(),
+            Some("11111111-1111-1111-1111-111111111111")
+        );
+    }
+
+    #[test]
+    fn luks_wins_over_a_swap_signature_left_in_its_padding() {
+        let mut b = vec![0u8; 8192];
+        b[..6].copy_from_slice(b"LUKS\xba\xbe");
+        b[7] = 1;
+        b[4086..4096].copy_from_slice(b"SWAPSPACE2");
+        assert_eq!(
+            detect(&MemoryDevice::new(b)).unwrap().unwrap().kind,
+            FsKind::Luks
+        );
     }
 
     #[test]
