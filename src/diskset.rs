@@ -117,6 +117,8 @@ pub struct DiskSet {
     volumes: Vec<Volume>,
     volume_groups: Vec<VolumeGroup>,
     warnings: Vec<VolumeWarning>,
+    /// The set was opened strict: file systems are mounted strict too.
+    strict: bool,
 }
 
 impl DiskSet {
@@ -153,6 +155,7 @@ impl DiskSet {
             volumes: Vec::new(),
             volume_groups: Vec::new(),
             warnings: Vec::new(),
+            strict: options.strict,
         };
         let mut pvs = Vec::new();
         for (index, image) in images.into_iter().enumerate() {
@@ -381,9 +384,11 @@ impl DiskSet {
             ));
         }
         // The volume's detection is reused: a file system is detected once.
+        // A set opened strict mounts strict (a bad checksum refuses).
+        let options = diskimage_fs::FsOptions::default().with_strict(self.strict);
         match &volume.fs {
-            Some(info) => diskimage_fs::open_fs_as(volume.device(), info.kind),
-            None => diskimage_fs::open_fs(volume.device()),
+            Some(info) => diskimage_fs::open_fs_as_with(volume.device(), info.kind, &options),
+            None => diskimage_fs::open_fs_with(volume.device(), &options),
         }
     }
 
