@@ -133,9 +133,7 @@ pub fn run_open(c: &mut Criterion, prefix: &str, images: &[(&str, &Path)]) {
     for (name, path) in images {
         g.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
-                black_box(
-                    diskimage::open(path, &diskimage::OpenOptions::default()).expect("open"),
-                );
+                black_box(diskimage::open(path, &diskimage::OpenOptions::default()).expect("open"));
             });
         });
     }
