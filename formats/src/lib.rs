@@ -36,6 +36,7 @@ pub mod fuzzing;
 pub mod image;
 pub mod image_file;
 pub mod iso;
+pub mod layout;
 mod mmap;
 pub mod options;
 pub mod probe;
