@@ -207,10 +207,30 @@ impl DiskSet {
                     PartitionKind::Apm => Scheme::Apm,
                     _ => table.scheme.unwrap_or(Scheme::WholeDisk),
                 };
-                let slice: Arc<dyn BlockDevice> = Arc::new(
-                    SliceDevice::new(Arc::clone(&device), p.offset, p.size)
-                        .map_err(|e| Error::from_device(scheme, e).on_disk(index).at(p.offset))?,
-                );
+                let slice = match SliceDevice::new(Arc::clone(&device), p.offset, p.size) {
+                    Ok(s) => s,
+                    // Past the disk's end (an image cut short): listed, its
+                    // reads past the end fail, and a warning says so.
+                    Err(_) => {
+                        let s = SliceDevice::reaching_past(Arc::clone(&device), p.offset, p.size)
+                            .map_err(|e| {
+                            Error::from_device(scheme, e).on_disk(index).at(p.offset)
+                        })?;
+                        set.warn(
+                            WarningKind::Other,
+                            Some(index),
+                            format!(
+                                "{scheme} partition {} ({:#x}+{:#x}) ends past the end of disk {index} ({} bytes; a truncated image?): reads past the end fail",
+                                p.number,
+                                p.offset,
+                                p.size,
+                                device.size()
+                            ),
+                        );
+                        s
+                    }
+                };
+                let slice: Arc<dyn BlockDevice> = Arc::new(slice);
                 let (fs, problem) = if p.kind == PartitionKind::Extended {
                     (None, None)
                 } else {

@@ -374,3 +374,43 @@ fn check_cli(
     }
     problems
 }
+
+/// A partitioned disk cut inside its partition (a partial acquisition):
+/// the set still opens and lists the partition where the table puts it
+/// (fixtures/example/make.sh wrote it with sfdisk at sector 2048, 28,672
+/// sectors long; mmls lists the cut image the same way), with a warning;
+/// the files before the cut read, `--strict` refuses the set.
+#[test]
+fn a_partition_reaching_past_a_cut_disk_is_listed_with_a_warning() {
+    use diskimage::{BlockDevice, DiskSet, OpenOptions};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let example = crate::common::repo().join("fixtures/example/example.vmdk");
+    let image = diskimage::open(&example, &OpenOptions::new()).expect("example");
+    let mut raw = vec![0u8; 8 << 20];
+    image.read_at(&mut raw, 0).expect("first 8 MiB");
+    let cut = tmp.path().join("cut.raw");
+    std::fs::write(&cut, &raw).expect("write");
+    let set = DiskSet::open(&[&cut], &OpenOptions::new()).expect("a cut disk opens");
+    let v = set.volume(1).expect("the partition is listed");
+    assert_eq!((v.offset, v.size), (Some(2048 * 512), 28_672 * 512));
+    assert!(
+        set.warnings()
+            .iter()
+            .any(|w| w.message.contains("ends past the end of disk 0")),
+        "{:?}",
+        set.warnings()
+    );
+    let fs = set.mount(v).expect("FAT16 mounts");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut fs.open("/README.TXT").expect("open"), &mut text)
+        .expect("read");
+    assert_eq!(text, "diskimage example\n");
+    // A read past the cut is an out-of-bounds error, never zeros.
+    let mut buf = [0u8; 512];
+    let e = v
+        .device()
+        .read_at(&mut buf, 10 << 20)
+        .expect_err("past the cut");
+    assert_eq!(e.kind(), diskimage::ErrorKind::OutOfBounds);
+    assert!(DiskSet::open(&[&cut], &OpenOptions::new().strict(true)).is_err());
+}

@@ -274,6 +274,22 @@ impl SliceDevice {
         Ok(SliceDevice { inner, start, len })
     }
 
+    /// A slice that may reach past the end of `inner` (a partition of an
+    /// image cut short): reads of the part beyond `inner`'s end fail with
+    /// `inner`'s out-of-bounds error. Only `start + len` must fit in 64 bits.
+    pub fn reaching_past(inner: Arc<dyn BlockDevice>, start: u64, len: u64) -> Result<Self> {
+        if start.checked_add(len).is_none() {
+            return Err(Error::out_of_range(
+                Format::Probe,
+                "slice",
+                start,
+                len,
+                inner.size(),
+            ));
+        }
+        Ok(SliceDevice { inner, start, len })
+    }
+
     /// Where the slice starts on the inner device.
     pub fn start(&self) -> u64 {
         self.start

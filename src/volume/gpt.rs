@@ -234,13 +234,20 @@ fn read_copy(dev: &dyn BlockDevice, lba: u64) -> Result<(GptHeader, Vec<Partitio
         }
         let first = entry.starting_lba;
         let last = entry.ending_lba;
-        if last < first || last >= disk_sectors {
+        // An entry may end past the disk's last LBA: an image cut short
+        // (a partial acquisition) keeps its table. The disk set lists such
+        // a partition with a warning; reads past the disk's end fail.
+        let fits = last
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(sector))
+            .is_some();
+        if last < first || !fits {
             return Err(corrupt(
                 Detail::BadValue {
                     field: "EndingLBA",
                     value: last,
                     expected: format!(
-                        "between StartingLBA {first} and the disk's last LBA {}",
+                        "at least StartingLBA {first}, at a byte offset below 2^64 (the disk's last LBA is {})",
                         disk_sectors.saturating_sub(1)
                     ),
                 },
