@@ -89,3 +89,5 @@ pub use diskimage_formats::{
     open, BlockDevice, DeviceReader, DiskImage, ErrorKind, Extent, ExtentKind, Format, ImageInfo,
     OpenOptions, SliceDevice, Warning,
 };
+
+diskimage_formats::display_as_str!(OsFamily, vm::VmKind, volume::PartitionKind);

@@ -57,3 +57,19 @@ pub use image::{DiskImage, ImageInfo, Warning, WarningKind, Warnings};
 pub use image_file::ImageFile;
 pub use options::{OpenOptions, ParentRequest, ParentResolver};
 pub use probe::{dependencies, open, open_in_memory};
+
+/// `Display` for enums whose text is their stable `as_str()` name (one
+/// implementation for every crate of the workspace).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! display_as_str {
+    ($($t:ty),* $(,)?) => {$(
+        impl ::core::fmt::Display for $t {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.write_str((*self).as_str())
+            }
+        }
+    )*};
+}
+
+display_as_str!(ExtentKind, WarningKind, vhd::footer::DiskType);

@@ -280,6 +280,16 @@ pub trait FileSystem {
     fn metadata(&self, path: &str) -> Result<Metadata>;
     /// The data of the regular file (or named stream) at `path`.
     fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>>;
+    /// The whole data of the regular file (or named stream) at `path`, like
+    /// `std::fs::read`: a read that cannot be satisfied (a truncated
+    /// image) is an error, never short data.
+    fn read(&self, path: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.open(path)?
+            .read_to_end(&mut out)
+            .map_err(|e| crate::Error::from_io(crate::FsName::Detect, path, e))?;
+        Ok(out)
+    }
     /// The target of the symbolic link at `path`, as stored.
     fn read_link(&self, path: &str) -> Result<String>;
     /// The names of the named streams of `path` (NTFS alternate data

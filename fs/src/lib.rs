@@ -125,3 +125,5 @@ pub fn open_fs_as_with(
         )),
     }
 }
+
+diskimage_formats::display_as_str!(FsKind, FileType);
