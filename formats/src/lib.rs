@@ -15,7 +15,8 @@
 //! | VHD (fixed, dynamic, differencing) | [`vhd`] | yes |
 //! | VHDX (fixed, dynamic, differencing; log replayed in memory) | [`vhdx`] | yes |
 //! | VMDK (every hosted and ESXi subformat; delta chains) | [`vmdk`] | yes |
-//! | QCOW2, VDI | — | recognised, "unsupported" error |
+//! | QCOW2 v2/v3 (backing chains, compressed clusters, extended L2, external data file) | [`qcow2`] | yes (not encrypted, not zstd) |
+//! | QCOW version 1, VDI | — | recognised, "unsupported" error |
 
 #![deny(unsafe_code)]
 #![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
@@ -36,6 +37,7 @@ pub mod iso;
 mod mmap;
 pub mod options;
 pub mod probe;
+pub mod qcow2;
 pub mod raw;
 pub mod time;
 pub mod vhd;
