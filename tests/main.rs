@@ -17,6 +17,7 @@
 //! - `detect`: volume types, labels and UUIDs against blkid, fsck.fat and TSK.
 //! - `truncated`: images cut short: reads past the end fail, never short data.
 //! - `ntfs`: NTFS images (fragmented `$MFT`, attribute lists) against TSK and ntfs-3g.
+//! - `qcow2`: QCOW2 images against qemu-img convert and qemu-img map; one-field changes.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -34,6 +35,7 @@ mod library;
 mod mount;
 mod ntfs;
 mod os;
+mod qcow2;
 mod regression;
 mod truncated;
 mod vm;
