@@ -54,6 +54,9 @@ pub enum Cluster {
     },
 }
 
+/// One L2 cache slot: the L1 index of the table it holds, the table, its charge.
+type Slot = Mutex<Option<(usize, Arc<[u64]>, Reservation)>>;
+
 /// Geometry and tables of one image.
 pub struct Tables {
     file: ImageFile,
@@ -61,7 +64,7 @@ pub struct Tables {
     extended: bool,
     l1: Vec<u64>,
     _l1_held: Reservation,
-    cache: Vec<Mutex<Option<(usize, Arc<[u64]>, Reservation)>>>,
+    cache: Vec<Slot>,
     _cache_held: Reservation,
     budget: Arc<MemoryBudget>,
 }
@@ -122,10 +125,8 @@ impl Tables {
             .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
             .collect();
         let slots = needed.clamp(1, MAX_CACHED_L2);
-        let cache_held = budget.reserve(
-            Format::Qcow2,
-            slots * std::mem::size_of::<Mutex<Option<(usize, Arc<[u64]>, Reservation)>>>() as u64,
-        )?;
+        let cache_held =
+            budget.reserve(Format::Qcow2, slots * std::mem::size_of::<Slot>() as u64)?;
         Ok(Tables {
             file,
             cluster_bits: h.cluster_bits,
@@ -188,10 +189,7 @@ impl Tables {
         let path = self.file.path();
         let per_l2 = self.l2_entries();
         let l1_index = n / per_l2;
-        let Some(&l1e) = usize::try_from(l1_index)
-            .ok()
-            .and_then(|i| self.l1.get(i))
-        else {
+        let Some(&l1e) = usize::try_from(l1_index).ok().and_then(|i| self.l1.get(i)) else {
             return Ok(Cluster::Unallocated);
         };
         let l2_offset = l1e & OFFSET_MASK;
