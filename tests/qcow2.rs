@@ -191,7 +191,11 @@ fn one_field_changes_give_typed_errors() {
 
     // L1 entry pointing past the end of the file.
     let mut b = base.clone();
-    put64(&mut b, l1, (len.div_ceil(0x10000) + 1) * 0x10000 | 1 << 63);
+    put64(
+        &mut b,
+        l1,
+        ((len.div_ceil(0x10000) + 1) * 0x10000) | (1 << 63),
+    );
     check(
         "L2 past EOF",
         first_error(b, &opts),
@@ -203,13 +207,13 @@ fn one_field_changes_give_typed_errors() {
     put64(
         &mut b,
         entry,
-        (len.div_ceil(0x10000) + 4) * 0x10000 | 1 << 63,
+        ((len.div_ceil(0x10000) + 4) * 0x10000) | (1 << 63),
     );
     let e = first_error(b, &opts);
     check("data past EOF", e, ErrorKind::OutOfBounds, "read of");
     // L2 entry not aligned to a cluster.
     let mut b = base.clone();
-    put64(&mut b, entry, 0x10200 | 1 << 63);
+    put64(&mut b, entry, 0x10200 | (1 << 63));
     let e = first_error(b, &opts);
     check(
         "unaligned data",
@@ -219,7 +223,7 @@ fn one_field_changes_give_typed_errors() {
     );
     // L1 entry not aligned to a cluster.
     let mut b = base.clone();
-    put64(&mut b, l1, 0x30200 | 1 << 63);
+    put64(&mut b, l1, 0x30200 | (1 << 63));
     check(
         "unaligned L2",
         first_error(b, &opts),
@@ -391,4 +395,29 @@ fn corpus_zstd_image_is_refused_as_unsupported() {
     let e = mem_open(gunzip_bytes(&gz), &OpenOptions::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert!(e.to_string().contains("zstd"), "{e}");
+}
+
+#[test]
+fn a_16_tib_disk_with_an_empty_l1_table_maps_and_reads_at_once() {
+    // v3.qcow2 with its virtual size raised to 16 TiB and an all-zero L1
+    // table of the 32,768 entries that size needs, appended to the file.
+    let (mut b, _, _) = v3_tables();
+    let l1 = (b.len() as u64).div_ceil(0x10000) * 0x10000;
+    b.resize(l1 as usize + 32768 * 8, 0);
+    put64(&mut b, 24, 1 << 44);
+    put32(&mut b, 36, 32768);
+    put64(&mut b, 40, l1);
+    let img = mem_open(b, &OpenOptions::default()).expect("open");
+    let map = img.map(0, img.size()).expect("map");
+    assert_eq!(
+        map,
+        vec![Extent {
+            offset: 0,
+            len: 1 << 44,
+            kind: ExtentKind::Unallocated
+        }]
+    );
+    let mut buf = vec![7u8; 4096];
+    img.read_at(&mut buf, (1 << 44) - 4096).expect("read");
+    assert!(buf.iter().all(|&x| x == 0));
 }

@@ -184,6 +184,19 @@ impl Tables {
         Ok(table)
     }
 
+    /// When guest cluster `n` lies in the range of an L1 entry without an
+    /// L2 table (or past the L1 table), how many clusters from `n` to the
+    /// end of that range are unallocated: lets a walk skip them at once.
+    pub fn unallocated_span(&self, n: u64) -> Option<u64> {
+        let per_l2 = self.l2_entries();
+        let l1e = usize::try_from(n / per_l2)
+            .ok()
+            .and_then(|i| self.l1.get(i))
+            .copied()
+            .unwrap_or(0);
+        (l1e & OFFSET_MASK == 0).then(|| per_l2 - n % per_l2)
+    }
+
     /// What guest cluster `n` maps to.
     pub fn cluster(&self, n: u64) -> Result<Cluster> {
         let path = self.file.path();
