@@ -17,6 +17,8 @@ use super::header::{Header, MAX_L1_ENTRIES};
 
 /// How many L2 tables are cached at most (each one cluster, up to 2 MiB).
 pub const MAX_CACHED_L2: u64 = 64;
+/// Bytes of L2 tables cached at most per image (16 tables of 2 MiB clusters).
+pub const MAX_L2_CACHE_BYTES: u64 = 32 << 20;
 
 /// Bits 9-55 of an L1 or standard L2 entry: a host offset.
 const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
@@ -124,7 +126,10 @@ impl Tables {
             .chunks_exact(8)
             .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
             .collect();
-        let slots = needed.clamp(1, MAX_CACHED_L2);
+        let slots = needed
+            .min(MAX_CACHED_L2)
+            .min(MAX_L2_CACHE_BYTES / cluster)
+            .max(1);
         let cache_held =
             budget.reserve(Format::Qcow2, slots * std::mem::size_of::<Slot>() as u64)?;
         Ok(Tables {
