@@ -1,7 +1,8 @@
 //! VHDX read throughput next to the physical baseline (plain `pread` of the
 //! raw file the VHDX was converted from): 1 MiB sequential and 4 KiB random
 //! reads of a 256 MiB dynamic VHDX (32 MiB and 1 MiB blocks) made by
-//! `qemu-img convert` in the setup. Skipped when qemu-img is missing.
+//! `qemu-img convert` in the setup, and the time to open each. Skipped when
+//! qemu-img is missing.
 //!
 //! `cargo bench --bench vhdx` (criterion options after `--`).
 
@@ -12,7 +13,7 @@ mod common;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use common::{make_raw, qemu_convert, run_groups, ReadFn};
+use common::{make_raw, qemu_convert, run_groups, run_open, ReadFn};
 use criterion::{criterion_group, criterion_main, Criterion};
 use diskimage::{open, BlockDevice, OpenOptions};
 
@@ -28,6 +29,11 @@ fn bench(c: &mut Criterion) {
         eprintln!("vhdx bench skipped: qemu-img convert failed or is missing");
         return;
     }
+    run_open(
+        c,
+        "vhdx",
+        &[("vhdx-dynamic-32M", &v32), ("vhdx-dynamic-1M", &v1)],
+    );
     let file = File::open(&raw).expect("open");
     let img32 = open(&v32, &OpenOptions::default()).expect("open vhdx 32M");
     let img1 = open(&v1, &OpenOptions::default()).expect("open vhdx 1M");

@@ -55,11 +55,11 @@ pub struct Volume {
     pub offset: Option<u64>,
     /// Size in bytes.
     pub size: u64,
-    /// MBR, GPT, LVM2 or whole disk.
+    /// MBR, GPT, BSD disklabel, APM, LVM2 or whole disk.
     pub scheme: Scheme,
     /// The partition number in its table (Linux numbering).
     pub number: Option<u32>,
-    /// Primary, extended, logical or GPT.
+    /// Primary, extended, logical, GPT, BSD or APM.
     pub partition_kind: Option<PartitionKind>,
     /// The partition type as stored (`0x83`, a GUID) or the LV type.
     pub type_code: Option<String>,
@@ -117,6 +117,8 @@ pub struct DiskSet {
     volumes: Vec<Volume>,
     volume_groups: Vec<VolumeGroup>,
     warnings: Vec<VolumeWarning>,
+    /// The set was opened strict: file systems are mounted strict too.
+    strict: bool,
 }
 
 impl DiskSet {
@@ -153,6 +155,7 @@ impl DiskSet {
             volumes: Vec::new(),
             volume_groups: Vec::new(),
             warnings: Vec::new(),
+            strict: options.strict,
         };
         let mut pvs = Vec::new();
         for (index, image) in images.into_iter().enumerate() {
@@ -165,6 +168,9 @@ impl DiskSet {
                     WarningKind::Other
                 };
                 set.warn(kind, Some(index), w.clone());
+            }
+            if let Some(why) = &table.unsupported {
+                set.warn(WarningKind::Unsupported, Some(index), why.clone());
             }
             if table.scheme.is_none() {
                 let fs = diskimage_fs::detect(device.as_ref())
@@ -195,8 +201,12 @@ impl DiskSet {
                     });
                 }
             }
-            let scheme = table.scheme.unwrap_or(Scheme::WholeDisk);
             for p in &table.partitions {
+                let scheme = match p.kind {
+                    PartitionKind::Bsd => Scheme::Bsd,
+                    PartitionKind::Apm => Scheme::Apm,
+                    _ => table.scheme.unwrap_or(Scheme::WholeDisk),
+                };
                 let slice: Arc<dyn BlockDevice> = Arc::new(
                     SliceDevice::new(Arc::clone(&device), p.offset, p.size)
                         .map_err(|e| Error::from_device(scheme, e).on_disk(index).at(p.offset))?,
@@ -285,7 +295,12 @@ impl DiskSet {
             }
         }
         if options.strict {
-            if let Some(w) = set.warnings.first() {
+            // A scheme recognised but not read is a note, not damage.
+            let damage = set
+                .warnings
+                .iter()
+                .find(|w| w.kind != WarningKind::Unsupported);
+            if let Some(w) = damage {
                 return Err(Error::invalid(
                     Scheme::DiskSet,
                     format!("strict mode refuses a tolerated problem: {}", w.message),
@@ -369,9 +384,11 @@ impl DiskSet {
             ));
         }
         // The volume's detection is reused: a file system is detected once.
+        // A set opened strict mounts strict (a bad checksum refuses).
+        let options = diskimage_fs::FsOptions::default().with_strict(self.strict);
         match &volume.fs {
-            Some(info) => diskimage_fs::open_fs_as(volume.device(), info.kind),
-            None => diskimage_fs::open_fs(volume.device()),
+            Some(info) => diskimage_fs::open_fs_as_with(volume.device(), info.kind, &options),
+            None => diskimage_fs::open_fs_with(volume.device(), &options),
         }
     }
 

@@ -26,6 +26,16 @@ pub enum Scheme {
     Mbr,
     /// A GUID partition table.
     Gpt,
+    /// A BSD disklabel, on the whole disk or inside an MBR slice.
+    Bsd,
+    /// An Apple Partition Map.
+    Apm,
+    /// A Sun (SPARC VTOC) disk label: recognised, not read.
+    Sun,
+    /// An SGI (IRIX) disk volume header: recognised, not read.
+    Sgi,
+    /// An Atari (AHDI) root sector: recognised, not read.
+    Atari,
     /// An LVM2 logical volume.
     Lvm2,
     /// No partition table: the whole disk holds one file system.
@@ -52,6 +62,11 @@ impl Scheme {
         match self {
             Scheme::Mbr => "mbr",
             Scheme::Gpt => "gpt",
+            Scheme::Bsd => "bsd",
+            Scheme::Apm => "apm",
+            Scheme::Sun => "sun",
+            Scheme::Sgi => "sgi",
+            Scheme::Atari => "atari",
             Scheme::Lvm2 => "lvm2",
             Scheme::WholeDisk => "whole-disk",
             Scheme::DiskSet => "disk-set",
@@ -70,6 +85,11 @@ impl fmt::Display for Scheme {
         f.write_str(match self {
             Scheme::Mbr => "MBR",
             Scheme::Gpt => "GPT",
+            Scheme::Bsd => "BSD disklabel",
+            Scheme::Apm => "Apple Partition Map",
+            Scheme::Sun => "Sun disk label",
+            Scheme::Sgi => "SGI volume header",
+            Scheme::Atari => "Atari AHDI",
             Scheme::Lvm2 => "LVM2",
             Scheme::WholeDisk => "whole disk",
             Scheme::DiskSet => "disk set",

@@ -185,7 +185,10 @@ fn bad_inputs_fail_with_one_line_and_exit_code_1() {
         (vec!["info", &dir], "holds no VM"),
         (vec!["info", &missing], "No such file"),
         (vec!["hash", &f.arg("empty.iso")], "empty"),
-        (vec!["info", &f.arg("bad-small.iso")], "rule 2"),
+        (
+            vec!["info", &f.arg("bad-small.iso")],
+            "16-sector ISO 9660 system area",
+        ),
         (vec!["dump", &f.arg("garbage.dat")], "--format"),
     ] {
         let out = diskimage(&args);

@@ -1038,7 +1038,7 @@ fn ext_extent_past_the_volume_is_a_typed_error() {
 
 /// A name with `\` (a mutated directory entry of the ext2 seed) is
 /// extracted under a safe name inside the target and the rename reported;
-/// a name with NUL is a typed corrupt error (ext4-view refuses it). Nothing
+/// a name with NUL is a typed corrupt error. Nothing
 /// is written outside the target either way.
 #[test]
 fn backslash_and_nul_names_are_renamed_or_refused_inside_the_target() {

@@ -441,3 +441,56 @@ fn facade_error_keeps_the_container_errors_file_offset_and_detail() {
         "{facade:?}"
     );
 }
+
+/// `--strict` reaches the file systems: a group descriptor whose checksum
+/// e2fsck would fix (fixtures/ext/make.sh flips it) is a warning, and with
+/// `--strict` every file-system command refuses it; the library engine
+/// takes the same choice.
+#[test]
+fn strict_reaches_file_systems_through_the_cli_and_the_engine() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let img = tmp.path().join("badgd.img");
+    crate::common::gunzip(&repo().join("fixtures/ext/badgd.img.gz"), &img);
+    let img_s = img.to_string_lossy().into_owned();
+    let out_dir = tmp.path().join("out");
+    let out_s = out_dir.to_string_lossy().into_owned();
+    let tolerant = diskimage(&["ls", &img_s]);
+    assert!(tolerant.status.success());
+    assert!(String::from_utf8_lossy(&tolerant.stderr).contains("warning: ext"));
+    for args in [
+        vec!["ls", "--strict", &img_s],
+        vec!["timeline", "--strict", &img_s],
+        vec!["cat", "--strict", &img_s, "/small.txt"],
+        vec!["extract", "--strict", &img_s, "-o", &out_s],
+    ] {
+        let o = diskimage(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("(strict)"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let device = diskimage::open(&img, &OpenOptions::new())
+        .expect("open")
+        .device();
+    let e = extract(
+        &device,
+        "/",
+        &out_dir,
+        &ExtractOptions::new().strict(true),
+        &(),
+    )
+    .expect_err("strict");
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    let log = Count::default();
+    extract(
+        &device,
+        "/",
+        &tmp.path().join("tolerant"),
+        &ExtractOptions::new(),
+        &log,
+    )
+    .expect("tolerant");
+    assert!(log.0.lock().expect("lock")[0].starts_with("warning: ext"));
+}

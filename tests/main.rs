@@ -14,10 +14,13 @@
 //! - `differential`: random qemu-img/qemu-io scenarios read by us, qemu and libyal.
 //! - `os`: OS detection (Windows hives, Linux os-release/fstab) and damaged hives.
 //! - `volumes`: MBR, GPT and LVM2 disk sets against sfdisk, mmls, blkid and the lvm tools.
+//! - `ext`: ext feature sets (no filetype, inline_data, ea_inode, meta_bg, mmp, casefold, 128-byte inodes, bad checksums) against the kernel and debugfs.
 //! - `detect`: volume types, labels and UUIDs against blkid, fsck.fat and TSK.
 //! - `truncated`: images cut short: reads past the end fail, never short data.
 //! - `ntfs`: NTFS images (fragmented `$MFT`, attribute lists) against TSK and ntfs-3g.
 //! - `qcow2`: QCOW2 images against qemu-img convert and qemu-img map; one-field changes.
+//! - `schemes`: BSD disklabels, APM, Sun/SGI/Atari labels, UDF on 4K blocks, a short fixed VHD
+//!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -25,6 +28,7 @@ mod common;
 mod corpus;
 mod detect;
 mod differential;
+mod ext;
 mod ext_journal;
 mod filesystems;
 mod fixtures;
@@ -37,6 +41,7 @@ mod ntfs;
 mod os;
 mod qcow2;
 mod regression;
+mod schemes;
 mod truncated;
 mod vm;
 mod volumes;

@@ -124,3 +124,18 @@ pub fn run_groups(c: &mut Criterion, prefix: &str, readers: &[(&str, &ReadFn)]) 
     }
     g.finish();
 }
+
+/// Runs `PREFIX-open`: opening each image (headers, tables, grain
+/// directory or BAT read and checked) and dropping it, the files warm in
+/// the page cache.
+pub fn run_open(c: &mut Criterion, prefix: &str, images: &[(&str, &Path)]) {
+    let mut g = c.benchmark_group(format!("{prefix}-open"));
+    for (name, path) in images {
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                black_box(diskimage::open(path, &diskimage::OpenOptions::default()).expect("open"));
+            });
+        });
+    }
+    g.finish();
+}

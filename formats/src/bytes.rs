@@ -36,6 +36,29 @@ pub fn be_u64(b: &[u8], off: usize) -> Option<u64> {
     array(b, off).map(u64::from_be_bytes)
 }
 
+/// UTF-16LE bytes as text: an odd trailing byte dropped, unpaired
+/// surrogates U+FFFD.
+pub fn utf16le(b: &[u8]) -> String {
+    let units: Vec<u16> = b.chunks_exact(2).filter_map(|c| le_u16(c, 0)).collect();
+    String::from_utf16_lossy(&units)
+}
+
+/// UTF-16LE bytes as text up to the first NUL unit (as [`utf16le`]).
+pub fn utf16le_to_nul(b: &[u8]) -> String {
+    let units: Vec<u16> = b
+        .chunks_exact(2)
+        .filter_map(|c| le_u16(c, 0))
+        .take_while(|&u| u != 0)
+        .collect();
+    String::from_utf16_lossy(&units)
+}
+
+/// UTF-16BE bytes as text (Joliet, UCS-2 descriptors), as [`utf16le`].
+pub fn utf16be(b: &[u8]) -> String {
+    let units: Vec<u16> = b.chunks_exact(2).filter_map(|c| be_u16(c, 0)).collect();
+    String::from_utf16_lossy(&units)
+}
+
 /// Whether `magic` stands at `off`.
 pub fn has_at(b: &[u8], off: usize, magic: &[u8]) -> bool {
     off.checked_add(magic.len())

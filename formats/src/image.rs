@@ -24,6 +24,9 @@ pub enum WarningKind {
     LogReplayed,
     /// A log or journal could not be used and was ignored.
     LogIgnored,
+    /// A structure recognised but not read by this version (a partition
+    /// scheme such as a Sun label): a note, not damage.
+    Unsupported,
     /// Anything else a reader of the image must know.
     Other,
 }
@@ -38,6 +41,7 @@ impl WarningKind {
             WarningKind::CopiesDisagree => "copies-disagree",
             WarningKind::LogReplayed => "log-replayed",
             WarningKind::LogIgnored => "log-ignored",
+            WarningKind::Unsupported => "unsupported",
             WarningKind::Other => "other",
         }
     }

@@ -1,14 +1,20 @@
 //! Optical-disc images (ISO 9660 / CDFS and UDF) as a device with
 //! 2,048-byte sectors.
 //!
-//! Opening applies the rules of Windows' `OpenVirtualDisk` for ISO files,
-//! each with its own error: the size is a multiple of 2,048 bytes; it is at
-//! least 34,816 bytes (the 16 system-area sectors plus one descriptor); and
-//! the volume recognition sequence from sector 16 holds a `CD001` (ISO 9660)
-//! or `BEA01`/`NSR02`/`NSR03` (UDF) identifier. One more check catches
-//! truncated copies: the volume space the primary descriptor claims must fit
-//! in the file.
-
+//! Opening checks what Windows' `OpenVirtualDisk` checks for ISO files,
+//! each failure with its own error in the terms of ISO 9660 (ECMA-119) and
+//! ECMA-167: the size is a whole number of 2,048-byte sectors; it holds at
+//! least the 16 sectors of the system area and one volume descriptor
+//! (34,816 bytes); and the volume recognition sequence from sector 16
+//! (byte 0x8000) holds a `CD001` (ISO 9660) or `NSR02`/`NSR03` (UDF)
+//! descriptor. One more check catches truncated copies: the volume space
+//! the primary descriptor claims must fit in the file.
+//!
+//! A UDF file system written with blocks larger than 2,048 bytes (by
+//! `mkudffs --blocksize=4096`, or macOS on a disk) records one descriptor
+//! of its recognition sequence per block: `BEA01` at 0x8000, `NSR02` at
+//! 0x9000, `TEA01` at 0xA000. That is a disk holding UDF, not an optical
+//! disc: [`vrs_step`] tells it apart, and the probe opens it as raw.
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,7 +25,8 @@ use crate::image_file::ImageFile;
 
 /// Bytes in one optical-disc sector.
 pub const SECTOR: u64 = 2048;
-/// The smallest ISO `OpenVirtualDisk` accepts: 17 sectors.
+/// The smallest ISO image: the 16-sector system area and one volume
+/// descriptor (17 sectors; `OpenVirtualDisk` refuses smaller ones too).
 pub const MIN_SIZE: u64 = 34_816;
 /// The sector where the volume recognition sequence starts.
 pub const VRS_START_SECTOR: u64 = 16;
@@ -81,6 +88,52 @@ pub fn looks_like_iso(sector16: &[u8]) -> bool {
         .is_some_and(|id| KNOWN_IDS.iter().any(|k| k.as_slice() == id))
 }
 
+/// Byte offset of the volume recognition sequence (sector 16 of 2,048 bytes).
+pub const VRS_OFFSET: u64 = VRS_START_SECTOR * SECTOR;
+/// Bytes from [`VRS_OFFSET`] that [`vrs_step`] looks at: room for the
+/// first two descriptors at every step it tries.
+pub const VRS_WINDOW: usize = 0x8000;
+/// Descriptor steps a recognition sequence is tried at: 2,048 bytes (an
+/// optical disc, or UDF with blocks of 2,048 bytes or less), then the
+/// larger UDF block sizes whose second descriptor falls in [`VRS_WINDOW`].
+pub const VRS_STEPS: [usize; 4] = [2048, 4096, 8192, 16384];
+
+/// The identifiers of the recognition sequence in `vrs` (the bytes from
+/// [`VRS_OFFSET`]) read at `step`-byte steps, up to the first descriptor
+/// that is not one of a sequence, each with its offset in the file.
+pub fn vrs_ids(vrs: &[u8], step: usize) -> Vec<(u64, [u8; 5])> {
+    let mut ids = Vec::new();
+    let mut at = 0usize;
+    while let Some(id) = vrs.get(at + 1..at + 6) {
+        let Some(known) = KNOWN_IDS.iter().find(|k| k.as_slice() == id) else {
+            break;
+        };
+        ids.push((VRS_OFFSET + at as u64, **known));
+        at += step.max(1);
+    }
+    ids
+}
+
+/// The step at which the recognition sequence in `vrs` (the bytes from
+/// [`VRS_OFFSET`]) holds a `CD001`, `NSR02` or `NSR03` descriptor: 2,048
+/// for an optical disc, a larger UDF block size for a disk holding UDF;
+/// `None` when no step finds one.
+pub fn vrs_step(vrs: &[u8]) -> Option<usize> {
+    VRS_STEPS.into_iter().find(|&step| {
+        vrs_ids(vrs, step)
+            .iter()
+            .any(|(_, id)| matches!(id, b"CD001" | b"NSR02" | b"NSR03"))
+    })
+}
+
+/// "BEA01 at 0x8000, NSR02 at 0x9000" for an error message.
+fn describe_ids(ids: &[(u64, [u8; 5])]) -> String {
+    ids.iter()
+        .map(|(at, id)| format!("{} at {at:#x}", String::from_utf8_lossy(id)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn text(bytes: &[u8]) -> Option<String> {
     let s = String::from_utf8_lossy(bytes)
         .trim_end_matches([' ', '\0'])
@@ -103,7 +156,11 @@ pub fn summarize(file: &ImageFile) -> Result<IsoSummary> {
             Detail::BadValue {
                 field: "file size",
                 value: len,
-                expected: "a multiple of 2048 bytes (rule 1 of OpenVirtualDisk for ISO)".into(),
+                expected: format!(
+                    "a multiple of the 2,048-byte ISO 9660 sector ({} {} past the last whole sector)",
+                    len % SECTOR,
+                    if len % SECTOR == 1 { "byte" } else { "bytes" }
+                ),
             },
         ));
     }
@@ -114,7 +171,10 @@ pub fn summarize(file: &ImageFile) -> Result<IsoSummary> {
             Detail::BadValue {
                 field: "file size",
                 value: len,
-                expected: format!("at least {MIN_SIZE} bytes (rule 2 of OpenVirtualDisk for ISO)"),
+                expected: format!(
+                    "at least {MIN_SIZE} bytes: the 16-sector ISO 9660 system area \
+                     and one volume descriptor"
+                ),
             },
         ));
     }
@@ -155,17 +215,7 @@ pub fn summarize(file: &ImageFile) -> Result<IsoSummary> {
         }
     }
     if !summary.iso9660 && !summary.udf {
-        let mut first = [0u8; 6];
-        file.read_exact_at(&mut first, VRS_START_SECTOR * SECTOR)?;
-        return Err(iso_err(
-            path,
-            VRS_START_SECTOR * SECTOR,
-            Detail::BadSignature {
-                what: "volume recognition sequence (rule 3 of OpenVirtualDisk for ISO)",
-                expected: "a CD001, BEA01, NSR02 or NSR03 identifier".into(),
-                found: hex_preview(&first),
-            },
-        ));
+        return Err(no_volume_descriptor(file)?);
     }
     if let Some(vol) = summary.volume_bytes.filter(|&v| v > len) {
         return Err(Error::new(
@@ -181,6 +231,55 @@ pub fn summarize(file: &ImageFile) -> Result<IsoSummary> {
         .in_file(path));
     }
     Ok(summary)
+}
+
+/// The error for a recognition sequence without a `CD001` or `NSR`
+/// descriptor at 2,048-byte steps: it names what the sequence holds, and
+/// a UDF sequence at a larger step (a disk holding UDF, which opens as raw).
+fn no_volume_descriptor(file: &ImageFile) -> Result<Error> {
+    let path = file.path();
+    let vrs = file.read_up_to(VRS_OFFSET, VRS_WINDOW)?;
+    if let Some(step) = vrs_step(&vrs).filter(|&s| s as u64 > SECTOR) {
+        return Ok(Error::not_this_format(
+            Format::Iso,
+            Detail::Invalid(format!(
+                "the volume recognition sequence is recorded at {step}-byte steps ({}): \
+                 a UDF file system with {step}-byte blocks on a disk, not an optical disc \
+                 with 2,048-byte sectors; it opens as a raw disk (without --format iso)",
+                describe_ids(&vrs_ids(&vrs, step))
+            )),
+        )
+        .at(VRS_OFFSET)
+        .in_file(path));
+    }
+    let ids = vrs_ids(&vrs, SECTOR as usize);
+    let found = match ids.last() {
+        None => format!(
+            "no recognition-sequence identifier there ({})",
+            hex_preview(vrs.get(..6).unwrap_or_default())
+        ),
+        Some(&(last, _)) => {
+            let next = last + SECTOR;
+            let after = vrs
+                .get(usize::try_from(next - VRS_OFFSET).unwrap_or(usize::MAX)..)
+                .and_then(|b| b.get(..6))
+                .map_or_else(|| "the end of the file".to_owned(), hex_preview);
+            format!(
+                "only {}, then {after} at {next:#x}, which is no descriptor of a sequence",
+                describe_ids(&ids)
+            )
+        }
+    };
+    Ok(iso_err(
+        path,
+        VRS_OFFSET,
+        Detail::BadSignature {
+            what: "volume recognition sequence from sector 16",
+            expected: "a CD001 (ISO 9660) or NSR02/NSR03 (UDF) descriptor at 2,048-byte steps"
+                .into(),
+            found,
+        },
+    ))
 }
 
 /// Opens `file` as an ISO image.
@@ -247,11 +346,17 @@ mod tests {
     #[test]
     fn each_rule_has_its_own_error() {
         let e = open_bytes(iso(18 * 2048 + 1, 18)).unwrap_err().to_string();
-        assert!(e.contains("multiple of 2048"), "{e}");
+        assert!(
+            e.contains(
+                "multiple of the 2,048-byte ISO 9660 sector (1 byte past the last whole sector)"
+            ),
+            "{e}"
+        );
         let e = open_bytes(vec![0; 16 * 2048]).unwrap_err().to_string();
         assert!(e.contains("at least 34816"), "{e}");
         let e = open_bytes(vec![0; 34_816]).unwrap_err().to_string();
         assert!(e.contains("volume recognition sequence"), "{e}");
+        assert!(e.contains("no recognition-sequence identifier"), "{e}");
         let e = open_bytes(iso(18 * 2048, 100)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::OutOfBounds);
         assert!(e.to_string().contains("truncated"), "{e}");
@@ -266,5 +371,44 @@ mod tests {
         }
         let img = open_bytes(d).unwrap();
         assert_eq!(img.info().subformat.as_deref(), Some("UDF"));
+    }
+
+    /// A UDF sequence recorded one descriptor per 4,096-byte block.
+    fn udf_4k() -> Vec<u8> {
+        let mut d = vec![0u8; 64 * 2048];
+        for (i, id) in [b"BEA01", b"NSR02", b"TEA01"].iter().enumerate() {
+            let o = 0x8000 + i * 4096;
+            d[o + 1..o + 6].copy_from_slice(*id);
+        }
+        d
+    }
+
+    #[test]
+    fn udf_with_4k_blocks_is_told_apart_without_contradiction() {
+        let d = udf_4k();
+        assert_eq!(vrs_step(&d[0x8000..]), Some(4096));
+        let e = open_bytes(d).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotThisFormat);
+        let m = e.to_string();
+        assert!(
+            m.contains("4096-byte steps (BEA01 at 0x8000, NSR02 at 0x9000, TEA01 at 0xa000)"),
+            "{m}"
+        );
+        // BEA01 alone: the message names it and what follows, not "expected BEA01".
+        let mut d = vec![0u8; 20 * 2048];
+        d[0x8001..0x8006].copy_from_slice(b"BEA01");
+        let m = open_bytes(d).unwrap_err().to_string();
+        assert!(
+            m.contains("only BEA01 at 0x8000, then 00 00 00 00 00 00 at 0x8800"),
+            "{m}"
+        );
+        assert!(!m.contains("expected a CD001, BEA01"), "{m}");
+    }
+
+    #[test]
+    fn optical_sequences_step_2048() {
+        assert_eq!(vrs_step(&iso(18 * 2048, 18)[0x8000..]), Some(2048));
+        assert_eq!(vrs_step(&[0u8; 4096]), None);
+        assert_eq!(vrs_ids(&[], 2048), Vec::new());
     }
 }

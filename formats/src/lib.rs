@@ -12,11 +12,13 @@
 //! |---|---|---|
 //! | raw, split raw | [`raw`] | yes |
 //! | ISO 9660 / UDF | [`iso`] | yes (2,048-byte sectors) |
+//! | raw CD sectors (MODE1/2352, MODE2/2352 `.bin`) | [`cd_raw`] | yes (the 2,048-byte user data) |
 //! | VHD (fixed, dynamic, differencing) | [`vhd`] | yes |
 //! | VHDX (fixed, dynamic, differencing; log replayed in memory) | [`vhdx`] | yes |
 //! | VMDK (every hosted and ESXi subformat; delta chains) | [`vmdk`] | yes |
 //! | QCOW2 v2/v3 (backing chains, compressed clusters, extended L2, external data file) | [`qcow2`] | yes (not encrypted, not zstd) |
-//! | QCOW version 1, VDI | — | recognised, "unsupported" error |
+//! | VDI | — | recognised, "unsupported" error |
+//! | EWF, AFF, AFF4, UDIF, Nero, QCOW version 1 | [`probe`] | recognised by signature, "unsupported" error |
 
 #![deny(unsafe_code)]
 #![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
@@ -28,12 +30,14 @@
 pub mod block_device;
 pub mod budget;
 pub mod bytes;
+pub mod cd_raw;
 pub mod context;
 pub mod error;
 pub mod fuzzing;
 pub mod image;
 pub mod image_file;
 pub mod iso;
+pub mod layout;
 mod mmap;
 pub mod options;
 pub mod probe;

@@ -1,165 +1,79 @@
-//! ext2/3/4 over the `ext4-view` crate.
+//! ext2/3/4, read by our own layer.
 //!
-//! `ext4-view` reads extents and indirect blocks, htree directories, fast
-//! and slow symlinks, 64bit and metadata_csum. It refuses a whole file system that uses inline_data,
-//! meta_bg, largedir, ea_inode, a journal device or MMP: that is reported
-//! as [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) with the
-//! crate's reason as the source.
+//! Its modules `inode`, `dir`, `blocks` and `superblock` read group
+//! descriptors (after the superblock or per meta group with `meta_bg`),
+//! inodes of any size (128-byte ones included), extents and ext2/ext3
+//! block maps with holes, directories (linear and htree: a linear scan of
+//! every block, index blocks hold no names; inline-data directories in
+//! `i_block` and the `system.data` attribute; entries without a file type,
+//! whose type comes from the inode), inline-data files, fast, slow and
+//! inline symbolic links, and names as stored (casefold directories too:
+//! lookups are exact). Every feature that does not change how these are
+//! read is taken (`mmp`, `ea_inode`, `casefold`, `largedir`, `flex_bg`,
+//! `64bit`, `metadata_csum_seed`); `compression`, `journal_dev`, `dirdata`
+//! and unknown incompat bits are refused with
+//! [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) naming them,
+//! encrypted files and directories one by one.
 //!
-//! It does not expose inode numbers, link counts, ctime or allocated block
-//! counts, and it fails on holes that span a whole indirect block, so
-//! `inode` (our own) resolves paths to inodes, gives the full metadata
-//! and maps regular files' data (extents and block maps) for
-//! [`ExtFs::open`]; `ext4-view` lists directories and reads symlinks.
-//! When the journal needs recovery, [`journal`] (our own) replays it in
-//! memory as e2fsck would, and both readers read the replayed volume
-//! (whose superblock no longer asks for recovery); what was replayed or
-//! skipped is in [`FileSystem::warnings`].
+//! Checksums (superblock, group descriptors with `metadata_csum` or
+//! `gdt_csum`, inodes, directory leaf and index blocks, extent tree
+//! blocks) are checked as each structure is read: a mismatch is a warning
+//! ([`FileSystem::warnings`]) and the structure is used as found (the
+//! kernel mounts a volume with a bad descriptor checksum read-only too);
+//! [`FsOptions::strict`] refuses instead. Warnings met while reading are
+//! added to those of the open: ask again after a walk.
+//!
+//! When the journal needs recovery, [`journal`] replays it in memory as
+//! e2fsck would, and the reader reads the replayed volume (whose
+//! superblock no longer asks for recovery); what was replayed or skipped
+//! is in [`FileSystem::warnings`] too.
+//!
+//! Why our own layer and not the `ext4-view` crate (1.0): it refuses whole volumes for inline_data,
+//! meta_bg, ea_inode, mmp, casefold, a missing `filetype` feature or one
+//! bad descriptor checksum, hides inode numbers, link counts and ctime,
+//! and fails on a hole that spans an indirect block.
 //!
 //! # Threads
-//! [`ExtFs`] is `!Send` and `!Sync` (the crate keeps an `Rc` inside): use
-//! one per thread, each opened on the shared `Arc<dyn BlockDevice>`.
+//! [`ExtFs`] is `!Send` and `!Sync` (`RefCell` caches): use one per
+//! thread, each opened on the shared `Arc<dyn BlockDevice>`.
 
 use std::sync::Arc;
 
 use diskimage_formats::BlockDevice;
-use ext4_view::{Ext4, Ext4Error, Ext4Read};
 
-use crate::error::{BoxedError, Error, FsName, Result};
+use crate::error::{Error, FsName, Result};
 use crate::file_system::{
-    components, decode_name, encode_name, join, visit_by_path, DirEntry, FileReader, FileSystem,
-    FileType, Metadata, StoredRun, Timestamp, VisitFn, Visited,
+    encode_name, join, DirEntry, FileReader, FileSystem, FileType, Metadata, StoredRun, VisitFn,
+    Visited,
 };
+use crate::options::FsOptions;
 use crate::FsKind;
 
+mod blocks;
+mod checksum;
+mod dir;
 mod inode;
 pub mod journal;
 mod reader;
+mod superblock;
+mod xattr;
 
-use inode::{InodeTable, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
+use inode::{InodeTable, ENCRYPT_FL, INLINE_DATA_FL, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
+use superblock::{Superblock, SUPERBLOCK_OFFSET};
 
 const FS: FsName = FsName::Ext;
 
-/// The positional reader `ext4-view` reads the volume through.
-struct DeviceRead(Arc<dyn BlockDevice>);
-
-impl Ext4Read for DeviceRead {
-    fn read(&mut self, start_byte: u64, dst: &mut [u8]) -> std::result::Result<(), BoxedError> {
-        self.0
-            .read_at(dst, start_byte)
-            .map_err(|e| Box::new(e) as BoxedError)
-    }
-}
-
 /// An ext2/3/4 file system.
 pub struct ExtFs {
-    fs: Ext4,
     kind: FsKind,
-    /// Our own inode reader; `None` if the volume still asked for
-    /// recovery, which [`journal::replay`] never leaves it doing.
-    inodes: Option<InodeTable>,
+    table: InodeTable,
     /// The journal replay the volume is read through, if it needed one.
     replayed: Option<Arc<journal::Replayed>>,
 }
 
-fn map_err(e: Ext4Error, path: &str) -> Error {
-    match e {
-        Ext4Error::NotFound => Error::not_found(FS, path),
-        Ext4Error::NotADirectory => Error::wrong_type(FS, path, "not a directory"),
-        Ext4Error::IsADirectory => Error::wrong_type(FS, path, "is a directory"),
-        Ext4Error::NotASymlink => Error::wrong_type(FS, path, "not a symbolic link"),
-        Ext4Error::IsASpecialFile => Error::wrong_type(FS, path, "is a special file"),
-        Ext4Error::Io(inner) => match inner.downcast::<diskimage_formats::Error>() {
-            Ok(dev) => Error::Device(*dev),
-            Err(other) => Error::Corrupt {
-                fs: FS,
-                path: Some(path.to_string()),
-                offset: None,
-                what: "read failed".into(),
-                source: Some(other),
-            },
-        },
-        Ext4Error::Incompatible(i) => Error::Unsupported {
-            fs: FS,
-            path: None,
-            what: format!("ext4-view does not read this file system: {i}"),
-            source: None,
-        },
-        Ext4Error::Encrypted => Error::unsupported(FS, Some(path), "encrypted file"),
-        Ext4Error::FileTooLarge | Ext4Error::PathTooLong | Ext4Error::TooManySymlinks => {
-            Error::limit(FS, Some(path), e.to_string())
-        }
-        other => Error::Corrupt {
-            fs: FS,
-            path: Some(path.to_string()),
-            offset: None,
-            what: other.to_string(),
-            source: Some(Box::new(other)),
-        },
-    }
-}
-
-/// The byte path `ext4-view` resolves for one of our paths.
-fn raw_path(path: &str) -> Result<Vec<u8>> {
-    let parts = components(path).ok_or_else(|| Error::not_found(FS, path))?;
-    let mut raw = Vec::with_capacity(path.len() + 1);
-    for p in parts {
-        raw.push(b'/');
-        raw.extend_from_slice(&decode_name(p));
-    }
-    if raw.is_empty() {
-        raw.push(b'/');
-    }
-    Ok(raw)
-}
-
-fn ts(t: ext4_view::Timestamp) -> Timestamp {
-    Timestamp {
-        secs: t.seconds(),
-        nanos: t.nanoseconds(),
-    }
-}
-
-fn file_type(t: ext4_view::FileType) -> FileType {
-    if t.is_dir() {
-        FileType::Directory
-    } else if t.is_symlink() {
-        FileType::Symlink
-    } else if t.is_regular_file() {
-        FileType::File
-    } else {
-        FileType::Special
-    }
-}
-
-/// The mode with its `S_IFMT` type bits (the crate may return permissions only).
-fn with_type_bits(mode: u32, t: ext4_view::FileType) -> u32 {
-    const S_IFMT: u32 = 0o170_000;
-    if mode & S_IFMT != 0 {
-        return mode;
-    }
-    let ty = if t.is_dir() {
-        0o040_000
-    } else if t.is_symlink() {
-        0o120_000
-    } else if t.is_regular_file() {
-        0o100_000
-    } else if t.is_char_dev() {
-        0o020_000
-    } else if t.is_block_dev() {
-        0o060_000
-    } else if t.is_fifo() {
-        0o010_000
-    } else {
-        0o140_000
-    };
-    mode | ty
-}
-
-/// Bounds what `ext4-view` 1.0 allocates from the superblock before it
-/// does: it sizes its block-group table from the group count with no check
-/// against the device (a 2 GiB allocation from a 1 KiB fuzzed superblock,
-/// found by the `fs_ext` fuzz target). The descriptors must fit in the device.
+/// Bounds the group count before the descriptors are read (a 2 GiB
+/// allocation from a 1 KiB fuzzed superblock was found by the `fs_ext`
+/// fuzz target): the descriptors must fit in the device.
 fn check_group_table(device: &dyn BlockDevice) -> Result<()> {
     use diskimage_formats::bytes::{le_u16, le_u32};
     let bad = |what: String| Error::corrupt(FsName::Ext, Some("/"), what);
@@ -175,8 +89,8 @@ fn check_group_table(device: &dyn BlockDevice) -> Result<()> {
         .map_err(|e| bad(format!("superblock unreadable: {e}")))?;
     let field = |off| u64::from(le_u32(&sb, off).unwrap_or(0));
     let incompat = field(0x60);
-    // ext4-view 1.0 takes the high half of the block count whatever the
-    // 64bit feature says: bound what it will compute.
+    // The high half of the block count whatever the 64bit feature says:
+    // the bound holds for either reading of it.
     let blocks = field(0x04) | (field(0x150) << 32);
     let first = field(0x14);
     let per_group = field(0x20);
@@ -204,6 +118,15 @@ impl ExtFs {
     /// Opens the ext2/3/4 file system on `device`; `kind` is what
     /// detection found (ext2, ext3 or ext4).
     pub fn open(device: Arc<dyn BlockDevice>, kind: FsKind) -> Result<Self> {
+        Self::open_with(device, kind, &FsOptions::default())
+    }
+
+    /// [`ExtFs::open`] with `options` (strict mode refuses bad checksums).
+    pub fn open_with(
+        device: Arc<dyn BlockDevice>,
+        kind: FsKind,
+        options: &FsOptions,
+    ) -> Result<Self> {
         check_group_table(device.as_ref())?;
         // A journal needing recovery: read the volume as its replay leaves it.
         let replayed = journal::replay(device.clone())?.map(Arc::new);
@@ -214,25 +137,59 @@ impl ExtFs {
             }
             None => device,
         };
-        let inodes = InodeTable::open(device.clone())?;
-        let fs = Ext4::load(Box::new(DeviceRead(device))).map_err(|e| map_err(e, "/"))?;
+        let mut raw = [0u8; 1024];
+        device
+            .read_at(&mut raw, SUPERBLOCK_OFFSET)
+            .map_err(Error::Device)?;
+        let sb = Superblock::parse(&raw)?;
+        if sb.needs_recovery() {
+            // The replay clears the flag; a volume still asking for it
+            // would be read from stale metadata.
+            return Err(
+                Error::corrupt(FS, Some("/"), "the journal still needs recovery")
+                    .at(SUPERBLOCK_OFFSET + 0x60),
+            );
+        }
+        let table = InodeTable::open(device, sb, options.strict)?;
         Ok(ExtFs {
-            fs,
             kind,
-            inodes,
+            table,
             replayed,
         })
     }
+}
 
-    fn with_path<T>(
-        &self,
-        path: &str,
-        f: impl FnOnce(ext4_view::Path<'_>) -> std::result::Result<T, Ext4Error>,
-    ) -> Result<T> {
-        let raw = raw_path(path)?;
-        let p = ext4_view::Path::try_from(raw.as_slice())
-            .map_err(|e| Error::limit(FS, Some(path), format!("invalid ext path: {e}")))?;
-        f(p).map_err(|e| map_err(e, path))
+/// Why a name read from a directory cannot be used, or `None`.
+fn bad_name(raw: &[u8]) -> Option<&'static str> {
+    if raw.is_empty() {
+        Some("directory entry name is empty")
+    } else if raw.contains(&0) {
+        Some("directory entry name contains a null byte")
+    } else if raw.contains(&b'/') {
+        Some("directory entry name contains a path separator")
+    } else {
+        None
+    }
+}
+
+/// The type a directory entry's `file_type` byte gives, if it gives one.
+fn entry_type(ft: u8) -> Option<FileType> {
+    match ft {
+        1 => Some(FileType::File),
+        2 => Some(FileType::Directory),
+        3..=6 => Some(FileType::Special),
+        7 => Some(FileType::Symlink),
+        _ => None,
+    }
+}
+
+/// The type of inode `i`.
+fn inode_type(i: &inode::Inode) -> FileType {
+    match i.mode & S_IFMT {
+        S_IFDIR => FileType::Directory,
+        S_IFREG => FileType::File,
+        S_IFLNK => FileType::Symlink,
+        _ => FileType::Special,
     }
 }
 
@@ -242,100 +199,68 @@ impl FileSystem for ExtFs {
     }
 
     fn label(&self) -> Option<String> {
-        let l = self.fs.label().display().to_string();
+        let l = self.table.superblock().label();
         (!l.is_empty()).then_some(l)
     }
 
     fn serial(&self) -> Option<String> {
-        Some(self.fs.uuid().to_string())
+        Some(self.table.superblock().uuid())
     }
 
     fn case_sensitive(&self) -> bool {
         true
     }
 
-    fn warnings(&self) -> &[String] {
-        self.replayed.as_ref().map_or(&[], |r| r.warnings())
+    fn warnings(&self) -> Vec<String> {
+        let mut out = self
+            .replayed
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.warnings().to_vec());
+        out.extend(self.table.warnings());
+        out
     }
 
     fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
-        let iter = self.with_path(path, |p| self.fs.read_dir(p))?;
+        let table = &self.table;
+        let dir = table.lookup(path)?;
         let mut out = Vec::new();
-        for entry in iter {
-            let entry = entry.map_err(|e| map_err(e, path))?;
-            let name = entry.file_name();
-            let bytes = name.as_ref();
-            if bytes == b"." || bytes == b".." {
-                continue;
+        for (raw, entry) in table.entries(&dir, path)? {
+            let name = encode_name(&raw);
+            if let Some(what) = bad_name(&raw) {
+                return Err(Error::corrupt(FS, Some(&join(path, &name)), what));
             }
-            let ft = entry.file_type().map_err(|e| map_err(e, path))?;
-            out.push(DirEntry {
-                name: encode_name(bytes),
-                file_type: file_type(ft),
-            });
+            let file_type = match entry_type(entry.file_type) {
+                Some(t) => t,
+                None => inode_type(&table.inode(entry.inode, &join(path, &name))?),
+            };
+            out.push(DirEntry { name, file_type });
         }
         Ok(out)
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata> {
-        let Some(table) = &self.inodes else {
-            let m = self.with_path(path, |p| self.fs.symlink_metadata(p))?;
-            return Ok(Metadata {
-                file_type: file_type(m.file_type()),
-                size: m.len(),
-                allocated: None,
-                mode: Some(with_type_bits(u32::from(m.mode()), m.file_type())),
-                uid: Some(m.uid()),
-                gid: Some(m.gid()),
-                nlink: None,
-                inode: None,
-                created: m.created().map(ts),
-                modified: Some(ts(m.modified())),
-                accessed: Some(ts(m.accessed())),
-                changed: None,
-            });
-        };
+        let table = &self.table;
         Ok(inode_metadata(&table.lookup(path)?))
     }
 
     fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>> {
-        let Some(table) = &self.inodes else {
-            // `Ext4::open` follows symlinks; the trait never does.
-            let m = self.metadata(path)?;
-            if m.file_type != FileType::File {
-                return Err(Error::wrong_type(FS, path, "not a regular file"));
-            }
-            let file = self.with_path(path, |p| self.fs.open(p))?;
-            return Ok(Box::new(file));
-        };
+        let table = &self.table;
         open_inode(table, &table.lookup(path)?, path)
     }
 
     fn read_link(&self, path: &str) -> Result<String> {
-        let target = self.with_path(path, |p| self.fs.read_link(p))?;
-        Ok(encode_name(target.as_ref()))
+        let t = &self.table;
+        Ok(encode_name(&t.link_target(&t.lookup(path)?, path)?))
     }
 
     fn visit_dir(&self, path: &str, f: &mut VisitFn<'_>) -> Result<()> {
-        let Some(table) = &self.inodes else {
-            return visit_by_path(self, path, f);
-        };
+        let table = &self.table;
         let dir = table.lookup(path)?;
-        for (raw, number) in table.entries(&dir, path)? {
+        for (raw, entry) in table.entries(&dir, path)? {
             let name = encode_name(&raw);
-            // What ext4-view's listing refuses (read_dir agrees).
-            let bad = if raw.is_empty() {
-                Some("directory entry name is empty")
-            } else if raw.contains(&0) {
-                Some("directory entry name contains a null byte")
-            } else if raw.contains(&b'/') {
-                Some("directory entry name contains a path separator")
-            } else {
-                None
-            };
-            let entry = match bad {
+            let entry = match bad_name(&raw) {
                 Some(what) => Err(Error::corrupt(FS, Some(&join(path, &name)), what)),
-                None => table.inode(number, &join(path, &name)),
+                None => table.inode(entry.inode, &join(path, &name)),
             };
             let flow = match entry {
                 Ok(inode) => f(Ok(&ExtVisited {
@@ -358,12 +283,7 @@ impl FileSystem for ExtFs {
 /// What [`FileSystem::metadata`] says of inode `i`.
 fn inode_metadata(i: &inode::Inode) -> Metadata {
     Metadata {
-        file_type: match i.mode & S_IFMT {
-            S_IFDIR => FileType::Directory,
-            S_IFREG => FileType::File,
-            S_IFLNK => FileType::Symlink,
-            _ => FileType::Special,
-        },
+        file_type: inode_type(i),
         size: i.size,
         allocated: Some(i.allocated),
         mode: Some(i.mode),
@@ -382,6 +302,12 @@ fn inode_metadata(i: &inode::Inode) -> Metadata {
 fn open_inode(table: &InodeTable, i: &inode::Inode, path: &str) -> Result<Box<dyn FileReader>> {
     if i.mode & S_IFMT != S_IFREG {
         return Err(Error::wrong_type(FS, path, "not a regular file"));
+    }
+    if i.flags & ENCRYPT_FL != 0 {
+        return Err(Error::unsupported(FS, Some(path), "encrypted file"));
+    }
+    if i.flags & INLINE_DATA_FL != 0 {
+        return Ok(Box::new(std::io::Cursor::new(table.inline_data(i, path)?)));
     }
     let runs = table.runs(i, path)?;
     Ok(Box::new(reader::RunReader::new(
@@ -416,14 +342,15 @@ impl Visited for ExtVisited<'_> {
         open_inode(self.table, &self.inode, &path)
     }
     fn read_link(&self) -> Result<String> {
-        self.fs.read_link(&join(self.dir, &self.name))
+        let path = join(self.dir, &self.name);
+        Ok(encode_name(&self.table.link_target(&self.inode, &path)?))
     }
     fn streams(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
     fn stored_runs(&self) -> Option<Vec<StoredRun>> {
         let i = &self.inode;
-        if i.mode & S_IFMT != S_IFREG {
+        if i.mode & S_IFMT != S_IFREG || i.flags & (INLINE_DATA_FL | ENCRYPT_FL) != 0 {
             return None;
         }
         let runs = self.table.runs(i, "").ok()?;
@@ -440,7 +367,7 @@ impl Visited for ExtVisited<'_> {
 /// The runs of `size` bytes mapped block by block by `runs` (sorted by
 /// file block), when they follow each other from block 0 and are all
 /// stored; `None` on a hole, an unwritten extent or an overlap.
-fn stored_runs(runs: &[inode::Run], block_size: u64, size: u64) -> Option<Vec<StoredRun>> {
+fn stored_runs(runs: &[blocks::Run], block_size: u64, size: u64) -> Option<Vec<StoredRun>> {
     let mut out = Vec::new();
     let mut done = 0u64;
     for r in runs {

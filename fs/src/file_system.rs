@@ -23,7 +23,7 @@
 //! `:` there is an ordinary name character.
 //!
 //! # Threads
-//! `ext4-view` (an `Rc` inside) and `fatfs` (a `RefCell` inside) are
+//! The ext reader (`RefCell` caches) and `fatfs` (a `RefCell` inside) are
 //! `!Send`, so a [`FileSystem`] is not `Send`: open one per thread with
 //! [`open_fs`](crate::open_fs) (the device is an `Arc` and shared).
 
@@ -267,9 +267,12 @@ pub trait FileSystem {
     fn case_sensitive(&self) -> bool;
     /// What was found wrong or done to read the file system as it
     /// should be (e.g. an ext journal replayed in memory, blocks it
-    /// skipped), one sentence each; empty when nothing was.
-    fn warnings(&self) -> &[String] {
-        &[]
+    /// skipped, a bad checksum tolerated: see
+    /// [`FsOptions::strict`](crate::FsOptions)), one sentence each; empty
+    /// when nothing was. Those met at open, then those met by the reads
+    /// since (a reader checks some structures only when it reads them).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
     }
     /// The entries of the directory at `path`, without `.` and `..`.
     fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>>;

@@ -7,7 +7,7 @@
 //!
 //! | file system | module | over |
 //! |---|---|---|
-//! | ext2/3/4 | [`ext4`] | `ext4-view` 1 |
+//! | ext2/3/4 | [`ext4`] | our own reader (journal replayed in memory) |
 //! | FAT12/16/32 | [`fat`] | `fatfs` 0.3 |
 //! | exFAT | [`exfat`] | our own reader |
 //! | NTFS | [`ntfs`] | `ntfs` 0.4 + our own LZNT1 and data-run reader |
@@ -15,8 +15,8 @@
 //! | others | — | detected only: [`ErrorKind::Unsupported`] |
 //!
 //! # Threads
-//! `Box<dyn FileSystem>` is not `Send`: the ext and FAT crates keep
-//! `Rc`/`RefCell` inside. Open one file system per thread over the same
+//! `Box<dyn FileSystem>` is not `Send`: the ext reader and the FAT crate
+//! keep `RefCell`s inside. Open one file system per thread over the same
 //! `Arc<dyn BlockDevice>` (which is `Send + Sync`).
 
 #![deny(unsafe_code)]
@@ -39,6 +39,7 @@ pub mod file_system;
 pub mod fuzzing;
 pub mod iso9660;
 pub mod ntfs;
+pub mod options;
 
 pub use detect::{detect, FsInfo, FsKind};
 pub use error::{Error, ErrorKind, FsName, Result};
@@ -46,6 +47,7 @@ pub use file_system::{
     DirEntry, FileReader, FileSystem, FileType, Metadata, PathEntry, StoredRun, Timestamp, VisitFn,
     Visited,
 };
+pub use options::FsOptions;
 
 /// Whether [`open_fs`] reads files of `kind` (the others are detected only).
 pub fn reads(kind: FsKind) -> bool {
@@ -65,6 +67,15 @@ pub fn reads(kind: FsKind) -> bool {
 
 /// Opens the file system on `device`, by what [`detect()`] finds there.
 pub fn open_fs(device: Arc<dyn BlockDevice>) -> Result<Box<dyn FileSystem>> {
+    open_fs_with(device, &FsOptions::default())
+}
+
+/// [`open_fs`] with `options`; [`FileSystem::warnings`] then lists what
+/// was tolerated (strict mode refuses it instead).
+pub fn open_fs_with(
+    device: Arc<dyn BlockDevice>,
+    options: &FsOptions,
+) -> Result<Box<dyn FileSystem>> {
     let info = detect(device.as_ref())?;
     let Some(info) = info else {
         return Err(Error::unsupported(
@@ -73,15 +84,24 @@ pub fn open_fs(device: Arc<dyn BlockDevice>) -> Result<Box<dyn FileSystem>> {
             "no known file system on this device",
         ));
     };
-    open_fs_as(device, info.kind)
+    open_fs_as_with(device, info.kind, options)
 }
 
 /// Opens the file system of `kind` on `device` without detecting it again
 /// (the kind a detection, such as a volume listing's, already found).
 pub fn open_fs_as(device: Arc<dyn BlockDevice>, kind: FsKind) -> Result<Box<dyn FileSystem>> {
+    open_fs_as_with(device, kind, &FsOptions::default())
+}
+
+/// [`open_fs_as`] with `options` (see [`open_fs_with`]).
+pub fn open_fs_as_with(
+    device: Arc<dyn BlockDevice>,
+    kind: FsKind,
+    options: &FsOptions,
+) -> Result<Box<dyn FileSystem>> {
     match kind {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
-            Ok(Box::new(ext4::ExtFs::open(device, kind)?))
+            Ok(Box::new(ext4::ExtFs::open_with(device, kind, options)?))
         }
         FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
             Ok(Box::new(fat::FatFs::open(device, kind)?))

@@ -1,4 +1,5 @@
-//! The volume layer (MBR with its EBR chain, GPT primary and backup, LVM2
+//! The volume layer (MBR with its EBR chain, GPT primary and backup, BSD
+//! disklabels, Apple Partition Maps, Sun/SGI/Atari recognition, LVM2
 //! label, metadata text and LV mapping, whole-disk detection) over the
 //! input as an in-memory disk, as two disks (LVM2 across disks), and with
 //! 4096-byte sectors.

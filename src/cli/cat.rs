@@ -17,9 +17,12 @@ pub struct CatArgs {
 /// Runs `cat`.
 pub fn run(args: &CatArgs) -> Result<(), CliError> {
     let (fs, path) = args.fs.open_fs(true)?;
+    let seen = fs.warnings().len();
     let mut reader = fs.open(&path)?;
     let mut out = std::io::stdout().lock();
     std::io::copy(&mut reader, &mut out).map_err(|e| read_or_write(e, &path))?;
+    drop(reader);
+    super::select::print_fs_warnings_after(fs.as_ref(), seen);
     out.flush().map_err(|e| CliError::output("stdout", e))
 }
 

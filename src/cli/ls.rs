@@ -80,6 +80,7 @@ pub fn entry_json(e: &Entry) -> Value {
 /// Runs `ls`.
 pub fn run(args: &LsArgs) -> Result<(), CliError> {
     let (fs, path) = args.fs.open_fs(false)?;
+    let seen = fs.warnings().len();
     let mut out: Vec<Value> = Vec::new();
     let mut failed = 0usize;
     let mut stdout = std::io::stdout().lock();
@@ -135,6 +136,7 @@ pub fn run(args: &LsArgs) -> Result<(), CliError> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     }
+    super::select::print_fs_warnings_after(fs.as_ref(), seen);
     if failed > 0 {
         return Err(CliError::Usage(format!(
             "{failed} entries could not be read"

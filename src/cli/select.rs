@@ -84,6 +84,12 @@ impl FsArgs {
         Ok((fs, path))
     }
 
+    /// Whether `--strict` was given (file systems refuse what they would
+    /// warn about).
+    pub fn strict(&self) -> bool {
+        self.open.strict
+    }
+
     /// Opens the images; the device of the selected volume (to open its
     /// file system once per thread) and the path inside it.
     pub fn open_device(
@@ -100,7 +106,13 @@ impl FsArgs {
 /// Prints the file system's warnings (e.g. an ext journal replayed in
 /// memory) to stderr, one line each.
 pub fn print_fs_warnings(fs: &dyn FileSystem) {
-    for w in fs.warnings() {
+    print_fs_warnings_after(fs, 0);
+}
+
+/// Prints the file system's warnings past the first `seen` (those met
+/// while reading, after the ones printed at open), one line each.
+pub fn print_fs_warnings_after(fs: &dyn FileSystem, seen: usize) {
+    for w in fs.warnings().into_iter().skip(seen) {
         eprintln!("diskimage: warning: {w}");
     }
 }

@@ -70,6 +70,7 @@ pub fn body_line(e: &Entry) -> String {
 /// Runs `timeline`.
 pub fn run(args: &TimelineArgs) -> Result<(), CliError> {
     let (fs, path) = args.fs.open_fs(false)?;
+    let seen = fs.warnings().len();
     let mut out = std::io::stdout().lock();
     let mut failed = 0usize;
     let mut on_err = |e: WalkError| {
@@ -83,6 +84,7 @@ pub fn run(args: &TimelineArgs) -> Result<(), CliError> {
         &mut |e| writeln!(out, "{}", body_line(&e)).map_err(|e| CliError::output("stdout", e)),
         &mut on_err,
     )?;
+    super::select::print_fs_warnings_after(fs.as_ref(), seen);
     if failed > 0 {
         return Err(CliError::Usage(format!(
             "{failed} entries could not be read"

@@ -61,6 +61,8 @@ pub struct Extractor<'a> {
     pub(super) streams: bool,
     /// Whether the file system's own metadata files are written.
     pub(super) fs_metadata: bool,
+    /// Whether the file systems of other threads are opened strict.
+    pub(super) strict: bool,
     /// The one read buffer, reused for every file.
     buf: Vec<u8>,
     observer: &'a dyn Observer,
@@ -80,6 +82,7 @@ impl<'a> Extractor<'a> {
             kernel_copy: options.kernel_copy,
             streams: options.streams,
             fs_metadata: options.fs_metadata,
+            strict: options.strict,
             buf: vec![0u8; COPY_BUFFER],
             observer,
         }

@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use diskimage_formats::BlockDevice;
-use diskimage_fs::{open_fs, FileType, PathEntry};
+use diskimage_fs::{open_fs_with, FileType, FsOptions, PathEntry};
 
 use crate::error::{Error, Result, Scheme};
 use crate::walk::{root_ancestors, WalkError};
@@ -81,6 +81,9 @@ pub struct ExtractOptions {
     /// Also write the file system's own metadata files (NTFS `$MFT`,
     /// `/$Extend/...`; see [`crate::walk::is_fs_metadata`]).
     pub fs_metadata: bool,
+    /// Open the file system strict: damage it would tolerate with a
+    /// warning (a bad checksum) is an error instead.
+    pub strict: bool,
 }
 
 impl Default for ExtractOptions {
@@ -90,6 +93,7 @@ impl Default for ExtractOptions {
             threads: None,
             kernel_copy: true,
             fs_metadata: true,
+            strict: false,
         }
     }
 }
@@ -119,6 +123,13 @@ impl ExtractOptions {
     #[must_use]
     pub fn kernel_copy(mut self, on: bool) -> Self {
         self.kernel_copy = on;
+        self
+    }
+
+    /// Whether the file system is opened strict.
+    #[must_use]
+    pub fn strict(mut self, on: bool) -> Self {
+        self.strict = on;
         self
     }
 
@@ -214,8 +225,10 @@ pub fn extract(
     options: &ExtractOptions,
     observer: &dyn Observer,
 ) -> Result<Summary> {
-    let fs = open_fs(Arc::clone(device))?;
-    for w in fs.warnings() {
+    let fs_options = FsOptions::default().with_strict(options.strict);
+    let fs = open_fs_with(Arc::clone(device), &fs_options)?;
+    let opened = fs.warnings();
+    for w in &opened {
         observer.report(&Report::FsWarning(w.clone()));
     }
     std::fs::create_dir_all(target).map_err(|e| Error::host_io(Scheme::Extract, target, e))?;
@@ -242,6 +255,11 @@ pub fn extract(
         }
         done
     };
+    // Damage met while reading (an inode's checksum, say) is reported
+    // too, after what was reported at open.
+    for w in fs.warnings().into_iter().skip(opened.len()) {
+        observer.report(&Report::FsWarning(w));
+    }
     if let Some(e) = done.stop {
         return Err(e);
     }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use diskimage_formats::BlockDevice;
-use diskimage_fs::{open_fs_as, Error as FsError, Timestamp};
+use diskimage_fs::{open_fs_as_with, Error as FsError, FsOptions, Timestamp};
 
 use super::extractor::Extractor;
 use super::{ExtractOptions, Observer, Report};
@@ -221,13 +221,15 @@ pub fn walk(
         threads: None,
         kernel_copy: x.kernel_copy,
         fs_metadata: x.fs_metadata,
+        strict: x.strict,
     };
     // Every thread opens the kind the first open found, not detecting again.
     let kind = x.fs.kind();
+    let fs_options = FsOptions::default().with_strict(x.strict);
     std::thread::scope(|s| {
         for _ in 1..threads {
             s.spawn(|| {
-                if let Ok(fs) = open_fs_as(Arc::clone(device), kind) {
+                if let Ok(fs) = open_fs_as_with(Arc::clone(device), kind, &fs_options) {
                     let mut x = Extractor::new(fs.as_ref(), device.as_ref(), &options, observer);
                     work(&mut x, &state, &more, observer);
                 }

@@ -7,7 +7,8 @@
 //! The entry array (`NumberOfPartitionEntries × SizeOfPartitionEntry`) is
 //! capped at [`MAX_ENTRY_ARRAY_BYTES`] and must lie inside the disk.
 
-use diskimage_formats::bytes::{has_at, le_u32, le_u64};
+use binrw::BinRead;
+use diskimage_formats::layout::{self, Layout};
 use diskimage_formats::BlockDevice;
 
 use super::{read_bytes, Partition, PartitionKind, PartitionTable};
@@ -15,12 +16,74 @@ use crate::error::{Detail, Error, Result, Scheme};
 
 /// The header signature, `EFI PART`.
 const SIGNATURE: &[u8; 8] = b"EFI PART";
-/// The smallest header size the specification allows, bytes.
+/// The smallest header size the specification allows, bytes (what
+/// [`GptHeaderRaw`] declares).
 const MIN_HEADER_SIZE: u32 = 92;
 /// The smallest entry size the specification allows, bytes.
 const MIN_ENTRY_SIZE: u32 = 128;
 /// The largest entry array read: 1 MiB (the usual array is 16 KiB: 128 × 128).
 pub const MAX_ENTRY_ARRAY_BYTES: u64 = 1 << 20;
+/// Offset of `HeaderSize` in the header.
+const HEADER_SIZE_AT: u64 = 12;
+/// Offset of `HeaderCRC32` in the header.
+const HEADER_CRC32_AT: usize = 16;
+/// Offset of `MyLBA` in the header.
+const MY_LBA_AT: u64 = 24;
+/// Offset of `PartitionEntryLBA` in the header.
+const PARTITION_ENTRY_LBA_AT: u64 = 72;
+/// Offset of `NumberOfPartitionEntries` in the header.
+const NUMBER_OF_PARTITION_ENTRIES_AT: u64 = 80;
+/// Offset of `SizeOfPartitionEntry` in the header.
+const SIZE_OF_PARTITION_ENTRY_AT: u64 = 84;
+/// Offset of `EndingLBA` in an entry.
+const ENDING_LBA_AT: u64 = 40;
+
+/// The GPT header as it lies on disk (UEFI 2.x, 5.3.2, table "GPT
+/// Header"); the rest of its block is reserved.
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct GptHeaderRaw {
+    signature: [u8; 8],
+    /// Followed by `Revision`.
+    #[br(pad_before = 4)]
+    header_size: u32,
+    /// Followed by a reserved u32.
+    #[br(pad_after = 4)]
+    header_crc32: u32,
+    /// Followed by `AlternateLBA`, `FirstUsableLBA` and `LastUsableLBA`.
+    #[br(pad_after = 24)]
+    my_lba: u64,
+    disk_guid: [u8; 16],
+    partition_entry_lba: u64,
+    number_of_partition_entries: u32,
+    size_of_partition_entry: u32,
+    partition_entry_array_crc32: u32,
+}
+
+impl Layout for GptHeaderRaw {
+    const SIZE: usize = MIN_HEADER_SIZE as usize;
+    const NAME: &'static str = "GPT header";
+}
+
+/// A GPT partition entry as it lies on disk (UEFI 2.x, 5.3.3, table "GPT
+/// Partition Entry"); an entry of `SizeOfPartitionEntry` > 128 bytes has
+/// reserved bytes after these.
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct GptPartitionEntry {
+    partition_type_guid: [u8; 16],
+    unique_partition_guid: [u8; 16],
+    starting_lba: u64,
+    ending_lba: u64,
+    attributes: u64,
+    /// UTF-16LE, NUL-terminated when shorter than 36 code units.
+    partition_name: [u16; 36],
+}
+
+impl Layout for GptPartitionEntry {
+    const SIZE: usize = MIN_ENTRY_SIZE as usize;
+    const NAME: &'static str = "GPT partition entry";
+}
 
 /// The GPT header fields this reader uses (UEFI 2.x table 5-5), raw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +102,10 @@ fn corrupt(detail: Detail, at: u64) -> Error {
 
 /// Parses and checks the header in `sector`, read from byte `at`.
 fn parse_header(sector: &[u8], at: u64) -> Result<GptHeader> {
-    if !has_at(sector, 0, SIGNATURE) {
+    let raw = layout::read::<GptHeaderRaw>(sector)
+        .ok()
+        .filter(|raw| raw.signature == *SIGNATURE);
+    let Some(raw) = raw else {
         return Err(corrupt(
             Detail::BadSignature {
                 what: "GPT header signature",
@@ -48,8 +114,8 @@ fn parse_header(sector: &[u8], at: u64) -> Result<GptHeader> {
             },
             at,
         ));
-    }
-    let header_size = le_u32(sector, 12).unwrap_or(0);
+    };
+    let header_size = raw.header_size;
     if header_size < MIN_HEADER_SIZE || header_size as usize > sector.len() {
         return Err(corrupt(
             Detail::BadValue {
@@ -57,15 +123,15 @@ fn parse_header(sector: &[u8], at: u64) -> Result<GptHeader> {
                 value: u64::from(header_size),
                 expected: format!("between {MIN_HEADER_SIZE} and {}", sector.len()),
             },
-            at + 12,
+            at + HEADER_SIZE_AT,
         ));
     }
-    let stored = le_u32(sector, 16).unwrap_or(0);
+    let stored = raw.header_crc32;
     let mut copy = sector
         .get(..header_size as usize)
         .unwrap_or_default()
         .to_vec();
-    if let Some(crc) = copy.get_mut(16..20) {
+    if let Some(crc) = copy.get_mut(HEADER_CRC32_AT..HEADER_CRC32_AT + 4) {
         crc.fill(0);
     }
     let computed = crc32fast::hash(&copy);
@@ -76,17 +142,16 @@ fn parse_header(sector: &[u8], at: u64) -> Result<GptHeader> {
                 stored: u64::from(stored),
                 computed: u64::from(computed),
             },
-            at + 16,
+            at + HEADER_CRC32_AT as u64,
         ));
     }
-    let field = |off| le_u64(sector, off).unwrap_or(0);
     Ok(GptHeader {
-        my_lba: field(24),
-        disk_guid: diskimage_formats::bytes::array(sector, 56).unwrap_or_default(),
-        partition_entry_lba: field(72),
-        number_of_partition_entries: le_u32(sector, 80).unwrap_or(0),
-        size_of_partition_entry: le_u32(sector, 84).unwrap_or(0),
-        partition_entry_array_crc32: le_u32(sector, 88).unwrap_or(0),
+        my_lba: raw.my_lba,
+        disk_guid: raw.disk_guid,
+        partition_entry_lba: raw.partition_entry_lba,
+        number_of_partition_entries: raw.number_of_partition_entries,
+        size_of_partition_entry: raw.size_of_partition_entry,
+        partition_entry_array_crc32: raw.partition_entry_array_crc32,
     })
 }
 
@@ -103,7 +168,7 @@ fn read_copy(dev: &dyn BlockDevice, lba: u64) -> Result<(GptHeader, Vec<Partitio
                 value: h.my_lba,
                 expected: format!("{lba} (where the header is)"),
             },
-            at + 24,
+            at + MY_LBA_AT,
         ));
     }
     let esize = h.size_of_partition_entry;
@@ -114,7 +179,7 @@ fn read_copy(dev: &dyn BlockDevice, lba: u64) -> Result<(GptHeader, Vec<Partitio
                 value: u64::from(esize),
                 expected: "128 × 2^n".into(),
             },
-            at + 84,
+            at + SIZE_OF_PARTITION_ENTRY_AT,
         ));
     }
     let bytes = u64::from(h.number_of_partition_entries) * u64::from(esize);
@@ -125,7 +190,7 @@ fn read_copy(dev: &dyn BlockDevice, lba: u64) -> Result<(GptHeader, Vec<Partitio
             bytes,
             MAX_ENTRY_ARRAY_BYTES,
         )
-        .at(at + 80));
+        .at(at + NUMBER_OF_PARTITION_ENTRIES_AT));
     }
     let array_at = h.partition_entry_lba.saturating_mul(sector);
     if array_at
@@ -142,7 +207,7 @@ fn read_copy(dev: &dyn BlockDevice, lba: u64) -> Result<(GptHeader, Vec<Partitio
                 size: dev.size(),
             },
         )
-        .at(at + 72));
+        .at(at + PARTITION_ENTRY_LBA_AT));
     }
     // Capped above at MAX_ENTRY_ARRAY_BYTES.
     let array = read_bytes(dev, array_at, bytes as usize, Scheme::Gpt)?;
@@ -160,13 +225,15 @@ fn read_copy(dev: &dyn BlockDevice, lba: u64) -> Result<(GptHeader, Vec<Partitio
     let disk_sectors = dev.size() / sector;
     let mut parts = Vec::new();
     for (i, e) in array.chunks_exact(esize as usize).enumerate() {
-        let type_guid: [u8; 16] = diskimage_formats::bytes::array(e, 0).unwrap_or_default();
+        let entry_at = array_at + (i as u64) * u64::from(esize);
+        // `esize` is at least the declared 128 bytes (checked above).
+        let entry: GptPartitionEntry = layout::read(e).map_err(|d| corrupt(d, entry_at))?;
+        let type_guid = entry.partition_type_guid;
         if type_guid == [0; 16] {
             continue;
         }
-        let first = le_u64(e, 32).unwrap_or(0);
-        let last = le_u64(e, 40).unwrap_or(0);
-        let entry_at = array_at + (i as u64) * u64::from(esize);
+        let first = entry.starting_lba;
+        let last = entry.ending_lba;
         if last < first || last >= disk_sectors {
             return Err(corrupt(
                 Detail::BadValue {
@@ -177,22 +244,16 @@ fn read_copy(dev: &dyn BlockDevice, lba: u64) -> Result<(GptHeader, Vec<Partitio
                         disk_sectors.saturating_sub(1)
                     ),
                 },
-                entry_at + 40,
+                entry_at + ENDING_LBA_AT,
             ));
         }
-        let name_units: Vec<u16> = e
-            .get(56..128)
-            .unwrap_or_default()
-            .chunks_exact(2)
-            .map(|c| {
-                u16::from_le_bytes([
-                    c.first().copied().unwrap_or(0),
-                    c.get(1).copied().unwrap_or(0),
-                ])
-            })
-            .take_while(|&u| u != 0)
-            .collect();
-        let name = String::from_utf16_lossy(&name_units);
+        let name_units = &entry.partition_name;
+        let name_len = name_units.iter().position(|&u| u == 0);
+        let name = String::from_utf16_lossy(
+            name_units
+                .get(..name_len.unwrap_or(name_units.len()))
+                .unwrap_or_default(),
+        );
         let type_code = guid_string(&type_guid);
         parts.push(Partition {
             number: i as u32 + 1,
@@ -202,10 +263,8 @@ fn read_copy(dev: &dyn BlockDevice, lba: u64) -> Result<(GptHeader, Vec<Partitio
             type_name: type_name(&type_code),
             type_code,
             name: (!name.is_empty()).then_some(name),
-            guid: Some(guid_string(
-                &diskimage_formats::bytes::array(e, 16).unwrap_or_default(),
-            )),
-            attributes: Some(le_u64(e, 48).unwrap_or(0)),
+            guid: Some(guid_string(&entry.unique_partition_guid)),
+            attributes: Some(entry.attributes),
             bootable: false,
         });
     }
@@ -236,6 +295,7 @@ pub fn read(dev: &dyn BlockDevice) -> Result<PartitionTable> {
         disk_id: Some(guid_string(&header.disk_guid)),
         partitions,
         warnings,
+        unsupported: None,
     })
 }
 
@@ -338,6 +398,18 @@ mod tests {
         put_header(&mut b, ss, 1, 2, 128);
         put_header(&mut b, ss, last, last - 32, 128);
         b
+    }
+
+    #[test]
+    fn declarations_read_their_lengths() {
+        assert_eq!(
+            layout::declared_len::<GptHeaderRaw>(),
+            Some(u64::from(MIN_HEADER_SIZE))
+        );
+        assert_eq!(
+            layout::declared_len::<GptPartitionEntry>(),
+            Some(u64::from(MIN_ENTRY_SIZE))
+        );
     }
 
     #[test]

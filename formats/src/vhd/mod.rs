@@ -31,7 +31,7 @@ use crate::block_device::{
     check_range, push_extent, push_from_parent, BlockDevice, Extent, ExtentKind, FileRange,
 };
 use crate::context::OpenContext;
-use crate::error::{Detail, Error, Format, Result};
+use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image::{DiskImage, ImageInfo, WarningKind, Warnings};
 use crate::image_file::ImageFile;
 
@@ -46,8 +46,13 @@ use parent_locator::{parent_hints, read_locators, ParentLocator};
 /// How the virtual disk is laid out in the file.
 #[derive(Debug)]
 enum Layout {
-    /// The disk's bytes are the file's first `size` bytes.
-    Fixed,
+    /// The disk's bytes are the file's first `size` bytes; the data
+    /// ends at `data_end` (where the footer is), before `size` in a
+    /// fixed disk cut short.
+    Fixed {
+        /// Where the data ends in the file (the footer's offset).
+        data_end: u64,
+    },
     /// Blocks through a BAT (dynamic or differencing).
     Sparse(Bat),
 }
@@ -79,7 +84,7 @@ impl VhdImage {
     fn runs(&self, offset: u64, len: u64) -> Result<Vec<Run>> {
         let mut runs = Vec::new();
         match &self.layout {
-            Layout::Fixed => runs.push(Run {
+            Layout::Fixed { .. } => runs.push(Run {
                 offset,
                 len,
                 source: Source::File(offset),
@@ -87,6 +92,30 @@ impl VhdImage {
             Layout::Sparse(bat) => bat.runs(&self.file, offset, len, &mut runs)?,
         }
         Ok(runs)
+    }
+
+    /// Fails with [`ErrorKind::OutOfBounds`] when `len` bytes at file
+    /// offset `at` reach past the data of a fixed disk cut short (the
+    /// bytes there are the footer, not disk data).
+    fn check_data_end(&self, at: u64, len: u64) -> Result<()> {
+        let Layout::Fixed { data_end } = self.layout else {
+            return Ok(());
+        };
+        if at.checked_add(len).is_some_and(|end| end <= data_end) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::OutOfBounds,
+            Format::Vhd,
+            Detail::OutOfRange {
+                what: "fixed disk's data in the file (cut short before its footer)",
+                offset: at,
+                len,
+                size: data_end,
+            },
+        )
+        .at(at)
+        .in_file(self.file.path()))
     }
 
     /// Reads an absent range: from the parent, zeros where it has none.
@@ -128,10 +157,12 @@ impl BlockDevice for VhdImage {
                 ));
             };
             match run.source {
-                Source::File(at) => self
-                    .file
-                    .read_exact_at(dst, at)
-                    .map_err(|e| e.in_format(Format::Vhd))?,
+                Source::File(at) => {
+                    self.check_data_end(at, run.len)?;
+                    self.file
+                        .read_exact_at(dst, at)
+                        .map_err(|e| e.in_format(Format::Vhd))?;
+                }
                 Source::Absent => self.read_absent(dst, run.offset)?,
             }
             done += n;
@@ -172,7 +203,10 @@ impl BlockDevice for VhdImage {
         check_range(Format::Vhd, offset, len, self.size).ok()?;
         let first = self.runs(offset, len).ok()?.into_iter().next()?;
         match first.source {
-            Source::File(at) => self.file.file_range(at, first.len),
+            Source::File(at) => {
+                self.check_data_end(at, first.len).ok()?;
+                self.file.file_range(at, first.len)
+            }
             Source::Absent => None,
         }
     }
@@ -310,20 +344,31 @@ pub(crate) fn open(ctx: &OpenContext<'_>, file: ImageFile) -> Result<DiskImage> 
     let mut info_props: Vec<(String, String)> = Vec::new();
     let (layout, header, locators) = match footer.disk_type {
         DiskType::Fixed => {
+            // A fixed disk's data is the bytes before the footer. A copy
+            // cut short before its footer (a Windows-made VHD was seen 64
+            // KiB short) opens with a warning: the disk keeps the size the
+            // footer gives, and a read past the data's end is an
+            // out-of-bounds error naming the file and offset.
             let data_end = chosen.offset;
             if size > data_end {
-                return Err(Error::corrupt(
-                    Format::Vhd,
-                    Detail::Truncated {
-                        what: format!("fixed disk of {size} bytes (current size)"),
-                        needed: size,
-                        available: data_end,
-                    },
-                )
-                .at(0)
-                .in_file(&path));
+                w.tolerate(
+                    WarningKind::Other,
+                    Error::new(
+                        ErrorKind::OutOfBounds,
+                        Format::Vhd,
+                        Detail::Invalid(format!(
+                            "the fixed disk's data ends at {data_end:#x}, where the footer is: \
+                             {} bytes short of its current size of {size} bytes; reads past \
+                             {data_end:#x} fail",
+                            size - data_end
+                        )),
+                    )
+                    .at(data_end)
+                    .in_file(&path),
+                )?;
+                info_props.push(("data_shortfall".into(), (size - data_end).to_string()));
             }
-            (Layout::Fixed, None, Vec::new())
+            (Layout::Fixed { data_end }, None, Vec::new())
         }
         DiskType::Dynamic | DiskType::Differencing => {
             let at = footer.data_offset;

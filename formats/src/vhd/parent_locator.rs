@@ -105,19 +105,7 @@ pub(crate) fn parent_hints(locators: &[ParentLocator], unicode_name: &str) -> Ve
     hints
 }
 
-fn utf16le(data: &[u8]) -> String {
-    let units: Vec<u16> = data
-        .chunks_exact(2)
-        .map(|c| {
-            u16::from_le_bytes([
-                c.first().copied().unwrap_or(0),
-                c.get(1).copied().unwrap_or(0),
-            ])
-        })
-        .take_while(|&u| u != 0)
-        .collect();
-    String::from_utf16_lossy(&units)
-}
+use crate::bytes::utf16le_to_nul as utf16le;
 
 /// Deprecated `Wi2r`/`Wi2k` data: UTF-16LE when every second byte is zero,
 /// otherwise single-byte text (read as Latin-1).

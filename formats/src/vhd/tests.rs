@@ -166,16 +166,39 @@ fn fixed_disk_reads_the_bytes_before_the_footer() {
     )
     .unwrap();
     assert_eq!(img.size(), 2048);
-    // A current size larger than the data before the footer.
+    // A current size larger than the data before the footer: opens with
+    // a warning naming the shortfall; reads past the data end fail.
     let mut short = file[1024..].to_vec();
     short.truncate(1024 + 511);
-    let e = open_in_memory(
-        Path::new("f.vhd"),
-        &mem(&[("f.vhd", short)]),
-        &OpenOptions::default(),
-    )
-    .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    let files = mem(&[("f.vhd", short.clone())]);
+    let img = open_in_memory(Path::new("f.vhd"), &files, &OpenOptions::default()).unwrap();
+    assert_eq!(img.size(), 2048);
+    let w = &img.info().warnings;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].offset, Some(1024));
+    assert!(
+        w[0].message
+            .contains("1024 bytes short of its current size"),
+        "{}",
+        w[0].message
+    );
+    let mut buf = vec![0u8; 1024];
+    img.read_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, short[..1024]);
+    let e = img.read_at(&mut buf[..200], 900).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::OutOfBounds);
+    assert_eq!(
+        (e.offset(), e.path()),
+        (Some(900), Some(Path::new("f.vhd")))
+    );
+    assert!(img.read_at(&mut buf[..10], 1500).is_err());
+    let strict = OpenOptions {
+        strict: true,
+        ..OpenOptions::default()
+    };
+    let e = open_in_memory(Path::new("f.vhd"), &files, &strict).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::OutOfBounds);
+    assert_eq!(e.offset(), Some(1024));
 }
 
 #[test]

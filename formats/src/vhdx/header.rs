@@ -5,12 +5,15 @@
 //! then the two region tables. Of the two headers, the valid one with the
 //! higher sequence number is current.
 
+use binrw::BinRead;
+
 use crate::error::{hex_preview, Detail, Error, Format, Result};
 use crate::image::{WarningKind, Warnings};
 use crate::image_file::ImageFile;
+use crate::layout::{self, Layout};
 
 use super::crc32c;
-use super::fields::{le_u16, le_u32, le_u64, Guid};
+use super::fields::Guid;
 
 /// One kibibyte.
 pub(crate) const KIB: u64 = 1024;
@@ -37,6 +40,51 @@ const CHECKSUM_OFFSET: usize = 4;
 const VERSION: u16 = 1;
 /// The only log version this reader knows.
 const LOG_VERSION: u16 = 0;
+/// Bytes of the identifier the reader uses: the signature and the creator.
+const FILE_TYPE_IDENTIFIER_LEN: usize = (CREATOR_OFFSET + CREATOR_LEN) as usize;
+
+/// The file type identifier ([MS-VHDX] 2.2.1) up to its creator; the
+/// rest of its 64 KiB is reserved.
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct FileTypeIdentifier {
+    /// After the `Signature` ([`FILE_TYPE_SIGNATURE`], checked on the
+    /// bytes as read: a probe miss is told from a short file by it).
+    /// UTF-16LE, NUL-terminated when shorter than 256 code units.
+    #[br(pad_before = CREATOR_OFFSET)]
+    creator: [u16; 256],
+}
+
+impl Layout for FileTypeIdentifier {
+    const SIZE: usize = FILE_TYPE_IDENTIFIER_LEN;
+    const NAME: &'static str = "file type identifier";
+}
+
+/// A header as it lies on disk ([MS-VHDX] 2.2.2), 4 KiB with its reserved tail.
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct RawHeader {
+    signature: [u8; 4],
+    checksum: u32,
+    sequence_number: u64,
+    #[br(map = Guid)]
+    file_write_guid: Guid,
+    #[br(map = Guid)]
+    data_write_guid: Guid,
+    #[br(map = Guid)]
+    log_guid: Guid,
+    log_version: u16,
+    version: u16,
+    log_length: u32,
+    /// Followed by 4,016 reserved bytes.
+    #[br(pad_after = 4016)]
+    log_offset: u64,
+}
+
+impl Layout for RawHeader {
+    const SIZE: usize = HEADER_SIZE as usize;
+    const NAME: &'static str = "header";
+}
 
 /// A parsed header ([MS-VHDX] 2.2.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,10 +111,7 @@ pub(crate) struct Header {
 
 /// Reads the file type identifier; returns the creator string.
 pub(crate) fn read_file_type(file: &ImageFile) -> Result<String> {
-    let head = file.read_up_to(
-        0,
-        usize::try_from(CREATOR_OFFSET + CREATOR_LEN).unwrap_or(520),
-    )?;
+    let mut head = file.read_up_to(0, FILE_TYPE_IDENTIFIER_LEN)?;
     if head.get(..8) != Some(FILE_TYPE_SIGNATURE.as_slice()) {
         return Err(Error::not_this_format(
             Format::Vhdx,
@@ -78,14 +123,14 @@ pub(crate) fn read_file_type(file: &ImageFile) -> Result<String> {
         )
         .at(0));
     }
-    let units: Vec<u16> = head
-        .get(8..)
-        .unwrap_or_default()
-        .chunks_exact(2)
-        .map(|c| le_u16(c, 0))
-        .take_while(|&u| u != 0)
-        .collect();
-    Ok(String::from_utf16_lossy(&units))
+    // A file cut inside the creator reads as if padded with zeros (the
+    // header reads that follow fail on it).
+    head.resize(FILE_TYPE_IDENTIFIER_LEN, 0);
+    let id: FileTypeIdentifier =
+        layout::read(&head).map_err(|d| Error::corrupt(Format::Vhdx, d).at(0))?;
+    let len = id.creator.iter().position(|&u| u == 0);
+    let units = id.creator.get(..len.unwrap_or(id.creator.len()));
+    Ok(String::from_utf16_lossy(units.unwrap_or_default()))
 }
 
 /// Parses one 4 KiB header at file offset `at`.
@@ -101,18 +146,19 @@ pub(crate) fn parse_header(buf: &[u8], at: u64, copy: u8) -> Result<Header> {
         )
         .at(at));
     }
-    if buf.get(..4) != Some(HEADER_SIGNATURE.as_slice()) {
+    let raw: RawHeader = layout::read(buf).map_err(|d| Error::corrupt(Format::Vhdx, d).at(at))?;
+    if raw.signature != *HEADER_SIGNATURE {
         return Err(Error::corrupt(
             Format::Vhdx,
             Detail::BadSignature {
                 what: "header signature",
                 expected: "head".into(),
-                found: hex_preview(buf.get(..4).unwrap_or_default()),
+                found: hex_preview(&raw.signature),
             },
         )
         .at(at));
     }
-    let stored = le_u32(buf, CHECKSUM_OFFSET);
+    let stored = raw.checksum;
     let computed = crc32c::checksum_with_hole(buf, CHECKSUM_OFFSET);
     if stored != computed {
         return Err(Error::corrupt(
@@ -127,14 +173,14 @@ pub(crate) fn parse_header(buf: &[u8], at: u64, copy: u8) -> Result<Header> {
     }
     let h = Header {
         copy,
-        sequence_number: le_u64(buf, 8),
-        file_write_guid: Guid::read(buf, 16),
-        data_write_guid: Guid::read(buf, 32),
-        log_guid: Guid::read(buf, 48),
-        log_version: le_u16(buf, 64),
-        version: le_u16(buf, 66),
-        log_length: le_u32(buf, 68),
-        log_offset: le_u64(buf, 72),
+        sequence_number: raw.sequence_number,
+        file_write_guid: raw.file_write_guid,
+        data_write_guid: raw.data_write_guid,
+        log_guid: raw.log_guid,
+        log_version: raw.log_version,
+        version: raw.version,
+        log_length: raw.log_length,
+        log_offset: raw.log_offset,
     };
     let bad = |field: &'static str, value: u64, expected: &str| {
         Err(Error::bad_value(Format::Vhdx, field, value, expected).at(at))
@@ -235,6 +281,15 @@ mod tests {
     fn seal(b: &mut [u8]) {
         let c = crc32c::checksum_with_hole(b, 4);
         b[4..8].copy_from_slice(&c.to_le_bytes());
+    }
+
+    #[test]
+    fn declarations_read_their_lengths() {
+        assert_eq!(
+            layout::declared_len::<FileTypeIdentifier>(),
+            Some(CREATOR_OFFSET + CREATOR_LEN)
+        );
+        assert_eq!(layout::declared_len::<RawHeader>(), Some(HEADER_SIZE));
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //! disk ID), logical and physical sector size, and a differencing disk's
 //! parent locator. An unknown item marked required is refused naming its GUID.
 
-use crate::error::{hex_preview, Detail, Error, Format, Result};
+use binrw::BinRead;
 
-use super::fields::{le_u16, le_u32, le_u64, Guid};
+use crate::error::{hex_preview, Detail, Error, Format, Result};
+use crate::layout::{self, Layout};
+
+use super::fields::{le_u32, le_u64, Guid};
 use super::file_view::FileView;
 use super::header::{KIB, MIB};
 use super::parent_locator::{self, ParentLocator};
@@ -31,6 +34,69 @@ const TABLE_HEADER_SIZE: usize = 32;
 const ENTRY_SIZE: usize = 32;
 /// `IsRequired` flag bit of an entry.
 const IS_REQUIRED: u32 = 1 << 2;
+/// Offset of `EntryCount` in the table header.
+const ENTRY_COUNT_AT: u64 = 10;
+/// Offset of `Offset` in an entry.
+const OFFSET_AT: u64 = 16;
+/// Offset of `Length` in an entry.
+const LENGTH_AT: u64 = 20;
+/// Size of the file parameters item.
+const FILE_PARAMETERS_SIZE: usize = 8;
+/// `LeaveBlockAllocated` bit of the file parameters' flags.
+const LEAVE_BLOCK_ALLOCATED: u32 = 1;
+/// `HasParent` bit of the file parameters' flags.
+const HAS_PARENT: u32 = 1 << 1;
+
+/// The metadata table header ([MS-VHDX] 2.6.1.1).
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct MetadataTableHeader {
+    /// Followed by a reserved u16.
+    #[br(pad_after = 2)]
+    signature: [u8; 8],
+    /// Followed by five reserved u32s.
+    #[br(pad_after = 20)]
+    entry_count: u16,
+}
+
+impl Layout for MetadataTableHeader {
+    const SIZE: usize = TABLE_HEADER_SIZE;
+    const NAME: &'static str = "metadata table header";
+}
+
+/// A metadata table entry ([MS-VHDX] 2.6.1.2).
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct MetadataTableEntry {
+    #[br(map = Guid)]
+    item_id: Guid,
+    /// Bytes from the start of the metadata region.
+    offset: u32,
+    length: u32,
+    /// Bit 0 `IsUser`, bit 1 `IsVirtualDisk`, bit 2 `IsRequired`; the
+    /// rest reserved. Followed by a reserved u32.
+    #[br(pad_after = 4)]
+    flags: u32,
+}
+
+impl Layout for MetadataTableEntry {
+    const SIZE: usize = ENTRY_SIZE;
+    const NAME: &'static str = "metadata table entry";
+}
+
+/// The file parameters item ([MS-VHDX] 2.6.2.1).
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct FileParameters {
+    block_size: u32,
+    /// Bit 0 `LeaveBlockAllocated`, bit 1 `HasParent`; the rest reserved.
+    flags: u32,
+}
+
+impl Layout for FileParameters {
+    const SIZE: usize = FILE_PARAMETERS_SIZE;
+    const NAME: &'static str = "metadata item file parameters";
+}
 
 /// File parameters item.
 pub(crate) const FILE_PARAMETERS: Guid = Guid::from_fields(
@@ -108,33 +174,38 @@ fn bad_value(field: &'static str, value: u64, expected: &str, at: u64) -> Error 
 pub(crate) fn read(view: &FileView, region: Region) -> Result<Metadata> {
     let base = region.file_offset;
     let table = view.read_vec(base, METADATA_TABLE_SIZE.min(region.length))?;
-    if table.get(..8) != Some(SIGNATURE.as_slice()) {
-        return Err(corrupt(
-            Detail::BadSignature {
-                what: "metadata table signature",
-                expected: "metadata".into(),
-                found: hex_preview(table.get(..8).unwrap_or_default()),
-            },
-            base,
-        ));
-    }
-    let count = le_u16(&table, 10);
+    let header = match layout::read::<MetadataTableHeader>(&table) {
+        Ok(h) if h.signature == *SIGNATURE => h,
+        _ => {
+            return Err(corrupt(
+                Detail::BadSignature {
+                    what: "metadata table signature",
+                    expected: "metadata".into(),
+                    found: hex_preview(table.get(..8).unwrap_or_default()),
+                },
+                base,
+            ))
+        }
+    };
+    let count = header.entry_count;
     if count > MAX_METADATA_ENTRIES {
         return Err(bad_value(
             "EntryCount",
             count.into(),
             &format!("at most {MAX_METADATA_ENTRIES}"),
-            base + 10,
+            base + ENTRY_COUNT_AT,
         ));
     }
     let mut items: Vec<(Guid, Vec<u8>, u64)> = Vec::new();
     for i in 0..usize::from(count) {
         let o = TABLE_HEADER_SIZE + i * ENTRY_SIZE;
         let entry_at = base + o as u64;
-        let id = Guid::read(&table, o);
-        let offset = u64::from(le_u32(&table, o + 16));
-        let length = u64::from(le_u32(&table, o + 20));
-        let flags = le_u32(&table, o + 24);
+        let entry: MetadataTableEntry =
+            layout::read_at(&table, o).map_err(|d| corrupt(d, entry_at))?;
+        let id = entry.item_id;
+        let offset = u64::from(entry.offset);
+        let length = u64::from(entry.length);
+        let flags = entry.flags;
         let known = [
             FILE_PARAMETERS,
             VIRTUAL_DISK_SIZE,
@@ -168,7 +239,7 @@ pub(crate) fn read(view: &FileView, region: Region) -> Result<Metadata> {
             length,
             MAX_ITEM_LENGTH,
         )
-        .map_err(|e| e.at(entry_at + 20))?;
+        .map_err(|e| e.at(entry_at + LENGTH_AT))?;
         if length != 0 && (offset < METADATA_TABLE_SIZE || offset + length > region.length) {
             return Err(bad_value(
                 "metadata item Offset",
@@ -177,7 +248,7 @@ pub(crate) fn read(view: &FileView, region: Region) -> Result<Metadata> {
                     "at least 64 KiB, with the item inside the {} bytes of the region",
                     region.length
                 ),
-                entry_at + 16,
+                entry_at + OFFSET_AT,
             ));
         }
         let data = view.read_vec(base + offset, length)?;
@@ -200,9 +271,11 @@ pub(crate) fn read(view: &FileView, region: Region) -> Result<Metadata> {
             )),
         }
     };
-    let (fp, fp_at) = item(FILE_PARAMETERS, "file parameters", 8)?;
-    let block_size = le_u32(fp, 0);
-    let fp_flags = le_u32(fp, 4);
+    let (fp, fp_at) = item(FILE_PARAMETERS, "file parameters", FILE_PARAMETERS_SIZE)?;
+    let FileParameters {
+        block_size,
+        flags: fp_flags,
+    } = layout::read(fp).map_err(|d| corrupt(d, fp_at))?;
     if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
         return Err(bad_value(
             "BlockSize",
@@ -249,7 +322,7 @@ pub(crate) fn read(view: &FileView, region: Region) -> Result<Metadata> {
         ));
     }
     let (p83, _) = item(PAGE_83_DATA, "page 83 data", 16)?;
-    let has_parent = fp_flags & 2 != 0;
+    let has_parent = fp_flags & HAS_PARENT != 0;
     let parent_locator = match items.iter().find(|(g, _, _)| *g == PARENT_LOCATOR) {
         Some((_, d, at)) if has_parent => Some(parent_locator::parse(d, *at)?),
         _ if has_parent => {
@@ -262,7 +335,7 @@ pub(crate) fn read(view: &FileView, region: Region) -> Result<Metadata> {
     };
     Ok(Metadata {
         block_size,
-        leave_block_allocated: fp_flags & 1 != 0,
+        leave_block_allocated: fp_flags & LEAVE_BLOCK_ALLOCATED != 0,
         has_parent,
         virtual_disk_size,
         virtual_disk_id: Guid::read(p83, 0),
@@ -315,6 +388,22 @@ mod tests {
                 length: MIB,
             },
         )
+    }
+
+    #[test]
+    fn declarations_read_their_lengths() {
+        assert_eq!(
+            layout::declared_len::<MetadataTableHeader>(),
+            Some(TABLE_HEADER_SIZE as u64)
+        );
+        assert_eq!(
+            layout::declared_len::<MetadataTableEntry>(),
+            Some(ENTRY_SIZE as u64)
+        );
+        assert_eq!(
+            layout::declared_len::<FileParameters>(),
+            Some(FILE_PARAMETERS_SIZE as u64)
+        );
     }
 
     #[test]

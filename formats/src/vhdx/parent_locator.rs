@@ -66,10 +66,7 @@ impl ParentLocator {
     }
 }
 
-fn utf16(bytes: &[u8]) -> String {
-    let units: Vec<u16> = bytes.chunks_exact(2).map(|c| le_u16(c, 0)).collect();
-    String::from_utf16_lossy(&units)
-}
+use crate::bytes::utf16le as utf16;
 
 /// Parses a locator item read at file offset `at`.
 pub(crate) fn parse(item: &[u8], at: u64) -> Result<ParentLocator> {

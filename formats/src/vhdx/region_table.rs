@@ -3,11 +3,14 @@
 //! CRC-32C; an unknown region marked required means the file uses a
 //! feature this reader does not know, and it is refused naming the GUID.
 
+use binrw::BinRead;
+
 use crate::error::{hex_preview, Detail, Error, Format, Result};
 use crate::image::{WarningKind, Warnings};
+use crate::layout::{self, Layout};
 
 use super::crc32c;
-use super::fields::{le_u32, le_u64, Guid};
+use super::fields::Guid;
 use super::file_view::FileView;
 use super::header::{KIB, MIB};
 
@@ -25,6 +28,47 @@ const TABLE_HEADER_SIZE: usize = 16;
 const ENTRY_SIZE: usize = 32;
 /// The region table signature `regi`.
 const SIGNATURE: &[u8; 4] = b"regi";
+/// Offset of `EntryCount` in the table header.
+const ENTRY_COUNT_AT: u64 = 8;
+/// Offset of `FileOffset` in an entry.
+const FILE_OFFSET_AT: u64 = 16;
+/// Offset of `Length` in an entry.
+const LENGTH_AT: u64 = 24;
+/// `Required` bit of an entry's flags.
+const REQUIRED: u32 = 1;
+
+/// The region table header ([MS-VHDX] 2.2.3.1).
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct RegionTableHeader {
+    signature: [u8; 4],
+    checksum: u32,
+    /// Followed by a reserved u32.
+    #[br(pad_after = 4)]
+    entry_count: u32,
+}
+
+impl Layout for RegionTableHeader {
+    const SIZE: usize = TABLE_HEADER_SIZE;
+    const NAME: &'static str = "region table header";
+}
+
+/// A region table entry ([MS-VHDX] 2.2.3.2).
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct RegionTableEntry {
+    #[br(map = Guid)]
+    guid: Guid,
+    file_offset: u64,
+    length: u32,
+    /// Bit 0 `Required`; the other 31 bits are reserved.
+    flags: u32,
+}
+
+impl Layout for RegionTableEntry {
+    const SIZE: usize = ENTRY_SIZE;
+    const NAME: &'static str = "region table entry";
+}
 
 /// The BAT region's GUID.
 pub(crate) const BAT_GUID: Guid = Guid::from_fields(
@@ -65,17 +109,20 @@ pub(crate) struct RegionTable {
 pub(crate) fn parse(buf: &[u8], at: u64, copy: u8, file_len: u64) -> Result<RegionTable> {
     let corrupt =
         |detail: Detail, offset: u64| Err(Error::corrupt(Format::Vhdx, detail).at(offset));
-    if buf.get(..4) != Some(SIGNATURE.as_slice()) {
-        return corrupt(
-            Detail::BadSignature {
-                what: "region table signature",
-                expected: "regi".into(),
-                found: hex_preview(buf.get(..4).unwrap_or_default()),
-            },
-            at,
-        );
-    }
-    let stored = le_u32(buf, 4);
+    let header = match layout::read::<RegionTableHeader>(buf) {
+        Ok(h) if h.signature == *SIGNATURE => h,
+        _ => {
+            return corrupt(
+                Detail::BadSignature {
+                    what: "region table signature",
+                    expected: "regi".into(),
+                    found: hex_preview(buf.get(..4).unwrap_or_default()),
+                },
+                at,
+            )
+        }
+    };
+    let stored = header.checksum;
     let computed = crc32c::checksum_with_hole(buf, 4);
     if stored != computed || buf.len() as u64 != REGION_TABLE_SIZE {
         return corrupt(
@@ -87,7 +134,7 @@ pub(crate) fn parse(buf: &[u8], at: u64, copy: u8, file_len: u64) -> Result<Regi
             at,
         );
     }
-    let count = le_u32(buf, 8);
+    let count = header.entry_count;
     if count > MAX_REGION_ENTRIES {
         return corrupt(
             Detail::BadValue {
@@ -95,7 +142,7 @@ pub(crate) fn parse(buf: &[u8], at: u64, copy: u8, file_len: u64) -> Result<Regi
                 value: count.into(),
                 expected: format!("at most {MAX_REGION_ENTRIES}"),
             },
-            at + 8,
+            at + ENTRY_COUNT_AT,
         );
     }
     let mut bat = None;
@@ -103,12 +150,14 @@ pub(crate) fn parse(buf: &[u8], at: u64, copy: u8, file_len: u64) -> Result<Regi
     for i in 0..count as usize {
         let o = TABLE_HEADER_SIZE + i * ENTRY_SIZE;
         let entry_at = at + o as u64;
-        let guid = Guid::read(buf, o);
+        let entry: RegionTableEntry =
+            layout::read_at(buf, o).map_err(|d| Error::corrupt(Format::Vhdx, d).at(entry_at))?;
+        let guid = entry.guid;
         let region = Region {
-            file_offset: le_u64(buf, o + 16),
-            length: le_u32(buf, o + 24).into(),
+            file_offset: entry.file_offset,
+            length: entry.length.into(),
         };
-        let required = le_u32(buf, o + 28) & 1 != 0;
+        let required = entry.flags & REQUIRED != 0;
         let slot = if guid == BAT_GUID {
             &mut bat
         } else if guid == METADATA_GUID {
@@ -135,7 +184,7 @@ pub(crate) fn parse(buf: &[u8], at: u64, copy: u8, file_len: u64) -> Result<Regi
                     value: region.file_offset,
                     expected: "a multiple of 1 MiB, at least 1 MiB".into(),
                 },
-                entry_at + 16,
+                entry_at + FILE_OFFSET_AT,
             );
         }
         if region.length % MIB != 0 || region.length == 0 {
@@ -145,7 +194,7 @@ pub(crate) fn parse(buf: &[u8], at: u64, copy: u8, file_len: u64) -> Result<Regi
                     value: region.length,
                     expected: "a non-zero multiple of 1 MiB".into(),
                 },
-                entry_at + 24,
+                entry_at + LENGTH_AT,
             );
         }
         if region
@@ -160,7 +209,7 @@ pub(crate) fn parse(buf: &[u8], at: u64, copy: u8, file_len: u64) -> Result<Regi
                 region.length,
                 file_len,
             )
-            .at(entry_at + 16));
+            .at(entry_at + FILE_OFFSET_AT));
         }
         *slot = Some(region);
     }
@@ -243,6 +292,18 @@ mod tests {
     fn seal(b: &mut [u8]) {
         let c = crc32c::checksum_with_hole(b, 4);
         b[4..8].copy_from_slice(&c.to_le_bytes());
+    }
+
+    #[test]
+    fn declarations_read_their_lengths() {
+        assert_eq!(
+            layout::declared_len::<RegionTableHeader>(),
+            Some(TABLE_HEADER_SIZE as u64)
+        );
+        assert_eq!(
+            layout::declared_len::<RegionTableEntry>(),
+            Some(ENTRY_SIZE as u64)
+        );
     }
 
     #[test]

@@ -9,13 +9,15 @@
 //! The lookup logic is the hosted sparse one: the header is translated into
 //! a [`SparseHeader`] and read by [`SparseExtent`].
 
+use binrw::BinRead;
+
 use crate::error::{hex_preview, Detail, Error, Format, Result};
 use crate::image::Warnings;
 use crate::image_file::ImageFile;
+use crate::layout::{self, Layout};
 
 use super::grain_table::SparseExtent;
 use super::sparse_header::{SparseHeader, MAX_CAPACITY_SECTORS, MAX_GRAIN_SECTORS};
-use crate::bytes::zeroed::le_u32 as u32_at;
 
 /// `COWD` read as a little-endian u32.
 pub const COWD_MAGIC: u32 = 0x4457_4f43;
@@ -23,6 +25,37 @@ pub const COWD_MAGIC: u32 = 0x4457_4f43;
 pub const COWD_HEADER_LEN: u64 = 2048;
 /// Grain table entries per table (fixed by the format).
 pub const COWD_GTES_PER_GT: u32 = 4096;
+/// Offset of `version` in the header.
+const VERSION_AT: u64 = 4;
+/// Offset of `grainSize` in the header.
+const GRAIN_SIZE_AT: u64 = 16;
+/// Offset of `numGDEntries` in the header.
+const NUM_GD_ENTRIES_AT: u64 = 24;
+
+/// The header as it lies on disk ("Virtual Disk Format 5.0", section "ESX
+/// Server Sparse Extent Header", `COWDisk_Header`): sizes and offsets in
+/// sectors.
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct CowdDiskHeader {
+    magic_number: u32,
+    version: u32,
+    flags: u32,
+    num_sectors: u32,
+    grain_size: u32,
+    gd_offset: u32,
+    /// Followed by `freeSector`, the root/child union (a child's parent
+    /// file name and generation), `generation`, `name`, `description`,
+    /// `savedGeneration`, `reserved`, `uncleanShutdown` and padding, none
+    /// of which the reader uses.
+    #[br(pad_after = COWD_HEADER_LEN - 28)]
+    num_gd_entries: u32,
+}
+
+impl Layout for CowdDiskHeader {
+    const SIZE: usize = COWD_HEADER_LEN as usize;
+    const NAME: &'static str = "COWD header";
+}
 
 /// The COWD header fields the reader uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +79,10 @@ fn bad(field: &'static str, value: u64, expected: String, at: u64) -> Error {
 impl CowdHeader {
     /// Parses and checks the header.
     pub fn parse(b: &[u8]) -> Result<Self> {
-        if u32_at(b, 0) != COWD_MAGIC || (b.len() as u64) < COWD_HEADER_LEN {
+        let raw = layout::read::<CowdDiskHeader>(b)
+            .ok()
+            .filter(|raw| raw.magic_number == COWD_MAGIC);
+        let Some(raw) = raw else {
             return Err(Error::corrupt(
                 Format::Vmdk,
                 Detail::BadSignature {
@@ -56,21 +92,21 @@ impl CowdHeader {
                 },
             )
             .at(0));
-        }
+        };
         let h = CowdHeader {
-            version: u32_at(b, 4),
-            flags: u32_at(b, 8),
-            num_sectors: u32_at(b, 12),
-            grain_size: u32_at(b, 16),
-            gd_offset: u32_at(b, 20),
-            num_gd_entries: u32_at(b, 24),
+            version: raw.version,
+            flags: raw.flags,
+            num_sectors: raw.num_sectors,
+            grain_size: raw.grain_size,
+            gd_offset: raw.gd_offset,
+            num_gd_entries: raw.num_gd_entries,
         };
         if h.version != 1 {
             return Err(Error::unsupported(
                 Format::Vmdk,
                 format!("COWD version {} (only 1 is read)", h.version),
             )
-            .at(4));
+            .at(VERSION_AT));
         }
         let grain = u64::from(h.grain_size);
         if !grain.is_power_of_two() || grain > MAX_GRAIN_SECTORS {
@@ -78,7 +114,7 @@ impl CowdHeader {
                 "grainSize",
                 grain,
                 "a power of two <= 2048 sectors".into(),
-                16,
+                GRAIN_SIZE_AT,
             ));
         }
         let tables = u64::from(h.num_sectors)
@@ -89,7 +125,7 @@ impl CowdHeader {
                 "numGDEntries",
                 u64::from(h.num_gd_entries),
                 format!("at least {tables} for {} sectors", h.num_sectors),
-                24,
+                NUM_GD_ENTRIES_AT,
             ));
         }
         Ok(h)
@@ -136,6 +172,14 @@ mod tests {
             b[at..at + 4].copy_from_slice(&v.to_le_bytes());
         }
         b
+    }
+
+    #[test]
+    fn declaration_reads_the_header_length() {
+        assert_eq!(
+            layout::declared_len::<CowdDiskHeader>(),
+            Some(COWD_HEADER_LEN)
+        );
     }
 
     #[test]

@@ -12,12 +12,14 @@
 //!
 //! A volatile header asking for a journal replay is refused (never written).
 
+use binrw::BinRead;
+
 use crate::error::{hex_preview, Detail, Error, Format, Result};
 use crate::image_file::ImageFile;
+use crate::layout::{self, Layout};
 
 use super::grain_table::{Grain, GrainSource, TableCache, MAX_GD_ENTRIES};
 use super::sparse_header::{MAX_CAPACITY_SECTORS, SECTOR};
-use crate::bytes::zeroed::le_u64 as u64_at;
 
 /// The constant header magic (u64 little-endian).
 pub const SESPARSE_MAGIC: u64 = 0xcafe_babe;
@@ -30,7 +32,70 @@ pub const MAX_GRAIN_SECTORS: u64 = 2048;
 /// Largest accepted grain table, in sectors (ESXi writes 64).
 pub const MAX_GT_SECTORS: u64 = 4096;
 
+/// Size of the constant header, bytes.
+const CONST_HEADER_LEN: usize = 512;
+/// Bytes of the volatile header the reader uses (its magic and the replay flag).
+const VOLATILE_HEADER_LEN: u64 = 32;
+/// Offset of `grain_size` in the constant header.
+const GRAIN_SIZE_AT: u64 = 24;
+/// Offset of `grain_table_size` in the constant header.
+const GRAIN_TABLE_SIZE_AT: u64 = 32;
+/// Offset of `grain_dir_size` in the constant header.
+const GRAIN_DIR_SIZE_AT: u64 = 136;
+/// Offset of `replay_journal` in the volatile header.
+const REPLAY_JOURNAL_AT: u64 = 24;
+
 const NIBBLE_MASK: u64 = 0xf000_0000_0000_0000;
+
+/// The constant header as it lies on disk (sector 0; VMware publishes no
+/// specification, the field names are those of the format's readers):
+/// offsets and sizes in sectors.
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct SeSparseConstHeader {
+    magic: u64,
+    version: u64,
+    capacity: u64,
+    grain_size: u64,
+    /// Followed by `flags` and four reserved u64s.
+    #[br(pad_after = 40)]
+    grain_table_size: u64,
+    /// Followed by `volatile_header_size` and the journal header's and
+    /// the journal's offsets and sizes.
+    #[br(pad_after = 40)]
+    volatile_header_offset: u64,
+    grain_dir_offset: u64,
+    grain_dir_size: u64,
+    grain_tables_offset: u64,
+    /// Followed by the free bitmap's and the backmap's offsets and sizes.
+    #[br(pad_after = 32)]
+    grain_tables_size: u64,
+    grains_offset: u64,
+    /// Followed by padding to 512 bytes.
+    #[br(pad_after = 304)]
+    grains_size: u64,
+}
+
+impl Layout for SeSparseConstHeader {
+    const SIZE: usize = CONST_HEADER_LEN;
+    const NAME: &'static str = "seSparse constant header";
+}
+
+/// The start of the volatile header (at `volatile_header_offset`).
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct SeSparseVolatileHeader {
+    /// Followed by `free_gt_number` and `next_txn_seq_number`.
+    #[br(pad_after = 16)]
+    magic: u64,
+    /// Non-zero: the journal must be replayed before the file is read.
+    replay_journal: u64,
+}
+
+impl Layout for SeSparseVolatileHeader {
+    const SIZE: usize = VOLATILE_HEADER_LEN as usize;
+    const NAME: &'static str = "seSparse volatile header";
+}
 
 /// The constant header's fields this reader uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +115,10 @@ pub(crate) struct SeSparseHeader {
 impl SeSparseHeader {
     /// Parses and checks the constant header (512 bytes).
     pub fn parse(b: &[u8]) -> Result<Self> {
-        if u64_at(b, 0) != SESPARSE_MAGIC || b.len() < 512 {
+        let raw = layout::read::<SeSparseConstHeader>(b)
+            .ok()
+            .filter(|raw| raw.magic == SESPARSE_MAGIC);
+        let Some(raw) = raw else {
             return Err(Error::corrupt(
                 Format::Vmdk,
                 Detail::BadSignature {
@@ -59,8 +127,8 @@ impl SeSparseHeader {
                     found: hex_preview(b.get(..8).unwrap_or(b)),
                 },
             ));
-        }
-        let version = u64_at(b, 8);
+        };
+        let version = raw.version;
         if version != SESPARSE_VERSION {
             return Err(Error::unsupported(
                 Format::Vmdk,
@@ -68,16 +136,16 @@ impl SeSparseHeader {
             ));
         }
         let h = SeSparseHeader {
-            capacity: u64_at(b, 16),
-            grain_size: u64_at(b, 24),
-            grain_table_size: u64_at(b, 32),
-            volatile_header_offset: u64_at(b, 80),
-            grain_dir_offset: u64_at(b, 128),
-            grain_dir_size: u64_at(b, 136),
-            grain_tables_offset: u64_at(b, 144),
-            grain_tables_size: u64_at(b, 152),
-            grains_offset: u64_at(b, 192),
-            grains_size: u64_at(b, 200),
+            capacity: raw.capacity,
+            grain_size: raw.grain_size,
+            grain_table_size: raw.grain_table_size,
+            volatile_header_offset: raw.volatile_header_offset,
+            grain_dir_offset: raw.grain_dir_offset,
+            grain_dir_size: raw.grain_dir_size,
+            grain_tables_offset: raw.grain_tables_offset,
+            grain_tables_size: raw.grain_tables_size,
+            grains_offset: raw.grains_offset,
+            grains_size: raw.grains_size,
         };
         Error::ensure_at_most(
             Format::Vmdk,
@@ -92,7 +160,7 @@ impl SeSparseHeader {
                 h.grain_size,
                 "a power of two <= 2048 sectors",
             )
-            .at(24));
+            .at(GRAIN_SIZE_AT));
         }
         if h.grain_table_size == 0 || h.grain_table_size > MAX_GT_SECTORS {
             return Err(Error::bad_value(
@@ -101,7 +169,7 @@ impl SeSparseHeader {
                 h.grain_table_size,
                 "1 to 4096 sectors",
             )
-            .at(32));
+            .at(GRAIN_TABLE_SIZE_AT));
         }
         Ok(h)
     }
@@ -126,29 +194,31 @@ impl SeSparseExtent {
     /// Opens `file` (its first 512 bytes are the constant header).
     pub fn open(file: ImageFile) -> Result<Self> {
         let path = file.path().to_path_buf();
-        let head = file.read_vec(0, 512)?;
+        let head = file.read_vec(0, CONST_HEADER_LEN as u64)?;
         let header = SeSparseHeader::parse(&head).map_err(|e| e.in_file(&path))?;
         let vol_at = header.volatile_header_offset.saturating_mul(SECTOR);
-        let vol = file.read_vec(vol_at, 32)?;
-        if u64_at(&vol, 0) != VOLATILE_MAGIC {
+        let vol_bytes = file.read_vec(vol_at, VOLATILE_HEADER_LEN)?;
+        let vol: SeSparseVolatileHeader = layout::read(&vol_bytes)
+            .map_err(|d| Error::corrupt(Format::Vmdk, d).at(vol_at).in_file(&path))?;
+        if vol.magic != VOLATILE_MAGIC {
             return Err(Error::corrupt(
                 Format::Vmdk,
                 Detail::BadSignature {
                     what: "seSparse volatile header magic",
                     expected: "fe ca fe ca 00 00 00 00".into(),
-                    found: hex_preview(vol.get(..8).unwrap_or_default()),
+                    found: hex_preview(vol_bytes.get(..8).unwrap_or_default()),
                 },
             )
             .at(vol_at)
             .in_file(&path));
         }
-        if u64_at(&vol, 24) != 0 {
+        if vol.replay_journal != 0 {
             return Err(Error::unsupported(
                 Format::Vmdk,
                 "seSparse journal must be replayed (unclean ESXi shutdown); replaying it is \
                  not implemented and the file is never written",
             )
-            .at(vol_at + 24)
+            .at(vol_at + REPLAY_JOURNAL_AT)
             .in_file(&path));
         }
         let grains = header.capacity.div_ceil(header.grain_size);
@@ -161,7 +231,7 @@ impl SeSparseExtent {
                 header.grain_dir_size,
                 "room for every table",
             )
-            .at(136)
+            .at(GRAIN_DIR_SIZE_AT)
             .in_file(&path));
         }
         Error::ensure_at_most(
@@ -318,6 +388,18 @@ mod tests {
         put(&mut d, 0x1800 * 512 + 16, 0x2000_0000_0000_0000);
         put(&mut d, 0x1800 * 512 + 24, 0x4000_0000_0000_0000);
         d
+    }
+
+    #[test]
+    fn declarations_read_their_lengths() {
+        assert_eq!(
+            layout::declared_len::<SeSparseConstHeader>(),
+            Some(CONST_HEADER_LEN as u64)
+        );
+        assert_eq!(
+            layout::declared_len::<SeSparseVolatileHeader>(),
+            Some(VOLATILE_HEADER_LEN)
+        );
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! 512 bytes at sector 0 — and, for a streamOptimized extent written with
 //! `gdOffset = GD_AT_END`, again in the footer near the end of the file.
 
-use crate::bytes::zeroed::{le_u32 as u32_at, le_u64 as u64_at};
+use binrw::BinRead;
+
 use crate::error::{hex_preview, Detail, Error, Format, Result};
+use crate::layout::{self, Layout};
 
 /// `KDMV` read as a little-endian u32.
 pub const SPARSE_MAGIC: u32 = 0x564d_444b;
@@ -31,6 +33,36 @@ pub const MAX_GRAIN_SECTORS: u64 = 2048;
 /// Largest accepted `numGTEsPerGT` (VMware always writes 512).
 pub const MAX_GTES_PER_GT: u32 = 65536;
 
+/// The header as it lies on disk ("Virtual Disk Format 5.0", section
+/// "Hosted Sparse Extent Header", `SparseExtentHeader`): offsets and sizes
+/// in sectors.
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct SparseExtentHeader {
+    magic_number: u32,
+    version: u32,
+    flags: u32,
+    capacity: u64,
+    grain_size: u64,
+    descriptor_offset: u64,
+    descriptor_size: u64,
+    num_gtes_per_gt: u32,
+    rgd_offset: u64,
+    gd_offset: u64,
+    over_head: u64,
+    unclean_shutdown: u8,
+    /// `singleEndLineChar`, `nonEndLineChar`, `doubleEndLineChar1`, `doubleEndLineChar2`.
+    newline_chars: [u8; 4],
+    /// Followed by 433 bytes of padding.
+    #[br(pad_after = 433)]
+    compress_algorithm: u16,
+}
+
+impl Layout for SparseExtentHeader {
+    const SIZE: usize = HEADER_LEN;
+    const NAME: &'static str = "sparse extent header";
+}
+
 /// A parsed and checked hosted sparse extent header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SparseHeader {
@@ -55,17 +87,9 @@ pub(crate) struct SparseHeader {
 impl SparseHeader {
     /// Parses and checks the 512 header bytes (`bytes` may be longer).
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() < HEADER_LEN {
-            return Err(Error::corrupt(
-                Format::Vmdk,
-                Detail::Truncated {
-                    what: "sparse extent header".into(),
-                    needed: HEADER_LEN as u64,
-                    available: bytes.len() as u64,
-                },
-            ));
-        }
-        if u32_at(bytes, 0) != SPARSE_MAGIC {
+        let raw: SparseExtentHeader =
+            layout::read(bytes).map_err(|d| Error::corrupt(Format::Vmdk, d))?;
+        if raw.magic_number != SPARSE_MAGIC {
             return Err(Error::corrupt(
                 Format::Vmdk,
                 Detail::BadSignature {
@@ -75,25 +99,20 @@ impl SparseHeader {
                 },
             ));
         }
-        let mut nl = [0u8; 4];
-        nl.copy_from_slice(bytes.get(73..77).unwrap_or(&[0; 4]));
         let h = SparseHeader {
-            version: u32_at(bytes, 4),
-            flags: u32_at(bytes, 8),
-            capacity: u64_at(bytes, 12),
-            grain_size: u64_at(bytes, 20),
-            descriptor_offset: u64_at(bytes, 28),
-            descriptor_size: u64_at(bytes, 36),
-            num_gtes_per_gt: u32_at(bytes, 44),
-            rgd_offset: u64_at(bytes, 48),
-            gd_offset: u64_at(bytes, 56),
-            over_head: u64_at(bytes, 64),
-            unclean_shutdown: bytes.get(72).is_some_and(|&b| b != 0),
-            newline_chars: nl,
-            compress_algorithm: u16::from_le_bytes([
-                bytes.get(77).copied().unwrap_or(0),
-                bytes.get(78).copied().unwrap_or(0),
-            ]),
+            version: raw.version,
+            flags: raw.flags,
+            capacity: raw.capacity,
+            grain_size: raw.grain_size,
+            descriptor_offset: raw.descriptor_offset,
+            descriptor_size: raw.descriptor_size,
+            num_gtes_per_gt: raw.num_gtes_per_gt,
+            rgd_offset: raw.rgd_offset,
+            gd_offset: raw.gd_offset,
+            over_head: raw.over_head,
+            unclean_shutdown: raw.unclean_shutdown != 0,
+            newline_chars: raw.newline_chars,
+            compress_algorithm: raw.compress_algorithm,
         };
         h.check()?;
         Ok(h)
@@ -204,6 +223,14 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn declaration_reads_the_header_length() {
+        assert_eq!(
+            layout::declared_len::<SparseExtentHeader>(),
+            Some(HEADER_LEN as u64)
+        );
+    }
+
+    #[test]
     fn golden_header() {
         let h = SparseHeader::parse(&golden()).unwrap();
         assert_eq!(h.capacity, 204_800);
@@ -234,7 +261,12 @@ pub(crate) mod tests {
             mutate(8, &(FLAG_COMPRESSED | 1).to_le_bytes()),
             ErrorKind::Unsupported
         );
-        assert!(SparseHeader::parse(&golden()[..100]).is_err());
+        let e = SparseHeader::parse(&golden()[..100]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert_eq!(
+            e.to_string(),
+            "VMDK: corrupt: sparse extent header needs 512 bytes, only 100 are there"
+        );
         let mut b = golden();
         b[75] = b'\n';
         assert!(SparseHeader::parse(&b).unwrap().newline_bytes_mangled());

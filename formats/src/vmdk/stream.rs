@@ -14,11 +14,13 @@
 //! benchmark image (README, performance section). The Adler-32 of every
 //! grain is checked, and the output is capped at one grain.
 
+use binrw::BinRead;
 use zune_inflate::errors::DecodeErrorStatus;
 use zune_inflate::{DeflateDecoder, DeflateOptions};
 
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image_file::ImageFile;
+use crate::layout::{self, Layout};
 
 use super::sparse_header::{SparseHeader, GD_AT_END, HEADER_LEN, SECTOR};
 
@@ -26,6 +28,23 @@ use super::sparse_header::{SparseHeader, GD_AT_END, HEADER_LEN, SECTOR};
 pub const GRAIN_MARKER_LEN: u64 = 12;
 /// The footer (header copy) starts this many bytes before the end of the file.
 pub const FOOTER_FROM_END: u64 = 2 * SECTOR;
+/// Offset of `gdOffset` in the footer.
+const FOOTER_GD_OFFSET_AT: u64 = 56;
+
+/// The start of a grain marker ("Virtual Disk Format 5.0", section
+/// "Stream-Optimized Compressed Sparse Extents", `GrainMarker`): the
+/// grain's first sector and the length of the compressed data that follows.
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct GrainMarker {
+    lba: u64,
+    size: u32,
+}
+
+impl Layout for GrainMarker {
+    const SIZE: usize = GRAIN_MARKER_LEN as usize;
+    const NAME: &'static str = "grain marker";
+}
 
 /// The header whose grain directory is used: `header` itself, or for
 /// `gdOffset = GD_AT_END` the footer's copy near the end of `file`.
@@ -66,7 +85,7 @@ pub(crate) fn effective_header(file: &ImageFile, header: SparseHeader) -> Result
             GD_AT_END,
             "the sector of the grain directory",
         )
-        .at(at + 56)
+        .at(at + FOOTER_GD_OFFSET_AT)
         .in_file(path));
     }
     Ok(footer)
@@ -102,9 +121,7 @@ pub(crate) fn inflate_grain(
     let mut marker = [0u8; GRAIN_MARKER_LEN as usize];
     file.read_exact_at(&mut marker, at)
         .map_err(|e| e.in_format(Format::Vmdk))?;
-    let (lba_bytes, size_bytes) = marker.split_at(8);
-    let lba = u64::from_le_bytes(lba_bytes.try_into().unwrap_or([0; 8]));
-    let size = u32::from_le_bytes(size_bytes.try_into().unwrap_or([0; 4]));
+    let GrainMarker { lba, size } = layout::read(&marker).map_err(&corrupt)?;
     let expected_lba = index.saturating_mul(header.grain_size);
     if lba != expected_lba {
         return Err(corrupt(Detail::BadValue {
@@ -194,6 +211,14 @@ mod tests {
         d.extend_from_slice(&(z.len() as u32).to_le_bytes());
         d.extend_from_slice(&z);
         (ImageFile::from_bytes("g.vmdk", d), h)
+    }
+
+    #[test]
+    fn declaration_reads_the_marker_length() {
+        assert_eq!(
+            layout::declared_len::<GrainMarker>(),
+            Some(GRAIN_MARKER_LEN)
+        );
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! Our own small view of ext inodes: path to inode number, the inode's
-//! full metadata (number, link count, ctime, crtime, nanoseconds and epoch
-//! bits) and the map of a file's data blocks (extents or the block map of
-//! ext2/ext3, holes included).
+//! Inodes and the group descriptors that locate them: path to inode
+//! number, the inode's full metadata (number, link count, ctime, crtime,
+//! nanoseconds and epoch bits), its inline data, and the map of a file's
+//! data blocks (extents or the block map of ext2/ext3, holes included).
 //!
-//! `ext4-view` 1.0 exposes none of these: it hides inode numbers, link
-//! counts and ctime, and it fails on a hole that spans a whole indirect
-//! block (a zero pointer in `i_block[12..15]` or inside a double or triple
-//! indirect block: it reads "block 0" and reports a corrupt block read).
+//! Group descriptors are read once, at open, wherever they lie (after the
+//! superblock, or per meta group with `meta_bg`). Checksums of descriptors,
+//! inodes and directory blocks (`metadata_csum`, or `gdt_csum`'s CRC-16)
+//! are checked as each is read: a mismatch is a warning and the
+//! structure is used as found, or with [`FsOptions::strict`](crate::FsOptions)
+//! a [`Corrupt`](crate::ErrorKind::Corrupt) error.
 //!
 //! Every length is bounded by the volume: a pointer past the last block is
 //! a [`Corrupt`](crate::ErrorKind::Corrupt) error naming the byte offset of
@@ -14,29 +16,33 @@
 //! the volume has.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use diskimage_formats::bytes::{le_u16, le_u32};
 use diskimage_formats::BlockDevice;
 
+use super::checksum::{crc16, crc32c};
+use super::dir::{self, Names};
+use super::superblock::Superblock;
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{components, decode_name, Timestamp};
 
 const FS: FsName = FsName::Ext;
 const ROOT_INODE: u32 = 2;
-const INCOMPAT_FILETYPE: u32 = 0x2;
-const INCOMPAT_RECOVER: u32 = 0x4;
-const INCOMPAT_64BIT: u32 = 0x80;
-const EXTENTS_FL: u32 = 0x8_0000;
-const INLINE_DATA_FL: u32 = 0x1000_0000;
+pub(crate) const INLINE_DATA_FL: u32 = 0x1000_0000;
+/// `i_flags`: an encrypted file, directory or link.
+pub(crate) const ENCRYPT_FL: u32 = 0x800;
+/// `i_flags`: this inode holds an extended attribute's value.
+const EA_INODE_FL: u32 = 0x20_0000;
 const HUGE_FILE_FL: u32 = 0x4_0000;
-const EXTENT_MAGIC: u16 = 0xF30A;
-/// The kernel's limit on extent tree depth.
-const MAX_EXTENT_DEPTH: u16 = 5;
-/// Parsed directories kept for lookups (dropped all at once beyond this).
-const DIR_CACHE_ENTRIES: usize = 1 << 20;
+/// Warnings kept; later ones are counted, not stored.
+const MAX_WARNINGS: usize = 256;
+/// Bytes of `i_block` (the inline part of inline data, fast symlinks).
+const I_BLOCK_LEN: usize = 60;
+/// Longest symbolic link target read (the kernel's `PATH_MAX`).
+const MAX_LINK_TARGET: u64 = 4096;
 
 /// `S_IFMT` and the types we tell apart.
 pub(crate) const S_IFMT: u32 = 0o170_000;
@@ -61,9 +67,15 @@ pub(crate) struct Inode {
     pub links: u16,
     /// Bytes allocated (`i_blocks`).
     pub allocated: u64,
+    /// `i_blocks` as stored (512-byte units, or blocks with `HUGE_FILE_FL`).
+    pub raw_blocks: u64,
+    /// `i_file_acl`: the extended attribute block, 0 for none.
+    pub file_acl: u64,
+    /// `i_generation` (part of the checksum seeds).
+    pub generation: u32,
     /// `i_flags`.
     pub flags: u32,
-    /// Access, data change, inode change and birth times.
+    /// Last access.
     pub atime: Timestamp,
     /// Last data modification.
     pub mtime: Timestamp,
@@ -71,19 +83,34 @@ pub(crate) struct Inode {
     pub ctime: Timestamp,
     /// Birth time, where the inode is large enough to hold it.
     pub crtime: Option<Timestamp>,
-    /// `i_block`: extent tree root or block map root.
+    /// `i_block`: extent tree root, block map root, inline data or a fast
+    /// symlink's target.
     pub block: [u8; 60],
+    /// With `INLINE_DATA_FL`: the value of the `system.data` attribute
+    /// (the inline data past `i_block`).
+    pub inline_tail: Option<Vec<u8>>,
     /// Byte offset of the inode on the volume (for error messages).
     pub offset: u64,
 }
 
-/// A run of file blocks: `len` blocks from file block `logical`, at
-/// volume block `physical` (`None`: reads as zeros).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Run {
-    pub logical: u64,
-    pub physical: Option<u64>,
-    pub len: u64,
+impl Inode {
+    /// Whether a symlink's target is in `i_block` (as the kernel's
+    /// `ext4_inode_is_fast_symlink` decides: no data blocks beside an
+    /// extended attribute block, and not inline data).
+    pub fn is_fast_symlink(&self, block_size: u64) -> bool {
+        if self.flags & EA_INODE_FL != 0 {
+            return self.size > 0 && self.size < I_BLOCK_LEN as u64;
+        }
+        if self.flags & INLINE_DATA_FL != 0 {
+            return false;
+        }
+        let ea_blocks = if self.file_acl != 0 {
+            block_size / 512
+        } else {
+            0
+        };
+        self.raw_blocks.saturating_sub(ea_blocks) == 0
+    }
 }
 
 /// A decoded ext time: seconds (signed 32 bits) plus, where the inode has
@@ -102,29 +129,31 @@ fn time(secs: u32, extra: Option<u32>) -> Timestamp {
     }
 }
 
-/// A directory's names and their inode numbers.
-type Names = HashMap<Vec<u8>, u32>;
+/// Warnings met so far, each structure once.
+#[derive(Default)]
+struct Tolerated {
+    list: Vec<String>,
+    seen: HashSet<u64>,
+    dropped: usize,
+}
 
-/// The superblock fields and group-table location needed to find inodes.
+/// The superblock, the inode table of each group and the caches of one
+/// open file system.
 pub(crate) struct InodeTable {
-    device: Arc<dyn BlockDevice>,
-    block_size: u64,
-    blocks_count: u64,
-    inodes_count: u32,
-    inodes_per_group: u32,
-    inode_size: u64,
-    desc_size: u64,
-    desc_table: u64,
-    filetype: bool,
-    dirs: RefCell<HashMap<u32, Rc<Names>>>,
-    cached_entries: RefCell<usize>,
-    /// Inode table block by group, as group descriptors are read (at most
-    /// one entry per group: bounded by the volume, see `check_group_table`).
-    tables: RefCell<HashMap<u64, u64>>,
+    pub(super) device: Arc<dyn BlockDevice>,
+    pub(super) sb: Superblock,
+    pub(super) strict: bool,
+    /// Inode table block by group, from the descriptors read at open
+    /// (`None`: the descriptor could not be read; its error comes again
+    /// when an inode of that group is needed).
+    pub(super) tables: Vec<Option<u64>>,
+    pub(super) dirs: RefCell<HashMap<u32, Rc<Names>>>,
+    pub(super) cached_entries: RefCell<usize>,
     /// The inode-table block read last (its offset and bytes): a walk
     /// meets a directory's inodes in runs, several to a block, so most
     /// come from it without a read.
-    inode_block: RefCell<Option<(u64, Vec<u8>)>>,
+    pub(super) inode_block: RefCell<Option<(u64, Vec<u8>)>>,
+    warnings: RefCell<Tolerated>,
 }
 
 fn corrupt(path: &str, what: impl Into<String>) -> Error {
@@ -132,61 +161,149 @@ fn corrupt(path: &str, what: impl Into<String>) -> Error {
 }
 
 impl InodeTable {
-    /// Reads the superblock; `None` when the journal needs recovery
-    /// (the inode table on disk may then be stale: `ext4-view` replays the
-    /// journal in memory and stays the only reader).
-    pub fn open(device: Arc<dyn BlockDevice>) -> Result<Option<Self>> {
-        let mut sb = [0u8; 1024];
-        device.read_at(&mut sb, 1024).map_err(Error::Device)?;
-        let f32 = |off| le_u32(&sb, off).unwrap_or(0);
-        let incompat = f32(0x60);
-        if incompat & INCOMPAT_RECOVER != 0 {
-            return Ok(None);
-        }
-        let log = f32(0x18);
-        if log > 6 {
-            return Err(corrupt("/", format!("block size 1024 << {log}")));
-        }
-        let block_size = 1024u64 << log;
-        let is64 = incompat & INCOMPAT_64BIT != 0;
-        let blocks_count =
-            u64::from(f32(0x04)) | if is64 { u64::from(f32(0x150)) << 32 } else { 0 };
-        let inode_size = match f32(0x4C) {
-            0 => 128,
-            _ => u64::from(le_u16(&sb, 0x58).unwrap_or(0)),
-        };
-        if inode_size < 128 || inode_size > block_size || !inode_size.is_power_of_two() {
-            return Err(corrupt("/", format!("inode size {inode_size}")));
-        }
-        let desc_size = match u64::from(le_u16(&sb, 0xFE).unwrap_or(0)) {
-            d if is64 && d >= 64 => d,
-            _ => 32,
-        };
-        let inodes_per_group = f32(0x28);
-        if inodes_per_group == 0 {
-            return Err(corrupt("/", "0 inodes per group"));
-        }
-        let first_data_block = u64::from(f32(0x14));
-        Ok(Some(InodeTable {
+    /// Opens the inode layer on the superblock `sb` (checked against the
+    /// device's size by the caller): checks the superblock checksum and
+    /// reads every group descriptor. `strict`: a bad checksum is an error.
+    pub fn open(device: Arc<dyn BlockDevice>, sb: Superblock, strict: bool) -> Result<Self> {
+        let mut table = InodeTable {
             device,
-            block_size,
-            blocks_count,
-            inodes_count: f32(0x00),
-            inodes_per_group,
-            inode_size,
-            desc_size,
-            desc_table: (first_data_block + 1) * block_size,
-            filetype: incompat & INCOMPAT_FILETYPE != 0,
+            sb,
+            strict,
+            tables: Vec::new(),
             dirs: RefCell::new(HashMap::new()),
             cached_entries: RefCell::new(0),
-            tables: RefCell::new(HashMap::new()),
             inode_block: RefCell::new(None),
-        }))
+            warnings: RefCell::new(Tolerated::default()),
+        };
+        if let Some((stored, computed)) = table.sb.checksum_mismatch() {
+            table.tolerate(
+                "/",
+                super::superblock::SUPERBLOCK_OFFSET + 0x3FC,
+                format!("superblock checksum 0x{stored:08x}, computed 0x{computed:08x}"),
+            )?;
+        }
+        table.tables = table.read_descriptors()?;
+        Ok(table)
+    }
+
+    /// Reads every group descriptor, checking its checksum; each
+    /// descriptor block is read once.
+    fn read_descriptors(&self) -> Result<Vec<Option<u64>>> {
+        let groups = self.sb.group_count();
+        let mut out = Vec::with_capacity(usize::try_from(groups).unwrap_or(0));
+        let mut held: Option<(u64, Option<Vec<u8>>)> = None;
+        for g in 0..groups {
+            let Some(at) = self.sb.descriptor_offset(g) else {
+                out.push(None);
+                continue;
+            };
+            let block = at - at % self.sb.block_size;
+            if held.as_ref().is_none_or(|(b, _)| *b != block) {
+                let mut buf = vec![0u8; usize::try_from(self.sb.block_size).unwrap_or(1024)];
+                let ok = self.read(&mut buf, block).is_ok();
+                held = Some((block, ok.then_some(buf)));
+            }
+            let within = usize::try_from(at - block).unwrap_or(0);
+            let desc = held
+                .as_ref()
+                .and_then(|(_, b)| b.as_ref())
+                .and_then(|b| b.get(within..within + self.desc_len()));
+            let Some(desc) = desc else {
+                out.push(None);
+                continue;
+            };
+            self.check_descriptor(g, desc, at)?;
+            out.push(Some(self.table_block(desc)));
+        }
+        Ok(out)
+    }
+
+    fn desc_len(&self) -> usize {
+        usize::try_from(self.sb.desc_size).unwrap_or(32)
+    }
+
+    /// `bg_inode_table` of a descriptor (with its high half on 64bit).
+    fn table_block(&self, desc: &[u8]) -> u64 {
+        u64::from(le_u32(desc, 0x08).unwrap_or(0))
+            | if self.sb.desc_size >= 64 {
+                le_u32(desc, 0x28).map_or(0, |h| u64::from(h) << 32)
+            } else {
+                0
+            }
+    }
+
+    /// Checks the checksum of group `g`'s descriptor `desc` (at `at`).
+    fn check_descriptor(&self, g: u64, desc: &[u8], at: u64) -> Result<()> {
+        const CSUM_AT: usize = 0x1E;
+        let group = u32::try_from(g).unwrap_or(u32::MAX).to_le_bytes();
+        let head = desc.get(..CSUM_AT).unwrap_or(&[]);
+        let rest = desc.get(CSUM_AT + 2..).unwrap_or(&[]);
+        let computed = if self.sb.metadata_csum() {
+            let mut c = crc32c(self.sb.csum_seed, &group);
+            c = crc32c(c, head);
+            c = crc32c(c, &[0, 0]);
+            c = crc32c(c, rest);
+            (c & 0xFFFF) as u16
+        } else if self.sb.gdt_csum() {
+            let uuid = self.sb.uuid_bytes();
+            let mut c = crc16(!0, &uuid);
+            c = crc16(c, &group);
+            c = crc16(c, head);
+            if self.sb.desc_size >= 64 {
+                c = crc16(c, rest);
+            }
+            c
+        } else {
+            return Ok(());
+        };
+        let stored = le_u16(desc, CSUM_AT).unwrap_or(0);
+        if stored != computed {
+            self.tolerate(
+                "/",
+                at + CSUM_AT as u64,
+                format!("group descriptor {g} checksum 0x{stored:04x}, computed 0x{computed:04x}"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Tolerates a bad checksum of the structure at `offset`: an error in
+    /// strict mode, else a warning (once per structure).
+    pub(super) fn tolerate(&self, path: &str, offset: u64, what: String) -> Result<()> {
+        if self.strict {
+            return Err(corrupt(path, format!("{what} (strict)")).at(offset));
+        }
+        let mut w = self.warnings.borrow_mut();
+        if !w.seen.insert(offset) {
+            return Ok(());
+        }
+        if w.list.len() >= MAX_WARNINGS {
+            w.dropped += 1;
+            return Ok(());
+        }
+        w.list
+            .push(format!("{FS} {path} at {offset:#x}: {what}; used as found"));
+        Ok(())
+    }
+
+    /// The warnings so far (with a last one counting those not kept).
+    pub fn warnings(&self) -> Vec<String> {
+        let w = self.warnings.borrow();
+        let mut out = w.list.clone();
+        if w.dropped > 0 {
+            out.push(format!("{FS}: {} more bad checksums not listed", w.dropped));
+        }
+        out
+    }
+
+    /// The superblock.
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
     }
 
     /// The block size in bytes.
     pub fn block_size(&self) -> u64 {
-        self.block_size
+        self.sb.block_size
     }
 
     /// The device the volume is on.
@@ -194,30 +311,38 @@ impl InodeTable {
         &self.device
     }
 
-    fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+    pub(super) fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.device.read_at(buf, offset).map_err(Error::Device)
     }
 
-    /// The first block of the inode table of `group` (from its group
-    /// descriptor, read once).
+    /// The first block of the inode table of `group`.
     fn inode_table(&self, group: u64, path: &str) -> Result<u64> {
-        if let Some(&t) = self.tables.borrow().get(&group) {
-            return Ok(t);
-        }
-        let desc_at = self.desc_table + group * self.desc_size;
-        let mut desc = vec![0u8; usize::try_from(self.desc_size).unwrap_or(32).min(64)];
-        self.read(&mut desc, desc_at)?;
-        let desc = desc.as_slice();
-        let table = u64::from(le_u32(desc, 0x08).unwrap_or(0))
-            | le_u32(desc, 0x28).map_or(0, |h| u64::from(h) << 32);
-        if table == 0 || table >= self.blocks_count {
+        let desc_at = self.sb.descriptor_offset(group).unwrap_or(u64::MAX);
+        let table = match self
+            .tables
+            .get(usize::try_from(group).unwrap_or(usize::MAX))
+        {
+            Some(Some(t)) => *t,
+            Some(None) => {
+                // Its descriptor was unreadable at open: read it for the error.
+                let mut desc = vec![0u8; self.desc_len()];
+                self.read(&mut desc, desc_at)?;
+                self.table_block(&desc)
+            }
+            None => {
+                return Err(corrupt(
+                    path,
+                    format!("group {group} past the {} groups", self.tables.len()),
+                ))
+            }
+        };
+        if table == 0 || table >= self.sb.blocks_count {
             return Err(corrupt(
                 path,
                 format!("inode table of group {group} at block {table}"),
             )
-            .at(desc_at + 8));
+            .at(desc_at.saturating_add(8)));
         }
-        self.tables.borrow_mut().insert(group, table);
         Ok(table)
     }
 
@@ -226,12 +351,13 @@ impl InodeTable {
     /// read, e.g. on a truncated volume). An inode never crosses a block:
     /// its size is a power of two no larger than a block, checked at open.
     fn inode_bytes(&self, offset: u64) -> Result<Vec<u8>> {
-        let size = usize::try_from(self.inode_size).unwrap_or(128);
-        let block = offset - offset % self.block_size;
+        let size = usize::try_from(self.sb.inode_size).unwrap_or(128);
+        let bs = self.sb.block_size;
+        let block = offset - offset % bs;
         let within = usize::try_from(offset - block).unwrap_or(0);
         let mut cached = self.inode_block.borrow_mut();
         if cached.as_ref().is_none_or(|(at, _)| *at != block) {
-            let mut bytes = vec![0u8; usize::try_from(self.block_size).unwrap_or(1024)];
+            let mut bytes = vec![0u8; usize::try_from(bs).unwrap_or(1024)];
             *cached = None;
             if self.read(&mut bytes, block).is_ok() {
                 *cached = Some((block, bytes));
@@ -250,18 +376,66 @@ impl InodeTable {
         }
     }
 
+    /// Checks the `metadata_csum` checksum of inode `number` (`raw`, at
+    /// `offset`), whose in-inode fields reach `128 + extra_isize`.
+    fn check_inode(
+        &self,
+        number: u32,
+        raw: &[u8],
+        extra_isize: usize,
+        offset: u64,
+        path: &str,
+    ) -> Result<()> {
+        const LO: usize = 0x7C;
+        const HI: usize = 0x82;
+        if !self.sb.metadata_csum() || raw.iter().all(|&b| b == 0) {
+            return Ok(());
+        }
+        let generation = le_u32(raw, 0x64).unwrap_or(0);
+        let seed = dir::inode_seed(self.sb.csum_seed, number, generation);
+        let has_hi = raw.len() > 128 && extra_isize >= HI + 2 - 128;
+        let mut c = crc32c(seed, raw.get(..LO).unwrap_or(&[]));
+        c = crc32c(c, &[0, 0]);
+        c = crc32c(c, raw.get(LO + 2..128).unwrap_or(&[]));
+        if raw.len() > 128 {
+            c = crc32c(c, raw.get(128..HI).unwrap_or(&[]));
+            let from = if has_hi {
+                c = crc32c(c, &[0, 0]);
+                HI + 2
+            } else {
+                HI
+            };
+            c = crc32c(c, raw.get(from..).unwrap_or(&[]));
+        }
+        let lo = u32::from(le_u16(raw, LO).unwrap_or(0));
+        let (stored, computed) = if has_hi {
+            (lo | (u32::from(le_u16(raw, HI).unwrap_or(0)) << 16), c)
+        } else {
+            (lo, c & 0xFFFF)
+        };
+        if stored != computed {
+            self.tolerate(
+                path,
+                offset + LO as u64,
+                format!("inode {number} checksum 0x{stored:08x}, computed 0x{computed:08x}"),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Reads inode `number`.
     pub fn inode(&self, number: u32, path: &str) -> Result<Inode> {
-        if number == 0 || number > self.inodes_count {
+        if number == 0 || number > self.sb.inodes_count {
             return Err(corrupt(
                 path,
-                format!("inode {number} outside 1..={}", self.inodes_count),
+                format!("inode {number} outside 1..={}", self.sb.inodes_count),
             ));
         }
-        let group = u64::from((number - 1) / self.inodes_per_group);
-        let index = u64::from((number - 1) % self.inodes_per_group);
+        let ipg = self.sb.inodes_per_group;
+        let group = u64::from((number - 1) / ipg);
+        let index = u64::from((number - 1) % ipg);
         let table = self.inode_table(group, path)?;
-        let offset = table * self.block_size + index * self.inode_size;
+        let offset = table * self.sb.block_size + index * self.sb.inode_size;
         let raw = self.inode_bytes(offset)?;
         let u16_at = |o| u32::from(le_u16(&raw, o).unwrap_or(0));
         let u32_at = |o| le_u32(&raw, o).unwrap_or(0);
@@ -270,12 +444,24 @@ impl InodeTable {
         } else {
             0
         };
+        self.check_inode(number, &raw, extra_isize, offset, path)?;
         // A field of the large inode exists if i_extra_isize covers it.
         let extra =
             |o: usize| (o + 4 <= 128 + extra_isize && o + 4 <= raw.len()).then(|| u32_at(o));
         let flags = u32_at(0x20);
         let blocks = u64::from(u32_at(0x1C)) | (u64::from(u16_at(0x74)) << 32);
         let block = diskimage_formats::bytes::array::<60>(&raw, 0x28).unwrap_or([0; 60]);
+        let inline_tail = if flags & INLINE_DATA_FL != 0 {
+            Some(super::xattr::system_data(&raw, extra_isize).ok_or_else(|| {
+                corrupt(
+                    path,
+                    format!("inode {number}: inline data without system.data"),
+                )
+                .at(offset)
+            })?)
+        } else {
+            None
+        };
         Ok(Inode {
             number,
             mode: u16_at(0x00),
@@ -284,16 +470,20 @@ impl InodeTable {
             size: u64::from(u32_at(0x04)) | (u64::from(u32_at(0x6C)) << 32),
             links: u16::try_from(u16_at(0x1A)).unwrap_or(0),
             allocated: if flags & HUGE_FILE_FL != 0 {
-                blocks.saturating_mul(self.block_size)
+                blocks.saturating_mul(self.sb.block_size)
             } else {
                 blocks.saturating_mul(512)
             },
+            raw_blocks: blocks,
+            file_acl: u64::from(u32_at(0x68)) | (u64::from(u16_at(0x76)) << 32),
+            generation: u32_at(0x64),
             flags,
             atime: time(u32_at(0x08), extra(0x8C)),
             mtime: time(u32_at(0x10), extra(0x88)),
             ctime: time(u32_at(0x0C), extra(0x84)),
             crtime: extra(0x90).map(|c| time(c, extra(0x94))),
             block,
+            inline_tail,
             offset,
         })
     }
@@ -308,255 +498,80 @@ impl InodeTable {
                 return Err(Error::wrong_type(FS, path, "not a directory"));
             }
             let entries = self.directory(&inode, path)?;
-            let number = *entries
+            let entry = *entries
                 .get(&decode_name(part))
                 .ok_or_else(|| Error::not_found(FS, path))?;
-            inode = self.inode(number, path)?;
+            inode = self.inode(entry.inode, path)?;
         }
         Ok(inode)
     }
 
-    /// The entries of directory `dir` (without `.` and `..`) with their
-    /// inode numbers, sorted by name.
-    pub fn entries(&self, dir: &Inode, path: &str) -> Result<Vec<(Vec<u8>, u32)>> {
-        if dir.mode & S_IFMT != S_IFDIR {
-            return Err(Error::wrong_type(FS, path, "not a directory"));
-        }
-        let names = self.directory(dir, path)?;
-        let mut out: Vec<(Vec<u8>, u32)> = names
-            .iter()
-            .filter(|(n, _)| n.as_slice() != b"." && n.as_slice() != b"..")
-            .map(|(n, &i)| (n.clone(), i))
-            .collect();
-        out.sort_unstable();
-        Ok(out)
-    }
-
-    /// The name -> inode map of a directory (linear scan of every block:
-    /// htree interior blocks hold only empty entries).
-    fn directory(&self, dir: &Inode, path: &str) -> Result<Rc<Names>> {
-        if let Some(d) = self.dirs.borrow().get(&dir.number) {
-            return Ok(d.clone());
-        }
-        if dir.flags & INLINE_DATA_FL != 0 {
-            return Err(Error::unsupported(FS, Some(path), "inline-data directory"));
-        }
-        let runs = self.runs(dir, path)?;
-        let bs = usize::try_from(self.block_size).unwrap_or(1024);
-        let mut block = vec![0u8; bs];
-        let mut map = HashMap::new();
-        for run in &runs {
-            let Some(phys) = run.physical else { continue };
-            for b in 0..run.len {
-                self.read(&mut block, (phys + b) * self.block_size)?;
-                let mut at = 0usize;
-                while at + 8 <= bs {
-                    let ino = le_u32(&block, at).unwrap_or(0);
-                    let rec_len = usize::from(le_u16(&block, at + 4).unwrap_or(0));
-                    let name_len = if self.filetype {
-                        usize::from(block.get(at + 6).copied().unwrap_or(0))
-                    } else {
-                        usize::from(le_u16(&block, at + 6).unwrap_or(0))
-                    };
-                    if rec_len < 8 || at + rec_len > bs || 8 + name_len > rec_len {
-                        break; // what is left of the block is not entries
-                    }
-                    if let (true, Some(name)) = (ino != 0, block.get(at + 8..at + 8 + name_len)) {
-                        map.insert(name.to_vec(), ino);
-                    }
-                    at += rec_len;
-                }
-            }
-        }
-        let map = Rc::new(map);
-        let mut cached = self.cached_entries.borrow_mut();
-        let mut dirs = self.dirs.borrow_mut();
-        if *cached + map.len() > DIR_CACHE_ENTRIES {
-            dirs.clear();
-            *cached = 0;
-        }
-        *cached += map.len();
-        dirs.insert(dir.number, map.clone());
-        Ok(map)
-    }
-
-    /// The runs of `inode`'s data blocks up to its size, sorted by file
-    /// block; blocks not covered are holes.
-    pub fn runs(&self, inode: &Inode, path: &str) -> Result<Vec<Run>> {
-        if inode.flags & INLINE_DATA_FL != 0 {
-            return Err(Error::unsupported(FS, Some(path), "inline data"));
-        }
-        let mut walk = Walk {
-            table: self,
-            path,
-            nblocks: inode.size.div_ceil(self.block_size),
-            budget: self.blocks_count,
-            runs: Vec::new(),
-        };
-        if inode.flags & EXTENTS_FL != 0 {
-            walk.extent_node(&inode.block, inode.offset + 0x28, MAX_EXTENT_DEPTH + 1)?;
-            walk.runs.sort_by_key(|r| r.logical);
-        } else {
-            walk.block_map(&inode.block, inode.offset + 0x28)?;
-        }
-        Ok(walk.runs)
-    }
-}
-
-/// One walk over a file's block tree, bounded by the file's block count
-/// and by the volume's (`budget`: blocks it may still map or read).
-struct Walk<'a> {
-    table: &'a InodeTable,
-    path: &'a str,
-    nblocks: u64,
-    budget: u64,
-    runs: Vec<Run>,
-}
-
-impl Walk<'_> {
-    fn spend(&mut self, n: u64) -> Result<()> {
-        self.budget = self.budget.checked_sub(n).ok_or_else(|| {
-            corrupt(
-                self.path,
-                "maps more blocks than the volume has (a cycle or a corrupt tree)",
-            )
-        })?;
-        Ok(())
-    }
-
-    fn check_block(&self, block: u64, len: u64, at: u64) -> Result<()> {
-        if block
-            .checked_add(len)
-            .is_none_or(|end| end > self.table.blocks_count)
-        {
+    /// The inline data of `inode` (`i_block`, then `system.data`), cut
+    /// at its size.
+    pub fn inline_data(&self, inode: &Inode, path: &str) -> Result<Vec<u8>> {
+        let tail = inode.inline_tail.as_deref().unwrap_or(&[]);
+        let mut data = inode.block.to_vec();
+        data.extend_from_slice(tail);
+        let size = usize::try_from(inode.size).unwrap_or(usize::MAX);
+        if size > data.len() {
             return Err(corrupt(
-                self.path,
+                path,
                 format!(
-                    "data blocks {block}+{len} past the end of the volume ({} blocks)",
-                    self.table.blocks_count
+                    "inode {}: size {} past its {} bytes of inline data",
+                    inode.number,
+                    inode.size,
+                    data.len()
                 ),
             )
-            .at(at));
+            .at(inode.offset));
         }
-        Ok(())
+        data.truncate(size);
+        Ok(data)
     }
 
-    fn push(&mut self, logical: u64, physical: Option<u64>, len: u64) -> Result<()> {
-        if logical >= self.nblocks || len == 0 {
-            return Ok(());
+    /// The target of symbolic link `inode`, as stored.
+    pub fn link_target(&self, inode: &Inode, path: &str) -> Result<Vec<u8>> {
+        if inode.mode & S_IFMT != S_IFLNK {
+            return Err(Error::wrong_type(FS, path, "not a symbolic link"));
         }
-        let len = len.min(self.nblocks - logical);
-        if physical.is_some() {
-            self.spend(len)?;
+        if inode.flags & ENCRYPT_FL != 0 {
+            return Err(Error::unsupported(FS, Some(path), "encrypted file"));
         }
-        if let Some(last) = self.runs.last_mut() {
-            let contiguous = last.logical + last.len == logical
-                && match (last.physical, physical) {
-                    (Some(a), Some(b)) => a + last.len == b,
-                    _ => false,
-                };
-            if contiguous {
-                last.len += len;
-                return Ok(());
+        if inode.size > MAX_LINK_TARGET {
+            return Err(corrupt(
+                path,
+                format!("symbolic link target of {} bytes", inode.size),
+            )
+            .at(inode.offset));
+        }
+        if inode.flags & INLINE_DATA_FL != 0 {
+            return self.inline_data(inode, path);
+        }
+        let len = usize::try_from(inode.size).unwrap_or(0);
+        if inode.is_fast_symlink(self.sb.block_size) {
+            return inode.block.get(..len).map(<[u8]>::to_vec).ok_or_else(|| {
+                corrupt(path, format!("fast symbolic link of {} bytes", inode.size))
+                    .at(inode.offset)
+            });
+        }
+        let mut out = Vec::with_capacity(len);
+        for run in self.runs(inode, path)? {
+            let from = run.logical * self.sb.block_size;
+            let Some(end) = (run.logical + run.len)
+                .checked_mul(self.sb.block_size)
+                .map(|e| e.min(inode.size))
+            else {
+                continue;
+            };
+            let mut buf = vec![0u8; usize::try_from(end.saturating_sub(from)).unwrap_or(0)];
+            if let Some(p) = run.physical {
+                self.read(&mut buf, p * self.sb.block_size)?;
             }
+            out.resize(usize::try_from(from).unwrap_or(0), 0);
+            out.extend_from_slice(&buf);
         }
-        self.runs.push(Run {
-            logical,
-            physical,
-            len,
-        });
-        Ok(())
-    }
-
-    fn read_block(&mut self, block: u64, at: u64) -> Result<Vec<u8>> {
-        self.check_block(block, 1, at)?;
-        self.spend(1)?;
-        let mut buf = vec![0u8; usize::try_from(self.table.block_size).unwrap_or(1024)];
-        self.table.read(&mut buf, block * self.table.block_size)?;
-        Ok(buf)
-    }
-
-    /// ext2/ext3 block map: 12 direct pointers, then single, double and
-    /// triple indirect; a zero pointer at any level is a hole.
-    fn block_map(&mut self, root: &[u8; 60], at: u64) -> Result<()> {
-        let per = self.table.block_size / 4;
-        let mut logical = 0u64;
-        for i in 0..15usize {
-            let level = i.saturating_sub(11) as u32; // 0 for direct, 1..=3
-            let span = per.saturating_pow(level);
-            let ptr = u64::from(le_u32(root, i * 4).unwrap_or(0));
-            self.indirect(ptr, level, logical, at + i as u64 * 4)?;
-            logical = logical.saturating_add(span);
-            if logical >= self.nblocks {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn indirect(&mut self, ptr: u64, level: u32, logical: u64, at: u64) -> Result<()> {
-        if ptr == 0 || logical >= self.nblocks {
-            return Ok(()); // a hole (of the whole subtree)
-        }
-        if level == 0 {
-            self.check_block(ptr, 1, at)?;
-            return self.push(logical, Some(ptr), 1);
-        }
-        let block = self.read_block(ptr, at)?;
-        let span = (self.table.block_size / 4).saturating_pow(level - 1);
-        let base = ptr * self.table.block_size;
-        for (i, chunk) in block.chunks_exact(4).enumerate() {
-            let child = logical.saturating_add((i as u64).saturating_mul(span));
-            if child >= self.nblocks {
-                break;
-            }
-            let p = u64::from(le_u32(chunk, 0).unwrap_or(0));
-            self.indirect(p, level - 1, child, base + i as u64 * 4)?;
-        }
-        Ok(())
-    }
-
-    /// An extent tree node (the root in `i_block` or a tree block).
-    fn extent_node(&mut self, node: &[u8], at: u64, max_depth: u16) -> Result<()> {
-        let bad = |what: String| corrupt(self.path, what).at(at);
-        if le_u16(node, 0) != Some(EXTENT_MAGIC) {
-            return Err(bad("extent header magic".into()));
-        }
-        let entries = usize::from(le_u16(node, 2).unwrap_or(0));
-        let depth = le_u16(node, 6).unwrap_or(0);
-        if depth >= max_depth {
-            return Err(bad(format!("extent tree depth {depth}")));
-        }
-        if 12 + entries * 12 > node.len() {
-            return Err(bad(format!(
-                "{entries} extents in a {}-byte node",
-                node.len()
-            )));
-        }
-        for e in 0..entries {
-            let o = 12 + e * 12;
-            let logical = u64::from(le_u32(node, o).unwrap_or(0));
-            let entry_at = at + o as u64;
-            if depth == 0 {
-                let raw_len = u64::from(le_u16(node, o + 4).unwrap_or(0));
-                let start = (u64::from(le_u16(node, o + 6).unwrap_or(0)) << 32)
-                    | u64::from(le_u32(node, o + 8).unwrap_or(0));
-                // Above 32768: an unwritten extent, read as zeros.
-                let (len, written) = if raw_len > 32768 {
-                    (raw_len - 32768, false)
-                } else {
-                    (raw_len, true)
-                };
-                self.check_block(start, len, entry_at)?;
-                self.push(logical, written.then_some(start), len)?;
-            } else {
-                let child = (u64::from(le_u16(node, o + 8).unwrap_or(0)) << 32)
-                    | u64::from(le_u32(node, o + 4).unwrap_or(0));
-                let block = self.read_block(child, entry_at)?;
-                self.extent_node(&block, child * self.table.block_size, depth)?;
-            }
-        }
-        Ok(())
+        out.resize(len, 0);
+        Ok(out)
     }
 }
 

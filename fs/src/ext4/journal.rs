@@ -48,7 +48,9 @@ use std::sync::Arc;
 use diskimage_formats::bytes::{be_u16, be_u32, be_u64, le_u32};
 use diskimage_formats::{push_extent, BlockDevice, Extent, ExtentKind, FileRange};
 
-use super::inode::{InodeTable, Run};
+use super::blocks::Run;
+use super::inode::InodeTable;
+use super::superblock::Superblock;
 use crate::error::{Error, FsName, Result};
 
 const FS: FsName = FsName::Ext;
@@ -900,9 +902,10 @@ fn load(
         superblock: view.superblock.clone(),
         warnings: Vec::new(),
     });
-    let table = InodeTable::open(plain)
-        .map_err(|e| Skip(format!("inode table: {e}")))?
-        .ok_or_else(|| Skip("superblock still asks for recovery".into()))?;
+    let sb =
+        Superblock::parse(&view.superblock[..]).map_err(|e| Skip(format!("superblock: {e}")))?;
+    let table =
+        InodeTable::open(plain, sb, false).map_err(|e| Skip(format!("inode table: {e}")))?;
     let path = "<journal inode>";
     let inode = table
         .inode(inum, path)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use diskimage_formats::BlockDevice;
 
-use super::inode::Run;
+use super::blocks::Run;
 
 /// `Read + Seek` over a file's runs.
 pub(crate) struct RunReader {

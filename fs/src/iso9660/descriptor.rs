@@ -61,11 +61,7 @@ fn trimmed(b: &[u8]) -> Option<String> {
 }
 
 fn ucs2(b: &[u8]) -> Option<String> {
-    let units: Vec<u16> = b
-        .chunks_exact(2)
-        .filter_map(|c| diskimage_formats::bytes::be_u16(c, 0))
-        .collect();
-    let s = String::from_utf16_lossy(&units)
+    let s = diskimage_formats::bytes::utf16be(b)
         .trim_end_matches([' ', '\0'])
         .to_string();
     (!s.is_empty()).then_some(s)

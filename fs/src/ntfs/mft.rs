@@ -305,10 +305,7 @@ pub fn attributes<'a>(rec: &'a [u8], path: &str) -> Result<Vec<Attr<'a>>> {
     Ok(out)
 }
 
-fn utf16(raw: &[u8]) -> String {
-    let units: Vec<u16> = raw.chunks_exact(2).filter_map(|c| le_u16(c, 0)).collect();
-    String::from_utf16_lossy(&units)
-}
+use diskimage_formats::bytes::utf16le as utf16;
 
 /// One entry of an `$ATTRIBUTE_LIST`.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use diskimage_formats::bytes::{le_u16, le_u32};
+use diskimage_formats::bytes::{le_u16, le_u32, utf16le};
 use ntfs::structured_values::NtfsFileAttributeFlags;
 use ntfs::NtfsFile;
 
@@ -83,8 +83,7 @@ impl NtfsFs {
                 "reparse target lies outside the reparse point",
             )
         })?;
-        let units: Vec<u16> = raw.chunks_exact(2).filter_map(|c| le_u16(c, 0)).collect();
-        Ok(Some((tag, String::from_utf16_lossy(&units))))
+        Ok(Some((tag, utf16le(raw))))
     }
 
     /// The link target of a symlink or junction; `None` for any other file.

@@ -279,13 +279,7 @@ fn hex(b: &[u8]) -> String {
 /// Decodes UTF-16LE bytes (an odd trailing byte dropped), stopping at the
 /// first NUL; unpaired surrogates become U+FFFD.
 pub fn utf16(b: &[u8]) -> String {
-    let units: Vec<u16> = b
-        .chunks_exact(2)
-        .filter_map(|c| <[u8; 2]>::try_from(c).ok())
-        .map(u16::from_le_bytes)
-        .take_while(|&u| u != 0)
-        .collect();
-    String::from_utf16_lossy(&units)
+    diskimage_formats::bytes::utf16le_to_nul(b)
 }
 
 /// A name stored as Latin-1 (the "compressed" name flag).

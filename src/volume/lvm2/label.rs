@@ -14,7 +14,9 @@
 //! text of the current metadata sits at `start + offset`; when it passes
 //! the end of the area it continues right after the 512-byte header.
 
-use diskimage_formats::bytes::{has_at, le_u32, le_u64};
+use binrw::BinRead;
+use diskimage_formats::bytes::has_at;
+use diskimage_formats::layout::{self, Layout};
 use diskimage_formats::BlockDevice;
 
 use crate::error::{Detail, Error, Result, Scheme};
@@ -41,6 +43,107 @@ const RAW_LOCN_IGNORED: u32 = 1;
 pub const MAX_METADATA_TEXT: u64 = 4 << 20;
 /// Most data or metadata areas read from one PV header.
 const MAX_AREAS: usize = 8;
+/// Size of the label header, bytes.
+const LABEL_HEADER_SIZE: usize = 32;
+/// Offset of `crc_xl` in the label header; the CRC covers the sector from `offset_xl` on.
+const CRC_XL_AT: usize = 16;
+/// Offset of `offset_xl` in the label header.
+const OFFSET_XL_AT: usize = 20;
+/// Size of the fixed start of the PV header (UUID and device size), bytes.
+const PV_HEADER_SIZE: usize = 40;
+/// Size of a disk location, bytes.
+const DISK_LOCN_SIZE: usize = 16;
+/// Size of the fixed start of the metadata area header (up to its first raw location), bytes.
+const MDA_HEADER_FIXED_SIZE: usize = 40;
+/// Size of a raw location, bytes.
+const RAW_LOCN_SIZE: usize = 24;
+/// Offset of `size` in the metadata area header.
+const MDA_SIZE_AT: u64 = 32;
+
+/// The label header (LVM2 `label_header`), at the start of its sector.
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct LabelHeader {
+    /// `LABELONE`, checked on the bytes when the sectors are scanned;
+    /// followed by `sector_xl`, the sector the label says it is in.
+    #[br(pad_before = 16)]
+    crc_xl: u32,
+    /// Where the PV header starts in the sector, bytes. Followed by the
+    /// label type, `LVM2 001`, checked with the identifier.
+    #[br(pad_after = 8)]
+    offset_xl: u32,
+}
+
+impl Layout for LabelHeader {
+    const SIZE: usize = LABEL_HEADER_SIZE;
+    const NAME: &'static str = "LVM2 label header";
+}
+
+/// The fixed start of the PV header (LVM2 `pv_header`), at `offset_xl`;
+/// the lists of disk locations follow.
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct PvHeader {
+    /// 32 ASCII letters and digits, without dashes.
+    pv_uuid: [u8; 32],
+    device_size_xl: u64,
+}
+
+impl Layout for PvHeader {
+    const SIZE: usize = PV_HEADER_SIZE;
+    const NAME: &'static str = "LVM2 PV header";
+}
+
+/// A disk location (LVM2 `disk_locn`): an entry of the PV header's area
+/// lists, an all-zero one ending each list.
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct DiskLocnXl {
+    offset: u64,
+    size: u64,
+}
+
+impl Layout for DiskLocnXl {
+    const SIZE: usize = DISK_LOCN_SIZE;
+    const NAME: &'static str = "LVM2 disk location";
+}
+
+/// The fixed start of the metadata area header (LVM2 `mda_header`); the
+/// raw locations follow.
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct MdaHeader {
+    /// Over the rest of the 512-byte header.
+    checksum_xl: u32,
+    /// [`MDA_MAGIC`]; followed by `version` and `start` (the area's own offset).
+    #[br(pad_after = 12)]
+    magic: [u8; 16],
+    size: u64,
+}
+
+impl Layout for MdaHeader {
+    const SIZE: usize = MDA_HEADER_FIXED_SIZE;
+    const NAME: &'static str = "LVM2 metadata area header";
+}
+
+/// A raw location (LVM2 `raw_locn`): where a copy of the metadata text is
+/// in the area's circular buffer.
+#[derive(BinRead, Debug)]
+#[br(little)]
+struct RawLocn {
+    /// From the start of the area, bytes.
+    offset: u64,
+    size: u64,
+    /// [`lvm_crc`] of the text.
+    checksum: u32,
+    /// Bit 0: this copy is to be ignored.
+    flags: u32,
+}
+
+impl Layout for RawLocn {
+    const SIZE: usize = RAW_LOCN_SIZE;
+    const NAME: &'static str = "LVM2 raw location";
+}
 
 /// LVM2's checksum: CRC-32 (IEEE, reflected) seeded with `INITIAL_CRC`
 /// and not inverted at the end.
@@ -104,8 +207,9 @@ pub fn read_label(dev: &dyn BlockDevice) -> Result<Option<PvLabel>> {
 /// Parses the label and PV header in `sector` (sector number `s`).
 pub(crate) fn parse_label(sector: &[u8], s: u64) -> Result<PvLabel> {
     let at = s * LVM_SECTOR;
-    let stored = le_u32(sector, 16).unwrap_or(0);
-    let computed = lvm_crc(sector.get(20..).unwrap_or_default());
+    let label: LabelHeader = layout::read(sector).map_err(|d| corrupt(d, at))?;
+    let stored = label.crc_xl;
+    let computed = lvm_crc(sector.get(OFFSET_XL_AT..).unwrap_or_default());
     if stored != computed {
         return Err(corrupt(
             Detail::Checksum {
@@ -113,40 +217,45 @@ pub(crate) fn parse_label(sector: &[u8], s: u64) -> Result<PvLabel> {
                 stored: u64::from(stored),
                 computed: u64::from(computed),
             },
-            at + 16,
+            at + CRC_XL_AT as u64,
         ));
     }
-    let offset = le_u32(sector, 20).unwrap_or(0) as usize;
-    if !(32..=LVM_SECTOR as usize - 48).contains(&offset) {
+    let offset = label.offset_xl as usize;
+    if !(LABEL_HEADER_SIZE..=LVM_SECTOR as usize - 48).contains(&offset) {
         return Err(corrupt(
             Detail::BadValue {
                 field: "offset_xl",
                 value: offset as u64,
                 expected: "between 32 and 464".into(),
             },
-            at + 20,
+            at + OFFSET_XL_AT as u64,
         ));
     }
-    let uuid_bytes = sector.get(offset..offset + 32).unwrap_or_default();
-    if !uuid_bytes.iter().all(u8::is_ascii_alphanumeric) {
+    // 464 = 512 - 48: the PV header's 40 bytes and a first location fit.
+    let pv: PvHeader = layout::read_at(sector, offset).map_err(|d| corrupt(d, at))?;
+    if !pv.pv_uuid.iter().all(u8::is_ascii_alphanumeric) {
         return Err(corrupt(
             Detail::Invalid("PV UUID is not 32 ASCII letters and digits".into()),
             at + offset as u64,
         ));
     }
-    let pv_uuid = String::from_utf8_lossy(uuid_bytes).into_owned();
-    let device_size = le_u64(sector, offset + 32).unwrap_or(0);
-    let mut pos = offset + 40;
+    let pv_uuid = String::from_utf8_lossy(&pv.pv_uuid).into_owned();
+    let device_size = pv.device_size_xl;
+    let mut pos = offset + PV_HEADER_SIZE;
     let mut lists = [Vec::new(), Vec::new()];
     for list in &mut lists {
         loop {
-            let (Some(o), Some(sz)) = (le_u64(sector, pos), le_u64(sector, pos + 8)) else {
+            let Ok(DiskLocnXl {
+                offset: o,
+                size: sz,
+            }) = layout::read_at(sector, pos)
+            else {
                 return Err(corrupt(
                     Detail::Invalid("PV header area list runs past the label sector".into()),
                     at + pos as u64,
                 ));
             };
-            pos += 16;
+            pos += DISK_LOCN_SIZE;
             if o == 0 {
                 break;
             }
@@ -191,7 +300,8 @@ pub fn read_metadata_text(dev: &dyn BlockDevice, mda: DiskLocn) -> Result<Option
         ));
     }
     let h = read_bytes(dev, at, MDA_HEADER_SIZE as usize, Scheme::Lvm2)?;
-    let stored = le_u32(&h, 0).unwrap_or(0);
+    let mda: MdaHeader = layout::read(&h).map_err(|d| corrupt(d, at))?;
+    let stored = mda.checksum_xl;
     let computed = lvm_crc(h.get(4..).unwrap_or_default());
     if stored != computed {
         return Err(corrupt(
@@ -203,17 +313,17 @@ pub fn read_metadata_text(dev: &dyn BlockDevice, mda: DiskLocn) -> Result<Option
             at,
         ));
     }
-    if !has_at(&h, 4, MDA_MAGIC) {
+    if mda.magic != *MDA_MAGIC {
         return Err(corrupt(
             Detail::BadSignature {
                 what: "LVM2 metadata area magic",
                 expected: String::from_utf8_lossy(MDA_MAGIC).into_owned(),
-                found: diskimage_formats::error::hex_preview(h.get(4..20).unwrap_or_default()),
+                found: diskimage_formats::error::hex_preview(&mda.magic),
             },
             at + 4,
         ));
     }
-    let area_size = le_u64(&h, 32).unwrap_or(0);
+    let area_size = mda.size;
     if area_size != mda.size {
         return Err(corrupt(
             Detail::BadValue {
@@ -221,15 +331,17 @@ pub fn read_metadata_text(dev: &dyn BlockDevice, mda: DiskLocn) -> Result<Option
                 value: area_size,
                 expected: format!("{} (the PV header's metadata area size)", mda.size),
             },
-            at + 32,
+            at + MDA_SIZE_AT,
         ));
     }
     // The first raw location is the committed metadata.
-    let r = 40;
-    let offset = le_u64(&h, r).unwrap_or(0);
-    let size = le_u64(&h, r + 8).unwrap_or(0);
-    let checksum = le_u32(&h, r + 16).unwrap_or(0);
-    let flags = le_u32(&h, r + 20).unwrap_or(0);
+    let r = MDA_HEADER_FIXED_SIZE;
+    let RawLocn {
+        offset,
+        size,
+        checksum,
+        flags,
+    } = layout::read_at(&h, r).map_err(|d| corrupt(d, at + r as u64))?;
     if offset == 0 || size == 0 || flags & RAW_LOCN_IGNORED != 0 {
         return Ok(None);
     }
@@ -300,6 +412,30 @@ mod tests {
         let crc = lvm_crc(&s[20..]);
         s[16..20].copy_from_slice(&crc.to_le_bytes());
         s
+    }
+
+    #[test]
+    fn declarations_read_their_lengths() {
+        assert_eq!(
+            layout::declared_len::<LabelHeader>(),
+            Some(LABEL_HEADER_SIZE as u64)
+        );
+        assert_eq!(
+            layout::declared_len::<PvHeader>(),
+            Some(PV_HEADER_SIZE as u64)
+        );
+        assert_eq!(
+            layout::declared_len::<DiskLocnXl>(),
+            Some(DISK_LOCN_SIZE as u64)
+        );
+        assert_eq!(
+            layout::declared_len::<MdaHeader>(),
+            Some(MDA_HEADER_FIXED_SIZE as u64)
+        );
+        assert_eq!(
+            layout::declared_len::<RawLocn>(),
+            Some(RAW_LOCN_SIZE as u64)
+        );
     }
 
     #[test]
