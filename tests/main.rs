@@ -18,6 +18,7 @@
 //! - `detect`: volume types, labels and UUIDs against blkid, fsck.fat and TSK.
 //! - `truncated`: images cut short: reads past the end fail, never short data.
 //! - `ntfs`: NTFS images (fragmented `$MFT`, attribute lists) against TSK and ntfs-3g.
+//! - `qcow2`: QCOW2 images against qemu-img convert and qemu-img map; one-field changes.
 //! - `schemes`: BSD disklabels, APM, Sun/SGI/Atari labels, UDF on 4K blocks, a short fixed VHD
 //!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
@@ -38,6 +39,7 @@ mod library;
 mod mount;
 mod ntfs;
 mod os;
+mod qcow2;
 mod regression;
 mod schemes;
 mod truncated;

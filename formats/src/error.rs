@@ -98,7 +98,7 @@ pub enum Format {
     Vhd,
     /// Microsoft Hyper-V VHDX.
     Vhdx,
-    /// QEMU copy-on-write v2/v3 (recognised, not read yet).
+    /// QEMU copy-on-write v2/v3.
     Qcow2,
     /// VirtualBox disk image (recognised, not read yet).
     Vdi,
@@ -106,13 +106,14 @@ pub enum Format {
 
 impl Format {
     /// Every format a caller can force with [`OpenOptions::format`](crate::OpenOptions::format).
-    pub const READERS: [Format; 6] = [
+    pub const READERS: [Format; 7] = [
         Format::Raw,
         Format::SplitRaw,
         Format::Iso,
         Format::Vmdk,
         Format::Vhd,
         Format::Vhdx,
+        Format::Qcow2,
     ];
 
     /// A stable, lower-case name for JSON output and the `--format` flag.

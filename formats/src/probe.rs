@@ -36,7 +36,7 @@ use crate::error::{hex_preview, Detail, Error, ErrorKind, Format, Result};
 use crate::image::DiskImage;
 use crate::image_file::ImageFile;
 use crate::options::OpenOptions;
-use crate::{cd_raw, iso, raw, vhd, vhdx, vmdk};
+use crate::{cd_raw, iso, qcow2, raw, vhd, vhdx, vmdk};
 
 /// How many bytes from the start the probe reads.
 pub const HEAD_LEN: usize = 4096;
@@ -440,7 +440,8 @@ fn open_as(ctx: &OpenContext<'_>, format: Format, file: ImageFile) -> Result<Dis
         Format::Vhd => vhd::open(ctx, file),
         Format::Vhdx => vhdx::open(ctx, file),
         Format::Vmdk => vmdk::open(ctx, file),
-        Format::Qcow2 | Format::Vdi => Err(Error::unsupported(
+        Format::Qcow2 => qcow2::open(ctx, file),
+        Format::Vdi => Err(Error::unsupported(
             format,
             format!("{format} images are recognised but not read by this version"),
         )),
