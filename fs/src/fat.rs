@@ -388,11 +388,30 @@ impl FatFs {
                 if !entry.is_dir() {
                     return Err(Error::wrong_type(FS, path, "not a directory"));
                 }
-                dir = entry.to_dir();
+                dir = subdir(&entry, path)?;
             }
             found = Some(entry);
         }
         Ok(found)
+    }
+}
+
+/// The directory an entry names, refused unless it starts with its `.`
+/// entry as every FAT subdirectory does: an entry whose first cluster is
+/// 0 opens the root directory (the `fatfs` crate's reading of cluster 0),
+/// and entering it would loop through the root without end, which inode
+/// numbers (FAT has none) cannot show.
+fn subdir<'a>(entry: &FatEntry<'a>, path: &str) -> Result<FatDir<'a>> {
+    let dir = entry.to_dir();
+    match dir.iter().next() {
+        Some(Ok(first)) if first.short_file_name() == "." => Ok(dir),
+        // The device's own error (an image cut short) stays that error.
+        Some(Err(e)) => Err(io_err(path, e)),
+        _ => Err(Error::corrupt(
+            FS,
+            Some(path),
+            "subdirectory does not start with its '.' entry (first cluster 0 or damaged): not entered",
+        )),
     }
 }
 
@@ -421,7 +440,7 @@ impl FileSystem for FatFs {
     fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
         let dir = match self.lookup(path)? {
             None => self.fs.root_dir(),
-            Some(e) if e.is_dir() => e.to_dir(),
+            Some(e) if e.is_dir() => subdir(&e, path)?,
             Some(_) => return Err(Error::wrong_type(FS, path, "not a directory")),
         };
         let entries = self.entries(&dir, path)?;
@@ -479,7 +498,7 @@ impl FileSystem for FatFs {
     fn visit_dir(&self, path: &str, f: &mut VisitFn<'_>) -> Result<()> {
         let dir = match self.lookup(path)? {
             None => self.fs.root_dir(),
-            Some(e) if e.is_dir() => e.to_dir(),
+            Some(e) if e.is_dir() => subdir(&e, path)?,
             Some(_) => return Err(Error::wrong_type(FS, path, "not a directory")),
         };
         let cluster = u64::from(self.fs.cluster_size());
