@@ -391,7 +391,7 @@ impl BlockDevice for MemoryDevice {
 /// directory (`fatfs` does both), so a volume that claims to be larger than
 /// its image would otherwise hand out files and directories cut short
 /// without an error. Errors from the device come back as `io::Error` whose
-/// inner error is the device's [`Error`](crate::Error). Only an empty
+/// inner error is the device's [`crate::Error`]. Only an empty
 /// buffer reads 0 bytes.
 pub struct DeviceReader {
     device: Arc<dyn BlockDevice>,

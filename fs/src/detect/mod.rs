@@ -2,8 +2,8 @@
 //!
 //! One ordered probe over the volume's first 68 KiB ([`detect`]); where
 //! the label lives further in, it is read from there, as blkid reads it:
-//! FAT's in the root directory ([`fat`]), NTFS's in the `$Volume` record
-//! ([`ntfs`]), exFAT's in the root directory
+//! FAT's in the root directory (`fat`), NTFS's in the `$Volume` record
+//! (`ntfs`), exFAT's in the root directory
 //! ([`exfat::volume_label`](crate::exfat::volume_label)). A label that
 //! cannot be read leaves the label out; it never fails detection.
 
