@@ -32,6 +32,7 @@ pub mod budget;
 pub mod bytes;
 pub mod cd_raw;
 pub mod context;
+pub mod crc32c;
 pub mod error;
 pub mod fuzzing;
 pub mod image;

@@ -265,16 +265,11 @@ pub struct FatFs {
 }
 
 fn io_err(path: &str, e: io::Error) -> Error {
+    // The device's error (or ours) inside: recovered as it is.
     if e.get_ref()
-        .is_some_and(|i| i.is::<diskimage_formats::Error>())
+        .is_some_and(|i| i.is::<diskimage_formats::Error>() || i.is::<Error>())
     {
-        if let Some(Ok(dev)) = e
-            .into_inner()
-            .map(|i| i.downcast::<diskimage_formats::Error>())
-        {
-            return Error::Device(*dev);
-        }
-        return Error::corrupt(FS, Some(path), "read failed");
+        return Error::from_io(FS, path, e);
     }
     match e.kind() {
         io::ErrorKind::NotFound => Error::not_found(FS, path),

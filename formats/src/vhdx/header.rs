@@ -12,8 +12,8 @@ use crate::image::{WarningKind, Warnings};
 use crate::image_file::ImageFile;
 use crate::layout::{self, Layout};
 
-use super::crc32c;
 use super::fields::Guid;
+use crate::crc32c;
 
 /// One kibibyte.
 pub(crate) const KIB: u64 = 1024;

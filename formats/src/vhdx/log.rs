@@ -16,10 +16,10 @@ use std::sync::Arc;
 use crate::error::{Detail, Error, Format, Result};
 use crate::image::{WarningKind, Warnings};
 
-use super::crc32c;
 use super::fields::{le_u32, le_u64, Guid};
 use super::file_view::FileView;
 use super::header::{Header, KIB};
+use crate::crc32c;
 
 /// Log entries and sectors are aligned to 4 KiB.
 pub(crate) const LOG_SECTOR_SIZE: u64 = 4 * KIB;

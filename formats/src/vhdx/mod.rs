@@ -16,7 +16,6 @@
 //! 256 MiB (`log::MAX_LOG_LENGTH`), every table inside the file.
 
 pub(crate) mod bat;
-pub(crate) mod crc32c;
 pub(crate) mod fields;
 pub(crate) mod file_view;
 mod fuzz_input;

@@ -9,10 +9,10 @@ use crate::error::{hex_preview, Detail, Error, Format, Result};
 use crate::image::{WarningKind, Warnings};
 use crate::layout::{self, Layout};
 
-use super::crc32c;
 use super::fields::Guid;
 use super::file_view::FileView;
 use super::header::{KIB, MIB};
+use crate::crc32c;
 
 /// Offset of region table 1.
 pub(crate) const REGION_TABLE_1_OFFSET: u64 = 192 * KIB;

@@ -3,32 +3,8 @@
 //! `metadata_csum`; and CRC-16 (poly 0x8005, reflected) for the group
 //! descriptors of `gdt_csum` (`uninit_bg`) file systems.
 
-/// The reflected CRC-32C polynomial.
-const CASTAGNOLI: u32 = 0x82F6_3B78;
 /// The reflected CRC-16 (ANSI) polynomial.
 const CRC16_POLY: u16 = 0xA001;
-
-// Indexing is checked at compile time here: `i < 256` in a const fn.
-#[allow(clippy::indexing_slicing)]
-const fn crc32c_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ CASTAGNOLI
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
 
 // As above: `i < 256` in a const fn.
 #[allow(clippy::indexing_slicing)]
@@ -53,15 +29,12 @@ const fn crc16_table() -> [u16; 256] {
 }
 
 // Indexed by a u8 below: always within the 256 entries.
-static CRC32C: [u32; 256] = crc32c_table();
 static CRC16: [u16; 256] = crc16_table();
 
 /// CRC-32C of `data` continued from `seed` (`!0` to start), without the
 /// final inversion: what ext stores.
 pub(crate) fn crc32c(seed: u32, data: &[u8]) -> u32 {
-    data.iter().fold(seed, |c, &b| {
-        (c >> 8) ^ CRC32C.get(usize::from((c as u8) ^ b)).copied().unwrap_or(0)
-    })
+    diskimage_formats::crc32c::raw(seed, data)
 }
 
 /// CRC-16 of `data` continued from `seed` (`!0` to start).

@@ -296,28 +296,9 @@ impl Replayed {
     }
 }
 
-/// The CRC-32C (Castagnoli) table, reflected.
-const CRC32C_TABLE: [u32; 256] = crc_table_reflected(0x82F6_3B78);
 /// The big-endian CRC-32 table (polynomial 0x04C11DB7, MSB first) of v1
 /// commit checksums.
 const CRC32_BE_TABLE: [u32; 256] = crc_table_msb(0x04C1_1DB7);
-
-#[allow(clippy::indexing_slicing)] // i < 256, checked at compile time
-const fn crc_table_reflected(poly: u32) -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ poly } else { c >> 1 };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
 
 #[allow(clippy::indexing_slicing)] // i < 256, checked at compile time
 const fn crc_table_msb(poly: u32) -> [u32; 256] {
@@ -342,12 +323,8 @@ const fn crc_table_msb(poly: u32) -> [u32; 256] {
 
 /// CRC-32C continued from `crc` without the customary inversions (how
 /// ext4 and jbd2 chain it: seed, then each field).
-fn crc32c(mut crc: u32, bytes: &[u8]) -> u32 {
-    for &b in bytes {
-        let i = usize::from((crc as u8) ^ b);
-        crc = CRC32C_TABLE.get(i).copied().unwrap_or(0) ^ (crc >> 8);
-    }
-    crc
+fn crc32c(crc: u32, bytes: &[u8]) -> u32 {
+    diskimage_formats::crc32c::raw(crc, bytes)
 }
 
 /// The big-endian CRC-32 continued from `crc`, without inversions.
