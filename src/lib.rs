@@ -1,4 +1,4 @@
-//! `diskimage`: open virtual disk images (VMDK, VHD, VHDX, ISO, raw)
+//! `diskimage`: open virtual disk images (VMDK, VHD, VHDX, QCOW2, ISO, raw)
 //! read-only, find their volumes, tell which operating system is
 //! installed and read the file systems inside, with no vendor library.
 //!
