@@ -97,6 +97,27 @@ pub fn inherit_from_parent(kind: ExtentKind) -> ExtentKind {
     }
 }
 
+/// Reads `buf.len()` bytes at `offset` that a child does not hold itself:
+/// from its `parent` where there is one and as far as it reaches, zeros
+/// past a smaller parent's end or without a parent.
+pub fn read_from_parent(
+    parent: Option<&dyn BlockDevice>,
+    buf: &mut [u8],
+    offset: u64,
+) -> Result<()> {
+    let from_parent = parent.map_or(0, |p| {
+        usize::try_from(p.size().saturating_sub(offset))
+            .unwrap_or(usize::MAX)
+            .min(buf.len())
+    });
+    let (head, tail) = buf.split_at_mut(from_parent);
+    if let Some(p) = parent.filter(|_| !head.is_empty()) {
+        p.read_at(head, offset)?;
+    }
+    tail.fill(0);
+    Ok(())
+}
+
 /// Appends what a child reports for `len` bytes at `offset` that it does not
 /// hold itself: the parent's map with [`inherit_from_parent`] kinds, and
 /// `Unallocated` for any part beyond the end of a smaller parent (it reads

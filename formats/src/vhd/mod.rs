@@ -120,20 +120,11 @@ impl VhdImage {
 
     /// Reads an absent range: from the parent, zeros where it has none.
     fn read_absent(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let from_parent = match &self.parent {
-            Some(p) => usize::try_from(p.size().saturating_sub(offset))
-                .unwrap_or(usize::MAX)
-                .min(buf.len()),
-            None => 0,
-        };
-        let (head, tail) = buf.split_at_mut(from_parent);
-        if let Some(p) = &self.parent {
-            if !head.is_empty() {
-                p.read_at(head, offset)?;
-            }
-        }
-        tail.fill(0);
-        Ok(())
+        crate::block_device::read_from_parent(
+            self.parent.as_ref().map(|p| p as &dyn BlockDevice),
+            buf,
+            offset,
+        )
     }
 }
 

@@ -189,20 +189,13 @@ impl VhdxImage {
         Ok(())
     }
 
+    /// Reads an absent range: from the parent, zeros where it has none.
     fn read_absent(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        match &self.parent {
-            Some(p) => {
-                let avail = p.size().saturating_sub(offset).min(buf.len() as u64);
-                let split = usize::try_from(avail).unwrap_or(0).min(buf.len());
-                let (from_parent, past) = buf.split_at_mut(split);
-                if !from_parent.is_empty() {
-                    p.read_at(from_parent, offset)?;
-                }
-                past.fill(0);
-            }
-            None => buf.fill(0),
-        }
-        Ok(())
+        crate::block_device::read_from_parent(
+            self.parent.as_ref().map(|p| p as &dyn BlockDevice),
+            buf,
+            offset,
+        )
     }
 }
 
