@@ -236,3 +236,43 @@ pub fn dir_names<C: FromIterator<String>>(fs: &dyn diskimage::fs::FileSystem, di
         .map(|e| e.name)
         .collect()
 }
+
+/// A topic's fixtures gunzipped into a temporary folder; dropping it
+/// checks that reading them changed none of their bytes.
+pub struct Unpacked {
+    dir: tempfile::TempDir,
+    before: std::collections::BTreeMap<PathBuf, String>,
+}
+
+impl Unpacked {
+    /// Every `*.gz` of `topic`, unpacked.
+    pub fn new(topic: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = gunzip_dir(topic, dir.path());
+        let before = files.iter().map(|f| (f.clone(), sha256_file(f))).collect();
+        Unpacked { dir, before }
+    }
+
+    /// The folder they are in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The unpacked file `name`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// [`Unpacked::path`] as a command-line argument.
+    pub fn arg(&self, name: &str) -> String {
+        self.path(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Unpacked {
+    fn drop(&mut self) {
+        for (f, sha) in &self.before {
+            assert_eq!(&sha256_file(f), sha, "{} changed while read", f.display());
+        }
+    }
+}
