@@ -35,6 +35,7 @@ pub mod context;
 pub mod crc32c;
 pub mod error;
 pub mod fuzzing;
+pub mod guid;
 pub mod image;
 pub mod image_file;
 pub mod iso;
@@ -48,6 +49,7 @@ pub mod time;
 pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
+pub mod write;
 
 pub use block_device::{
     push_extent, BlockDevice, DeviceReader, Extent, ExtentKind, FileRange, MemoryDevice,
@@ -56,10 +58,12 @@ pub use block_device::{
 pub use budget::{MemoryBudget, Reservation, DEFAULT_MEMORY_LIMIT};
 pub use context::{MemoryFiles, OpenContext, MAX_CHAIN_DEPTH};
 pub use error::{Detail, Error, ErrorKind, Format, Result};
+pub use guid::Guid;
 pub use image::{DiskImage, ImageInfo, Warning, WarningKind, Warnings};
 pub use image_file::ImageFile;
 pub use options::{OpenOptions, ParentRequest, ParentResolver};
 pub use probe::{dependencies, open, open_in_memory};
+pub use write::{create, open_writable, CreateOptions, Subformat, WritableDevice};
 
 /// `Display` for enums whose text is their stable `as_str()` name (one
 /// implementation for every crate of the workspace).

@@ -1,7 +1,8 @@
 //! [`OpenOptions`]: how an image is opened.
 //!
-//! Images are always opened read-only: this library has no write mode, and
-//! nothing in any read path writes to an input file.
+//! [`open`](crate::open) always opens read-only, and nothing in any read
+//! path writes to an input file; writing is asked for only through
+//! [`crate::write`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use super::regf::{Hive, ValueData};
 use super::{arch, split_version, MountPoint, OsFamily, OsInfo};
 use crate::diskset::{DiskSet, Volume};
 use crate::error::Scheme;
-use crate::volume::gpt::guid_string;
+use diskimage_formats::Guid;
 
 /// `MountedDevices` data of a GPT partition: this prefix + the partition GUID.
 const GPT_PREFIX: &[u8] = b"DMIO:ID:";
@@ -284,7 +284,7 @@ pub fn map_mounted_device(set: &DiskSet, data: &[u8]) -> (Option<usize>, String)
     if let Some(guid) = data
         .strip_prefix(GPT_PREFIX)
         .and_then(|r| array::<16>(r, 0))
-        .map(|g| guid_string(&g))
+        .map(|g| format!("{:X}", Guid(g)))
     {
         let volume = set
             .volumes()

@@ -9,7 +9,7 @@
 
 use binrw::BinRead;
 use diskimage_formats::layout::{self, Layout};
-use diskimage_formats::BlockDevice;
+use diskimage_formats::{BlockDevice, Guid};
 
 use super::{read_bytes, Partition, PartitionKind, PartitionTable};
 use crate::error::{Detail, Error, Result, Scheme};
@@ -261,7 +261,7 @@ fn read_copy(dev: &dyn BlockDevice, lba: u64) -> Result<(GptHeader, Vec<Partitio
                 .get(..name_len.unwrap_or(name_units.len()))
                 .unwrap_or_default(),
         );
-        let type_code = guid_string(&type_guid);
+        let type_code = format!("{:X}", Guid(type_guid));
         parts.push(Partition {
             number: i as u32 + 1,
             offset: first * sector,
@@ -270,7 +270,7 @@ fn read_copy(dev: &dyn BlockDevice, lba: u64) -> Result<(GptHeader, Vec<Partitio
             type_name: type_name(&type_code),
             type_code,
             name: (!name.is_empty()).then_some(name),
-            guid: Some(guid_string(&entry.unique_partition_guid)),
+            guid: Some(format!("{:X}", Guid(entry.unique_partition_guid))),
             attributes: Some(entry.attributes),
             bootable: false,
         });
@@ -299,28 +299,11 @@ pub fn read(dev: &dyn BlockDevice) -> Result<PartitionTable> {
     };
     Ok(PartitionTable {
         scheme: Some(Scheme::Gpt),
-        disk_id: Some(guid_string(&header.disk_guid)),
+        disk_id: Some(format!("{:X}", Guid(header.disk_guid))),
         partitions,
         warnings,
         unsupported: None,
     })
-}
-
-/// A GUID as text, upper case, with the first three fields little-endian
-/// as GPT stores them (`C12A7328-F81F-11D2-BA4B-00A0C93EC93B`).
-pub fn guid_string(g: &[u8; 16]) -> String {
-    let [a0, a1, a2, a3, b0, b1, c0, c1, rest @ ..] = *g;
-    let mut s = format!(
-        "{:02X}{:02X}{:02X}{:02X}-{:02X}{:02X}-{:02X}{:02X}-",
-        a3, a2, a1, a0, b1, b0, c1, c0
-    );
-    for (i, x) in rest.iter().enumerate() {
-        if i == 2 {
-            s.push('-');
-        }
-        s.push_str(&format!("{x:02X}"));
-    }
-    s
 }
 
 /// The common name of a GPT partition type GUID (upper case).
@@ -509,6 +492,9 @@ mod tests {
 
     #[test]
     fn guid_text_is_mixed_endian_upper_case() {
-        assert_eq!(guid_string(&ESP), "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+        assert_eq!(
+            format!("{:X}", Guid(ESP)),
+            "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+        );
     }
 }

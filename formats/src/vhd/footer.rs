@@ -273,20 +273,6 @@ pub(crate) fn format_time_stamp(seconds: u32) -> String {
     crate::time::format_unix_utc(VHD_EPOCH_UNIX_SECONDS + i64::from(seconds))
 }
 
-/// A 16-byte identifier as a UUID string, bytes in stored order.
-pub(crate) fn format_uuid(id: &[u8; 16]) -> String {
-    let h: Vec<String> = id.iter().map(|b| format!("{b:02x}")).collect();
-    let s = h.concat();
-    format!(
-        "{}-{}-{}-{}-{}",
-        s.get(0..8).unwrap_or_default(),
-        s.get(8..12).unwrap_or_default(),
-        s.get(12..16).unwrap_or_default(),
-        s.get(16..20).unwrap_or_default(),
-        s.get(20..32).unwrap_or_default()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,7 +351,7 @@ mod tests {
         assert_eq!(format_time_stamp(0), "2000-01-01T00:00:00Z");
         assert_eq!(format_time_stamp(0x260c_f38f), "2020-03-24T16:36:31Z");
         assert_eq!(
-            format_uuid(&[0x4b; 16]),
+            crate::Guid::from_be_bytes([0x4b; 16]).to_string(),
             "4b4b4b4b-4b4b-4b4b-4b4b-4b4b4b4b4b4b"
         );
     }

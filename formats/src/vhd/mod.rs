@@ -32,14 +32,15 @@ use crate::block_device::{
 };
 use crate::context::OpenContext;
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
+use crate::guid::Guid;
 use crate::image::{DiskImage, ImageInfo, WarningKind, Warnings};
 use crate::image_file::ImageFile;
 
 use bat::{Bat, Run, Source};
 use dynamic_header::{DynamicHeader, HEADER_LEN};
 use footer::{
-    creator_name, format_time_stamp, format_uuid, four_cc, host_name, DiskType, VhdFooter,
-    FOOTER_LEN, OLD_FOOTER_LEN,
+    creator_name, format_time_stamp, four_cc, host_name, DiskType, VhdFooter, FOOTER_LEN,
+    OLD_FOOTER_LEN,
 };
 use parent_locator::{parent_hints, read_locators, ParentLocator};
 
@@ -436,7 +437,7 @@ fn check_parent(
     path: &Path,
     w: &mut Warnings,
 ) -> Result<()> {
-    let expected = format_uuid(&header.parent_unique_id);
+    let expected = Guid::from_be_bytes(header.parent_unique_id).to_string();
     let found = parent
         .info()
         .properties
@@ -503,7 +504,7 @@ fn describe(
         },
     );
     info.property("time_stamp", format_time_stamp(f.time_stamp));
-    info.property("unique_id", format_uuid(&f.unique_id));
+    info.property("unique_id", Guid::from_be_bytes(f.unique_id).to_string());
     info.property("saved_state", if f.saved_state != 0 { "yes" } else { "no" });
     info.property("current_size", f.current_size);
     info.property("original_size", f.original_size);
@@ -526,7 +527,10 @@ fn describe(
     );
     let Some(h) = header else { return };
     if f.disk_type == DiskType::Differencing {
-        info.property("parent_unique_id", format_uuid(&h.parent_unique_id));
+        info.property(
+            "parent_unique_id",
+            Guid::from_be_bytes(h.parent_unique_id).to_string(),
+        );
         info.property("parent_time_stamp", format_time_stamp(h.parent_time_stamp));
         info.property("parent_name", &h.parent_unicode_name);
         for (i, l) in locators.iter().enumerate() {

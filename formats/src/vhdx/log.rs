@@ -95,7 +95,7 @@ fn parse_entry(log: &[u8], offset: u64, guid: &Guid) -> Result<Option<Entry>, Da
     let Some(head) = circular(log, offset, ENTRY_HEADER_SIZE) else {
         return Ok(None);
     };
-    if head.get(..4) != Some(ENTRY_SIGNATURE.as_slice()) || Guid::read(&head, 32) != *guid {
+    if head.get(..4) != Some(ENTRY_SIGNATURE.as_slice()) || Guid::read_le(&head, 32) != *guid {
         return Ok(None);
     }
     let sequence = le_u64(&head, 16);

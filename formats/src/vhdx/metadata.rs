@@ -338,7 +338,7 @@ pub(crate) fn read(view: &FileView, region: Region) -> Result<Metadata> {
         leave_block_allocated: fp_flags & LEAVE_BLOCK_ALLOCATED != 0,
         has_parent,
         virtual_disk_size,
-        virtual_disk_id: Guid::read(p83, 0),
+        virtual_disk_id: Guid::read_le(p83, 0),
         logical_sector_size,
         physical_sector_size,
         parent_locator,

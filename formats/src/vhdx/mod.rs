@@ -40,7 +40,6 @@ use crate::image_file::ImageFile;
 use bat::{Bat, BlockState, Geometry};
 use file_view::FileView;
 
-pub use fields::Guid;
 pub use fuzz_input::{
     expand_fuzz_input, DEFAULT_FILE_MIB, FIX_CHECKSUMS, MAX_FILE_MIB, MIN_FILE_MIB,
 };

@@ -82,7 +82,7 @@ pub(crate) fn parse(item: &[u8], at: u64) -> Result<ParentLocator> {
         )
         .at(at));
     }
-    let locator_type = Guid::read(item, 0);
+    let locator_type = Guid::read_le(item, 0);
     if locator_type != VHDX_LOCATOR_TYPE {
         return Err(Error::unsupported(
             Format::Vhdx,

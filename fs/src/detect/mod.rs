@@ -126,15 +126,8 @@ fn hex_rev(b: &[u8], off: usize, len: usize) -> Option<String> {
 }
 
 fn uuid(b: &[u8], off: usize) -> Option<String> {
-    let r = b.get(off..off + 16)?;
-    let mut s = String::with_capacity(36);
-    for (i, x) in r.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        s.push_str(&format!("{x:02x}"));
-    }
-    Some(s)
+    let raw = diskimage_formats::bytes::array::<16>(b, off)?;
+    Some(diskimage_formats::Guid::from_be_bytes(raw).to_string())
 }
 
 fn fat_serial(b: &[u8], off: usize) -> Option<String> {

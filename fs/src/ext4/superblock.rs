@@ -221,15 +221,7 @@ impl Superblock {
 
     /// The UUID as `tune2fs -l` prints it.
     pub fn uuid(&self) -> String {
-        let u = self.raw.get(0x68..0x78).unwrap_or(&[]);
-        let mut s = String::with_capacity(36);
-        for (i, b) in u.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                s.push('-');
-            }
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
+        diskimage_formats::Guid::from_be_bytes(self.uuid_bytes()).to_string()
     }
 
     /// The number of block groups.
