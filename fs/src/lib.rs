@@ -42,7 +42,7 @@ pub mod ntfs;
 pub mod options;
 
 pub use detect::{detect, FsInfo, FsKind};
-pub use error::{Error, ErrorKind, FsName, Result};
+pub use error::{Detail, Error, ErrorKind, FsName, Result};
 pub use file_system::{
     DirEntry, FileReader, FileSystem, FileType, Metadata, PathEntry, StoredRun, Timestamp, VisitFn,
     Visited,
