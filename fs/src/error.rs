@@ -135,7 +135,7 @@ pub enum Error {
         /// What is wrong: expected and found values where there are any
         /// ([`Detail::Checksum`], [`Detail::BadSignature`], [`Detail::BadValue`]),
         /// else [`Detail::Invalid`] in words.
-        detail: Detail,
+        detail: Box<Detail>,
         /// The error of the crate underneath.
         #[source]
         source: Option<BoxedError>,
@@ -180,7 +180,7 @@ impl Error {
             fs,
             path: path.map(str::to_string),
             offset: None,
-            detail,
+            detail: Box::new(detail),
             source: None,
         }
     }
@@ -294,7 +294,7 @@ impl Error {
             fs,
             path: Some(path.to_string()),
             offset: None,
-            detail: Detail::Invalid(format!("read failed: {e}")),
+            detail: Box::new(Detail::Invalid(format!("read failed: {e}"))),
             source: Some(Box::new(e)),
         }
     }
