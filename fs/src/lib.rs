@@ -36,6 +36,8 @@ pub mod exfat;
 pub mod ext4;
 pub mod fat;
 pub mod file_system;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod iso9660;
 pub mod ntfs;
