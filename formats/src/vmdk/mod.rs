@@ -30,6 +30,8 @@ mod grain_table;
 mod sesparse;
 mod sparse_header;
 mod stream;
+mod stream_writer;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
