@@ -729,6 +729,8 @@ struct SparseState {
     gd_dirty: bool,
     /// Where the next grain or table goes (bytes).
     end: u64,
+    /// Bytes of metadata before the first grain (`overHead`).
+    overhead: u64,
     zeroed_gte: bool,
 }
 
@@ -796,6 +798,7 @@ impl SparseState {
                 dirty: BTreeSet::new(),
                 gd_dirty: false,
                 end,
+                overhead: h.over_head.saturating_mul(SECTOR),
                 zeroed_gte: h.flags & FLAG_ZEROED_GRAIN_GTE != 0,
             },
             cap,
@@ -890,6 +893,15 @@ impl SparseState {
             let chunk = buf.get(done..done + n).unwrap_or_default();
             let gte = self.gte(g)?;
             if gte != 0 && !self.is_zero_gte(gte) {
+                if u64::from(gte) * SECTOR < self.overhead {
+                    return Err(Error::bad_value(
+                        Format::Vmdk,
+                        "grain table entry",
+                        u64::from(gte),
+                        "a sector past the metadata (overHead)",
+                    )
+                    .in_file(self.file.path()));
+                }
                 self.file
                     .write_all_at(chunk, u64::from(gte) * SECTOR + in_g)?;
             } else {
@@ -1167,7 +1179,7 @@ pub(crate) fn open_writable(path: &Path, options: &OpenOptions) -> Result<VmdkWr
         }
     }
     let parent = match &desc {
-        Some(d) if d.parent_cid.is_some_and(|c| c != NO_PARENT_CID) => {
+        Some(d) if !options.no_parents && d.parent_cid.is_some_and(|c| c != NO_PARENT_CID) => {
             let hint = d
                 .parent_file_name_hint
                 .as_deref()
