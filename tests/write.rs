@@ -910,6 +910,9 @@ fn vmdk_write_fuzz_seeds_replay() {
             (size.saturating_sub(1), 1),
         ] {
             let len = len.min(usize::try_from(size.saturating_sub(at)).unwrap_or(0));
+            if len == 0 {
+                continue;
+            }
             let buf = &pattern[..len];
             dev.write_at(buf, at).expect("a seed takes writes");
             let mut back = vec![0u8; len];
