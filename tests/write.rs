@@ -930,3 +930,75 @@ fn vmdk_write_fuzz_seeds_replay() {
     }
     assert!(n >= 3, "{n} seeds opened for writing");
 }
+
+/// A VM's disk in a state (`--disk N`, `--snapshot S`) and one volume
+/// (`-V N`) converted: qemu-img reads the output as the VM fixture's
+/// recorded sha256 (made with `qemu-img convert -O raw` of the chain) and
+/// as `dump` of the example disk's volume.
+#[test]
+fn convert_takes_a_vm_disk_state_and_a_volume() {
+    let u = crate::common::Unpacked::new(&repo().join("fixtures/vm/vmware"));
+    for f in ["fixture.vmx", "fixture.vmsd"] {
+        std::fs::copy(repo().join("fixtures/vm/vmware").join(f), u.path(f)).expect("copy");
+    }
+    let rows = crate::common::tsv_rows(&repo().join("fixtures/vm/vmware.tsv"));
+    let sha_of = |state: &str, top: &str| -> String {
+        rows.iter()
+            .find(|r| r.first().is_some_and(|s| s == state) && r.get(2).is_some_and(|t| t == top))
+            .and_then(|r| r.get(4).cloned())
+            .expect("vmware.tsv row")
+    };
+    let out = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (vec!["--disk", "0"], sha_of("current", "sys-000002.vmdk")),
+        (vec!["--disk", "2"], sha_of("current", "sata-000002.vmdk")),
+        (
+            vec!["--disk", "2", "--snapshot", "installed"],
+            sha_of("installed", "sata.vmdk"),
+        ),
+    ];
+    for (i, (flags, sha)) in cases.iter().enumerate() {
+        let dst = out.path().join(format!("vm{i}.vmdk"));
+        let mut args = vec!["convert".to_owned(), u.arg("fixture.vmx"), s(&dst)];
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
+        args.extend(["--subformat".to_owned(), "streamOptimized".to_owned()]);
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let back = out.path().join(format!("vm{i}.raw"));
+        if qemu() {
+            let st = Command::new("qemu-img")
+                .args(["convert", "-O", "raw", &s(&dst), &s(&back)])
+                .status()
+                .expect("qemu-img convert");
+            assert!(st.success());
+        } else {
+            ok(&["dump", &s(&dst), "-o", &s(&back)]);
+        }
+        assert_eq!(&sha256_file(&back), sha, "{flags:?}");
+    }
+    // Volume 1 of the example disk, against `dump` of the whole disk.
+    let ex = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        repo().join("fixtures/example/example.vmdk"),
+        ex.path().join("example.vmdk"),
+    )
+    .expect("copy");
+    let whole = ex.path().join("whole.raw");
+    ok(&[
+        "dump",
+        &s(&ex.path().join("example.vmdk")),
+        "-o",
+        &s(&whole),
+    ]);
+    let vol = ex.path().join("vol.img");
+    ok(&[
+        "convert",
+        &s(&ex.path().join("example.vmdk")),
+        "-V",
+        "1",
+        &s(&vol),
+    ]);
+    let whole = std::fs::read(&whole).expect("whole");
+    let vol = std::fs::read(&vol).expect("vol");
+    assert_eq!(vol.len(), 14 << 20);
+    assert_eq!(vol[..], whole[1 << 20..15 << 20]);
+}

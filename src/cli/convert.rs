@@ -15,7 +15,7 @@ use super::{progress, select, vm, CliError};
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
     /// Source images (or one VM), then the destination.
-    #[arg(num_args = 2.., required = true, value_name = "SRC... DST")]
+    #[arg(required = true, value_name = "SRC... DST")]
     paths: Vec<PathBuf>,
     /// Destination format: vmdk, vhd, vhdx or raw (default: from DST's extension).
     #[arg(long)]
@@ -45,6 +45,7 @@ pub fn run(args: &ConvertArgs) -> Result<(), CliError> {
     let (dst, sources) = args
         .paths
         .split_last()
+        .filter(|(_, sources)| !sources.is_empty())
         .ok_or_else(|| CliError::Usage("convert needs SRC... DST".into()))?;
     let options = OpenOptions::new().strict(args.strict);
     let images: Vec<DiskImage> = match sources {
