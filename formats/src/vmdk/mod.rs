@@ -28,6 +28,8 @@ mod grain_table;
 mod sesparse;
 pub(crate) mod sparse_header;
 mod stream;
+mod stream_writer;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
