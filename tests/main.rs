@@ -21,6 +21,7 @@
 //! - `qcow2`: QCOW2 images against qemu-img convert and qemu-img map; one-field changes.
 //! - `schemes`: BSD disklabels, APM, Sun/SGI/Atari labels, UDF on 4K blocks, a short fixed VHD
 //!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
+//! - `write_vhd`: VHD and VHDX create, child, write and crash consistency against qemu-img and libvhdi.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -45,3 +46,4 @@ mod schemes;
 mod truncated;
 mod vm;
 mod volumes;
+mod write_vhd;

@@ -23,6 +23,9 @@ pub mod bat;
 pub mod dynamic_header;
 pub mod footer;
 pub mod parent_locator;
+pub mod writer;
+
+pub use writer::{create, open_writable};
 
 use std::path::Path;
 use std::sync::Arc;

@@ -168,14 +168,25 @@ impl CreateOptions {
 /// Creates the image `path` as `options` say (VixDiskLib_Create,
 /// VixDiskLib_CreateChild, CreateVirtualDisk).
 pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
-    Err(not_written(options.format).in_file(path))
+    match options.format {
+        Format::Vhd => crate::vhd::create(path, options),
+        Format::Vhdx => crate::vhdx::create(path, options),
+        _ => Err(not_written(options.format).in_file(path)),
+    }
 }
 
 /// Opens the top image of `path` for writing (its parents, if any, are
 /// opened read-only underneath).
 pub fn open_writable(path: &Path, options: &OpenOptions) -> Result<Box<dyn WritableDevice>> {
-    let _ = options;
-    Err(not_written(Format::Probe).in_file(path))
+    let format = match options.format {
+        Some(f) => f,
+        None => crate::open(path, &options.clone().no_parents(true))?.format(),
+    };
+    match format {
+        Format::Vhd => crate::vhd::open_writable(path, options),
+        Format::Vhdx => crate::vhdx::open_writable(path, options),
+        _ => Err(not_written(format).in_file(path)),
+    }
 }
 
 /// The error for a format this library does not write.
