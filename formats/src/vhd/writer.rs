@@ -54,6 +54,9 @@ pub const MAX_SIZE: u64 = 2040 << 30;
 const BAT_OFFSET: u64 = FOOTER_LEN as u64 + HEADER_LEN as u64;
 /// Block data starts on this boundary (Hyper-V's 4 KiB alignment).
 const DATA_ALIGN: u64 = 4096;
+/// A differencing disk's writes are completed to whole groups of this
+/// many bytes (eight sectors).
+const GROUP: u64 = 4096;
 /// Unused BAT entry.
 const UNUSED: u32 = u32::MAX;
 /// Sector bitmaps of a differencing disk kept in memory after a flush.
@@ -743,22 +746,24 @@ impl VhdWriter {
         if !self.differencing {
             return write_all_at(&self.file, buf, data + in_block).map_err(self.io());
         }
-        // Whole sectors: partial ones at either end are completed from
-        // what reads there now (the parent's bytes if not yet present).
-        let first = in_block / SECTOR;
-        let last = (in_block + buf.len() as u64).div_ceil(SECTOR);
-        let start = first * SECTOR;
-        let mut whole = vec![0u8; usize::try_from((last - first) * SECTOR).unwrap_or(0)];
+        // Whole 4 KiB groups of sectors, the parts not written completed
+        // from what reads there now (the parent's bytes where not yet
+        // present): libvhdi, like Hyper-V's 4 KiB I/O, takes a bitmap's
+        // sectors eight at a time, and reads a group whose first sector
+        // is present wholly from the child.
+        let start = in_block / GROUP * GROUP;
+        let end = align_up(in_block + buf.len() as u64, GROUP).min(s.block_size);
+        let (first, last) = (start / SECTOR, end.div_ceil(SECTOR));
+        let mut whole = vec![0u8; usize::try_from(end - start).unwrap_or(0)];
         let head = usize::try_from(in_block - start).unwrap_or(0);
         let tail_at = head + buf.len();
         if head != 0 {
-            let b = whole.get_mut(..512).unwrap_or_default();
+            let b = whole.get_mut(..head).unwrap_or_default();
             self.read_block(s, b, block, start)?;
         }
-        if tail_at % 512 != 0 {
-            let from = whole.len() - 512;
-            let b = whole.get_mut(from..).unwrap_or_default();
-            self.read_block(s, b, block, start + from as u64)?;
+        if tail_at < whole.len() {
+            let b = whole.get_mut(tail_at..).unwrap_or_default();
+            self.read_block(s, b, block, start + tail_at as u64)?;
         }
         if let Some(d) = whole.get_mut(head..tail_at) {
             d.copy_from_slice(buf);
