@@ -5,7 +5,9 @@
 //! and both region tables in the first MiB, a 1 MiB log at 1 MiB, the
 //! metadata region at 2 MiB (file parameters, virtual disk size, logical
 //! and physical sector size, page 83 data, and for a differencing disk
-//! the parent locator), the BAT at 3 MiB, then the payload blocks.
+//! the parent locator), the BAT at 3 MiB, then a differencing disk's
+//! sector bitmap blocks (all of them, zeroed, as Hyper-V makes them) and
+//! the payload blocks.
 //!
 //! Writes. The first write after opening gives the headers a new
 //! `FileWriteGuid` and `DataWriteGuid` (both headers, one after the
@@ -129,6 +131,17 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
             let entry = u64::from(PAYLOAD_BLOCK_FULLY_PRESENT) | (end / MIB) << 20;
             put(&mut bat, usize::try_from(index * 8).unwrap_or(usize::MAX), &entry.to_le_bytes());
             end += block_size;
+        }
+    }
+    if parent.is_some() {
+        // Every chunk's sector bitmap block up front, zeroed, as Hyper-V
+        // creates them (libvhdi reads a differencing disk's chunk with no
+        // sector bitmap block wrongly).
+        for chunk in 0..g.data_blocks.div_ceil(g.chunk_ratio) {
+            let index = chunk * (g.chunk_ratio + 1) + g.chunk_ratio;
+            let entry = u64::from(SB_BLOCK_PRESENT) | (end / MIB) << 20;
+            put(&mut bat, usize::try_from(index * 8).unwrap_or(usize::MAX), &entry.to_le_bytes());
+            end += MIB;
         }
     }
     let file_write = random_guid();
