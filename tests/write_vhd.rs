@@ -94,7 +94,11 @@ fn qemu_check(img: &Path, format: Format) {
         "qemu-img check {}: exit {code}\n{out}",
         img.display()
     );
-    assert!(!out.contains("corrupt"), "qemu-img check {}: {out}", img.display());
+    assert!(
+        !out.contains("corrupt"),
+        "qemu-img check {}: {out}",
+        img.display()
+    );
 }
 
 /// Every reader sees `expected` in `img` (child first, then its parents).
@@ -228,9 +232,14 @@ fn create_and_write(format: Format, block: u64, sizes: &[u64]) {
             (Subformat::Dynamic, Some(block)),
             (Subformat::Fixed, None),
         ] {
-            let img = dir.path().join(format!("d{n}-{sub}-{}.img", bs.unwrap_or(0)));
-            create(&img, &opts(format, size).subformat(Some(sub)).block_size(bs))
-                .unwrap_or_else(|e| panic!("create {}: {e}", img.display()));
+            let img = dir
+                .path()
+                .join(format!("d{n}-{sub}-{}.img", bs.unwrap_or(0)));
+            create(
+                &img,
+                &opts(format, size).subformat(Some(sub)).block_size(bs),
+            )
+            .unwrap_or_else(|e| panic!("create {}: {e}", img.display()));
             let mut expected = vec![0u8; size as usize];
             check_readers(&t, format, &[&img], &expected, true);
             write_mix(&img, &mut expected, bs.unwrap_or(block), n as u64 + 7);
@@ -270,7 +279,11 @@ fn child_of(format: Format, block: u64) {
         check_readers(&t, format, &[&child, &parent], &expected, false);
         write_mix(&child, &mut expected, block, 5);
         check_readers(&t, format, &[&child, &parent], &expected, false);
-        assert_eq!(crate::common::sha256_file(&parent), parent_sha, "parent written");
+        assert_eq!(
+            crate::common::sha256_file(&parent),
+            parent_sha,
+            "parent written"
+        );
         let e = create(&child, &opts(format, 0).parent(Some(parent.clone()))).unwrap_err();
         assert!(e.to_string().contains("already exists"), "{e}");
     }
@@ -407,11 +420,20 @@ fn crash(format: Format, subformat: Subformat, with_parent: bool) {
                 let n = (flushed * slot) as usize;
                 let raw = copy.with_extension("raw");
                 let (code, out) = run(Command::new("qemu-img").args([
-                    "convert", "-f", "vhdx", "-O", "raw", copy.to_str().unwrap(), raw.to_str().unwrap(),
+                    "convert",
+                    "-f",
+                    "vhdx",
+                    "-O",
+                    "raw",
+                    copy.to_str().unwrap(),
+                    raw.to_str().unwrap(),
                 ]));
                 assert_eq!(code, 0, "qemu-img convert: {out}");
                 let got = std::fs::read(&raw).unwrap();
-                assert!(got[..n] == expected_copy[..n], "qemu reads the flushed writes");
+                assert!(
+                    got[..n] == expected_copy[..n],
+                    "qemu reads the flushed writes"
+                );
                 std::fs::remove_file(&raw).unwrap();
                 std::fs::remove_file(&copy).unwrap();
             } else {

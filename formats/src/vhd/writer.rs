@@ -96,9 +96,7 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
         (None, None | Some(Subformat::Dynamic)) => DiskType::Dynamic,
         (None, Some(Subformat::Fixed)) => DiskType::Fixed,
         (None, Some(s)) => {
-            return Err(
-                bad_option(format!("subformat {s} (one of: dynamic, fixed)")).in_file(path),
-            )
+            return Err(bad_option(format!("subformat {s} (one of: dynamic, fixed)")).in_file(path))
         }
     };
     let block_size = options.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
@@ -146,7 +144,10 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
         write_all_at(&file, &bat, BAT_OFFSET).map_err(io_in(path))?;
         for (_, at, data) in &locators {
             let mut padded = data.clone();
-            padded.resize(usize::try_from(align_up(data.len() as u64, SECTOR).max(SECTOR)).unwrap_or(0), 0);
+            padded.resize(
+                usize::try_from(align_up(data.len() as u64, SECTOR).max(SECTOR)).unwrap_or(0),
+                0,
+            );
             write_all_at(&file, &padded, *at).map_err(io_in(path))?;
         }
         write_all_at(&file, &footer, tail).map_err(io_in(path))?;
@@ -348,8 +349,8 @@ fn header_bytes(
     for (i, (code, at, data)) in locators.iter().take(PARENT_LOCATOR_ENTRIES).enumerate() {
         let e = 576 + i * 24;
         let len = u32::try_from(data.len()).unwrap_or(0);
-        let space = u32::try_from(align_up(data.len() as u64, SECTOR).max(SECTOR) / SECTOR)
-            .unwrap_or(0);
+        let space =
+            u32::try_from(align_up(data.len() as u64, SECTOR).max(SECTOR) / SECTOR).unwrap_or(0);
         put(&mut h, e, code);
         put(&mut h, e + 4, &space.to_be_bytes());
         put(&mut h, e + 8, &len.to_be_bytes());
@@ -542,9 +543,9 @@ impl VhdWriter {
             .open(path)
             .map_err(io_in(path))?;
         let len = file.metadata().map_err(io_in(path))?.len();
-        let footer_at = len.checked_sub(FOOTER_LEN as u64).ok_or_else(|| {
-            corrupt("shorter than a footer".into(), 0)
-        })?;
+        let footer_at = len
+            .checked_sub(FOOTER_LEN as u64)
+            .ok_or_else(|| corrupt("shorter than a footer".into(), 0))?;
         let mut footer = [0u8; FOOTER_LEN];
         read_exact_at(&file, &mut footer, footer_at).map_err(io_in(path))?;
         let parsed = VhdFooter::parse(&footer).map_err(|e| e.at(footer_at).in_file(path))?;
@@ -573,10 +574,14 @@ impl VhdWriter {
         }
         let at = parsed.data_offset;
         let mut hb = vec![0u8; HEADER_LEN];
-        read_exact_at(&file, &mut hb, at).map_err(|_| corrupt("dynamic header past the end of the file".into(), at))?;
+        read_exact_at(&file, &mut hb, at)
+            .map_err(|_| corrupt("dynamic header past the end of the file".into(), at))?;
         let header = DynamicHeader::parse(&hb).map_err(|e| e.at(at).in_file(path))?;
         if !header.checksum_ok() {
-            return Err(corrupt("dynamic header checksum mismatch; not written".into(), at));
+            return Err(corrupt(
+                "dynamic header checksum mismatch; not written".into(),
+                at,
+            ));
         }
         let block_size = u64::from(header.block_size);
         let entries = u64::from(header.max_table_entries);
@@ -588,7 +593,10 @@ impl VhdWriter {
         }
         let bat_bytes = entries * 4;
         if header.table_offset.saturating_add(bat_bytes) > footer_at {
-            return Err(corrupt("BAT past the end of the file".into(), header.table_offset));
+            return Err(corrupt(
+                "BAT past the end of the file".into(),
+                header.table_offset,
+            ));
         }
         let mut raw = vec![0u8; usize::try_from(bat_bytes).unwrap_or(0)];
         read_exact_at(&file, &mut raw, header.table_offset).map_err(io_in(path))?;
@@ -711,13 +719,18 @@ impl VhdWriter {
 
     /// Allocates `block` at the end of the file; returns its data offset.
     fn allocate(&self, s: &mut Sparse, block: u32) -> Result<u64> {
-        let bitmap_at = align_up(s.footer_at + FOOTER_LEN as u64 + s.bitmap_len, DATA_ALIGN)
-            - s.bitmap_len;
+        let bitmap_at =
+            align_up(s.footer_at + FOOTER_LEN as u64 + s.bitmap_len, DATA_ALIGN) - s.bitmap_len;
         let data_at = bitmap_at + s.bitmap_len;
         let new_footer = data_at + s.block_size;
         let entry = u32::try_from(bitmap_at / SECTOR).map_err(|_| {
-            Error::limit(Format::Vhd, "file offset of a new block", bitmap_at, u64::from(u32::MAX) * SECTOR)
-                .in_file(&self.path)
+            Error::limit(
+                Format::Vhd,
+                "file offset of a new block",
+                bitmap_at,
+                u64::from(u32::MAX) * SECTOR,
+            )
+            .in_file(&self.path)
         })?;
         // The footer first (the file always ends with one), then the bitmap.
         write_all_at(&self.file, &s.footer, new_footer).map_err(self.io())?;
@@ -793,7 +806,11 @@ impl VhdWriter {
         }
         if !s.pending.is_empty() {
             // Whole BAT sectors holding pending entries.
-            let sectors: BTreeSet<u64> = s.pending.iter().map(|&b| u64::from(b) * 4 / SECTOR).collect();
+            let sectors: BTreeSet<u64> = s
+                .pending
+                .iter()
+                .map(|&b| u64::from(b) * 4 / SECTOR)
+                .collect();
             for sector in sectors {
                 let first = usize::try_from(sector * SECTOR / 4).unwrap_or(usize::MAX);
                 let bytes: Vec<u8> = s
@@ -843,7 +860,12 @@ impl BlockDevice for VhdWriter {
             let n = usize::try_from((s.block_size - in_block).min((buf.len() - done) as u64))
                 .unwrap_or(0);
             let dst = buf.get_mut(done..done + n).unwrap_or_default();
-            self.read_block(&mut s, dst, u32::try_from(block).unwrap_or(u32::MAX), in_block)?;
+            self.read_block(
+                &mut s,
+                dst,
+                u32::try_from(block).unwrap_or(u32::MAX),
+                in_block,
+            )?;
             done += n;
         }
         Ok(())
@@ -869,9 +891,8 @@ impl BlockDevice for VhdWriter {
             let block = pos / s.block_size;
             let end = ((block + 1) * s.block_size).min(offset + len);
             let entry = s.bat.get(block as usize).copied().unwrap_or(UNUSED);
-            let kind = if entry != UNUSED {
-                ExtentKind::Data
-            } else if self.parent.is_some() {
+            // A differencing disk's absent blocks are its parent's data.
+            let kind = if entry != UNUSED || self.parent.is_some() {
                 ExtentKind::Data
             } else {
                 ExtentKind::Unallocated
@@ -905,7 +926,12 @@ impl WritableDevice for VhdWriter {
             let n = usize::try_from((s.block_size - in_block).min((buf.len() - done) as u64))
                 .unwrap_or(0);
             let src = buf.get(done..done + n).unwrap_or_default();
-            self.write_block(&mut s, src, u32::try_from(block).unwrap_or(u32::MAX), in_block)?;
+            self.write_block(
+                &mut s,
+                src,
+                u32::try_from(block).unwrap_or(u32::MAX),
+                in_block,
+            )?;
             done += n;
         }
         if s.pending.len() >= MAX_PENDING || s.dirty.len() >= MAX_PENDING {

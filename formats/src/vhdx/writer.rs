@@ -27,14 +27,18 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::block_device::{check_range, push_extent, read_from_parent, BlockDevice, Extent, ExtentKind};
+use crate::block_device::{
+    check_range, push_extent, read_from_parent, BlockDevice, Extent, ExtentKind,
+};
 use crate::crc32c;
 use crate::error::{Error, Format, Result};
 use crate::guid::Guid;
 use crate::image::{DiskImage, Warnings};
 use crate::image_file::ImageFile;
 use crate::options::OpenOptions;
-use crate::vhd::writer::{create_file, io_in, random_guid, read_exact_at, windows_relative, write_all_at};
+use crate::vhd::writer::{
+    create_file, io_in, random_guid, read_exact_at, windows_relative, write_all_at,
+};
 use crate::write::{CreateOptions, Subformat, WritableDevice};
 
 use super::bat::{
@@ -78,7 +82,9 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
         Some(p) => Some(ParentFacts::read(p, path)?),
         None => None,
     };
-    let sector = parent.as_ref().map_or(options.sector_size, |p| p.sector_size);
+    let sector = parent
+        .as_ref()
+        .map_or(options.sector_size, |p| p.sector_size);
     if sector != 512 && sector != 4096 {
         return Err(bad_option(format!("sector size {sector} (512 or 4096)")).in_file(path));
     }
@@ -129,7 +135,11 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
         for b in 0..g.data_blocks {
             let index = b + b / g.chunk_ratio;
             let entry = u64::from(PAYLOAD_BLOCK_FULLY_PRESENT) | (end / MIB) << 20;
-            put(&mut bat, usize::try_from(index * 8).unwrap_or(usize::MAX), &entry.to_le_bytes());
+            put(
+                &mut bat,
+                usize::try_from(index * 8).unwrap_or(usize::MAX),
+                &entry.to_le_bytes(),
+            );
             end += block_size;
         }
     }
@@ -140,7 +150,11 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
         for chunk in 0..g.data_blocks.div_ceil(g.chunk_ratio) {
             let index = chunk * (g.chunk_ratio + 1) + g.chunk_ratio;
             let entry = u64::from(SB_BLOCK_PRESENT) | (end / MIB) << 20;
-            put(&mut bat, usize::try_from(index * 8).unwrap_or(usize::MAX), &entry.to_le_bytes());
+            put(
+                &mut bat,
+                usize::try_from(index * 8).unwrap_or(usize::MAX),
+                &entry.to_le_bytes(),
+            );
             end += MIB;
         }
     }
@@ -265,7 +279,11 @@ fn region_table(bat_len: u64) -> Vec<u8> {
         let e = 16 + 32 * i;
         put(&mut b, e, &guid.to_le_bytes());
         put(&mut b, e + 16, &at.to_le_bytes());
-        put(&mut b, e + 24, &u32::try_from(len).unwrap_or(0).to_le_bytes());
+        put(
+            &mut b,
+            e + 24,
+            &u32::try_from(len).unwrap_or(0).to_le_bytes(),
+        );
         put(&mut b, e + 28, &1u32.to_le_bytes());
     }
     let crc = crc32c::checksum_with_hole(&b, 4);
@@ -274,31 +292,67 @@ fn region_table(bat_len: u64) -> Vec<u8> {
 }
 
 /// The metadata region's table and items.
-fn metadata(size: u64, block_size: u64, sector: u32, fixed: bool, parent: Option<&ParentFacts>) -> Vec<u8> {
+fn metadata(
+    size: u64,
+    block_size: u64,
+    sector: u32,
+    fixed: bool,
+    parent: Option<&ParentFacts>,
+) -> Vec<u8> {
     const IS_VIRTUAL_DISK: u32 = 2;
     const IS_REQUIRED: u32 = 4;
     let flags = u32::from(fixed) | if parent.is_some() { 2 } else { 0 };
-    let mut file_params = (u32::try_from(block_size).unwrap_or(0)).to_le_bytes().to_vec();
+    let mut file_params = (u32::try_from(block_size).unwrap_or(0))
+        .to_le_bytes()
+        .to_vec();
     file_params.extend_from_slice(&flags.to_le_bytes());
     let mut items: Vec<(Guid, Vec<u8>, u32)> = vec![
         (FILE_PARAMETERS, file_params, IS_REQUIRED),
-        (VIRTUAL_DISK_SIZE, size.to_le_bytes().to_vec(), IS_VIRTUAL_DISK | IS_REQUIRED),
-        (LOGICAL_SECTOR_SIZE, sector.to_le_bytes().to_vec(), IS_VIRTUAL_DISK | IS_REQUIRED),
-        (PHYSICAL_SECTOR_SIZE, 4096u32.to_le_bytes().to_vec(), IS_VIRTUAL_DISK | IS_REQUIRED),
-        (PAGE_83_DATA, random_guid().to_le_bytes().to_vec(), IS_VIRTUAL_DISK | IS_REQUIRED),
+        (
+            VIRTUAL_DISK_SIZE,
+            size.to_le_bytes().to_vec(),
+            IS_VIRTUAL_DISK | IS_REQUIRED,
+        ),
+        (
+            LOGICAL_SECTOR_SIZE,
+            sector.to_le_bytes().to_vec(),
+            IS_VIRTUAL_DISK | IS_REQUIRED,
+        ),
+        (
+            PHYSICAL_SECTOR_SIZE,
+            4096u32.to_le_bytes().to_vec(),
+            IS_VIRTUAL_DISK | IS_REQUIRED,
+        ),
+        (
+            PAGE_83_DATA,
+            random_guid().to_le_bytes().to_vec(),
+            IS_VIRTUAL_DISK | IS_REQUIRED,
+        ),
     ];
     if let Some(p) = parent {
         items.push((PARENT_LOCATOR, parent_locator(p), IS_REQUIRED));
     }
     let mut b = vec![0u8; METADATA_LENGTH as usize];
     put(&mut b, 0, b"metadata");
-    put(&mut b, 10, &u16::try_from(items.len()).unwrap_or(0).to_le_bytes());
+    put(
+        &mut b,
+        10,
+        &u16::try_from(items.len()).unwrap_or(0).to_le_bytes(),
+    );
     let mut at = 64 * KIB as usize;
     for (i, (guid, data, flags)) in items.iter().enumerate() {
         let e = 32 + 32 * i;
         put(&mut b, e, &guid.to_le_bytes());
-        put(&mut b, e + 16, &u32::try_from(at).unwrap_or(0).to_le_bytes());
-        put(&mut b, e + 20, &u32::try_from(data.len()).unwrap_or(0).to_le_bytes());
+        put(
+            &mut b,
+            e + 16,
+            &u32::try_from(at).unwrap_or(0).to_le_bytes(),
+        );
+        put(
+            &mut b,
+            e + 20,
+            &u32::try_from(data.len()).unwrap_or(0).to_le_bytes(),
+        );
         put(&mut b, e + 24, &flags.to_le_bytes());
         put(&mut b, at, data);
         at += data.len();
@@ -341,7 +395,10 @@ fn parent_locator(p: &ParentFacts) -> Vec<u8> {
 
 /// Copies `src` into `dst` at `at` (the layouts above are in range).
 fn put(dst: &mut [u8], at: usize, src: &[u8]) {
-    if let Some(d) = at.checked_add(src.len()).and_then(|end| dst.get_mut(at..end)) {
+    if let Some(d) = at
+        .checked_add(src.len())
+        .and_then(|end| dst.get_mut(at..end))
+    {
         d.copy_from_slice(src);
     }
 }
@@ -451,7 +508,11 @@ impl VhdxWriter {
         let mut file_end = len.div_ceil(MIB) * MIB;
         for &e in &bat {
             let (state, at) = split(e);
-            let span = if state == SB_BLOCK_PRESENT && at != 0 { MIB } else { g.block_size };
+            let span = if state == SB_BLOCK_PRESENT && at != 0 {
+                MIB
+            } else {
+                g.block_size
+            };
             if state >= PAYLOAD_BLOCK_FULLY_PRESENT || (state == SB_BLOCK_PRESENT && at != 0) {
                 file_end = file_end.max(at + span);
             }
@@ -519,7 +580,11 @@ impl VhdxWriter {
                 sequence_number: s.header.sequence_number + 1,
                 ..s.header.clone()
             };
-            let at = if next.copy == 1 { HEADER_1_OFFSET } else { HEADER_2_OFFSET };
+            let at = if next.copy == 1 {
+                HEADER_1_OFFSET
+            } else {
+                HEADER_2_OFFSET
+            };
             write_all_at(&self.file, &header_bytes(&next), at).map_err(self.io())?;
             self.file.sync_data().map_err(self.io())?;
             s.header = next;
@@ -566,18 +631,22 @@ impl VhdxWriter {
         let sectors_per_block = self.g.block_size / self.g.sector_size;
         let n = (block % self.g.chunk_ratio) * sectors_per_block + sector;
         let byte = n / 8;
-        Some((at + byte / PAGE * PAGE, usize::try_from(byte % PAGE).ok()?, (n % 8) as u8))
+        Some((
+            at + byte / PAGE * PAGE,
+            usize::try_from(byte % PAGE).ok()?,
+            (n % 8) as u8,
+        ))
     }
 
     fn page<'s>(&self, s: &'s mut State, at: u64) -> Result<&'s mut Vec<u8>> {
-        if !s.bitmap_pages.contains_key(&at) {
-            let mut p = vec![0u8; PAGE as usize];
-            read_exact_at(&self.file, &mut p, at).map_err(self.io())?;
-            s.bitmap_pages.insert(at, p);
+        match s.bitmap_pages.entry(at) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut p = vec![0u8; PAGE as usize];
+                read_exact_at(&self.file, &mut p, at).map_err(self.io())?;
+                Ok(e.insert(p))
+            }
         }
-        s.bitmap_pages
-            .get_mut(&at)
-            .ok_or_else(|| Error::unsupported(Format::Vhdx, "bitmap page cache"))
     }
 
     fn present(&self, s: &mut State, block: u64, sector: u64) -> Result<bool> {
@@ -649,7 +718,11 @@ impl VhdxWriter {
             PAYLOAD_BLOCK_FULLY_PRESENT | PAYLOAD_BLOCK_PARTIALLY_PRESENT => at,
             _ if self.parent.is_none() || state == PAYLOAD_BLOCK_ZERO => {
                 let at = self.allocate(s, self.g.block_size)?;
-                self.set_entry(s, index, u64::from(PAYLOAD_BLOCK_FULLY_PRESENT) | (at / MIB) << 20);
+                self.set_entry(
+                    s,
+                    index,
+                    u64::from(PAYLOAD_BLOCK_FULLY_PRESENT) | (at / MIB) << 20,
+                );
                 at
             }
             _ => {
@@ -737,7 +810,9 @@ impl VhdxWriter {
     /// Writes `bytes` at `offset` of the circular log.
     fn write_log(&self, offset: u64, bytes: &[u8]) -> Result<()> {
         let log_at = LOG_OFFSET;
-        let first = usize::try_from(LOG_LENGTH - offset).unwrap_or(0).min(bytes.len());
+        let first = usize::try_from(LOG_LENGTH - offset)
+            .unwrap_or(0)
+            .min(bytes.len());
         let (a, b) = bytes.split_at(first);
         write_all_at(&self.file, a, log_at + offset).map_err(self.io())?;
         if !b.is_empty() {
@@ -754,9 +829,17 @@ impl VhdxWriter {
         let mut e = vec![0u8; usize::try_from(len).unwrap_or(0)];
         put(&mut e, 0, b"loge");
         put(&mut e, 8, &u32::try_from(len).unwrap_or(0).to_le_bytes());
-        put(&mut e, 12, &u32::try_from(s.log_head).unwrap_or(0).to_le_bytes());
+        put(
+            &mut e,
+            12,
+            &u32::try_from(s.log_head).unwrap_or(0).to_le_bytes(),
+        );
         put(&mut e, 16, &seq.to_le_bytes());
-        put(&mut e, 24, &u32::try_from(pages.len()).unwrap_or(0).to_le_bytes());
+        put(
+            &mut e,
+            24,
+            &u32::try_from(pages.len()).unwrap_or(0).to_le_bytes(),
+        );
         put(&mut e, 32, &s.header.log_guid.to_le_bytes());
         put(&mut e, 48, &file_len.to_le_bytes());
         put(&mut e, 56, &file_len.to_le_bytes());
