@@ -522,3 +522,50 @@ fn vhdx_crash_dynamic() {
 fn vhdx_crash_differencing() {
     crash(Format::Vhdx, Subformat::Dynamic, true);
 }
+
+/// Damaged images are refused for writing with an error naming the file
+/// and the offset, and are left as they were.
+#[test]
+fn damaged_images_are_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    // A VHD whose BAT entry points past the end of the file.
+    let vhd = dir.path().join("bad-bat.vhd");
+    create(&vhd, &opts(Format::Vhd, 4 * MIB)).unwrap();
+    let mut bytes = std::fs::read(&vhd).unwrap();
+    bytes[1536..1540].copy_from_slice(&0x0010_0000u32.to_be_bytes());
+    std::fs::write(&vhd, &bytes).unwrap();
+    let Err(e) = open_writable(&vhd, &OpenOptions::default()) else {
+        panic!("opened for writing")
+    };
+    assert!(
+        matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::OutOfBounds),
+        "{e}"
+    );
+    assert_eq!(e.path(), Some(vhd.as_path()), "{e}");
+    assert_eq!(e.offset(), Some(1536), "{e}");
+    // A VHD whose footer at the end is damaged (the copy at 0 is sound:
+    // readers open it, the writer does not write it).
+    let vhd = dir.path().join("bad-footer.vhd");
+    create(&vhd, &opts(Format::Vhd, 4 * MIB)).unwrap();
+    let mut bytes = std::fs::read(&vhd).unwrap();
+    let n = bytes.len();
+    bytes[n - 512 + 100] ^= 1;
+    std::fs::write(&vhd, &bytes).unwrap();
+    let Err(e) = open_writable(&vhd, &OpenOptions::default()) else {
+        panic!("opened for writing")
+    };
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert_eq!(e.offset(), Some(n as u64 - 512), "{e}");
+    assert_eq!(std::fs::read(&vhd).unwrap(), bytes, "the file is unchanged");
+    // A VHDX cut short inside its BAT.
+    let vhdx = dir.path().join("short.vhdx");
+    create(&vhdx, &opts(Format::Vhdx, 64 * MIB)).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&vhdx).unwrap();
+    f.set_len(3 * MIB + 4096).unwrap();
+    drop(f);
+    let Err(e) = open_writable(&vhdx, &OpenOptions::default()) else {
+        panic!("opened for writing")
+    };
+    assert_eq!(e.path(), Some(vhdx.as_path()), "{e}");
+    assert_eq!(std::fs::metadata(&vhdx).unwrap().len(), 3 * MIB + 4096);
+}
