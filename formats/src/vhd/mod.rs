@@ -23,6 +23,9 @@ pub(crate) mod bat;
 pub(crate) mod dynamic_header;
 pub(crate) mod footer;
 pub(crate) mod parent_locator;
+pub mod writer;
+
+pub use writer::{create, open_writable};
 
 use std::path::Path;
 use std::sync::Arc;

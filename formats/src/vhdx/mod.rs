@@ -23,6 +23,9 @@ pub(crate) mod log;
 pub(crate) mod metadata;
 pub(crate) mod parent_locator;
 pub(crate) mod region_table;
+pub mod writer;
+
+pub use writer::{create, open_writable};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

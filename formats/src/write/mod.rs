@@ -178,6 +178,8 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
     match options.format {
         Format::Raw => raw::create(path, options),
         Format::Vmdk => crate::vmdk::writer::create(path, options),
+        Format::Vhd => crate::vhd::create(path, options),
+        Format::Vhdx => crate::vhdx::create(path, options),
         other => Err(not_written(other).in_file(path)),
     }
 }
@@ -198,6 +200,8 @@ pub fn open_writable(path: &Path, options: &OpenOptions) -> Result<Box<dyn Writa
     match format {
         Format::Raw | Format::SplitRaw => Ok(Box::new(raw::open_writable(path, options)?)),
         Format::Vmdk => Ok(Box::new(crate::vmdk::writer::open_writable(path, options)?)),
+        Format::Vhd => crate::vhd::open_writable(path, options),
+        Format::Vhdx => crate::vhdx::open_writable(path, options),
         other => Err(not_written(other).in_file(path)),
     }
 }
