@@ -75,12 +75,26 @@ impl ChunkCache {
 }
 
 /// Decodes chunk `n` (`len` bytes of media, at `loc` in `file`) into
-/// `out`, whose length is `len`. Damage is a `Corrupt` error naming the
-/// segment file, the chunk's offset in it and the chunk number.
-pub fn decode(file: &ImageFile, n: u64, loc: ChunkLocation, out: &mut [u8]) -> Result<()> {
+/// `out`, whose length is `len`; `sectors` is the chunk's first and last
+/// media sector, for messages. Damage is a `Corrupt` error naming the
+/// segment file, the chunk's offset in it, the chunk number and its
+/// sectors (as `ewfverify` reports them).
+pub fn decode(
+    file: &ImageFile,
+    n: u64,
+    sectors: (u64, u64),
+    loc: ChunkLocation,
+    out: &mut [u8],
+) -> Result<()> {
     let len = out.len() as u64;
     let path = file.path();
     let corrupt = |detail| Error::corrupt(Format::Ewf, detail).at(loc.offset).in_file(path);
+    let checksum = |what: &str, stored: u32, computed: u32| {
+        corrupt(Detail::Invalid(format!(
+            "chunk {n} (sectors {}-{}): {what} checksum: stored {stored:#x}, computed {computed:#x}",
+            sectors.0, sectors.1
+        )))
+    };
     if loc.offset >= file.len() {
         return Err(Error::out_of_range(
             Format::Ewf,
@@ -100,11 +114,7 @@ pub fn decode(file: &ImageFile, n: u64, loc: ChunkLocation, out: &mut [u8]) -> R
             .map_err(|e| e.in_format(Format::Ewf))?;
         let (stored, computed) = (le_u32(&sum, 0), adler32(out));
         if stored != computed {
-            return Err(corrupt(Detail::Checksum {
-                what: "uncompressed chunk Adler-32",
-                stored: u64::from(stored),
-                computed: u64::from(computed),
-            }));
+            return Err(checksum("uncompressed chunk Adler-32", stored, computed));
         }
         return Ok(());
     }
@@ -125,18 +135,18 @@ pub fn decode(file: &ImageFile, n: u64, loc: ChunkLocation, out: &mut [u8]) -> R
     let bytes = DeflateDecoder::new_with_options(&stream, options)
         .decode_zlib()
         .map_err(|e| match e.error {
-            DecodeErrorStatus::MismatchedAdler(stored, computed) => corrupt(Detail::Checksum {
-                what: "compressed chunk (zlib Adler-32)",
-                stored: u64::from(stored),
-                computed: u64::from(computed),
-            }),
+            DecodeErrorStatus::MismatchedAdler(stored, computed) => {
+                checksum("compressed chunk (zlib Adler-32)", stored, computed)
+            }
             other => corrupt(Detail::Invalid(format!(
-                "chunk {n}: zlib stream of {avail} bytes does not inflate to {len} bytes: {other:?}"
+                "chunk {n} (sectors {}-{}): zlib stream of {avail} bytes does not inflate to \
+                 {len} bytes: {other:?}",
+                sectors.0, sectors.1
             ))),
         })?;
     if bytes.len() as u64 != len {
         return Err(corrupt(Detail::Truncated {
-            what: format!("inflated chunk {n}"),
+            what: format!("inflated chunk {n} (sectors {}-{})", sectors.0, sectors.1),
             needed: len,
             available: bytes.len() as u64,
         }));
@@ -175,15 +185,15 @@ mod tests {
         file.extend_from_slice(&z);
         let f = ImageFile::from_bytes("c.E01", file.clone());
         let mut out = vec![0u8; 4096];
-        decode(&f, 0, loc(0, 4100, false), &mut out).unwrap();
+        decode(&f, 0, (0, 7), loc(0, 4100, false), &mut out).unwrap();
         assert_eq!(out, chunk);
-        decode(&f, 1, loc(zat, z.len() as u32, true), &mut out).unwrap();
+        decode(&f, 1, (8, 15), loc(zat, z.len() as u32, true), &mut out).unwrap();
         assert_eq!(out, chunk);
 
         let mut bad = file.clone();
         bad[100] ^= 1;
         let f = ImageFile::from_bytes("c.E01", bad);
-        let e = decode(&f, 0, loc(0, 4100, false), &mut out).unwrap_err();
+        let e = decode(&f, 0, (0, 7), loc(0, 4100, false), &mut out).unwrap_err();
         assert_eq!((e.kind(), e.offset()), (crate::ErrorKind::Corrupt, Some(0)));
         assert!(e.to_string().contains("uncompressed chunk Adler-32"), "{e}");
 
@@ -192,9 +202,9 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         let f = ImageFile::from_bytes("c.E01", bad);
-        let e = decode(&f, 1, loc(zat, z.len() as u32, true), &mut out).unwrap_err();
+        let e = decode(&f, 1, (8, 15), loc(zat, z.len() as u32, true), &mut out).unwrap_err();
         assert!(e.to_string().contains("zlib Adler-32"), "{e}");
-        let e = decode(&f, 1, loc(1 << 40, 0, true), &mut out).unwrap_err();
+        let e = decode(&f, 1, (8, 15), loc(1 << 40, 0, true), &mut out).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::OutOfBounds);
     }
 }

@@ -98,7 +98,10 @@ impl EwfImage {
                 Detail::Invalid(format!("chunk {n} names segment {}", loc.segment + 1)),
             )
         })?;
-        chunk::decode(file, n, loc, out)
+        let spc = self.chunk_size / u64::from(self.sector_size);
+        let first = n * spc;
+        let last = (first + out.len() as u64 / u64::from(self.sector_size)).saturating_sub(1);
+        chunk::decode(file, n, (first, last), loc, out)
     }
 
     /// Fills `dst` with the bytes of chunk `n` from `skip` into it.
