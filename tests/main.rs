@@ -21,6 +21,7 @@
 //! - `qcow2`: QCOW2 images against qemu-img convert and qemu-img map; one-field changes.
 //! - `schemes`: BSD disklabels, APM, Sun/SGI/Atari labels, UDF on 4K blocks, a short fixed VHD
 //!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
+//! - `ewf`: EWF (.E01) segment sets against ewfexport, ewfinfo and ewfverify; one-field changes.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -28,6 +29,7 @@ mod common;
 mod corpus;
 mod detect;
 mod differential;
+mod ewf;
 mod ext;
 mod ext_journal;
 mod filesystems;
