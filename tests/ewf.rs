@@ -195,50 +195,66 @@ fn hash_verify_passes_on_every_set_and_says_when_nothing_is_stored() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("stores no digests"));
 }
 
-/// fast.E01 with the byte `corrupt.tsv` names flipped, as make.sh did
-/// before ewfverify refused it.
-fn corrupt_copy(u: &Unpacked) -> PathBuf {
-    let rows = tsv_rows(&topic().join("corrupt.tsv"));
-    let at: usize = rows[0][1].parse().unwrap();
-    let mut d = std::fs::read(u.path(&rows[0][0])).unwrap();
-    d[at] ^= 0xff;
-    let p = u.path("corrupt.E01");
-    std::fs::write(&p, d).unwrap();
-    p
+/// The damaged copies make.sh made before ewfverify refused them: each
+/// row of `corrupt.tsv` (a set, every segment copied as `corrupt-NAME`,
+/// one byte of the first segment flipped) with the sectors ewfverify named.
+fn corrupt_copies(u: &Unpacked) -> Vec<(PathBuf, u64, u64)> {
+    let mut out = Vec::new();
+    for row in tsv_rows(&topic().join("corrupt.tsv")) {
+        let (image, at): (&str, usize) = (&row[0], row[1].parse().unwrap());
+        let stem = image.trim_end_matches(".E01");
+        for entry in std::fs::read_dir(u.dir()).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{stem}.E")) {
+                std::fs::copy(entry.path(), u.path(&format!("corrupt-{name}"))).unwrap();
+            }
+        }
+        let p = u.path(&format!("corrupt-{image}"));
+        let mut d = std::fs::read(&p).unwrap();
+        d[at] ^= 0xff;
+        std::fs::write(&p, d).unwrap();
+        let verify =
+            std::fs::read_to_string(topic().join(format!("corrupt-{image}.ewfverify.txt")))
+                .unwrap();
+        // "at sector(s): 6528 - 6591 (number: 64)"
+        let range = verify
+            .split("at sector(s): ")
+            .nth(1)
+            .and_then(|r| r.split(" (").next())
+            .expect("ewfverify names the damaged sectors");
+        let (first, last) = range.split_once(" - ").unwrap();
+        out.push((p, first.parse().unwrap(), last.parse().unwrap()));
+    }
+    assert_eq!(out.len(), 2);
+    out
 }
 
 #[test]
 fn a_flipped_chunk_byte_fails_where_ewfverify_says() {
     let u = Unpacked::new(&topic());
-    let p = corrupt_copy(&u);
-    let verify = std::fs::read_to_string(topic().join("corrupt.E01.ewfverify.txt")).unwrap();
-    // "at sector(s): 6528 - 6591 (number: 64)"
-    let range = verify
-        .split("at sector(s): ")
-        .nth(1)
-        .and_then(|r| r.split(" (").next())
-        .expect("ewfverify names the damaged sectors");
-    let (first, last) = range.split_once(" - ").unwrap();
-    let (first, last): (u64, u64) = (first.parse().unwrap(), last.parse().unwrap());
-    for strict in [false, true] {
-        let img = open(&p, &OpenOptions::default().strict(strict)).unwrap();
-        let e = sha256_device(&img, img.size()).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Corrupt);
-        assert!(
-            e.to_string().contains(&format!("sectors {first}-{last}")),
-            "{e} does not name ewfverify's sectors {range}"
-        );
-        assert_eq!(e.path(), Some(p.as_path()));
-        // Only that chunk fails: the sectors around it read.
-        let mut s = vec![0u8; 512];
-        img.read_at(&mut s, (first - 1) * 512).unwrap();
-        img.read_at(&mut s, (last + 1) * 512).unwrap();
-        assert!(img.read_at(&mut s, first * 512).is_err());
+    for (p, first, last) in corrupt_copies(&u) {
+        for strict in [false, true] {
+            let img = open(&p, &OpenOptions::default().strict(strict)).unwrap();
+            let e = sha256_device(&img, img.size()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupt);
+            assert!(
+                e.to_string().contains(&format!("sectors {first}-{last}")),
+                "{e} does not name ewfverify's sectors {first}-{last}"
+            );
+            assert_eq!(e.path(), Some(p.as_path()));
+            // Only that chunk fails: the sectors around it read.
+            let mut s = vec![0u8; 512];
+            if first > 0 {
+                img.read_at(&mut s, (first - 1) * 512).unwrap();
+            }
+            img.read_at(&mut s, (last + 1) * 512).unwrap();
+            assert!(img.read_at(&mut s, first * 512).is_err());
+        }
+        let out = diskimage(&["hash", "--verify", p.to_str().unwrap()]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("sectors {first}-{last}")), "{err}");
     }
-    let out = diskimage(&["hash", "--verify", p.to_str().unwrap()]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("sectors {first}-{last}")), "{err}");
 }
 
 #[test]
