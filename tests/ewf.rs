@@ -109,7 +109,11 @@ fn media_reads_match_ewfexport() {
         assert_eq!(img.format(), diskimage::formats::Format::Ewf);
         assert_eq!(img.size().to_string(), *size, "{image}");
         assert_eq!(property(&img, "segments"), Some(segments));
-        assert!(img.info().warnings.is_empty(), "{image}: {:?}", img.info().warnings);
+        assert!(
+            img.info().warnings.is_empty(),
+            "{image}: {:?}",
+            img.info().warnings
+        );
         let got = sha256_device(&img, img.size()).unwrap_or_else(|e| panic!("{image}: {e}"));
         assert_eq!(&got, sha, "{image} reads differently from ewfexport");
         // Small reads across chunk edges (the cache path) agree with one big read.
@@ -171,7 +175,10 @@ fn info_metadata_matches_ewfinfo() {
             }
             checked += 1;
         }
-        assert!(checked >= 15, "{image}: only {checked} ewfinfo fields compared");
+        assert!(
+            checked >= 15,
+            "{image}: only {checked} ewfinfo fields compared"
+        );
     }
 }
 
@@ -181,9 +188,20 @@ fn hash_verify_passes_on_every_set_and_says_when_nothing_is_stored() {
     for image in ["none.E01", "fast.E01", "best.E01", "stream.E01"] {
         let out = diskimage(&["hash", "--verify", &u.arg(image)]);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{image}: {}", String::from_utf8_lossy(&out.stderr));
-        let md5 = &ewfinfo(image).into_iter().find(|(k, _)| k == "MD5").unwrap().1;
-        assert!(stdout.contains(&format!("MD5 ({}) = {md5}: matches", u.arg(image))), "{stdout}");
+        assert!(
+            out.status.success(),
+            "{image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let md5 = &ewfinfo(image)
+            .into_iter()
+            .find(|(k, _)| k == "MD5")
+            .unwrap()
+            .1;
+        assert!(
+            stdout.contains(&format!("MD5 ({}) = {md5}: matches", u.arg(image))),
+            "{stdout}"
+        );
         if image == "fast.E01" {
             assert!(stdout.contains("SHA1"), "{stdout}");
         }
@@ -263,12 +281,18 @@ fn a_changed_stored_digest_is_a_mismatch_naming_both() {
     let mut d = std::fs::read(u.path("fast.E01")).unwrap();
     let (h, _) = section(&d, "hash");
     let (g, _) = section(&d, "digest");
-    let stored: String = d[h + 76..h + 92].iter().map(|b| format!("{b:02x}")).collect();
+    let stored: String = d[h + 76..h + 92]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     for (at, len) in [(h + 76, 32), (g + 76, 76)] {
         d[at] ^= 0x01;
         resum(&mut d, at, len);
     }
-    let changed: String = d[h + 76..h + 92].iter().map(|b| format!("{b:02x}")).collect();
+    let changed: String = d[h + 76..h + 92]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let p = u.path("changed.E01");
     std::fs::write(&p, d).unwrap();
     let out = diskimage(&["hash", "--verify", p.to_str().unwrap()]);
@@ -341,7 +365,10 @@ fn hostile_counts_and_offsets_are_typed_errors() {
     resum(&mut d, data, 1048);
     let e = write("chunks.E01", &d).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt);
-    assert!(e.to_string().contains("number of chunks is 4294967295"), "{e}");
+    assert!(
+        e.to_string().contains("number of chunks is 4294967295"),
+        "{e}"
+    );
     // A 2^60-byte media in 192 chunks.
     let mut d = base.clone();
     d[data + 16..data + 24].copy_from_slice(&(1u64 << 51).to_le_bytes());
@@ -395,8 +422,16 @@ fn every_command_reads_a_segment_set() {
         let bytes = run(&["cat", &img, "-V", vol, path]);
         assert_eq!(bytes.len().to_string(), *size, "{path}");
         assert_eq!(&sha256_bytes(&bytes), sha, "{path}");
-        let name = Path::new(path).file_name().unwrap().to_string_lossy().into_owned();
-        let parent = Path::new(path).parent().unwrap().to_string_lossy().into_owned();
+        let name = Path::new(path)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let parent = Path::new(path)
+            .parent()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let ls = String::from_utf8_lossy(&run(&["ls", &img, "-V", vol, &parent])).into_owned();
         assert!(ls.lines().any(|l| l.trim() == name), "{name} not in {ls}");
     }

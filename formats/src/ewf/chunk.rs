@@ -88,7 +88,11 @@ pub fn decode(
 ) -> Result<()> {
     let len = out.len() as u64;
     let path = file.path();
-    let corrupt = |detail| Error::corrupt(Format::Ewf, detail).at(loc.offset).in_file(path);
+    let corrupt = |detail| {
+        Error::corrupt(Format::Ewf, detail)
+            .at(loc.offset)
+            .in_file(path)
+    };
     let checksum = |what: &str, stored: u32, computed: u32| {
         corrupt(Detail::Invalid(format!(
             "chunk {n} (sectors {}-{}): {what} checksum: stored {stored:#x}, computed {computed:#x}",

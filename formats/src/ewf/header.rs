@@ -71,7 +71,10 @@ pub fn date(value: &str) -> String {
             return crate::time::format_unix_utc(secs);
         }
     }
-    let parts: Vec<u32> = v.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    let parts: Vec<u32> = v
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
     if let [y, mo, d, h, mi, s] = parts.as_slice() {
         if v.split_whitespace().count() == 6 {
             return format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}");

@@ -338,9 +338,7 @@ pub(crate) fn open(ctx: &OpenContext<'_>, first: ImageFile) -> Result<DiskImage>
     if number > 1 && crate::bytes::has_at(&head, 0, &section::SIGNATURE) {
         return Err(Error::unsupported(
             Format::Ewf,
-            format!(
-                "this is segment {number} of an EWF set: open the set's first file (.E01)"
-            ),
+            format!("this is segment {number} of an EWF set: open the set's first file (.E01)"),
         )
         .at(9)
         .in_file(&path));
@@ -350,8 +348,7 @@ pub(crate) fn open(ctx: &OpenContext<'_>, first: ImageFile) -> Result<DiskImage>
     // Every segment's chain, following `next` to the last one (`done`).
     let mut segments = vec![first];
     let mut chains = Vec::new();
-    loop {
-        let Some(file) = segments.last() else { break };
+    while let Some(file) = segments.last() {
         let chain = section::read_chain(file, &mut w)?;
         let ends_in_next = chain.last().is_some_and(|s| s.kind == "next");
         chains.push(chain);

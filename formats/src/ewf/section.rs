@@ -10,7 +10,7 @@
 //! section (more segments follow) or a `done` section (the last segment),
 //! each pointing at itself.
 
-use crate::bytes::{has_at, zeroed::le_u16, zeroed::le_u64, zeroed::le_u32};
+use crate::bytes::{has_at, zeroed::le_u16, zeroed::le_u32, zeroed::le_u64};
 use crate::error::{hex_preview, Detail, Error, Format, Result};
 use crate::image::{WarningKind, Warnings};
 use crate::image_file::ImageFile;
@@ -217,14 +217,9 @@ pub fn read_chain(file: &ImageFile, w: &mut Warnings) -> Result<Vec<Section>> {
 pub fn read_data(file: &ImageFile, section: &Section, max: u64) -> Result<Vec<u8>> {
     let len = section.data_len();
     if len > max {
-        return Err(Error::limit(
-            Format::Ewf,
-            "section data size",
-            len,
-            max,
-        )
-        .at(section.offset + 24)
-        .in_file(file.path()));
+        return Err(Error::limit(Format::Ewf, "section data size", len, max)
+            .at(section.offset + 24)
+            .in_file(file.path()));
     }
     file.read_vec(section.data_offset(), len)
         .map_err(|e| e.in_format(Format::Ewf))

@@ -132,7 +132,10 @@ pub fn read_entries(
         .in_file(path));
     }
     let head = file.read_vec(start, TABLE_HEADER_LEN)?;
-    let (stored, computed) = (le_u32(&head, 20), adler32(head.get(..20).unwrap_or_default()));
+    let (stored, computed) = (
+        le_u32(&head, 20),
+        adler32(head.get(..20).unwrap_or_default()),
+    );
     if stored != computed {
         return Err(Error::corrupt(
             Format::Ewf,
@@ -147,7 +150,8 @@ pub fn read_entries(
     }
     let count = u64::from(le_u32(&head, 0));
     let base = le_u64(&head, 8);
-    let room = (data_len - TABLE_HEADER_LEN).min(file.len().saturating_sub(start + TABLE_HEADER_LEN));
+    let room =
+        (data_len - TABLE_HEADER_LEN).min(file.len().saturating_sub(start + TABLE_HEADER_LEN));
     if count * 4 > room {
         return Err(Error::corrupt(
             Format::Ewf,
@@ -193,7 +197,10 @@ pub fn read_entries(
         .chunks_exact(4)
         .map(|e| {
             let v = le_u32(e, 0);
-            (base.saturating_add(u64::from(v & !COMPRESSED)), v & COMPRESSED != 0)
+            (
+                base.saturating_add(u64::from(v & !COMPRESSED)),
+                v & COMPRESSED != 0,
+            )
         })
         .collect();
     let mut out = Vec::with_capacity(offsets.len());
@@ -217,7 +224,11 @@ pub fn read_entries(
 /// in the case of the first file's extension (`.e01`, `.s01` alike).
 pub fn segment_path(first: &std::path::Path, n: u32) -> Option<std::path::PathBuf> {
     let ext = first.extension().and_then(|e| e.to_str()).unwrap_or("E01");
-    let lead = ext.chars().next().filter(char::is_ascii_alphabetic).unwrap_or('E');
+    let lead = ext
+        .chars()
+        .next()
+        .filter(char::is_ascii_alphabetic)
+        .unwrap_or('E');
     let upper = lead.is_ascii_uppercase();
     let name = if (1..=99).contains(&n) {
         format!("{lead}{n:02}")
@@ -227,7 +238,11 @@ pub fn segment_path(first: &std::path::Path, n: u32) -> Option<std::path::PathBu
         if first_letter > u32::from(b'Z') {
             return None;
         }
-        let letters = [first_letter, u32::from(b'A') + k / 26 % 26, u32::from(b'A') + k % 26];
+        let letters = [
+            first_letter,
+            u32::from(b'A') + k / 26 % 26,
+            u32::from(b'A') + k % 26,
+        ];
         let s: String = letters.iter().filter_map(|&c| char::from_u32(c)).collect();
         if upper {
             s
@@ -252,8 +267,14 @@ mod tests {
         assert_eq!(segment_path(p, 101).unwrap(), Path::new("d/case.EAB"));
         assert_eq!(segment_path(p, 126).unwrap(), Path::new("d/case.EBA"));
         assert_eq!(segment_path(p, 776).unwrap(), Path::new("d/case.FAA"));
-        assert_eq!(segment_path(Path::new("x.e01"), 100).unwrap(), Path::new("x.eaa"));
-        assert_eq!(segment_path(p, 100 + 22 * 676 - 1).unwrap(), Path::new("d/case.ZZZ"));
+        assert_eq!(
+            segment_path(Path::new("x.e01"), 100).unwrap(),
+            Path::new("x.eaa")
+        );
+        assert_eq!(
+            segment_path(p, 100 + 22 * 676 - 1).unwrap(),
+            Path::new("d/case.ZZZ")
+        );
         assert!(segment_path(p, 100 + 22 * 676).is_none());
     }
 
@@ -284,7 +305,11 @@ mod tests {
         let e = read_entries(&f, &s, Some((0x1000, 0x1060)), 10).unwrap();
         assert_eq!(
             e,
-            vec![(0x1010, 0x20, true), (0x1030, 0x20, false), (0x1050, 0x10, true)]
+            vec![
+                (0x1010, 0x20, true),
+                (0x1030, 0x20, false),
+                (0x1050, 0x10, true)
+            ]
         );
         let err = read_entries(&f, &s, None, 2).unwrap_err();
         assert!(err.to_string().contains("table entry count is 3"), "{err}");

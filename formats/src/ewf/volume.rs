@@ -203,7 +203,10 @@ mod tests {
         let e = Volume::parse(&encase(192, 64, 3, 12288), 0x39a).unwrap_err();
         assert_eq!(e.offset(), Some(0x39a + 12));
         let e = Volume::parse(&encase(192, 1 << 20, 512, 12288), 0).unwrap_err();
-        assert!(e.to_string().contains("sectors per chunk is 1048576"), "{e}");
+        assert!(
+            e.to_string().contains("sectors per chunk is 1048576"),
+            "{e}"
+        );
         // A 2^60-byte media in 192 chunks: more sectors than the chunks hold.
         let e = Volume::parse(&encase(192, 64, 512, 1 << 51), 0).unwrap_err();
         assert!(e.to_string().contains("number of sectors"), "{e}");
