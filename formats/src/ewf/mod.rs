@@ -431,14 +431,17 @@ pub(crate) fn open(ctx: &OpenContext<'_>, first: ImageFile) -> Result<DiskImage>
     }
 
     let mut info = ImageInfo::new(&path, Format::Ewf, size, vol.bytes_per_sector);
-    info.subformat = Some(
-        match found.header.as_ref().map(|(k, _)| k.as_str()) {
-            Some("header2") => "EnCase (header2)",
-            Some(_) => "EnCase (header)",
-            None => "SMART or EnCase (no header)",
-        }
-        .to_owned(),
-    );
+    let layout = if vol.media_type.is_some() {
+        "EnCase"
+    } else {
+        "SMART"
+    };
+    let header = match found.header.as_ref().map(|(k, _)| k.as_str()) {
+        Some("header2") => "header2",
+        Some(_) => "header",
+        None => "no header",
+    };
+    info.subformat = Some(format!("{layout} ({header})"));
     properties(&mut info, &vol, &found, segments.len());
     if segments.len() > 1 {
         info.files = segments.iter().map(|f| f.path().to_path_buf()).collect();

@@ -6,6 +6,8 @@
 //! an Adler-32 of the first 20 bytes), then one 32-bit entry per chunk
 //! (bit 31: compressed; bits 0-30: offset from the base, or from the
 //! start of the file when the base is 0) and an Adler-32 of the entries.
+//! (The SMART and EnCase 1 layouts have no entries checksum: chunk data
+//! follows the entries inside the table section.)
 //! A chunk's stored size is the distance to the next chunk; the last
 //! chunk of a table ends where its `sectors` section ends (or, in the
 //! oldest layouts where chunk data sits inside the table section, where
@@ -175,8 +177,13 @@ pub fn read_entries(
         .in_file(path));
     }
     let raw = file.read_vec(start + TABLE_HEADER_LEN, count * 4)?;
-    if room >= count * 4 + 4 {
-        let footer = start + TABLE_HEADER_LEN + count * 4;
+    let footer = start + TABLE_HEADER_LEN + count * 4;
+    // The SMART and EnCase 1 layouts keep chunk data in the table section,
+    // right after the entries, with no checksum of them in between.
+    let inline = raw
+        .get(..4)
+        .is_some_and(|e| base.saturating_add(u64::from(le_u32(e, 0) & !COMPRESSED)) == footer);
+    if room >= count * 4 + 4 && !inline {
         let stored = le_u32(&file.read_vec(footer, 4)?, 0);
         let computed = adler32(&raw);
         if stored != computed {
