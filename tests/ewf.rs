@@ -436,6 +436,16 @@ fn every_command_reads_a_segment_set() {
         let ls = String::from_utf8_lossy(&run(&["ls", &img, "-V", vol, &parent])).into_owned();
         assert!(ls.lines().any(|l| l.trim() == name), "{name} not in {ls}");
     }
+    let out = u.path("extracted");
+    run(&["extract", "-o", out.to_str().unwrap(), &img, "-V", "2"]);
+    let table = std::fs::read(out.join("data/table.csv")).unwrap();
+    let row = tsv_rows(&topic().join("listing.tsv"))
+        .into_iter()
+        .find(|r| r[1] == "/data/table.csv")
+        .unwrap();
+    assert_eq!(sha256_bytes(&table), row[3]);
+    let body = String::from_utf8_lossy(&run(&["timeline", &img, "-V", "2"])).into_owned();
+    assert!(body.contains("/hello.txt|"), "{body}");
     let dump = u.path("dump.raw");
     run(&["dump", &img, "-o", dump.to_str().unwrap()]);
     let want = &tsv_rows(&topic().join("expected.tsv"))[0][3];
