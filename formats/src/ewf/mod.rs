@@ -15,7 +15,9 @@
 //! Adler-32, or stored bytes checked by the Adler-32 after them. A chunk
 //! that fails its check is an error on every read that touches it, in
 //! strict mode or not: wrong bytes are never returned. Reads spanning
-//! several chunks decode them in parallel on rayon's pool.
+//! several chunks decode them in parallel on rayon's pool. No
+//! `file_range` is given, not even for stored chunks: every byte passes
+//! its chunk's checksum on the way out.
 //!
 //! Tolerated with a warning (refused in strict mode): a damaged section
 //! descriptor checksum, a damaged `table` whose `table2` copy is sound,
