@@ -29,18 +29,18 @@
 //! EWF version 2 (`.Ex01`), logical evidence (`.L01`), and segment sets
 //! opened from a later segment than the first.
 //!
-//! Limits: chunks of at most [`volume::MAX_CHUNK_SIZE`] bytes; a chunk
+//! Limits: chunks of at most `volume::MAX_CHUNK_SIZE` (16 MiB); a chunk
 //! count no larger than the segment files could list (4 bytes of table
 //! per chunk), its index (12 bytes per chunk) charged to the open's
-//! memory budget before it is built; [`section::MAX_SECTIONS`] sections
+//! memory budget before it is built; `section::MAX_SECTIONS` (2^20) sections
 //! per file; every `next` offset moving forward inside its file.
 
-pub mod checksum;
-pub mod chunk;
-pub mod header;
-pub mod section;
-pub mod table;
-pub mod volume;
+pub(crate) mod checksum;
+pub(crate) mod chunk;
+pub(crate) mod header;
+pub(crate) mod section;
+pub(crate) mod table;
+pub(crate) mod volume;
 
 use std::sync::Arc;
 
@@ -55,7 +55,7 @@ use crate::image_file::ImageFile;
 use chunk::ChunkCache;
 use section::Section;
 use table::ChunkIndex;
-pub use volume::{Digests, Volume};
+use volume::{Digests, Volume};
 
 /// Most segment files of one set (`.E01`-`.E99`, then `.EAA`-`.ZZZ`).
 pub const MAX_SEGMENTS: u32 = 99 + 22 * 676;

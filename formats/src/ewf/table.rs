@@ -76,11 +76,6 @@ impl ChunkIndex {
         self.packed.len()
     }
 
-    /// Whether no chunk is listed.
-    pub fn is_empty(&self) -> bool {
-        self.packed.is_empty()
-    }
-
     /// Appends a table's entries for `segment`, keeping at most `limit`
     /// chunks in all (the volume's count: capacity was reserved for it).
     pub fn extend(&mut self, segment: usize, entries: &Entries, limit: usize) {
