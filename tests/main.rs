@@ -23,6 +23,7 @@
 //!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
 //! - `write`: create, child, write, convert and commit against qemu-img, libvmdk and the corpus.
 //! - `write_vhd`: VHD and VHDX create, child, write and crash consistency against qemu-img and libvhdi.
+//! - `ewf`: EWF (.E01) segment sets against ewfexport, ewfinfo and ewfverify; one-field changes.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -30,6 +31,7 @@ mod common;
 mod corpus;
 mod detect;
 mod differential;
+mod ewf;
 mod ext;
 mod ext_journal;
 mod filesystems;

@@ -102,11 +102,13 @@ pub enum Format {
     Qcow2,
     /// VirtualBox disk image (recognised, not read yet).
     Vdi,
+    /// Expert Witness Compression Format (EnCase `.E01`), version 1.
+    Ewf,
 }
 
 impl Format {
     /// Every format a caller can force with [`OpenOptions::format`](crate::OpenOptions::format).
-    pub const READERS: [Format; 7] = [
+    pub const READERS: [Format; 8] = [
         Format::Raw,
         Format::SplitRaw,
         Format::Iso,
@@ -114,6 +116,7 @@ impl Format {
         Format::Vhd,
         Format::Vhdx,
         Format::Qcow2,
+        Format::Ewf,
     ];
 
     /// A stable, lower-case name for JSON output and the `--format` flag.
@@ -128,6 +131,7 @@ impl Format {
             Format::Vhdx => "vhdx",
             Format::Qcow2 => "qcow2",
             Format::Vdi => "vdi",
+            Format::Ewf => "ewf",
         }
     }
 }
@@ -159,6 +163,7 @@ impl fmt::Display for Format {
             Format::Vhdx => "VHDX",
             Format::Qcow2 => "QCOW2",
             Format::Vdi => "VDI",
+            Format::Ewf => "EWF",
         })
     }
 }

@@ -18,7 +18,8 @@
 //! | VMDK (every hosted and ESXi subformat; delta chains) | [`vmdk`] | yes |
 //! | QCOW2 v2/v3 (backing chains, compressed clusters, extended L2, external data file) | [`qcow2`] | yes (not encrypted, not zstd) |
 //! | VDI | — | recognised, "unsupported" error |
-//! | EWF, AFF, AFF4, UDIF, Nero, QCOW version 1 | [`probe`] | recognised by signature, "unsupported" error |
+//! | EWF version 1 (`.E01` segment sets, SMART `.s01`) | [`ewf`] | yes (not `.Ex01`, not `.L01`) |
+//! | EWF2, EWF logical evidence, AFF, AFF4, UDIF, Nero, QCOW version 1 | [`probe`] | recognised by signature, "unsupported" error |
 
 #![deny(unsafe_code)]
 #![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
@@ -38,6 +39,7 @@ pub mod context;
 #[doc(hidden)]
 pub mod crc32c;
 pub mod error;
+pub mod ewf;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -4,10 +4,11 @@
 //! Order (first match wins; the file name's extension is only a hint):
 //! 1. `OpenOptions::format`, when the caller forces a reader;
 //! 2. magic numbers at offset 0: `KDMV`, `COWD` and seSparse (VMDK extents),
-//!    `vhdxfile` (VHDX), `QFI\xfb` (QCOW2), the VDI signature;
+//!    `vhdxfile` (VHDX), `QFI\xfb` (QCOW2), the VDI signature, `EVF\x09\x0d\x0a\xff\x00`
+//!    (EWF, `.E01`);
 //! 3. formats recognised but not read, each named in an
-//!    [`ErrorKind::Unsupported`] error (see [`NotRead`]): EWF (`EVF`, `LVF`,
-//!    Ex01 `EVF2`), AFF and AFF4, Apple UDIF (`koly` trailer), Nero
+//!    [`ErrorKind::Unsupported`] error (see [`NotRead`]): EWF logical
+//!    evidence (`LVF`, `.L01`), Ex01 (`EVF2`), AFF and AFF4, Apple UDIF (`koly` trailer), Nero
 //!    (`NER5`/`NERO` footer), QCOW version 1;
 //! 4. VMDK descriptor text (`# Disk DescriptorFile`, or `createType=` near the start);
 //! 5. a VHD footer (`conectix`) in the last 512 (or 511) bytes, or its copy at 0;
@@ -36,7 +37,7 @@ use crate::error::{hex_preview, Detail, Error, ErrorKind, Format, Result};
 use crate::image::DiskImage;
 use crate::image_file::ImageFile;
 use crate::options::OpenOptions;
-use crate::{cd_raw, iso, qcow2, raw, vhd, vhdx, vmdk};
+use crate::{cd_raw, ewf, iso, qcow2, raw, vhd, vhdx, vmdk};
 
 /// How many bytes from the start the probe reads.
 pub const HEAD_LEN: usize = 4096;
@@ -124,7 +125,7 @@ pub enum Probed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NotRead {
-    /// EnCase / Expert Witness (`EVF\x09\x0d\x0a\xff\x00`, `.E01`; `LVF`, `.L01`).
+    /// EnCase logical evidence (`LVF\x09\x0d\x0a\xff\x00`, `.L01`): files, not a disk.
     Ewf,
     /// EnCase 7 Ex01/Lx01 (`EVF2\x0d\x0a\x81\x00`, `LEF2...`).
     Ewf2,
@@ -144,7 +145,7 @@ impl NotRead {
     /// The format's name as its users know it.
     pub fn name(self) -> &'static str {
         match self {
-            NotRead::Ewf => "EWF (EnCase Expert Witness, .E01/.L01)",
+            NotRead::Ewf => "EWF logical evidence (EnCase .L01)",
             NotRead::Ewf2 => "EWF2 (EnCase 7, .Ex01/.Lx01)",
             NotRead::Aff => "AFF (Advanced Forensic Format, .aff)",
             NotRead::Aff4 => "AFF4 (Advanced Forensic Format 4, .aff4)",
@@ -170,7 +171,7 @@ impl NotRead {
     /// Where the signature is and what it is, for the error message.
     fn signature(self) -> &'static str {
         match self {
-            NotRead::Ewf => "'EVF'/'LVF' signature at 0x0",
+            NotRead::Ewf => "'LVF' signature at 0x0",
             NotRead::Ewf2 => "'EVF2'/'LEF2' signature at 0x0",
             NotRead::Aff => "'AFF10' signature at 0x0",
             NotRead::Aff4 => "zip archive describing an AFF4 container",
@@ -236,7 +237,7 @@ impl ProbeBytes {
 pub fn not_read(head: &[u8], tail: &[u8]) -> Option<NotRead> {
     const EWF: &[u8] = b"VF\x09\x0d\x0a\xff\x00";
     const EWF2: &[u8] = b"F2\x0d\x0a\x81\x00";
-    if (at(head, 0, b"E") || at(head, 0, b"L")) && at(head, 1, EWF) {
+    if at(head, 0, b"L") && at(head, 1, EWF) {
         return Some(NotRead::Ewf);
     }
     if (at(head, 0, b"EV") || at(head, 0, b"LE")) && at(head, 2, EWF2) {
@@ -305,7 +306,7 @@ pub fn looks_like_disk(head: &[u8]) -> bool {
 /// Decides the format from the probe bytes and the file name.
 pub fn detect(bytes: &ProbeBytes, len: u64, path: &Path) -> Probed {
     let head = &bytes.head;
-    let magic: [(&[u8], usize, Format); 7] = [
+    let magic: [(&[u8], usize, Format); 8] = [
         (b"KDMV", 0, Format::Vmdk),
         (b"COWD", 0, Format::Vmdk),
         (&[0xbe, 0xba, 0xfe, 0xca, 0, 0, 0, 0], 0, Format::Vmdk),
@@ -313,6 +314,7 @@ pub fn detect(bytes: &ProbeBytes, len: u64, path: &Path) -> Probed {
         (b"QFI\xfb", 0, Format::Qcow2),
         (&[0x7f, 0x10, 0xda, 0xbe], 0x40, Format::Vdi),
         (b"conectix", 0, Format::Vhd),
+        (&ewf::section::SIGNATURE, 0, Format::Ewf),
     ];
     let tail = &bytes.tail;
     let footer_512 = tail.len() == 512 && at(tail, 0, b"conectix");
@@ -441,6 +443,7 @@ fn open_as(ctx: &OpenContext<'_>, format: Format, file: ImageFile) -> Result<Dis
         Format::Vhdx => vhdx::open(ctx, file),
         Format::Vmdk => vmdk::open(ctx, file),
         Format::Qcow2 => qcow2::open(ctx, file),
+        Format::Ewf => ewf::open(ctx, file),
         Format::Vdi => Err(Error::unsupported(
             format,
             format!("{format} images are recognised but not read by this version"),
@@ -528,6 +531,10 @@ mod tests {
     fn formats_not_read_are_named() {
         assert_eq!(
             probe(b"EVF\x09\x0d\x0a\xff\x00\x01", "x.E01"),
+            Probed::Format(Format::Ewf)
+        );
+        assert_eq!(
+            probe(b"LVF\x09\x0d\x0a\xff\x00\x01", "x.L01"),
             Probed::NotRead(NotRead::Ewf)
         );
         assert_eq!(
@@ -558,12 +565,12 @@ mod tests {
         assert_eq!(probe_tail(&nero), Probed::NotRead(NotRead::Nrg));
 
         let mut files = MemoryFiles::new();
-        let mut ewf = b"EVF\x09\x0d\x0a\xff\x00".to_vec();
+        let mut ewf = b"LVF\x09\x0d\x0a\xff\x00".to_vec();
         ewf.resize(1024, 0);
-        files.insert(PathBuf::from("e.E01"), std::sync::Arc::from(ewf));
-        let e = open_in_memory(Path::new("e.E01"), &files, &OpenOptions::default()).unwrap_err();
+        files.insert(PathBuf::from("e.L01"), std::sync::Arc::from(ewf));
+        let e = open_in_memory(Path::new("e.L01"), &files, &OpenOptions::default()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
-        assert!(e.to_string().contains("EWF (EnCase"), "{e}");
+        assert!(e.to_string().contains("EWF logical"), "{e}");
         assert!(!e.to_string().contains("no known"), "{e}");
     }
 

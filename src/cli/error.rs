@@ -30,6 +30,10 @@ pub enum CliError {
     /// The command line asks for something that cannot be done.
     #[error("{0}")]
     Usage(String),
+    /// `hash --verify`: the computed digests differ from the stored ones,
+    /// or the image stores none.
+    #[error("{0}")]
+    Verify(String),
     /// The reader of our standard output went away (`| head`): not an error.
     #[error("broken pipe")]
     BrokenPipe,

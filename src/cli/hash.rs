@@ -4,6 +4,9 @@
 //! thread and receives the same chunks, so `--algo md5 --algo sha1 --algo
 //! sha256` costs one read and the time of the slowest digest. Runs the map
 //! reports as zeros are fed from a zero buffer without reading.
+//!
+//! `--verify` computes the digests an image stores (an EWF image's MD5
+//! and SHA-1, its `md5`/`sha1` info properties) and compares them.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -35,6 +38,10 @@ pub struct HashArgs {
     /// Algorithm; repeat for several digests from one read pass.
     #[arg(long, value_enum, default_value = "sha256")]
     algo: Vec<Algo>,
+    /// Compute the digests the image stores (EWF: MD5, SHA-1) and compare
+    /// them; a mismatch, or an image storing none, is an error.
+    #[arg(long)]
+    verify: bool,
     #[command(flatten)]
     open: OpenArgs,
 }
@@ -116,6 +123,9 @@ pub fn digests(
 /// Runs `hash`.
 pub fn run(args: &HashArgs) -> Result<(), CliError> {
     let image = args.open.open(&args.image)?;
+    if args.verify {
+        return verify(args, &image);
+    }
     let bar = progress::bytes(image.size(), "hash");
     let mut algos = args.algo.clone();
     algos.dedup();
@@ -131,4 +141,47 @@ pub fn run(args: &HashArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Runs `hash --verify`: every stored digest computed in one pass and compared.
+fn verify(args: &HashArgs, image: &diskimage::DiskImage) -> Result<(), CliError> {
+    let shown = args.image.display();
+    let stored: Vec<(Algo, String)> = [(Algo::Md5, "md5"), (Algo::Sha1, "sha1")]
+        .into_iter()
+        .filter_map(|(a, key)| {
+            image
+                .info()
+                .properties
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| (a, v.to_ascii_lowercase()))
+        })
+        .collect();
+    if stored.is_empty() {
+        return Err(CliError::Verify(format!(
+            "{shown}: the image stores no digests to verify against ({} images carry none; \
+             EWF images carry MD5 and SHA-1)",
+            image.info().format
+        )));
+    }
+    let algos: Vec<Algo> = stored.iter().map(|(a, _)| *a).collect();
+    let bar = progress::bytes(image.size(), "verify");
+    let hex = digests(image, &algos, &bar)?;
+    bar.finish_and_clear();
+    let mut bad = Vec::new();
+    for ((a, want), got) in stored.iter().zip(&hex) {
+        let name = format!("{a:?}").to_uppercase();
+        if want == got {
+            println!("{name} ({shown}) = {got}: matches the stored digest");
+        } else {
+            bad.push(format!("{name} stored {want}, computed {got}"));
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Verify(format!(
+        "{shown}: digest mismatch: {}",
+        bad.join("; ")
+    )))
 }
