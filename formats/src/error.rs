@@ -100,13 +100,13 @@ pub enum Format {
     Vhdx,
     /// QEMU copy-on-write v2/v3.
     Qcow2,
-    /// VirtualBox disk image (recognised, not read yet).
+    /// VirtualBox disk image.
     Vdi,
 }
 
 impl Format {
     /// Every format a caller can force with [`OpenOptions::format`](crate::OpenOptions::format).
-    pub const READERS: [Format; 7] = [
+    pub const READERS: [Format; 8] = [
         Format::Raw,
         Format::SplitRaw,
         Format::Iso,
@@ -114,6 +114,7 @@ impl Format {
         Format::Vhd,
         Format::Vhdx,
         Format::Qcow2,
+        Format::Vdi,
     ];
 
     /// A stable, lower-case name for JSON output and the `--format` flag.

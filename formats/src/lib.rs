@@ -16,8 +16,8 @@
 //! | VHD (fixed, dynamic, differencing) | [`vhd`] | yes |
 //! | VHDX (fixed, dynamic, differencing; log replayed in memory) | [`vhdx`] | yes |
 //! | VMDK (every hosted and ESXi subformat; delta chains) | [`vmdk`] | yes |
-//! | QCOW2 v2/v3 (backing chains, compressed clusters, extended L2, external data file) | [`qcow2`] | yes (not encrypted, not zstd) |
-//! | VDI | — | recognised, "unsupported" error |
+//! | QCOW2 v2/v3 (backing chains, compressed clusters, extended L2, external data file) | [`qcow2`] | yes (not encrypted) |
+//! | VDI (fixed, dynamic, differencing found by parent UUID) | [`vdi`] | yes |
 //! | EWF, AFF, AFF4, UDIF, Nero, QCOW version 1 | [`probe`] | recognised by signature, "unsupported" error |
 
 #![deny(unsafe_code)]
@@ -46,6 +46,7 @@ pub mod probe;
 pub mod qcow2;
 pub mod raw;
 pub mod time;
+pub mod vdi;
 pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
