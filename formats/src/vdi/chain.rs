@@ -60,7 +60,11 @@ pub fn open_parent(
 
 /// The `.vdi` file of `child`'s folder whose UUID is `h.parent_uuid`, and
 /// every file looked at.
-fn find_by_uuid(ctx: &OpenContext<'_>, child: &Path, h: &Header) -> (Option<PathBuf>, Vec<PathBuf>) {
+fn find_by_uuid(
+    ctx: &OpenContext<'_>,
+    child: &Path,
+    h: &Header,
+) -> (Option<PathBuf>, Vec<PathBuf>) {
     let dir = child.parent().unwrap_or(Path::new(""));
     let mut tried = Vec::new();
     for p in ctx.files_in(dir, MAX_CANDIDATES) {
@@ -68,7 +72,9 @@ fn find_by_uuid(ctx: &OpenContext<'_>, child: &Path, h: &Header) -> (Option<Path
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case("vdi"));
-        if !is_vdi || p == child || (ctx.options().confine_to.is_some() && !ctx.options().allows(&p))
+        if !is_vdi
+            || p == child
+            || (ctx.options().confine_to.is_some() && !ctx.options().allows(&p))
         {
             continue;
         }

@@ -219,7 +219,10 @@ impl Header {
                 at(f.image_type) as u64,
             )
         })?;
-        let comment = text_to_nul(b.get(at(f.comment)..at(f.comment) + 256).unwrap_or_default());
+        let comment = text_to_nul(
+            b.get(at(f.comment)..at(f.comment) + 256)
+                .unwrap_or_default(),
+        );
         let blocks = u32_at(at(f.blocks));
         let (offset_blocks, offset_data, block_extra) = match major {
             0 => {
@@ -308,8 +311,7 @@ impl Header {
             ));
         }
         let map_end = self.offset_blocks + u64::from(self.blocks) * 4;
-        if self.offset_blocks < PRE_HEADER_LEN + u64::from(self.header_size) || map_end > file_len
-        {
+        if self.offset_blocks < PRE_HEADER_LEN + u64::from(self.header_size) || map_end > file_len {
             return Err(Error::out_of_range(
                 Format::Vdi,
                 "image file (block map)",
@@ -441,7 +443,10 @@ mod tests {
     #[test]
     fn one_field_changes_give_one_exact_error() {
         let e = err(|b| b[0x40] = 0);
-        assert_eq!((e.kind(), e.offset()), (ErrorKind::NotThisFormat, Some(0x40)));
+        assert_eq!(
+            (e.kind(), e.offset()),
+            (ErrorKind::NotThisFormat, Some(0x40))
+        );
         let e = err(|b| b[0x46] = 2);
         assert_eq!((e.kind(), e.offset()), (ErrorKind::Unsupported, Some(0x44)));
         let e = err(|b| b[0x48] = 0x10);
@@ -463,7 +468,10 @@ mod tests {
         assert_eq!((e.kind(), e.offset()), (ErrorKind::Corrupt, Some(0x184)));
         // A block map of 2^32 - 1 entries does not fit in the file.
         let e = err(|b| b[0x180..0x184].fill(0xff));
-        assert_eq!((e.kind(), e.offset()), (ErrorKind::OutOfBounds, Some(0x200)));
+        assert_eq!(
+            (e.kind(), e.offset()),
+            (ErrorKind::OutOfBounds, Some(0x200))
+        );
         let e = Header::parse(&golden()[..0x100], 0x100).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt);
         assert!(e.to_string().contains("needs 456 bytes"), "{e}");
