@@ -421,6 +421,15 @@ fn unrecognised(bytes: &ProbeBytes, len: u64, path: &Path) -> Error {
 /// Opens `file` with the reader for `format`.
 fn open_as(ctx: &OpenContext<'_>, format: Format, file: ImageFile) -> Result<DiskImage> {
     let path = file.path().to_path_buf();
+    if let Some(s) = ctx.options().snapshot.as_deref() {
+        if ctx.depth() == 0 && format != Format::Qcow2 {
+            return Err(Error::unsupported(
+                format,
+                format!("{format} images have no internal snapshots (asked for snapshot {s:?})"),
+            )
+            .in_file(&path));
+        }
+    }
     let result = match format {
         Format::Raw | Format::Probe => {
             drop(file);

@@ -98,7 +98,8 @@ impl OpenArgs {
         if diskimage::vm::is_vm_path(path) {
             return self.vm.one_disk(path, self.options());
         }
-        Ok(diskimage::open(path, &self.options())?)
+        let options = self.options().snapshot(self.vm.image_snapshot());
+        Ok(diskimage::open(path, &options)?)
     }
 
     /// Opens the images of a disk set: one VM argument gives every disk of
