@@ -75,7 +75,7 @@ pub struct OpenArgs {
     /// Read through a read-only memory map instead of pread.
     #[arg(long)]
     mmap: bool,
-    /// Skip the content probe and open as this format: raw, split-raw, iso, vmdk, vhd, vhdx, qcow2.
+    /// Skip the content probe and open as this format: raw, split-raw, iso, vmdk, vhd, vhdx, qcow2, vdi.
     #[arg(long)]
     format: Option<Format>,
     #[command(flatten)]

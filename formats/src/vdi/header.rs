@@ -274,7 +274,7 @@ impl Header {
                 at(f.block_size),
             ));
         }
-        if self.block_extra % 512 != 0 || self.block_extra > (1 << 30) {
+        if !self.block_extra.is_multiple_of(512) || self.block_extra > (1 << 30) {
             return Err(corrupt_at(
                 "cbBlockExtra",
                 self.block_extra.into(),
