@@ -246,7 +246,38 @@ impl BlockDevice for Qcow2Image {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range(Format::Qcow2, offset, buf.len() as u64, self.size)?;
+        // Clusters stored one after another in the file are read with one
+        // pread: (virtual offset, host offset, length) not read yet.
+        let mut pending: Option<(u64, u64, u64)> = None;
+        let read_file = |buf: &mut [u8], (o, at, l): (u64, u64, u64)| -> Result<()> {
+            let (Ok(lo), Ok(n)) = (usize::try_from(o - offset), usize::try_from(l)) else {
+                return Ok(());
+            };
+            match buf.get_mut(lo..lo.saturating_add(n)) {
+                Some(dst) => self
+                    .data_file()
+                    .read_exact_at(dst, at)
+                    .map_err(|e| e.in_format(Format::Qcow2)),
+                None => Ok(()),
+            }
+        };
         self.walk(offset, buf.len() as u64, |o, l, run| {
+            if let Run::File(at) = run {
+                match pending {
+                    Some((po, pat, pl)) if po + pl == o && pat + pl == at => {
+                        pending = Some((po, pat, pl + l));
+                    }
+                    Some(p) => {
+                        read_file(buf, p)?;
+                        pending = Some((o, at, l));
+                    }
+                    None => pending = Some((o, at, l)),
+                }
+                return Ok(());
+            }
+            if let Some(p) = pending.take() {
+                read_file(buf, p)?;
+            }
             let (Ok(lo), Ok(n)) = (usize::try_from(o - offset), usize::try_from(l)) else {
                 return Ok(());
             };
@@ -254,10 +285,7 @@ impl BlockDevice for Qcow2Image {
                 return Ok(());
             };
             match run {
-                Run::File(at) => self
-                    .data_file()
-                    .read_exact_at(dst, at)
-                    .map_err(|e| e.in_format(Format::Qcow2)),
+                Run::File(_) => Ok(()),
                 Run::Zero => {
                     dst.fill(0);
                     Ok(())
@@ -281,7 +309,11 @@ impl BlockDevice for Qcow2Image {
                     }
                 }
             }
-        })
+        })?;
+        match pending {
+            Some(p) => read_file(buf, p),
+            None => Ok(()),
+        }
     }
 
     fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
