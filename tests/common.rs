@@ -147,7 +147,7 @@ pub fn check_zero_extents(dev: &dyn BlockDevice) -> Result<(), diskimage::format
 }
 
 /// Parses an options column: `-` or a comma list of `no_parents`,
-/// `strict`, `mmap`, `format=NAME`.
+/// `strict`, `mmap`, `format=NAME`, `snapshot=ID|NAME`.
 pub fn parse_options(s: &str) -> OpenOptions {
     let mut o = OpenOptions::default();
     for word in s
@@ -162,6 +162,7 @@ pub fn parse_options(s: &str) -> OpenOptions {
             f if f.starts_with("format=") => {
                 o.format = Some(f[7..].parse().expect("format in options column"))
             }
+            f if f.starts_with("snapshot=") => o.snapshot = Some(f[9..].to_owned()),
             other => panic!("unknown option {other:?} in options column"),
         }
     }

@@ -21,10 +21,7 @@ use diskimage::{open, BlockDevice, ErrorKind, OpenOptions};
 use crate::common::{gunzip_dir, sha256_device, sha256_file};
 
 /// Images this version does not read, and why. Delete a line when its reader lands.
-const UNSUPPORTED: &[(&str, &str)] = &[(
-    "dissect/qcow2/basic-zstd.qcow2",
-    "QCOW2 with compression_type zstd is refused (no zstd decoder yet)",
-)];
+const UNSUPPORTED: &[(&str, &str)] = &[];
 
 /// Lines where qemu could not open the image: we must refuse it with this kind of error.
 const EXPECTED_ERRORS: &[(&str, ErrorKind)] = &[

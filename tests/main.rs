@@ -24,6 +24,7 @@
 //! - `write`: create, child, write, convert and commit against qemu-img, libvmdk and the corpus.
 //! - `write_vhd`: VHD and VHDX create, child, write and crash consistency against qemu-img and libvhdi.
 //! - `ewf`: EWF (.E01) segment sets against ewfexport, ewfinfo and ewfverify; one-field changes.
+//! - `vdi`: VDI images against qemu-img map, a differencing pair, a `.vbox` machine over it, every command.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -47,6 +48,7 @@ mod qcow2;
 mod regression;
 mod schemes;
 mod truncated;
+mod vdi;
 mod vm;
 mod volumes;
 mod write;

@@ -101,6 +101,38 @@ impl<'a> OpenContext<'a> {
         }
     }
 
+    /// The regular files directly in folder `dir` (in memory: the stored
+    /// files whose parent is `dir`), sorted by name, at most `max` of them:
+    /// for readers that find a parent by its identity (VDI's parent UUID).
+    pub fn files_in(&self, dir: &Path, max: usize) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = match self.memory {
+            Some(files) => files
+                .keys()
+                .filter(|p| p.parent() == Some(dir))
+                .cloned()
+                .collect(),
+            None => {
+                let listed = if dir.as_os_str().is_empty() {
+                    std::fs::read_dir(".")
+                } else {
+                    std::fs::read_dir(dir)
+                };
+                listed
+                    .map(|rd| {
+                        rd.filter_map(|e| e.ok())
+                            .take(max.saturating_mul(4))
+                            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                            .map(|e| dir.join(e.file_name()))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+        };
+        out.sort();
+        out.truncate(max);
+        out
+    }
+
     fn canonical(&self, path: &Path) -> PathBuf {
         match self.memory {
             Some(_) => path.to_path_buf(),

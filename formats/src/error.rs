@@ -100,7 +100,7 @@ pub enum Format {
     Vhdx,
     /// QEMU copy-on-write v2/v3.
     Qcow2,
-    /// VirtualBox disk image (recognised, not read yet).
+    /// VirtualBox disk image.
     Vdi,
     /// Expert Witness Compression Format (EnCase `.E01`), version 1.
     Ewf,
@@ -108,7 +108,7 @@ pub enum Format {
 
 impl Format {
     /// Every format a caller can force with [`OpenOptions::format`](crate::OpenOptions::format).
-    pub const READERS: [Format; 8] = [
+    pub const READERS: [Format; 9] = [
         Format::Raw,
         Format::SplitRaw,
         Format::Iso,
@@ -117,6 +117,7 @@ impl Format {
         Format::Vhdx,
         Format::Qcow2,
         Format::Ewf,
+        Format::Vdi,
     ];
 
     /// A stable, lower-case name for JSON output and the `--format` flag.

@@ -16,8 +16,8 @@
 //! | VHD (fixed, dynamic, differencing) | [`vhd`] | yes |
 //! | VHDX (fixed, dynamic, differencing; log replayed in memory) | [`vhdx`] | yes |
 //! | VMDK (every hosted and ESXi subformat; delta chains) | [`vmdk`] | yes |
-//! | QCOW2 v2/v3 (backing chains, compressed clusters, extended L2, external data file) | [`qcow2`] | yes (not encrypted, not zstd) |
-//! | VDI | — | recognised, "unsupported" error |
+//! | QCOW2 v2/v3 (backing chains, compressed clusters, extended L2, external data file) | [`qcow2`] | yes (not encrypted) |
+//! | VDI (fixed, dynamic, differencing found by parent UUID) | [`vdi`] | yes |
 //! | EWF version 1 (`.E01` segment sets, SMART `.s01`) | [`ewf`] | yes (not `.Ex01`, not `.L01`) |
 //! | EWF2, EWF logical evidence, AFF, AFF4, UDIF, Nero, QCOW version 1 | [`probe`] | recognised by signature, "unsupported" error |
 
@@ -56,10 +56,12 @@ pub mod qcow2;
 pub mod raw;
 #[doc(hidden)]
 pub mod time;
+pub mod vdi;
 pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
 pub mod write;
+pub mod zstd;
 
 pub use block_device::{
     push_extent, BlockDevice, DeviceReader, Extent, ExtentKind, FileRange, MemoryDevice,

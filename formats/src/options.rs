@@ -53,6 +53,11 @@ pub struct OpenOptions {
     /// the image and its whole chain (see [`MemoryBudget`](crate::MemoryBudget));
     /// `None` is [`DEFAULT_MEMORY_LIMIT`](crate::DEFAULT_MEMORY_LIMIT).
     pub memory_limit: Option<u64>,
+    /// Open this internal snapshot of the image instead of its current
+    /// state: a QCOW2 snapshot by ID, else by name (as `qemu-img convert
+    /// -l` finds it). It applies to the image named, not to its parents; a
+    /// format without internal snapshots refuses it (`Unsupported`).
+    pub snapshot: Option<String>,
 }
 
 impl fmt::Debug for OpenOptions {
@@ -65,6 +70,7 @@ impl fmt::Debug for OpenOptions {
             .field("parent_resolver", &self.parent_resolver.is_some())
             .field("confine_to", &self.confine_to)
             .field("memory_limit", &self.memory_limit)
+            .field("snapshot", &self.snapshot)
             .finish()
     }
 }
@@ -122,6 +128,13 @@ impl OpenOptions {
     #[must_use]
     pub fn memory_limit(mut self, bytes: Option<u64>) -> Self {
         self.memory_limit = bytes;
+        self
+    }
+
+    /// Open this internal snapshot, by ID or name ([`OpenOptions::snapshot`]).
+    #[must_use]
+    pub fn snapshot(mut self, snapshot: Option<String>) -> Self {
+        self.snapshot = snapshot;
         self
     }
 

@@ -37,7 +37,7 @@ use crate::error::{hex_preview, Detail, Error, ErrorKind, Format, Result};
 use crate::image::DiskImage;
 use crate::image_file::ImageFile;
 use crate::options::OpenOptions;
-use crate::{cd_raw, ewf, iso, qcow2, raw, vhd, vhdx, vmdk};
+use crate::{cd_raw, ewf, iso, qcow2, raw, vdi, vhd, vhdx, vmdk};
 
 /// How many bytes from the start the probe reads.
 pub const HEAD_LEN: usize = 4096;
@@ -354,6 +354,7 @@ pub fn detect(bytes: &ProbeBytes, len: u64, path: &Path) -> Probed {
         "vmdk" => Probed::Hint(Format::Vmdk),
         "vhd" | "avhd" | "vud" => Probed::Hint(Format::Vhd),
         "vhdx" | "avhdx" => Probed::Hint(Format::Vhdx),
+        "vdi" => Probed::Hint(Format::Vdi),
         e if RAW_EXTENSIONS.contains(&e) => Probed::Hint(Format::Raw),
         _ => Probed::Unknown,
     }
@@ -422,6 +423,15 @@ fn unrecognised(bytes: &ProbeBytes, len: u64, path: &Path) -> Error {
 /// Opens `file` with the reader for `format`.
 fn open_as(ctx: &OpenContext<'_>, format: Format, file: ImageFile) -> Result<DiskImage> {
     let path = file.path().to_path_buf();
+    if let Some(s) = ctx.options().snapshot.as_deref() {
+        if ctx.depth() == 0 && format != Format::Qcow2 {
+            return Err(Error::unsupported(
+                format,
+                format!("{format} images have no internal snapshots (asked for snapshot {s:?})"),
+            )
+            .in_file(&path));
+        }
+    }
     let result = match format {
         Format::Raw | Format::Probe => {
             drop(file);
@@ -444,10 +454,7 @@ fn open_as(ctx: &OpenContext<'_>, format: Format, file: ImageFile) -> Result<Dis
         Format::Vmdk => vmdk::open(ctx, file),
         Format::Qcow2 => qcow2::open(ctx, file),
         Format::Ewf => ewf::open(ctx, file),
-        Format::Vdi => Err(Error::unsupported(
-            format,
-            format!("{format} images are recognised but not read by this version"),
-        )),
+        Format::Vdi => vdi::open(ctx, file),
     };
     result.map_err(|e| e.in_format(format).in_file(&path))
 }

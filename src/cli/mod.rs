@@ -87,7 +87,7 @@ pub struct OpenArgs {
     /// Read through a read-only memory map instead of pread.
     #[arg(long)]
     mmap: bool,
-    /// Skip the content probe and open as this format: raw, split-raw, iso, vmdk, vhd, vhdx, qcow2.
+    /// Skip the content probe and open as this format: raw, split-raw, iso, vmdk, vhd, vhdx, qcow2, vdi.
     #[arg(long)]
     format: Option<Format>,
     #[command(flatten)]
@@ -110,7 +110,8 @@ impl OpenArgs {
         if diskimage::vm::is_vm_path(path) {
             return self.vm.one_disk(path, self.options());
         }
-        Ok(diskimage::open(path, &self.options())?)
+        let options = self.options().snapshot(self.vm.image_snapshot());
+        Ok(diskimage::open(path, &options)?)
     }
 
     /// Opens the images of a disk set: one VM argument gives every disk of

@@ -16,7 +16,8 @@ use super::{CliError, OpenArgs};
 /// How a VM given as IMAGE is opened.
 #[derive(Debug, Args, Clone, Default)]
 pub struct VmOpenArgs {
-    /// For a VM: open the disks as of this snapshot (name or uid).
+    /// For a VM: open the disks as of this snapshot (name or uid); for a
+    /// QCOW2 image: its internal snapshot (ID or name).
     #[arg(long, value_name = "NAME|UID")]
     snapshot: Option<String>,
     /// For a VM: when the wanted state has missing files, open the newest
@@ -33,6 +34,11 @@ pub struct VmOpenArgs {
 }
 
 impl VmOpenArgs {
+    /// `--snapshot`, for an image that is not a VM (a QCOW2 internal snapshot).
+    pub fn image_snapshot(&self) -> Option<String> {
+        self.snapshot.clone()
+    }
+
     fn options(&self, open: OpenOptions) -> VmOptions {
         VmOptions::new()
             .open(open)

@@ -86,8 +86,6 @@ pub struct Vm {
     pub current_snapshot: Option<String>,
     /// Configuration and other non-disk files of the VM.
     pub files: Vec<VmFile>,
-    /// Disk formats by recorded file (a `.vbox`'s media registry).
-    formats: HashMap<String, String>,
     /// Child file -> parent file, as recorded (a `.vbox`'s media registry).
     parents: HashMap<String, String>,
 }
@@ -135,7 +133,6 @@ impl Vm {
                 path: path.to_path_buf(),
                 role: "configuration",
             }],
-            formats: HashMap::new(),
             parents: HashMap::new(),
         };
         if ext == "vbox" {
@@ -198,7 +195,6 @@ impl Vm {
                     role: "hyper-v configuration (binary, listed, not parsed)",
                 })
                 .collect(),
-            formats: HashMap::new(),
             parents: HashMap::new(),
         };
         // The leaves: disks no other disk of the folder has as a parent.
@@ -258,7 +254,6 @@ impl Vm {
                 .unwrap_or_else(|| format!("{{{uuid}}} (not in the media registry)"))
         };
         for m in v.media.values() {
-            self.formats.insert(m.location.clone(), m.format.clone());
             if let Some(p) = m.parent.as_deref().and_then(|p| v.media.get(p)) {
                 self.parents.insert(m.location.clone(), p.location.clone());
             }

@@ -249,20 +249,12 @@ impl Vm {
                 problem: None,
                 missing: false,
             };
-            if let Some(f) = self
-                .formats
-                .get(&file)
-                .filter(|f| f.eq_ignore_ascii_case("vdi"))
-            {
-                d.problem = Some(format!("{}: unsupported format: {f}", top.display()));
-            } else {
-                match diskimage_formats::dependencies(&top, &options) {
-                    Ok(files) => d.files = files,
-                    Err(e) if e.kind() == ErrorKind::OutsideFolder => return Err(e.into()),
-                    Err(e) => {
-                        d.missing = e.kind() == ErrorKind::MissingFile;
-                        d.problem = Some(e.to_string());
-                    }
+            match diskimage_formats::dependencies(&top, &options) {
+                Ok(files) => d.files = files,
+                Err(e) if e.kind() == ErrorKind::OutsideFolder => return Err(e.into()),
+                Err(e) => {
+                    d.missing = e.kind() == ErrorKind::MissingFile;
+                    d.problem = Some(e.to_string());
                 }
             }
             disks.push(d);
