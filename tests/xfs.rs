@@ -439,3 +439,93 @@ fn xfs_extract_matches_the_kernel_listing() {
         }
     }
 }
+
+/// The Rocky-like disk (`rocky.img`): /boot on XFS, root XFS on the LVM2
+/// LV rl/root, fstab with /dev/mapper/ and UUID= names, a dangling
+/// /bin/sh. Product, version and hostname are what was seeded, the
+/// architecture what readelf says of the ELF file left in /usr/bin, and
+/// the mount points the volumes lvs and blkid name.
+#[test]
+fn rocky_like_layout_is_found_with_its_mount_points_and_architecture() {
+    use diskimage::{DiskSet, OpenOptions};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let img = tmp.path().join("rocky.img");
+    std::fs::write(&img, image("rocky.img")).expect("write");
+    let set = DiskSet::open(&[img], &OpenOptions::default()).expect("open");
+    let report = diskimage::os::detect(&set);
+    assert_eq!(report.systems.len(), 1, "{report:?}");
+    let os = &report.systems[0];
+    let seeded = dir().join("rocky.seeded");
+    let release = std::fs::read_to_string(seeded.join("os-release")).expect("os-release");
+    let field = |k: &str| {
+        release
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(|v| v.trim_matches('"').to_string())
+    };
+    assert_eq!(os.product_name, field("NAME"));
+    assert_eq!(os.distribution, field("ID"));
+    assert_eq!(os.version, field("VERSION_ID"));
+    assert_eq!(os.pretty_name, field("PRETTY_NAME"));
+    assert_eq!((os.version_major, os.version_minor), (Some(9), Some(3)));
+    let host = std::fs::read_to_string(seeded.join("hostname")).expect("hostname");
+    assert_eq!(os.hostname.as_deref(), Some(host.trim()));
+    let readelf = std::fs::read_to_string(dir().join("rocky.readelf.txt")).expect("readelf");
+    assert!(readelf.contains("X86-64"), "{readelf}");
+    assert_eq!(os.architecture.as_deref(), Some("x86_64"));
+    assert!(
+        os.notes.iter().any(|n| n.contains("/bin/sh")),
+        "{:?}",
+        os.notes
+    );
+    // Volumes by what lvs and blkid say.
+    let lvs = std::fs::read_to_string(dir().join("rocky.lvs.json")).expect("lvs");
+    assert!(lvs.contains("\"lv_name\":\"root\"") && lvs.contains("\"lv_name\":\"swap\""));
+    let blkid = crate::common::tsv_rows(&dir().join("rocky.blkid.tsv"));
+    let uuid_of = |n: &str| {
+        blkid
+            .iter()
+            .find(|r| r[0] == n)
+            .map(|r| r[3].clone())
+            .expect("blkid row")
+    };
+    let by_name = |n: &str| {
+        set.volumes()
+            .iter()
+            .find(|v| v.name.as_deref() == Some(n))
+            .map(|v| v.index)
+    };
+    let by_uuid = |u: &str| {
+        set.volumes()
+            .iter()
+            .find(|v| {
+                v.fs.as_ref()
+                    .and_then(|f| f.uuid.as_deref())
+                    .is_some_and(|x| x.eq_ignore_ascii_case(u))
+            })
+            .map(|v| v.index)
+    };
+    let root = by_name("rl/root").expect("rl/root");
+    assert_eq!(by_uuid(&uuid_of("root")), Some(root));
+    assert_eq!(os.os_folder.volume, root);
+    let mounts: Vec<(String, Option<usize>, Option<String>)> = os
+        .mount_points
+        .iter()
+        .map(|m| (m.path.clone(), m.volume, m.fs_type.clone()))
+        .collect();
+    let want = vec![
+        ("/".to_string(), Some(root), Some("xfs".to_string())),
+        (
+            "/boot".to_string(),
+            by_uuid(&uuid_of("boot")),
+            Some("xfs".to_string()),
+        ),
+        (
+            "swap".to_string(),
+            by_name("rl/swap"),
+            Some("swap".to_string()),
+        ),
+    ];
+    assert_eq!(mounts, want);
+    assert!(want.iter().all(|(_, v, _)| v.is_some()));
+}
