@@ -312,11 +312,51 @@ fn damaged_xfs_metadata_gives_typed_errors() {
             Err(e) => assert_eq!(e.kind(), ErrorKind::Corrupt, "{what}: {e}"),
         }
     }
-    // A directory entry length running past its block.
-    let big: u64 = want["/block"][1].parse().expect("ino");
-    let fs = open(image("v5.img"), false).expect("open");
-    assert_eq!(fs.read_dir("/block").expect("list").len(), 40);
-    let _ = big;
+    // The root's level one too high: its children are leaves.
+    let mut img = image("v5.img");
+    img[at + 177] = 2;
+    let fs = open(img, false).expect("open");
+    match fs.read("/frag.bin") {
+        Ok(d) => panic!("level 2: read {} bytes", d.len()),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Corrupt, "level 2: {e}"),
+    }
+    // A directory entry whose name length runs past its block: the block
+    // directory /block holds one extent in its inode (data fork at 176).
+    let block: u64 = want["/block"][1].parse().expect("ino");
+    let at = inode_offset("v5.img", block);
+    let mut img = image("v5.img");
+    assert_eq!(img[at + 5], 2, "/block is extent-mapped");
+    let l0 = u64::from_be_bytes(img[at + 176..at + 184].try_into().expect("8"));
+    let l1 = u64::from_be_bytes(img[at + 184..at + 192].try_into().expect("8"));
+    let fsb = ((l0 & 0x1FF) << 43) | (l1 >> 21);
+    let sb = std::fs::read_to_string(dir().join("v5.img.sb.txt")).expect("sb");
+    let field = |k: &str| -> u64 {
+        sb.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .expect("field")
+            .trim()
+            .parse()
+            .expect("number")
+    };
+    let (agblklog, agblocks) = (field("agblklog"), field("agblocks"));
+    let data = (((fsb >> agblklog) * agblocks + (fsb & ((1 << agblklog) - 1))) * 4096) as usize;
+    assert_eq!(&img[data..data + 4], b"XDB3");
+    // The first entry ("."): inode number (8 bytes), then the name length.
+    img[data + 64 + 8] = 0xFF;
+    let fs = open(img.clone(), false).expect("open");
+    let e = fs.read_dir("/block").expect_err("bad entry length");
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(fs.warnings().iter().any(|w| w.contains("directory block CRC")));
+    // An entry pointing at an inode past the volume: the third entry,
+    // after "." and ".." (16 bytes each).
+    let mut img = image("v5.img");
+    let third = data + 64 + 32;
+    let len = usize::from(img[third + 8]);
+    let name = String::from_utf8(img[third + 9..third + 9 + len].to_vec()).expect("name");
+    img[third..third + 8].copy_from_slice(&u64::MAX.to_be_bytes());
+    let fs = open(img, false).expect("open");
+    let e = fs.metadata(&format!("/block/{name}")).expect_err("inode past the volume");
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     // A superblock that is not one.
     let mut img = image("v5.img");
     img[0] = b'Y';
@@ -328,6 +368,45 @@ fn damaged_xfs_metadata_gives_typed_errors() {
         let e = fs.read("/frag.bin");
         assert!(e.is_err() || e.as_ref().is_ok_and(|d| d.len() == 5_324_400));
     }
+}
+
+/// A real-time section lives on another device: the volume is read, with
+/// a warning; a file flagged real-time is refused as unsupported.
+#[test]
+fn real_time_data_is_refused_clearly() {
+    let sb = std::fs::read_to_string(dir().join("rt.img.sb.txt")).expect("sb");
+    assert!(sb.contains("rblocks = 1024"), "{sb}");
+    let fs = open(image("rt.img"), false).expect("open");
+    assert!(
+        fs.warnings().iter().any(|w| w.contains("real-time")),
+        "{:?}",
+        fs.warnings()
+    );
+    assert!(fs.read_dir("/").expect("root").is_empty());
+    // di_flags (offset 90) with XFS_DIFLAG_REALTIME on a v4 inode (no CRC).
+    let want = truth("v4.img");
+    let ino: u64 = want["/small.txt"][1].parse().expect("ino");
+    let sbv4 = std::fs::read_to_string(dir().join("v4.img.sb.txt")).expect("sb");
+    let field = |k: &str| -> u64 {
+        sbv4.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .expect("field")
+            .trim()
+            .parse()
+            .expect("number")
+    };
+    let (bs, isz, agblocks) = (field("blocksize"), field("inodesize"), field("agblocks"));
+    let (inopblog, agblklog) = (field("inopblog"), field("agblklog"));
+    let agbno = (ino >> inopblog) & ((1 << agblklog) - 1);
+    let at = (((ino >> (inopblog + agblklog)) * agblocks + agbno) * bs
+        + (ino & ((1 << inopblog) - 1)) * isz) as usize;
+    let mut img = image("v4.img");
+    assert_eq!(&img[at..at + 2], b"IN");
+    img[at + 91] |= 1;
+    let fs = open(img, true).expect("open");
+    let e = fs.read("/small.txt").expect_err("real-time file");
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("real-time"), "{e}");
 }
 
 /// Where the test may loop-mount (root, a loop device, the kernel's XFS),
