@@ -97,7 +97,10 @@ fn walk(fs: &dyn FileSystem) -> Result<BTreeMap<String, Row>, String> {
             let p = format!("{}/{}", d.trim_end_matches('/'), e.name);
             let m = fs.metadata(&p).map_err(|e| format!("metadata {p}: {e}"))?;
             if m.file_type != e.file_type {
-                return Err(format!("{p}: entry type {:?}, inode {:?}", e.file_type, m.file_type));
+                return Err(format!(
+                    "{p}: entry type {:?}, inode {:?}",
+                    e.file_type, m.file_type
+                ));
             }
             let (mut sha, mut target) = ("-".to_string(), "-".to_string());
             match m.file_type {
@@ -107,7 +110,9 @@ fn walk(fs: &dyn FileSystem) -> Result<BTreeMap<String, Row>, String> {
                     sha = sha256_bytes(&read_all(r).map_err(|e| format!("read {p}: {e}"))?);
                 }
                 FileType::Symlink => {
-                    target = fs.read_link(&p).map_err(|e| format!("read_link {p}: {e}"))?
+                    target = fs
+                        .read_link(&p)
+                        .map_err(|e| format!("read_link {p}: {e}"))?
                 }
                 FileType::Special => {}
             }
@@ -303,7 +308,11 @@ fn damaged_xfs_metadata_gives_typed_errors() {
         };
         let root_max = (fork_len - 4) / 16;
         for (off, b) in patch {
-            let off = if what == "pointer" { 176 + 4 + root_max * 8 } else { off };
+            let off = if what == "pointer" {
+                176 + 4 + root_max * 8
+            } else {
+                off
+            };
             img[at + off] = b;
         }
         let fs = open(img, false).expect("open");
@@ -346,7 +355,10 @@ fn damaged_xfs_metadata_gives_typed_errors() {
     let fs = open(img.clone(), false).expect("open");
     let e = fs.read_dir("/block").expect_err("bad entry length");
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
-    assert!(fs.warnings().iter().any(|w| w.contains("directory block CRC")));
+    assert!(fs
+        .warnings()
+        .iter()
+        .any(|w| w.contains("directory block CRC")));
     // An entry pointing at an inode past the volume: the third entry,
     // after "." and ".." (16 bytes each).
     let mut img = image("v5.img");
@@ -355,7 +367,9 @@ fn damaged_xfs_metadata_gives_typed_errors() {
     let name = String::from_utf8(img[third + 9..third + 9 + len].to_vec()).expect("name");
     img[third..third + 8].copy_from_slice(&u64::MAX.to_be_bytes());
     let fs = open(img, false).expect("open");
-    let e = fs.metadata(&format!("/block/{name}")).expect_err("inode past the volume");
+    let e = fs
+        .metadata(&format!("/block/{name}"))
+        .expect_err("inode past the volume");
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     // A superblock that is not one.
     let mut img = image("v5.img");
@@ -454,7 +468,11 @@ fn live_walk(root: &Path) -> BTreeMap<String, Row> {
                 stack.push(p.clone());
                 ("dir", "-".to_string(), "-".to_string())
             } else if ft.is_file() {
-                ("file", sha256_bytes(&std::fs::read(&p).expect("read")), "-".to_string())
+                (
+                    "file",
+                    sha256_bytes(&std::fs::read(&p).expect("read")),
+                    "-".to_string(),
+                )
             } else if ft.is_symlink() {
                 let t = std::fs::read_link(&p).expect("readlink");
                 ("symlink", "-".to_string(), t.to_string_lossy().into_owned())

@@ -367,7 +367,11 @@ impl Visited for ExtVisited<'_> {
 /// The runs of `size` bytes mapped block by block by `runs` (sorted by
 /// file block), when they follow each other from block 0 and are all
 /// stored; `None` on a hole, an unwritten extent or an overlap.
-pub(crate) fn stored_runs(runs: &[blocks::Run], block_size: u64, size: u64) -> Option<Vec<StoredRun>> {
+pub(crate) fn stored_runs(
+    runs: &[blocks::Run],
+    block_size: u64,
+    size: u64,
+) -> Option<Vec<StoredRun>> {
     let mut out = Vec::new();
     let mut done = 0u64;
     for r in runs {

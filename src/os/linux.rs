@@ -379,7 +379,9 @@ fn architecture(guest: &Guest, info: &mut OsInfo) {
             info.architecture = Some(a.to_owned());
             return;
         }
-        Err(e) => info.notes.push(format!("/bin/sh gives no architecture: {e}")),
+        Err(e) => info
+            .notes
+            .push(format!("/bin/sh gives no architecture: {e}")),
     }
     let mut candidates: Vec<String> = guest
         .list("/usr/bin")
@@ -393,7 +395,8 @@ fn architecture(guest: &Guest, info: &mut OsInfo) {
     for path in candidates {
         if let Ok(a) = elf(&path) {
             info.architecture = Some(a.to_owned());
-            info.notes.push(format!("architecture from the ELF header of {path}"));
+            info.notes
+                .push(format!("architecture from the ELF header of {path}"));
             return;
         }
     }

@@ -151,14 +151,18 @@ impl XfsFs {
         owner: u64,
     ) -> Result<()> {
         let at = self.sb.block_offset(ptr, 1).ok_or_else(|| {
-            corrupt(path, format!("extent tree pointer {ptr:#x} outside the volume"))
+            corrupt(
+                path,
+                format!("extent tree pointer {ptr:#x} outside the volume"),
+            )
         })?;
         if !walk.seen.insert(ptr) {
             return Err(corrupt(path, "extent tree visits a block twice (a loop)").at(at));
         }
-        walk.budget = walk.budget.checked_sub(1).ok_or_else(|| {
-            corrupt(path, "extent tree larger than the volume").at(at)
-        })?;
+        walk.budget = walk
+            .budget
+            .checked_sub(1)
+            .ok_or_else(|| corrupt(path, "extent tree larger than the volume").at(at))?;
         let block = self.read_block(at)?;
         let (magic, hdr) = if self.sb.crc() {
             (BMA3_MAGIC, HDR_V5)
@@ -241,9 +245,11 @@ mod tests {
 
     #[test]
     fn extent_record_fields() {
-        // offset 5, block 0x1234, 7 blocks, unwritten.
-        let l0: u64 = (1 << 63) | (5 << 9) | (0x1234 >> 43);
-        let l1: u64 = ((0x1234u64 & ((1 << 43) - 1)) << 21) | 7;
+        // offset 5, a block number whose top 9 bits sit in the first
+        // word, 7 blocks, unwritten.
+        let block: u64 = (0x1A5 << 43) | 0x1234;
+        let l0: u64 = (1 << 63) | (5 << 9) | (block >> 43);
+        let l1: u64 = ((block & ((1 << 43) - 1)) << 21) | 7;
         let mut rec = [0u8; 16];
         rec[..8].copy_from_slice(&l0.to_be_bytes());
         rec[8..].copy_from_slice(&l1.to_be_bytes());
@@ -251,7 +257,7 @@ mod tests {
             extent(&rec),
             Some(Extent {
                 offset: 5,
-                block: 0x1234,
+                block,
                 count: 7,
                 unwritten: true
             })

@@ -53,14 +53,23 @@ impl XfsFs {
             )
             .at(dir.fork_at)
         })?;
-        let bad = |what: &str, at: usize| corrupt(path, what.to_string()).at(dir.fork_at + at as u64);
-        let count = usize::from(*fork.first().ok_or_else(|| bad("empty short-form directory", 0))?);
+        let bad =
+            |what: &str, at: usize| corrupt(path, what.to_string()).at(dir.fork_at + at as u64);
+        let count = usize::from(
+            *fork
+                .first()
+                .ok_or_else(|| bad("empty short-form directory", 0))?,
+        );
         let wide = fork.get(1).copied().unwrap_or(0) != 0;
         let ino_size = if wide { 8 } else { 4 };
         let mut p = 2 + ino_size;
         let mut out = Vec::with_capacity(count);
         for _ in 0..count {
-            let len = usize::from(*fork.get(p).ok_or_else(|| bad("entry past the directory", p))?);
+            let len = usize::from(
+                *fork
+                    .get(p)
+                    .ok_or_else(|| bad("entry past the directory", p))?,
+            );
             let name_at = p + 3;
             let name = fork
                 .get(name_at..name_at + len)
@@ -68,7 +77,11 @@ impl XfsFs {
             let mut q = name_at + len;
             let ftype = if self.sb.ftype {
                 q += 1;
-                Some(*fork.get(q - 1).ok_or_else(|| bad("entry past the directory", p))?)
+                Some(
+                    *fork
+                        .get(q - 1)
+                        .ok_or_else(|| bad("entry past the directory", p))?,
+                )
             } else {
                 None
             };
@@ -138,7 +151,10 @@ impl XfsFs {
                 if fb == first {
                     return Ok(None);
                 }
-                return Err(corrupt(path, format!("directory block {first} is partly unmapped")));
+                return Err(corrupt(
+                    path,
+                    format!("directory block {first} is partly unmapped"),
+                ));
             };
             if e.unwritten {
                 return Err(corrupt(path, "directory block in an unwritten extent"));

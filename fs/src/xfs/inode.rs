@@ -143,7 +143,9 @@ impl Inode {
         };
         let fork = raw
             .get(core..end)
-            .ok_or_else(|| format!("inode {number}: attribute fork offset {forkoff} past the inode"))?
+            .ok_or_else(|| {
+                format!("inode {number}: attribute fork offset {forkoff} past the inode")
+            })?
             .to_vec();
         Ok(Inode {
             number,

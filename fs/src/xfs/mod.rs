@@ -218,10 +218,14 @@ impl XfsFs {
 
     /// The inode at `path` (links not followed).
     fn lookup(&self, path: &str) -> Result<Inode> {
-        let parts = components(path)
-            .ok_or_else(|| Error::unsupported(FS, Some(path), "'..' in a path"))?;
+        let parts =
+            components(path).ok_or_else(|| Error::unsupported(FS, Some(path), "'..' in a path"))?;
         if parts.len() > MAX_PATH_DEPTH {
-            return Err(Error::limit(FS, Some(path), "path deeper than 4096 components"));
+            return Err(Error::limit(
+                FS,
+                Some(path),
+                "path deeper than 4096 components",
+            ));
         }
         let mut cur = self.inode(self.sb.root_ino, "/")?;
         let mut here = String::from("/");
@@ -248,11 +252,9 @@ impl XfsFs {
         }
         let size = usize::try_from(i.size).unwrap_or(0);
         if i.format == Format::Local {
-            return i
-                .fork
-                .get(..size)
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| corrupt(path, "inline symbolic link exceeds its fork").at(i.fork_at));
+            return i.fork.get(..size).map(<[u8]>::to_vec).ok_or_else(|| {
+                corrupt(path, "inline symbolic link exceeds its fork").at(i.fork_at)
+            });
         }
         let mut out = Vec::with_capacity(size);
         for e in self.extents(i, path)? {
@@ -267,7 +269,9 @@ impl XfsFs {
                 let b = self.read_block(at)?;
                 let data = if self.sb.crc() {
                     if b.get(..4) != Some(SYMLINK_MAGIC.as_slice()) {
-                        return Err(corrupt(path, "remote symbolic link block without its magic").at(at));
+                        return Err(
+                            corrupt(path, "remote symbolic link block without its magic").at(at),
+                        );
                     }
                     self.check_crc(&b, SYMLINK_CRC_AT, at, path, "symbolic link block")?;
                     b.get(SYMLINK_HDR..).unwrap_or_default()

@@ -188,7 +188,9 @@ impl Superblock {
     pub fn inode_offset(&self, ino: u64) -> Option<u64> {
         let per_block = 1u64 << self.inopb_log;
         let fsb = ino >> self.inopb_log;
-        if fsb >> self.ag_block_log >= self.ag_count || ino >> (self.inopb_log + self.ag_block_log + 32) != 0 {
+        if fsb >> self.ag_block_log >= self.ag_count
+            || ino >> (self.inopb_log + self.ag_block_log + 32) != 0
+        {
             return None;
         }
         let block = self.block_offset(fsb, 1)?;
