@@ -37,6 +37,8 @@ pub mod exfat;
 pub mod ext4;
 pub mod fat;
 pub mod file_system;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod iso9660;
 pub mod ntfs;
@@ -44,7 +46,7 @@ pub mod options;
 pub mod xfs;
 
 pub use detect::{detect, FsInfo, FsKind};
-pub use error::{Error, ErrorKind, FsName, Result};
+pub use error::{Detail, Error, ErrorKind, FsName, Result};
 pub use file_system::{
     DirEntry, FileReader, FileSystem, FileType, Metadata, PathEntry, StoredRun, Timestamp, VisitFn,
     Visited,
