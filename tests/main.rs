@@ -21,7 +21,7 @@
 //! - `qcow2`: QCOW2 images against qemu-img convert and qemu-img map; one-field changes.
 //! - `schemes`: BSD disklabels, APM, Sun/SGI/Atari labels, UDF on 4K blocks, a short fixed VHD
 //!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
-//! - `xfs`: XFS images (v5, nrext64) against the kernel's listing and a live loop mount.
+//! - `xfs`: XFS images (v5, nrext64, v4, real-time section) against the kernel's listing, xfs_db and a live loop mount; a Rocky-like disk for OS detection.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
