@@ -282,10 +282,17 @@ fn bad_inode_crc_is_a_warning_and_strict_refuses_it() {
     let fs = open(img.clone(), false).expect("open");
     assert_eq!(fs.read("/small.txt").expect("read"), b"hello, xfs\n");
     let w = fs.warnings();
-    assert!(w.iter().any(|w| w.contains("CRC")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("inode checksum")), "{w:?}");
     let fs = open(img, true).expect("open strict");
     let e = fs.read("/small.txt").expect_err("strict");
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(
+        matches!(
+            e.detail(),
+            Some(diskimage::formats::Detail::Checksum { stored, computed, .. }) if stored != computed
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -358,7 +365,7 @@ fn damaged_xfs_metadata_gives_typed_errors() {
     assert!(fs
         .warnings()
         .iter()
-        .any(|w| w.contains("directory block CRC")));
+        .any(|w| w.contains("directory block checksum")));
     // An entry pointing at an inode past the volume: the third entry,
     // after "." and ".." (16 bytes each).
     let mut img = image("v5.img");

@@ -175,7 +175,13 @@ impl XfsFs {
         if self.sb.crc() {
             self.check_crc(&block, BLOCK_CRC_AT, at, path, "extent tree block")?;
             if be_u64(&block, 56) != Some(owner) {
-                self.tolerate(path, at, "extent tree block owned by another inode".into())?;
+                self.tolerate(
+                    path,
+                    at,
+                    diskimage_formats::Detail::Invalid(
+                        "extent tree block owned by another inode".into(),
+                    ),
+                )?;
             }
         }
         let got = be_u16(&block, 4).unwrap_or(u16::MAX);

@@ -39,6 +39,7 @@ use crate::file_system::{
 };
 use crate::options::FsOptions;
 use crate::FsKind;
+use diskimage_formats::Detail;
 
 mod bmap;
 mod dir;
@@ -116,15 +117,17 @@ impl XfsFs {
             fs.tolerate(
                 "/",
                 u64::MAX,
-                "the superblock asks for xfs_repair (needsrepair)".into(),
+                Detail::Invalid("the superblock asks for xfs_repair (needsrepair)".into()),
             )?;
         }
         if fs.sb.rblocks > 0 {
             fs.tolerate(
                 "/",
                 u64::MAX - 1,
-                "the volume has a real-time section on another device: its files are not read"
-                    .into(),
+                Detail::Invalid(
+                    "the volume has a real-time section on another device: its files are not read"
+                        .into(),
+                ),
             )?;
         }
         // The root must be a directory.
@@ -143,14 +146,25 @@ impl XfsFs {
     }
 
     /// Checks the little-endian CRC-32C at `crc_at` of `b` (read at `at`).
-    fn check_crc(&self, b: &[u8], crc_at: usize, at: u64, path: &str, what: &str) -> Result<()> {
+    fn check_crc(
+        &self,
+        b: &[u8],
+        crc_at: usize,
+        at: u64,
+        path: &str,
+        what: &'static str,
+    ) -> Result<()> {
         let stored = diskimage_formats::bytes::le_u32(b, crc_at).unwrap_or(0);
         let computed = diskimage_formats::crc32c::checksum_with_hole(b, crc_at);
         if stored != computed {
             self.tolerate(
                 path,
                 at,
-                format!("{what} CRC 0x{stored:08x}, computed 0x{computed:08x}"),
+                Detail::Checksum {
+                    what,
+                    stored: u64::from(stored),
+                    computed: u64::from(computed),
+                },
             )?;
         }
         Ok(())
@@ -158,9 +172,9 @@ impl XfsFs {
 
     /// Tolerates a defect of the structure at `offset`: an error in
     /// strict mode, else a warning (once per structure).
-    fn tolerate(&self, path: &str, offset: u64, what: String) -> Result<()> {
+    fn tolerate(&self, path: &str, offset: u64, what: Detail) -> Result<()> {
         if self.strict {
-            return Err(corrupt(path, format!("{what} (strict)")).at(offset));
+            return Err(Error::damaged(FS, Some(path), what).at(offset));
         }
         let mut w = self.warnings.borrow_mut();
         if !w.seen.insert(offset) {
@@ -187,7 +201,7 @@ impl XfsFs {
         let mut raw = vec![0u8; usize::try_from(self.sb.inode_size).unwrap_or(512)];
         self.device.read_at(&mut raw, at)?;
         if self.sb.crc() {
-            self.check_crc(&raw, inode::CRC_AT, at, path, &format!("inode {ino}"))?;
+            self.check_crc(&raw, inode::CRC_AT, at, path, "inode")?;
         }
         Inode::parse(&raw, ino, at, self.sb.crc()).map_err(|e| corrupt(path, e).at(at))
     }
