@@ -25,6 +25,7 @@
 //! - `write_vhd`: VHD and VHDX create, child, write and crash consistency against qemu-img and libvhdi.
 //! - `ewf`: EWF (.E01) segment sets against ewfexport, ewfinfo and ewfverify; one-field changes.
 //! - `vdi`: VDI images against qemu-img map, a differencing pair, a `.vbox` machine over it, every command.
+//! - `xfs`: XFS images (v5, nrext64, v4, real-time section) against the kernel's listing, xfs_db and a live loop mount; a Rocky-like disk for OS detection.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -53,3 +54,4 @@ mod vm;
 mod volumes;
 mod write;
 mod write_vhd;
+mod xfs;

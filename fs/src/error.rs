@@ -30,6 +30,8 @@ pub enum FsName {
     Ntfs,
     /// ISO 9660.
     Iso9660,
+    /// XFS.
+    Xfs,
 }
 
 impl fmt::Display for FsName {
@@ -41,6 +43,7 @@ impl fmt::Display for FsName {
             FsName::ExFat => "exFAT",
             FsName::Ntfs => "NTFS",
             FsName::Iso9660 => "ISO 9660",
+            FsName::Xfs => "XFS",
         })
     }
 }

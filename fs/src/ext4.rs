@@ -50,7 +50,7 @@ use crate::options::FsOptions;
 use crate::runs::{self, DataRun, RunReader};
 use crate::FsKind;
 
-mod blocks;
+pub(crate) mod blocks;
 mod checksum;
 mod dir;
 mod inode;
@@ -365,7 +365,7 @@ impl Visited for ExtVisited<'_> {
 
 /// Block runs in bytes (a volume offset that overflows stays out of
 /// range, so that reading it fails rather than reads zeros).
-fn byte_runs(runs: &[blocks::Run], block_size: u64) -> Vec<DataRun> {
+pub(crate) fn byte_runs(runs: &[blocks::Run], block_size: u64) -> Vec<DataRun> {
     runs.iter()
         .map(|r| DataRun {
             file_offset: r.logical.saturating_mul(block_size),

@@ -12,6 +12,7 @@
 //! | exFAT | [`exfat`] | our own reader |
 //! | NTFS | [`ntfs`] | `ntfs` 0.4 + our own LZNT1 and data-run reader |
 //! | ISO 9660, Joliet, Rock Ridge, El Torito, zisofs | [`iso9660`] | our own reader (`flate2` for zisofs) |
+//! | XFS (v4, v5) | [`xfs`] | our own reader |
 //! | others | — | detected only: [`ErrorKind::Unsupported`] |
 //!
 //! # Threads
@@ -43,6 +44,7 @@ pub mod iso9660;
 pub mod ntfs;
 pub mod options;
 pub mod runs;
+pub mod xfs;
 
 pub use detect::{detect, FsInfo, FsKind};
 pub use error::{Detail, Error, ErrorKind, FsName, Result};
@@ -65,6 +67,7 @@ pub fn reads(kind: FsKind) -> bool {
             | FsKind::Fat32
             | FsKind::ExFat
             | FsKind::Iso9660
+            | FsKind::Xfs
     )
 }
 
@@ -112,6 +115,7 @@ pub fn open_fs_as_with(
         FsKind::Ntfs => Ok(Box::new(ntfs::NtfsFs::open(device)?)),
         FsKind::ExFat => Ok(Box::new(exfat::ExFatFs::open(device)?)),
         FsKind::Iso9660 => Ok(Box::new(iso9660::IsoFs::open(device)?)),
+        FsKind::Xfs => Ok(Box::new(xfs::XfsFs::open_with(device, options)?)),
         FsKind::Jbd => Err(Error::unsupported(
             FsName::Detect,
             None,

@@ -128,6 +128,42 @@ impl Guest {
         Ok(out)
     }
 
+    /// The first `n` bytes of the regular file at `path` (links followed),
+    /// whatever its size: enough for a header.
+    pub fn read_head(&self, path: &str, n: u64) -> Result<Vec<u8>, String> {
+        let real = self.resolve(path)?;
+        let (fs, inner) = self
+            .locate(&real)
+            .ok_or_else(|| format!("{real}: no file system mounted there"))?;
+        let meta = fs.metadata(&inner).map_err(|e| format!("{real}: {e}"))?;
+        if meta.file_type != FileType::File {
+            return Err(format!("{real}: not a regular file"));
+        }
+        let mut out = Vec::new();
+        fs.open(&inner)
+            .map_err(|e| format!("{real}: {e}"))?
+            .take(n)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("{real}: {e}"))?;
+        Ok(out)
+    }
+
+    /// The names in the directory at `path` (links followed), sorted.
+    pub fn list(&self, path: &str) -> Result<Vec<String>, String> {
+        let real = self.resolve(path)?;
+        let (fs, inner) = self
+            .locate(&real)
+            .ok_or_else(|| format!("{real}: no file system mounted there"))?;
+        let mut names: Vec<String> = fs
+            .read_dir(&inner)
+            .map_err(|e| format!("{real}: {e}"))?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// The file at `path` as text (lossy UTF-8), for small config files.
     pub fn read_text(&self, path: &str) -> Result<String, String> {
         Ok(String::from_utf8_lossy(&self.read(path, 1 << 20)?).into_owned())

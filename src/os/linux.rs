@@ -1,6 +1,8 @@
 //! Linux: os-release (or lsb-release, redhat-release), hostname, fstab
 //! mount points matched to volumes, a separate `/usr` merged, and the
-//! architecture from the ELF header of `/bin/sh`'s target.
+//! architecture from the ELF header of `/bin/sh`'s target (or, when it is
+//! absent or dangling, of another ELF file: `/usr/bin/*`, `/sbin/init`,
+//! the dynamic loader).
 
 use diskimage_fs::FileSystem;
 
@@ -342,16 +344,66 @@ pub fn detect(set: &DiskSet, v: &Volume, root: Box<dyn FileSystem>) -> OsInfo {
             .and_then(|t| t.lines().next().map(|l| l.trim().to_owned()))
             .filter(|h| !h.is_empty())
     });
-    match guest.read("/bin/sh", 64 << 20) {
-        Ok(bytes) => match arch::elf_machine(&bytes) {
-            Some(a) => info.architecture = Some(a.to_owned()),
-            None => info
-                .notes
-                .push("/bin/sh's target is not an ELF file".into()),
-        },
-        Err(e) => info.notes.push(format!("/bin/sh not read: {e}")),
-    }
+    architecture(&guest, &mut info);
     info
+}
+
+/// The dynamic loaders of the common architectures, where a distribution
+/// puts them (x86_64, aarch64, armhf, x86, ppc64le, s390x, riscv64,
+/// loongarch64).
+const LOADERS: [&str; 8] = [
+    "/lib64/ld-linux-x86-64.so.2",
+    "/lib/ld-linux-aarch64.so.1",
+    "/lib/ld-linux-armhf.so.3",
+    "/lib/ld-linux.so.2",
+    "/lib64/ld64.so.2",
+    "/lib/ld64.so.1",
+    "/lib/ld-linux-riscv64-lp64d.so.1",
+    "/lib64/ld-linux-loongarch-lp64d.so.1",
+];
+
+/// Most `/usr/bin` entries tried when `/bin/sh` gives no architecture.
+pub const MAX_ARCH_CANDIDATES: usize = 64;
+
+/// The architecture from the ELF header of `/bin/sh`'s target or, when
+/// that is absent, a dangling link or not ELF, of the first ELF file among
+/// `/usr/bin/*` (sorted, the first [`MAX_ARCH_CANDIDATES`]), `/sbin/init`
+/// and the dynamic loaders; what was tried is a note.
+fn architecture(guest: &Guest, info: &mut OsInfo) {
+    let elf = |path: &str| -> Result<&'static str, String> {
+        let head = guest.read_head(path, 64)?;
+        arch::elf_machine(&head).ok_or_else(|| format!("{path}'s target is not an ELF file"))
+    };
+    match elf("/bin/sh") {
+        Ok(a) => {
+            info.architecture = Some(a.to_owned());
+            return;
+        }
+        Err(e) => info
+            .notes
+            .push(format!("/bin/sh gives no architecture: {e}")),
+    }
+    let mut candidates: Vec<String> = guest
+        .list("/usr/bin")
+        .unwrap_or_default()
+        .into_iter()
+        .take(MAX_ARCH_CANDIDATES)
+        .map(|n| format!("/usr/bin/{n}"))
+        .collect();
+    candidates.push("/sbin/init".into());
+    candidates.extend(LOADERS.iter().map(|l| (*l).to_owned()));
+    for path in candidates {
+        if let Ok(a) = elf(&path) {
+            info.architecture = Some(a.to_owned());
+            info.notes
+                .push(format!("architecture from the ELF header of {path}"));
+            return;
+        }
+    }
+    info.notes.push(
+        "no ELF file found in /usr/bin, /sbin/init or the dynamic loaders: architecture unknown"
+            .into(),
+    );
 }
 
 fn read_release(guest: &Guest, info: &mut OsInfo) {

@@ -8,7 +8,8 @@
 //! - [`linux`]: a volume with `/etc/os-release` (or `/usr/lib/os-release`,
 //!   `/etc/lsb-release`, `/etc/redhat-release`) or `/etc/fstab`; mount
 //!   points from `/etc/fstab`, a separate `/usr` mounted before reading,
-//!   architecture from the ELF header of `/bin/sh`'s target.
+//!   architecture from the ELF header of `/bin/sh`'s target (else of
+//!   `/usr/bin/*`, `/sbin/init` or the dynamic loader).
 //!
 //! FreeBSD roots (UFS, ZFS) are not found: no reader for their file
 //! systems exists yet. Detection never fails as a whole: a volume that
