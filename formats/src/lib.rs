@@ -50,6 +50,7 @@ pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
 pub mod write;
+pub mod zstd;
 
 pub use block_device::{
     push_extent, BlockDevice, DeviceReader, Extent, ExtentKind, FileRange, MemoryDevice,

@@ -12,6 +12,7 @@
 //! | exFAT | [`exfat`] | our own reader |
 //! | NTFS | [`ntfs`] | `ntfs` 0.4 + our own LZNT1 and data-run reader |
 //! | ISO 9660, Joliet, Rock Ridge, El Torito, zisofs | [`iso9660`] | our own reader (`flate2` for zisofs) |
+//! | Btrfs (subvolumes, zlib/LZO/zstd extents) | [`btrfs`] | our own reader |
 //! | others | — | detected only: [`ErrorKind::Unsupported`] |
 //!
 //! # Threads
@@ -30,6 +31,7 @@ use std::sync::Arc;
 
 use diskimage_formats::BlockDevice;
 
+pub mod btrfs;
 pub mod detect;
 pub mod error;
 pub mod exfat;
@@ -62,6 +64,7 @@ pub fn reads(kind: FsKind) -> bool {
             | FsKind::Fat32
             | FsKind::ExFat
             | FsKind::Iso9660
+            | FsKind::Btrfs
     )
 }
 
@@ -109,6 +112,7 @@ pub fn open_fs_as_with(
         FsKind::Ntfs => Ok(Box::new(ntfs::NtfsFs::open(device)?)),
         FsKind::ExFat => Ok(Box::new(exfat::ExFatFs::open(device)?)),
         FsKind::Iso9660 => Ok(Box::new(iso9660::IsoFs::open(device)?)),
+        FsKind::Btrfs => Ok(Box::new(btrfs::BtrfsFs::open_with(device, options)?)),
         FsKind::Jbd => Err(Error::unsupported(
             FsName::Detect,
             None,
