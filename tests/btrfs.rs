@@ -493,3 +493,51 @@ fn btrfs_fuzz_seed_reads_and_survives_the_fuzz_body() {
         diskimage::fs::fuzzing::exercise_fs(&bytes[..bytes.len() * cut / 4]);
     }
 }
+
+/// A Fedora-like disk (fixtures/btrfs/make-fedora.sh): the root in the
+/// Btrfs subvolume `root`, `/home` in `home`, both named by fstab's
+/// `subvol=` on one UUID, `/boot` on ext4: `os --json` finds the system
+/// with what the script wrote and the tools reported
+/// (expected-fedora.json), and the files of both subvolumes are reached.
+#[test]
+fn btrfs_fedora_layout_is_found_with_its_subvolumes() {
+    let image = dir().join("fedora.vmdk");
+    let out = crate::common::diskimage(&["os", "--json", image.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let systems = got["systems"].as_array().expect("systems");
+    assert_eq!(systems.len(), 1, "{got:#}");
+    let os = &systems[0];
+    let want: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir().join("expected-fedora.json")).expect("expected"),
+    )
+    .expect("json");
+    for (k, v) in want.as_object().expect("object") {
+        if k == "os_folder" {
+            assert_eq!(os[k]["volume"], v["volume"], "{os:#}");
+            assert_eq!(os[k]["path"], v["path"], "{os:#}");
+        } else {
+            assert_eq!(&os[k], v, "field {k}: {os:#}");
+        }
+    }
+    // The btrfs volume as blkid saw it, and the home subvolume's file
+    // through the volume's default (top-level) view.
+    let blkid = std::fs::read_to_string(dir().join("fedora.blkid.tsv")).expect("blkid");
+    assert!(blkid.lines().any(|l| l.starts_with("2\tbtrfs\tfedora_fixture\t")));
+    let cat = crate::common::diskimage(&[
+        "cat",
+        image.to_str().expect("path"),
+        "-V",
+        "2",
+        "/home/user/notes.txt",
+    ]);
+    assert!(cat.status.success(), "{}", String::from_utf8_lossy(&cat.stderr));
+    assert_eq!(cat.stdout, b"a user's file\n");
+    let subvols = std::fs::read_to_string(dir().join("fedora.subvolumes.txt")).expect("list");
+    let ls = crate::common::diskimage(&["ls", image.to_str().expect("path"), "-V", "2", "/"]);
+    let listing = String::from_utf8_lossy(&ls.stdout);
+    for l in subvols.lines() {
+        let name = l.rsplit(' ').next().expect("name");
+        assert!(listing.contains(name), "{name} not in {listing}");
+    }
+}
