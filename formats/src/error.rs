@@ -254,6 +254,75 @@ pub enum Detail {
     Io(#[source] std::io::Error),
 }
 
+/// A copy; an [`Io`](Detail::Io) detail is copied as an error of the same
+/// `io::ErrorKind` and text (`io::Error` itself is not `Clone`).
+impl Clone for Detail {
+    fn clone(&self) -> Self {
+        match self {
+            Detail::BadSignature {
+                what,
+                expected,
+                found,
+            } => Detail::BadSignature {
+                what,
+                expected: expected.clone(),
+                found: found.clone(),
+            },
+            Detail::Checksum {
+                what,
+                stored,
+                computed,
+            } => Detail::Checksum {
+                what,
+                stored: *stored,
+                computed: *computed,
+            },
+            Detail::BadValue {
+                field,
+                value,
+                expected,
+            } => Detail::BadValue {
+                field,
+                value: *value,
+                expected: expected.clone(),
+            },
+            Detail::Truncated {
+                what,
+                needed,
+                available,
+            } => Detail::Truncated {
+                what: what.clone(),
+                needed: *needed,
+                available: *available,
+            },
+            Detail::OutOfRange {
+                what,
+                offset,
+                len,
+                size,
+            } => Detail::OutOfRange {
+                what,
+                offset: *offset,
+                len: *len,
+                size: *size,
+            },
+            Detail::Limit { what, value, limit } => Detail::Limit {
+                what,
+                value: *value,
+                limit: *limit,
+            },
+            Detail::Missing { what, tried } => Detail::Missing {
+                what: what.clone(),
+                tried: tried.clone(),
+            },
+            Detail::Unrecognised { seen } => Detail::Unrecognised { seen: seen.clone() },
+            Detail::Unsupported(s) => Detail::Unsupported(s.clone()),
+            Detail::Invalid(s) => Detail::Invalid(s.clone()),
+            Detail::Io(e) => Detail::Io(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
+
 fn tried_list(tried: &[PathBuf]) -> String {
     if tried.is_empty() {
         return "nothing".to_owned();

@@ -34,6 +34,8 @@ pub mod cd_raw;
 pub mod context;
 pub mod crc32c;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod guid;
 pub mod image;

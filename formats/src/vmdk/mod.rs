@@ -17,18 +17,16 @@
 //! Module layout: [`descriptor`] (text), `sparse_header` (`KDMV`),
 //! `grain_table` (directory, tables, cache), `stream` (footer, markers,
 //! inflate), `sesparse`, `cowd`, `extent` (per-extent read and map), `chain`
-//! (parents and [`dependencies`]), [`fuzz_input`] (the structure-aware fuzz
-//! target's recipes).
+//! (parents and [`dependencies`]).
 
 pub mod descriptor;
-pub mod fuzz_input;
 
 mod chain;
 mod cowd;
 mod extent;
 mod grain_table;
 mod sesparse;
-mod sparse_header;
+pub(crate) mod sparse_header;
 mod stream;
 
 use std::path::{Path, PathBuf};

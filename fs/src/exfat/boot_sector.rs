@@ -276,10 +276,14 @@ fn read_region(device: &dyn BlockDevice, start: u64, shift: u8) -> Result<BootSe
     for (i, c) in sums.chunks_exact(4).enumerate() {
         let got = le_u32(c, 0).unwrap_or(0);
         if got != want {
-            return Err(Error::corrupt(
+            return Err(Error::damaged(
                 FS,
                 None,
-                format!("boot checksum is {got:#010x}, the region sums to {want:#010x}"),
+                crate::error::Detail::Checksum {
+                    what: "boot region",
+                    stored: got.into(),
+                    computed: want.into(),
+                },
             )
             .at(start + (sum_at + i * 4) as u64));
         }

@@ -85,7 +85,7 @@ fn map_err(e: NtfsError, path: &str) -> Error {
             fs: FS,
             path: Some(path.to_string()),
             offset: None,
-            what: e.to_string(),
+            detail: Box::new(crate::error::Detail::Invalid(e.to_string())),
             source: Some(Box::new(e)),
         },
     }

@@ -1,7 +1,12 @@
 //! Driving a reader the way a fuzz harness does: open bytes held in memory,
 //! read every byte of what opened in odd-sized chunks within a budget, and
 //! walk its map checking the [`BlockDevice`] contract. Used by the
-//! cargo-fuzz targets in `fuzz/` and by the corpus replay in `cargo test`.
+//! cargo-fuzz targets in `fuzz/` and by the corpus replay in `cargo test`;
+//! built only with the `fuzzing` feature and not part of the public API.
+//! [`vmdk_input`] and [`vhdx_input`] are the structure-aware targets' recipes.
+
+pub mod vhdx_input;
+pub mod vmdk_input;
 
 use std::path::PathBuf;
 use std::sync::Arc;
