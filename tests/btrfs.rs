@@ -26,7 +26,18 @@ fn dir() -> PathBuf {
 /// One truth row: type, size, sha256, target, inode, mode, uid, gid,
 /// nlink, mtime ns (`None` for the kernel's inode-2 stand-in, whose
 /// times are the time of the mount).
-type Row = (String, u64, String, String, u64, u32, u32, u32, u64, Option<i128>);
+type Row = (
+    String,
+    u64,
+    String,
+    String,
+    u64,
+    u32,
+    u32,
+    u32,
+    u64,
+    Option<i128>,
+);
 
 fn parse_rows(rows: Vec<Vec<String>>) -> BTreeMap<String, Row> {
     rows.into_iter()
@@ -84,8 +95,9 @@ fn row(m: &diskimage::fs::Metadata, sha: String, target: String) -> Row {
         m.gid.unwrap_or(u32::MAX),
         m.nlink.unwrap_or(0),
         (inode != 2).then(|| {
-            m.modified
-                .map_or(0, |t| i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos))
+            m.modified.map_or(0, |t| {
+                i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos)
+            })
         }),
     )
 }
@@ -99,7 +111,10 @@ fn walk(fs: &dyn FileSystem) -> Result<BTreeMap<String, Row>, String> {
             let p = format!("{}/{}", d.trim_end_matches('/'), e.name);
             let m = fs.metadata(&p).map_err(|e| format!("metadata {p}: {e}"))?;
             if m.file_type != e.file_type {
-                return Err(format!("{p}: read_dir {:?}, metadata {:?}", e.file_type, m.file_type));
+                return Err(format!(
+                    "{p}: read_dir {:?}, metadata {:?}",
+                    e.file_type, m.file_type
+                ));
             }
             let mut sha = "-".to_string();
             let mut target = "-".to_string();
@@ -110,7 +125,9 @@ fn walk(fs: &dyn FileSystem) -> Result<BTreeMap<String, Row>, String> {
                     sha = sha256_bytes(&read_all(r).map_err(|e| format!("read {p}: {e}"))?);
                 }
                 FileType::Symlink => {
-                    target = fs.read_link(&p).map_err(|e| format!("read_link {p}: {e}"))?
+                    target = fs
+                        .read_link(&p)
+                        .map_err(|e| format!("read_link {p}: {e}"))?
                 }
                 FileType::Special => {}
             }
@@ -243,7 +260,12 @@ fn btrfs_default_subvolume_reads_as_the_kernel_serves_it() {
 fn btrfs_top_level_reads_as_the_kernel_serves_it() {
     let bytes = volume();
     let want = truth("volume.img.top.tsv");
-    for p in ["/root/comp/zstd.txt", "/snap/comp/lzo.txt", "/home/readme.txt", "/snap/nested"] {
+    for p in [
+        "/root/comp/zstd.txt",
+        "/snap/comp/lzo.txt",
+        "/home/readme.txt",
+        "/snap/nested",
+    ] {
         assert!(want.contains_key(p), "{p}");
     }
     let fs = BtrfsFs::open_subvolume_id(device(bytes.clone()), &FsOptions::default(), 5)
@@ -280,7 +302,12 @@ fn btrfs_ten_thousand_entries_read_as_the_kernel_serves_them() {
     assert_eq!(want.len(), 10_001);
     let fs = open_fs(device(bytes.clone())).expect("open");
     // In index (creation) order, as readdir gives them.
-    let names: Vec<String> = fs.read_dir("/many").expect("read_dir").into_iter().map(|e| e.name).collect();
+    let names: Vec<String> = fs
+        .read_dir("/many")
+        .expect("read_dir")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     let sorted: Vec<String> = (0..10_000).map(|i| format!("f{i:05}")).collect();
     assert_eq!(names, sorted);
     check(fs.as_ref(), &bytes, &want, "many");
@@ -298,14 +325,18 @@ fn btrfs_label_and_uuid_are_what_mkfs_wrote() {
     let fs = open_fs(device(volume())).expect("open");
     assert_eq!(fs.label(), Some(field("label")));
     assert_eq!(fs.serial(), Some(field("fsid")));
-    let d = diskimage::fs::detect(&MemoryDevice::new(volume())).expect("detect").expect("some");
+    let d = diskimage::fs::detect(&MemoryDevice::new(volume()))
+        .expect("detect")
+        .expect("some");
     assert_eq!(d.uuid, Some(field("fsid")));
 }
 
 /// Finds the physical offset of the first 4 KiB block whose bytes start
 /// with `needle` (a file's data), in `bytes`.
 fn find_block(bytes: &[u8], needle: &[u8]) -> Option<usize> {
-    (0..bytes.len() / 4096).map(|i| i * 4096).find(|&at| bytes[at..].starts_with(needle))
+    (0..bytes.len() / 4096)
+        .map(|i| i * 4096)
+        .find(|&at| bytes[at..].starts_with(needle))
 }
 
 #[test]
@@ -319,11 +350,14 @@ fn btrfs_bad_data_checksum_is_a_warning_and_strict_refuses() {
     let data = fs.read("/plain/sparse.bin").expect("read with a warning");
     assert_ne!(sha256_bytes(&data), want["/plain/sparse.bin"].2);
     assert!(
-        fs.warnings().iter().any(|w| w.contains("data checksum mismatch")),
+        fs.warnings()
+            .iter()
+            .any(|w| w.contains("data checksum mismatch")),
         "{:?}",
         fs.warnings()
     );
-    let strict = open_fs_with(device(bytes), &FsOptions::default().with_strict(true)).expect("open");
+    let strict =
+        open_fs_with(device(bytes), &FsOptions::default().with_strict(true)).expect("open");
     let err = strict.read("/plain/sparse.bin").expect_err("strict");
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
 }
@@ -331,10 +365,17 @@ fn btrfs_bad_data_checksum_is_a_warning_and_strict_refuses() {
 #[test]
 fn btrfs_bad_primary_superblock_falls_back_to_a_mirror() {
     let mut bytes = volume();
-    assert_eq!(&bytes[0x4000_000 + 0x40..0x4000_000 + 0x48], b"_BHRfS_M", "mirror at 64 MiB");
+    assert_eq!(
+        &bytes[0x400_0000 + 0x40..0x400_0000 + 0x48],
+        b"_BHRfS_M",
+        "mirror at 64 MiB"
+    );
     bytes[0x10000 + 0x100] ^= 0xFF;
     let fs = open_fs(device(bytes.clone())).expect("open through the mirror");
-    assert_eq!(fs.read("/plain/small.txt").expect("read"), b"hello, btrfs\n");
+    assert_eq!(
+        fs.read("/plain/small.txt").expect("read"),
+        b"hello, btrfs\n"
+    );
     assert!(
         fs.warnings().iter().any(|w| w.contains("mirror")),
         "{:?}",
@@ -445,7 +486,12 @@ fn btrfs_matches_a_live_loop_mount() {
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         kernel.sort();
-        let mut ours: Vec<String> = fs.read_dir(&d).expect("read_dir").into_iter().map(|e| e.name).collect();
+        let mut ours: Vec<String> = fs
+            .read_dir(&d)
+            .expect("read_dir")
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         ours.sort();
         if kernel != ours {
             errors.push(format!("{d}: kernel {kernel:?}, ours {ours:?}"));
@@ -457,17 +503,26 @@ fn btrfs_matches_a_live_loop_mount() {
             let st = std::fs::symlink_metadata(host.join(&name)).expect("lstat");
             let m = fs.metadata(&p).expect("metadata");
             use std::os::unix::fs::MetadataExt;
-            if (st.ino(), st.mode(), st.size()) != (m.inode.unwrap_or(0), m.mode.unwrap_or(0), m.size) {
-                errors.push(format!("{p}: kernel {:?}, ours {m:?}", (st.ino(), st.mode(), st.size())));
+            if (st.ino(), st.mode(), st.size())
+                != (m.inode.unwrap_or(0), m.mode.unwrap_or(0), m.size)
+            {
+                errors.push(format!(
+                    "{p}: kernel {:?}, ours {m:?}",
+                    (st.ino(), st.mode(), st.size())
+                ));
             }
             if st.is_dir() {
                 stack.push(p);
-            } else if st.is_file() && std::fs::read(host.join(&name)).expect("read") != fs.read(&p).expect("read") {
+            } else if st.is_file()
+                && std::fs::read(host.join(&name)).expect("read") != fs.read(&p).expect("read")
+            {
                 errors.push(format!("{p}: data differs"));
             }
         }
     }
-    let _ = std::process::Command::new("umount").arg(tmp.join("m")).status();
+    let _ = std::process::Command::new("umount")
+        .arg(tmp.join("m"))
+        .status();
     let _ = std::fs::remove_dir_all(&tmp);
     assert!(seen > 20);
     assert!(errors.is_empty(), "{}", errors.join("\n"));
@@ -503,7 +558,11 @@ fn btrfs_fuzz_seed_reads_and_survives_the_fuzz_body() {
 fn btrfs_fedora_layout_is_found_with_its_subvolumes() {
     let image = dir().join("fedora.vmdk");
     let out = crate::common::diskimage(&["os", "--json", image.to_str().expect("path")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let systems = got["systems"].as_array().expect("systems");
     assert_eq!(systems.len(), 1, "{got:#}");
@@ -523,7 +582,9 @@ fn btrfs_fedora_layout_is_found_with_its_subvolumes() {
     // The btrfs volume as blkid saw it, and the home subvolume's file
     // through the volume's default (top-level) view.
     let blkid = std::fs::read_to_string(dir().join("fedora.blkid.tsv")).expect("blkid");
-    assert!(blkid.lines().any(|l| l.starts_with("2\tbtrfs\tfedora_fixture\t")));
+    assert!(blkid
+        .lines()
+        .any(|l| l.starts_with("2\tbtrfs\tfedora_fixture\t")));
     let cat = crate::common::diskimage(&[
         "cat",
         image.to_str().expect("path"),
@@ -531,7 +592,11 @@ fn btrfs_fedora_layout_is_found_with_its_subvolumes() {
         "2",
         "/home/user/notes.txt",
     ]);
-    assert!(cat.status.success(), "{}", String::from_utf8_lossy(&cat.stderr));
+    assert!(
+        cat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
     assert_eq!(cat.stdout, b"a user's file\n");
     let subvols = std::fs::read_to_string(dir().join("fedora.subvolumes.txt")).expect("list");
     let ls = crate::common::diskimage(&["ls", image.to_str().expect("path"), "-V", "2", "/"]);

@@ -69,14 +69,14 @@ pub fn decompress(src: &[u8], dst: &mut [u8]) -> Result<usize, ZstdError> {
     let mut first = true;
     loop {
         let magic = match input.get(..4) {
-            Some(m) => u32::from_le_bytes([m[0], m[1], m[2], m[3]]),
+            Some(m) => u32::from_le_bytes(m.try_into().unwrap_or_default()),
             None if first => return Err(ZstdError::NoFrame { found: 0 }),
             None => break,
         };
         if magic & SKIPPABLE_MASK == SKIPPABLE_MAGIC {
             let len = input
                 .get(4..8)
-                .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+                .map(|l| u32::from_le_bytes(l.try_into().unwrap_or_default()) as usize)
                 .ok_or(ZstdError::Truncated {
                     consumed: src.len() - input.len(),
                 })?;

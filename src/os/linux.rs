@@ -341,9 +341,9 @@ fn detect_at(set: &DiskSet, v: &Volume, root: Box<dyn FileSystem>, subvol: Optio
                     // Each (sub)volume is mounted once, at its first mount point.
                     if e.file.starts_with('/')
                         && e.file != "/"
-                        && !mounts
-                            .iter()
-                            .any(|(_, m, s)| *m == n && same_subvolume(s.as_deref(), sub.as_deref()))
+                        && !mounts.iter().any(|(_, m, s)| {
+                            *m == n && same_subvolume(s.as_deref(), sub.as_deref())
+                        })
                     {
                         mounts.push((e.file.clone(), n, sub.clone()));
                     }

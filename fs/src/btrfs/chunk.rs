@@ -60,7 +60,9 @@ impl Chunk {
             return Err(format!("chunk item of {} bytes with {n} stripes", b.len()));
         }
         if length == 0 || stripe_len == 0 {
-            return Err(format!("chunk of {length} bytes, stripe length {stripe_len}"));
+            return Err(format!(
+                "chunk of {length} bytes, stripe length {stripe_len}"
+            ));
         }
         let stripes = (0..n)
             .map(|i| Stripe {
@@ -97,7 +99,11 @@ impl ChunkMap {
     /// Adds (or replaces) the chunk at `logical`.
     pub fn insert(&mut self, logical: u64, chunk: Chunk) -> Result<()> {
         if self.chunks.len() >= MAX_CHUNKS {
-            return Err(Error::limit(FS, None, format!("more than {MAX_CHUNKS} chunks")));
+            return Err(Error::limit(
+                FS,
+                None,
+                format!("more than {MAX_CHUNKS} chunks"),
+            ));
         }
         self.chunks.insert(logical, chunk);
         Ok(())
@@ -133,9 +139,13 @@ impl ChunkMap {
     pub fn map(&self, logical: u64, len: u64, copy: usize) -> Result<Vec<(u64, u64)>> {
         let mut out = Vec::new();
         let mut at = logical;
-        let end = logical
-            .checked_add(len)
-            .ok_or_else(|| Error::corrupt(FS, None, format!("logical range {logical:#x}+{len} overflows")))?;
+        let end = logical.checked_add(len).ok_or_else(|| {
+            Error::corrupt(
+                FS,
+                None,
+                format!("logical range {logical:#x}+{len} overflows"),
+            )
+        })?;
         while at < end {
             let (&start, chunk) = self
                 .chunks
@@ -161,7 +171,11 @@ impl ChunkMap {
             .next_back()
             .map_or(1, |(_, c)| {
                 if c.kind & (DUP | RAID1 | RAID1C3 | RAID1C4) != 0 {
-                    c.stripes.iter().filter(|s| s.devid == self.devid).count().max(1)
+                    c.stripes
+                        .iter()
+                        .filter(|s| s.devid == self.devid)
+                        .count()
+                        .max(1)
                 } else {
                     1
                 }
@@ -188,9 +202,13 @@ impl ChunkMap {
             )
         };
         let phys = |s: &Stripe, o: u64| {
-            s.offset
-                .checked_add(o)
-                .ok_or_else(|| Error::corrupt(FS, None, format!("chunk at {start:#x}: stripe offset overflows")))
+            s.offset.checked_add(o).ok_or_else(|| {
+                Error::corrupt(
+                    FS,
+                    None,
+                    format!("chunk at {start:#x}: stripe offset overflows"),
+                )
+            })
         };
         if chunk.kind & (RAID5 | RAID6) != 0 {
             return Err(Error::unsupported(
@@ -223,7 +241,11 @@ impl ChunkMap {
             return Ok((phys(s, row * sl + in_stripe)?, len));
         }
         // single, DUP, RAID1, RAID1C3/C4: every stripe holds the whole chunk.
-        let local: Vec<&Stripe> = chunk.stripes.iter().filter(|s| s.devid == self.devid).collect();
+        let local: Vec<&Stripe> = chunk
+            .stripes
+            .iter()
+            .filter(|s| s.devid == self.devid)
+            .collect();
         let s = local
             .get(copy % local.len().max(1))
             .ok_or_else(|| missing(chunk.stripes.first().map_or(0, |s| s.devid)))?;

@@ -32,7 +32,8 @@ pub(crate) fn decompress(c: u8, src: &[u8], len: u64, sector: u32) -> Result<Vec
             }
             out
         }
-        2 => super::lzo::decompress_btrfs(src, sector as usize, len).map_err(|e| format!("lzo: {e}"))?,
+        2 => super::lzo::decompress_btrfs(src, sector as usize, len)
+            .map_err(|e| format!("lzo: {e}"))?,
         3 => {
             let mut out = vec![0u8; len];
             let n = diskimage_formats::zstd::decompress(src, &mut out)

@@ -68,7 +68,13 @@ pub(crate) struct ExtentReader<'a> {
 impl<'a> ExtentReader<'a> {
     /// A reader of `size` bytes over `extents` (sorted by offset); `csum`
     /// is the checksum tree (`None`: data not checked).
-    pub fn new(vol: &'a Volume, csum: Option<Root>, path: &str, extents: Vec<Placed>, size: u64) -> Self {
+    pub fn new(
+        vol: &'a Volume,
+        csum: Option<Root>,
+        path: &str,
+        extents: Vec<Placed>,
+        size: u64,
+    ) -> Self {
         ExtentReader {
             vol,
             csum,
@@ -88,7 +94,10 @@ impl<'a> ExtentReader<'a> {
                 return Ok(p);
             }
         }
-        Err(self.extents.get(i).map_or(self.size, |n| n.at.min(self.size)))
+        Err(self
+            .extents
+            .get(i)
+            .map_or(self.size, |n| n.at.min(self.size)))
     }
 
     /// Decodes the bytes around `pos` of extent `p` into the window.
@@ -124,10 +133,18 @@ impl<'a> ExtentReader<'a> {
                     }
                     let mut raw = vec![0u8; *disk_num_bytes as usize];
                     self.vol.read_logical(&mut raw, *disk_bytenr, 0)?;
-                    self.vol.verify_data(self.csum, *disk_bytenr, &raw, &self.path)?;
-                    let out = compress::decompress(e.compression, &raw, e.ram_bytes, self.vol.sb.sectorsize)
-                        .map_err(|w| bad(format!("extent at {disk_bytenr:#x}: {w}")))?;
-                    let from = usize::try_from(*offset).unwrap_or(usize::MAX).min(out.len());
+                    self.vol
+                        .verify_data(self.csum, *disk_bytenr, &raw, &self.path)?;
+                    let out = compress::decompress(
+                        e.compression,
+                        &raw,
+                        e.ram_bytes,
+                        self.vol.sb.sectorsize,
+                    )
+                    .map_err(|w| bad(format!("extent at {disk_bytenr:#x}: {w}")))?;
+                    let from = usize::try_from(*offset)
+                        .unwrap_or(usize::MAX)
+                        .min(out.len());
                     let to = from
                         .saturating_add(usize::try_from(*num_bytes).unwrap_or(usize::MAX))
                         .min(out.len());
@@ -144,7 +161,11 @@ impl<'a> ExtentReader<'a> {
                     .ok_or_else(|| bad(format!("extent at {disk_bytenr:#x}: offset overflows")))?;
                 let disk_end = disk_bytenr.saturating_add(*disk_num_bytes);
                 let read_len = wlen.div_ceil(sector) * sector;
-                let read_len = if disk + read_len <= disk_end { read_len } else { wlen };
+                let read_len = if disk + read_len <= disk_end {
+                    read_len
+                } else {
+                    wlen
+                };
                 let mut data = vec![0u8; usize::try_from(read_len).unwrap_or(0)];
                 self.vol.read_logical(&mut data, disk, 0)?;
                 self.vol.verify_data(self.csum, disk, &data, &self.path)?;
@@ -234,7 +255,11 @@ pub(crate) fn stored_runs(vol: &Volume, extents: &[Placed], size: u64) -> Option
             return None;
         }
         let len = num_bytes.min(size - done);
-        for (phys, n) in vol.chunks.map(disk_bytenr.checked_add(offset)?, len, 0).ok()? {
+        for (phys, n) in vol
+            .chunks
+            .map(disk_bytenr.checked_add(offset)?, len, 0)
+            .ok()?
+        {
             match out.last_mut() {
                 Some(StoredRun { at, len }) if *at + *len == phys => *len += n,
                 _ => out.push(StoredRun { at: phys, len: n }),

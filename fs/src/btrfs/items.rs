@@ -37,7 +37,11 @@ pub(crate) struct Key {
 impl Key {
     /// A key.
     pub const fn new(objectid: u64, ty: u8, offset: u64) -> Self {
-        Key { objectid, ty, offset }
+        Key {
+            objectid,
+            ty,
+            offset,
+        }
     }
 
     /// The 17-byte key at `at`.

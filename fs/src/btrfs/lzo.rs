@@ -146,7 +146,7 @@ pub(crate) fn decompress_lzo1x(src: &[u8], out: &mut Vec<u8>, limit: usize) -> R
 pub(crate) fn decompress_btrfs(src: &[u8], sector: usize, limit: usize) -> Result<Vec<u8>, String> {
     let le32 = |at: usize| -> Result<usize, String> {
         src.get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
             .ok_or_else(|| format!("header at byte {at} past the end of {} bytes", src.len()))
     };
     let total = le32(0)?;

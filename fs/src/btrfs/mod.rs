@@ -78,7 +78,11 @@ pub struct BtrfsFs {
 #[derive(Debug, Clone)]
 enum Node {
     /// An inode of a subvolume's tree.
-    Inode { tree: u64, ino: u64, item: InodeItem },
+    Inode {
+        tree: u64,
+        ino: u64,
+        item: InodeItem,
+    },
     /// The kernel's empty stand-in for a subvolume not reachable here.
     EmptySubvol,
 }
@@ -141,7 +145,9 @@ impl BtrfsFs {
             return Err(Error::unsupported(
                 FS,
                 None,
-                format!("incompat features {unknown:#x} (extent tree v2, RAID stripe tree or newer)"),
+                format!(
+                    "incompat features {unknown:#x} (extent tree v2, RAID stripe tree or newer)"
+                ),
             ));
         }
         let chunks = chunk::ChunkMap::from_sys_array(&sb.sys_chunk_array, sb.devid)?;
@@ -178,12 +184,20 @@ impl BtrfsFs {
         let all = vol.items(
             chunk_root,
             Key::new(items::FIRST_CHUNK_TREE_OBJECTID, items::CHUNK_ITEM, 0),
-            Key::new(items::FIRST_CHUNK_TREE_OBJECTID, items::CHUNK_ITEM, u64::MAX),
+            Key::new(
+                items::FIRST_CHUNK_TREE_OBJECTID,
+                items::CHUNK_ITEM,
+                u64::MAX,
+            ),
             "chunk tree",
         )?;
         for (k, data) in all {
             let c = chunk::Chunk::parse(&data).map_err(|e| {
-                Error::corrupt(FS, None, format!("chunk tree: chunk at {:#x}: {e}", k.offset))
+                Error::corrupt(
+                    FS,
+                    None,
+                    format!("chunk tree: chunk at {:#x}: {e}", k.offset),
+                )
             })?;
             vol.chunks.insert(k.offset, c)?;
         }
@@ -209,7 +223,11 @@ impl BtrfsFs {
             return Ok(None);
         };
         let r = RootItem::parse(&data).ok_or_else(|| {
-            Error::corrupt(FS, None, format!("root tree: root item of tree {id} cut short"))
+            Error::corrupt(
+                FS,
+                None,
+                format!("root tree: root item of tree {id} cut short"),
+            )
         })?;
         if r.level > 7 {
             return Err(Error::corrupt(
@@ -232,9 +250,9 @@ impl BtrfsFs {
         if let Some(r) = self.roots.borrow().get(&id) {
             return Ok(*r);
         }
-        let r = self.root_item(id)?.ok_or_else(|| {
-            Error::corrupt(FS, None, format!("subvolume {id} has no root item"))
-        })?;
+        let r = self
+            .root_item(id)?
+            .ok_or_else(|| Error::corrupt(FS, None, format!("subvolume {id} has no root item")))?;
         self.roots.borrow_mut().insert(id, r);
         Ok(r)
     }
@@ -261,10 +279,18 @@ impl BtrfsFs {
             .vol
             .exact(root, Key::new(ino, items::INODE_ITEM, 0), "fs tree")?
             .ok_or_else(|| {
-                Error::corrupt(FS, Some(path), format!("inode {ino} of subvolume {tree} is missing"))
+                Error::corrupt(
+                    FS,
+                    Some(path),
+                    format!("inode {ino} of subvolume {tree} is missing"),
+                )
             })?;
         let item = InodeItem::parse(&data).ok_or_else(|| {
-            Error::corrupt(FS, Some(path), format!("inode {ino} of subvolume {tree} cut short"))
+            Error::corrupt(
+                FS,
+                Some(path),
+                format!("inode {ino} of subvolume {tree} cut short"),
+            )
         })?;
         Ok(Node::Inode { tree, ino, item })
     }
@@ -316,8 +342,8 @@ impl BtrfsFs {
                 .vol
                 .exact(root, key, "fs tree")?
                 .ok_or_else(|| Error::not_found(FS, path))?;
-            let entries = items::dir_entries(&data)
-                .map_err(|e| Error::corrupt(FS, Some(&so_far), e))?;
+            let entries =
+                items::dir_entries(&data).map_err(|e| Error::corrupt(FS, Some(&so_far), e))?;
             let e = entries
                 .iter()
                 .find(|e| e.name == name)
@@ -374,7 +400,10 @@ impl BtrfsFs {
                 let extent = items::FileExtent::parse(&d).map_err(|e| {
                     Error::corrupt(FS, None, format!("inode {ino} of subvolume {tree}: {e}"))
                 })?;
-                Ok(Placed { at: k.offset, extent })
+                Ok(Placed {
+                    at: k.offset,
+                    extent,
+                })
             })
             .collect()
     }

@@ -73,7 +73,10 @@ impl Superblock {
         if !(4096..=65536).contains(&sectorsize) || !sectorsize.is_power_of_two() {
             return Err(bad(format!("sector size {sectorsize}")));
         }
-        if !(4096..=65536).contains(&nodesize) || !nodesize.is_power_of_two() || nodesize < sectorsize {
+        if !(4096..=65536).contains(&nodesize)
+            || !nodesize.is_power_of_two()
+            || nodesize < sectorsize
+        {
             return Err(bad(format!("node size {nodesize}")));
         }
         let sys_len = u32at(0xa0) as usize;
@@ -82,7 +85,10 @@ impl Superblock {
         }
         let sys_chunk_array = b.get(0x32b..0x32b + sys_len).unwrap_or_default().to_vec();
         let label_raw = b.get(0x12b..0x22b).unwrap_or_default();
-        let end = label_raw.iter().position(|&c| c == 0).unwrap_or(label_raw.len());
+        let end = label_raw
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(label_raw.len());
         let sb = Superblock {
             fsid,
             meta_fsid,
@@ -130,7 +136,11 @@ pub(crate) fn crc_ok(b: &[u8]) -> bool {
 
 /// Reads the primary superblock, or the first good mirror when the
 /// primary is bad (a warning in `warnings`; strict mode refuses).
-pub(crate) fn read(device: &dyn BlockDevice, strict: bool, warnings: &mut Vec<String>) -> Result<Superblock> {
+pub(crate) fn read(
+    device: &dyn BlockDevice,
+    strict: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Superblock> {
     let mut first_err = None;
     for (i, &off) in OFFSETS.iter().enumerate() {
         if off + SIZE as u64 > device.size() {
@@ -151,7 +161,8 @@ pub(crate) fn read(device: &dyn BlockDevice, strict: bool, warnings: &mut Vec<St
                     let why = first_err
                         .as_ref()
                         .map_or_else(String::new, |e: &Error| format!(" ({e})"));
-                    let w = format!("the primary superblock is bad{why}; read the mirror at {off:#x}");
+                    let w =
+                        format!("the primary superblock is bad{why}; read the mirror at {off:#x}");
                     if strict {
                         return Err(Error::corrupt(FS, None, w).at(OFFSETS[0]));
                     }
@@ -167,6 +178,10 @@ pub(crate) fn read(device: &dyn BlockDevice, strict: bool, warnings: &mut Vec<St
         }
     }
     Err(first_err.unwrap_or_else(|| {
-        Error::corrupt(FS, None, format!("volume of {} bytes holds no superblock", device.size()))
+        Error::corrupt(
+            FS,
+            None,
+            format!("volume of {} bytes holds no superblock", device.size()),
+        )
     }))
 }

@@ -70,7 +70,12 @@ impl Node {
 
 impl Volume {
     /// A volume over `device` with `sb` and the chunks known so far.
-    pub fn new(device: Arc<dyn BlockDevice>, sb: Superblock, chunks: ChunkMap, strict: bool) -> Self {
+    pub fn new(
+        device: Arc<dyn BlockDevice>,
+        sb: Superblock,
+        chunks: ChunkMap,
+        strict: bool,
+    ) -> Self {
         Volume {
             device,
             sb,
@@ -118,7 +123,11 @@ impl Volume {
     /// parent says it has.
     fn node(&self, bytenr: u64, level: u8, owner_hint: &str) -> Result<Node> {
         let bad = |what: String| {
-            Error::corrupt(FS, None, format!("{owner_hint}: tree block {bytenr:#x}: {what}"))
+            Error::corrupt(
+                FS,
+                None,
+                format!("{owner_hint}: tree block {bytenr:#x}: {what}"),
+            )
         };
         let cached = self.cache.borrow().get(&bytenr).cloned();
         let (data, checked) = match cached {
@@ -144,7 +153,9 @@ impl Volume {
         }
         let mut prev: Option<Key> = None;
         for i in 0..nritems {
-            let k = node.key(i).ok_or_else(|| bad("key past the block".into()))?;
+            let k = node
+                .key(i)
+                .ok_or_else(|| bad("key past the block".into()))?;
             if prev.is_some_and(|p| p >= k) {
                 return Err(bad(format!("keys out of order at item {i}")));
             }
@@ -174,7 +185,11 @@ impl Volume {
                 continue;
             }
             let bad = |what: String| {
-                Error::corrupt(FS, None, format!("{owner_hint}: tree block {bytenr:#x}: {what}"))
+                Error::corrupt(
+                    FS,
+                    None,
+                    format!("{owner_hint}: tree block {bytenr:#x}: {what}"),
+                )
             };
             if le_u64(&b, 0x30) != Some(bytenr) {
                 if copy + 1 == copies && first.is_none() {
@@ -198,7 +213,13 @@ impl Volume {
                 first = Some(b);
             }
         }
-        let b = first.ok_or_else(|| Error::corrupt(FS, None, format!("{owner_hint}: tree block {bytenr:#x} unreadable")))?;
+        let b = first.ok_or_else(|| {
+            Error::corrupt(
+                FS,
+                None,
+                format!("{owner_hint}: tree block {bytenr:#x} unreadable"),
+            )
+        })?;
         self.warn(Error::corrupt(
             FS,
             None,
@@ -212,7 +233,16 @@ impl Volume {
     pub fn items(&self, root: Root, min: Key, max: Key, what: &str) -> Result<Vec<(Key, Vec<u8>)>> {
         let mut out = Vec::new();
         let mut visits = 0usize;
-        self.collect(root.bytenr, root.level, min, max, what, &mut out, &mut visits, &mut |_| true)?;
+        self.collect(
+            root.bytenr,
+            root.level,
+            min,
+            max,
+            what,
+            &mut out,
+            &mut visits,
+            &mut |_| true,
+        )?;
         Ok(out)
     }
 
@@ -242,14 +272,22 @@ impl Volume {
                     return Ok(None);
                 }
                 let data = node.item(i).ok_or_else(|| {
-                    Error::corrupt(FS, None, format!("{what}: item {i} of block {bytenr:#x} past the block"))
+                    Error::corrupt(
+                        FS,
+                        None,
+                        format!("{what}: item {i} of block {bytenr:#x} past the block"),
+                    )
                 })?;
                 return Ok(Some((k, data.to_vec())));
             }
             bytenr = node.child(i).unwrap_or(0);
             level -= 1;
         }
-        Err(Error::corrupt(FS, None, format!("{what}: tree deeper than 8 levels")))
+        Err(Error::corrupt(
+            FS,
+            None,
+            format!("{what}: tree deeper than 8 levels"),
+        ))
     }
 
     /// The item with exactly `key`, if any.
@@ -294,10 +332,18 @@ impl Volume {
                     continue;
                 }
                 let data = node.item(i).ok_or_else(|| {
-                    Error::corrupt(FS, None, format!("{what}: item {i} of block {bytenr:#x} past the block"))
+                    Error::corrupt(
+                        FS,
+                        None,
+                        format!("{what}: item {i} of block {bytenr:#x} past the block"),
+                    )
                 })?;
                 if out.len() >= MAX_ITEMS {
-                    return Err(Error::limit(FS, None, format!("{what}: more than {MAX_ITEMS} items")));
+                    return Err(Error::limit(
+                        FS,
+                        None,
+                        format!("{what}: more than {MAX_ITEMS} items"),
+                    ));
                 }
                 out.push((k, data.to_vec()));
             }
@@ -324,7 +370,13 @@ impl Volume {
     /// has its crc32c checked against the checksum tree `csum_root`: a
     /// mismatch is a warning (strict: an error); sectors without a
     /// checksum item are not checked.
-    pub fn verify_data(&self, csum_root: Option<Root>, bytenr: u64, data: &[u8], path: &str) -> Result<()> {
+    pub fn verify_data(
+        &self,
+        csum_root: Option<Root>,
+        bytenr: u64,
+        data: &[u8],
+        path: &str,
+    ) -> Result<()> {
         let Some(root) = csum_root else {
             return Ok(());
         };
@@ -339,7 +391,11 @@ impl Volume {
         let mut s = 0u64;
         while s < nsec {
             let at = bytenr + s * sector;
-            let key = Key::new(super::items::EXTENT_CSUM_OBJECTID, super::items::EXTENT_CSUM, at);
+            let key = Key::new(
+                super::items::EXTENT_CSUM_OBJECTID,
+                super::items::EXTENT_CSUM,
+                at,
+            );
             let Some((k, sums)) = self.last_le(root, key, "checksum tree")? else {
                 return Ok(());
             };
