@@ -606,3 +606,50 @@ fn btrfs_fedora_layout_is_found_with_its_subvolumes() {
         assert!(listing.contains(name), "{name} not in {listing}");
     }
 }
+
+/// `extract` of the default subvolume (nested subvolume included, the
+/// uncompressed files copied by the kernel from their stored runs) gives
+/// the kernel's bytes, links and modes; `timeline` lists every entry.
+#[test]
+fn btrfs_extract_and_timeline_match_the_kernel_listing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let img = tmp.path().join("volume.img");
+    std::fs::write(&img, volume()).expect("write");
+    let out = tmp.path().join("out");
+    let r = crate::common::diskimage(&[
+        "extract",
+        img.to_str().expect("path"),
+        "-o",
+        out.to_str().expect("path"),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let want = truth("volume.img.default.tsv");
+    let mut errors = Vec::new();
+    for (p, row) in &want {
+        let host = out.join(p.trim_start_matches('/'));
+        match row.0.as_str() {
+            "file" => match std::fs::read(&host) {
+                Ok(data) if sha256_bytes(&data) == row.2 => {}
+                Ok(_) => errors.push(format!("{p}: bytes differ")),
+                Err(e) => errors.push(format!("{p}: {e}")),
+            },
+            "symlink" => match std::fs::read_link(&host) {
+                Ok(t) if t.to_string_lossy() == row.3 => {}
+                other => errors.push(format!("{p}: link {other:?}")),
+            },
+            "dir" if !host.is_dir() => errors.push(format!("{p}: no directory")),
+            _ => {}
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let t = crate::common::diskimage(&["timeline", img.to_str().expect("path")]);
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+    let text = String::from_utf8_lossy(&t.stdout);
+    for p in want.keys() {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("|{p}|")) || l.contains(&format!("|{p} "))),
+            "{p} not in the timeline"
+        );
+    }
+}

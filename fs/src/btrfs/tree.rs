@@ -19,12 +19,21 @@ use super::FS;
 use crate::error::{Error, Result};
 
 /// Most nodes one search visits.
-pub(crate) const MAX_NODE_VISITS: usize = 200_000;
+pub(crate) const MAX_NODE_VISITS: usize = 100_000;
 /// Most items one search returns.
-pub(crate) const MAX_ITEMS: usize = 4_000_000;
+pub(crate) const MAX_ITEMS: usize = 1 << 20;
+/// Most item bytes one search returns.
+pub(crate) const MAX_ITEM_BYTES: usize = 128 << 20;
 /// Tree blocks kept in the cache.
 const CACHE_NODES: usize = 2048;
 const HEADER: usize = 0x65;
+
+/// What one search has used.
+#[derive(Default)]
+struct Budget {
+    visits: usize,
+    bytes: usize,
+}
 
 /// A tree's root node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,16 +241,16 @@ impl Volume {
     /// key order.
     pub fn items(&self, root: Root, min: Key, max: Key, what: &str) -> Result<Vec<(Key, Vec<u8>)>> {
         let mut out = Vec::new();
-        let mut visits = 0usize;
+        let mut budget = Budget::default();
         self.collect(
             root.bytenr,
             root.level,
             min,
             max,
+            None,
             what,
             &mut out,
-            &mut visits,
-            &mut |_| true,
+            &mut budget,
         )?;
         Ok(out)
     }
@@ -298,6 +307,10 @@ impl Volume {
             .map(|(_, d)| d))
     }
 
+    /// Adds the items of the subtree at `bytenr` with keys in
+    /// `min..=max` and below `below` (the next key of its parent: a
+    /// child holds only keys under it, so a block two pointers share
+    /// yields its items once).
     #[allow(clippy::too_many_arguments)]
     fn collect(
         &self,
@@ -305,13 +318,13 @@ impl Volume {
         level: u8,
         min: Key,
         max: Key,
+        below: Option<Key>,
         what: &str,
         out: &mut Vec<(Key, Vec<u8>)>,
-        visits: &mut usize,
-        keep: &mut dyn FnMut(&Key) -> bool,
+        budget: &mut Budget,
     ) -> Result<()> {
-        *visits += 1;
-        if *visits > MAX_NODE_VISITS {
+        budget.visits += 1;
+        if budget.visits > MAX_NODE_VISITS {
             return Err(Error::limit(
                 FS,
                 None,
@@ -319,17 +332,15 @@ impl Volume {
             ));
         }
         let node = self.node(bytenr, level, what)?;
+        let beyond = |k: &Key| *k > max || below.is_some_and(|b| *k >= b);
         if level == 0 {
             for i in 0..node.nritems {
                 let Some(k) = node.key(i) else { break };
                 if k < min {
                     continue;
                 }
-                if k > max {
+                if beyond(&k) {
                     break;
-                }
-                if !keep(&k) {
-                    continue;
                 }
                 let data = node.item(i).ok_or_else(|| {
                     Error::corrupt(
@@ -338,11 +349,12 @@ impl Volume {
                         format!("{what}: item {i} of block {bytenr:#x} past the block"),
                     )
                 })?;
-                if out.len() >= MAX_ITEMS {
+                budget.bytes += data.len();
+                if out.len() >= MAX_ITEMS || budget.bytes > MAX_ITEM_BYTES {
                     return Err(Error::limit(
                         FS,
                         None,
-                        format!("{what}: more than {MAX_ITEMS} items"),
+                        format!("{what}: more than {MAX_ITEMS} items or {MAX_ITEM_BYTES} bytes"),
                     ));
                 }
                 out.push((k, data.to_vec()));
@@ -351,17 +363,29 @@ impl Volume {
         }
         for i in 0..node.nritems {
             let Some(k) = node.key(i) else { break };
-            if k > max {
+            if beyond(&k) {
                 break;
             }
             // This child covers [k, next key): skip it when next <= min.
-            if let Some(next) = node.key(i + 1).filter(|_| i + 1 < node.nritems) {
-                if next <= min {
-                    continue;
-                }
+            let next = node.key(i + 1).filter(|_| i + 1 < node.nritems);
+            if next.is_some_and(|n| n <= min) {
+                continue;
             }
+            let child_below = match (next, below) {
+                (Some(n), Some(b)) => Some(n.min(b)),
+                (n, b) => n.or(b),
+            };
             let child = node.child(i).unwrap_or(0);
-            self.collect(child, level - 1, min, max, what, out, visits, keep)?;
+            self.collect(
+                child,
+                level - 1,
+                min.max(k),
+                max,
+                child_below,
+                what,
+                out,
+                budget,
+            )?;
         }
         Ok(())
     }
