@@ -59,7 +59,9 @@ impl Chunk {
         if n == 0 || b.len() < item_len(n) {
             return Err(format!("chunk item of {} bytes with {n} stripes", b.len()));
         }
-        if length == 0 || stripe_len == 0 {
+        // The kernel writes 64 KiB stripes; anything not a power of two
+        // of at least 4 KiB would split reads into absurdly many pieces.
+        if length == 0 || stripe_len < 4096 || !stripe_len.is_power_of_two() {
             return Err(format!(
                 "chunk of {length} bytes, stripe length {stripe_len}"
             ));
@@ -250,5 +252,74 @@ impl ChunkMap {
             .get(copy % local.len().max(1))
             .ok_or_else(|| missing(chunk.stripes.first().map_or(0, |s| s.devid)))?;
         Ok((phys(s, off)?, len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(kind: u64, sub: u16, stripes: &[(u64, u64)]) -> Chunk {
+        Chunk {
+            length: 1 << 20,
+            stripe_len: 0x1_0000,
+            kind,
+            sub_stripes: sub,
+            stripes: stripes
+                .iter()
+                .map(|&(devid, offset)| Stripe { devid, offset })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn dup_copies_and_raid0_stripes_map_as_the_kernel_lays_them_out() {
+        let mut m = ChunkMap::new(1);
+        m.insert(
+            0x100_0000,
+            chunk(DUP | 4, 0, &[(1, 0x10_0000), (1, 0x20_0000)]),
+        )
+        .unwrap();
+        assert_eq!(m.map(0x100_0010, 16, 0).unwrap(), vec![(0x10_0010, 16)]);
+        assert_eq!(m.map(0x100_0010, 16, 1).unwrap(), vec![(0x20_0010, 16)]);
+        assert_eq!(m.copies(0x100_0010), 2);
+        // RAID0 over two stripes of one device: 64 KiB units alternate.
+        m.insert(
+            0x200_0000,
+            chunk(RAID0 | 1, 0, &[(1, 0x40_0000), (1, 0x80_0000)]),
+        )
+        .unwrap();
+        assert_eq!(
+            m.map(0x200_0000 + 0xFFF0, 0x20, 0).unwrap(),
+            vec![(0x40_FFF0, 0x10), (0x80_0000, 0x10)]
+        );
+        // Third unit: back on stripe 0, one row down.
+        assert_eq!(m.map(0x202_0000, 4, 0).unwrap(), vec![(0x41_0000, 4)]);
+    }
+
+    #[test]
+    fn raid10_other_devices_and_raid56_are_refused_or_mapped() {
+        let mut m = ChunkMap::new(1);
+        // RAID10: pairs (1,2) and (1,3); unit 1 lives on the second pair.
+        m.insert(
+            0,
+            chunk(RAID10 | 1, 2, &[(1, 0), (2, 0), (1, 0x10_0000), (3, 0)]),
+        )
+        .unwrap();
+        assert_eq!(m.map(0x1_0000, 8, 0).unwrap(), vec![(0x10_0000, 8)]);
+        // A single chunk on device 2 only: unsupported, naming it.
+        m.insert(0x100_0000, chunk(1, 0, &[(2, 0)])).unwrap();
+        let e = m.map(0x100_0000, 8, 0).unwrap_err();
+        assert!(e.to_string().contains("device 2"), "{e}");
+        m.insert(0x200_0000, chunk(RAID5 | 1, 0, &[(1, 0), (1, 0x1000)]))
+            .unwrap();
+        assert!(m
+            .map(0x200_0000, 8, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("RAID5/6"));
+        // No chunk there at all.
+        assert!(m.map(0x900_0000, 8, 0).is_err());
+        assert!(Chunk::parse(&[0u8; 40]).is_err());
     }
 }

@@ -161,7 +161,7 @@ impl<'a> ExtentReader<'a> {
                     .ok_or_else(|| bad(format!("extent at {disk_bytenr:#x}: offset overflows")))?;
                 let disk_end = disk_bytenr.saturating_add(*disk_num_bytes);
                 let read_len = wlen.div_ceil(sector) * sector;
-                let read_len = if disk + read_len <= disk_end {
+                let read_len = if disk.saturating_add(read_len) <= disk_end {
                     read_len
                 } else {
                     wlen
