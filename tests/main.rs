@@ -21,6 +21,7 @@
 //! - `qcow2`: QCOW2 images against qemu-img convert and qemu-img map; one-field changes.
 //! - `schemes`: BSD disklabels, APM, Sun/SGI/Atari labels, UDF on 4K blocks, a short fixed VHD
 //!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
+//! - `write`: create, child, write, convert and commit against qemu-img, libvmdk and the corpus.
 //! - `btrfs`: Btrfs volumes (subvolumes, compression, holes, 10,000 entries) against the kernel.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
@@ -47,3 +48,4 @@ mod schemes;
 mod truncated;
 mod vm;
 mod volumes;
+mod write;

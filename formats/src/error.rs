@@ -357,12 +357,14 @@ impl Error {
     }
 
     /// A [`ErrorKind::Corrupt`] error.
+    #[doc(hidden)]
     pub fn corrupt(format: Format, detail: Detail) -> Self {
         Self::new(ErrorKind::Corrupt, format, detail)
     }
 
     /// A [`ErrorKind::Corrupt`] error for a header or table field whose
     /// `value` is not what `expected` says it must be.
+    #[doc(hidden)]
     pub fn bad_value(
         format: Format,
         field: &'static str,
@@ -380,6 +382,7 @@ impl Error {
     }
 
     /// A [`ErrorKind::Unsupported`] error with a sentence saying what is not supported.
+    #[doc(hidden)]
     pub fn unsupported(format: Format, what: impl Into<String>) -> Self {
         Self::new(
             ErrorKind::Unsupported,
@@ -389,11 +392,13 @@ impl Error {
     }
 
     /// A [`ErrorKind::NotThisFormat`] error.
+    #[doc(hidden)]
     pub fn not_this_format(format: Format, detail: Detail) -> Self {
         Self::new(ErrorKind::NotThisFormat, format, detail)
     }
 
     /// A [`ErrorKind::LimitExceeded`] error.
+    #[doc(hidden)]
     pub fn limit(format: Format, what: &'static str, value: u64, limit: u64) -> Self {
         Self::new(
             ErrorKind::LimitExceeded,
@@ -405,6 +410,7 @@ impl Error {
     /// `Ok(())` when `value` is at most `limit`, else the
     /// [`ErrorKind::LimitExceeded`] error [`Error::limit`] makes: the one
     /// check every "table size / capacity within a cap" test uses.
+    #[doc(hidden)]
     pub fn ensure_at_most(
         format: Format,
         what: &'static str,
@@ -418,6 +424,7 @@ impl Error {
     }
 
     /// A [`ErrorKind::OutOfBounds`] error for a read of `len` bytes at `offset` from something of `size` bytes.
+    #[doc(hidden)]
     pub fn out_of_range(
         format: Format,
         what: &'static str,
@@ -439,6 +446,7 @@ impl Error {
     }
 
     /// A [`ErrorKind::MissingFile`] error listing every path that was tried.
+    #[doc(hidden)]
     pub fn missing(format: Format, what: impl Into<String>, tried: Vec<PathBuf>) -> Self {
         Self::new(
             ErrorKind::MissingFile,
@@ -529,6 +537,7 @@ impl std::error::Error for Error {
 }
 
 /// Renders up to 16 bytes as hex for error messages ("4b 44 4d 56 ...").
+#[doc(hidden)]
 pub fn hex_preview(bytes: &[u8]) -> String {
     let mut out = bytes
         .iter()

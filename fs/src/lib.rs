@@ -44,6 +44,7 @@ pub mod fuzzing;
 pub mod iso9660;
 pub mod ntfs;
 pub mod options;
+pub mod runs;
 
 pub use detect::{detect, FsInfo, FsKind};
 pub use error::{Detail, Error, ErrorKind, FsName, Result};

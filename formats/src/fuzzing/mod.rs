@@ -121,3 +121,9 @@ pub fn vmdk_descriptor_chain(links: usize, create_type: &str, extent: &str) -> M
     }
     files
 }
+
+/// Parses `data` as VMDK descriptor text (the parser alone, for the
+/// `vmdk_descriptor` target).
+pub fn parse_vmdk_descriptor(data: &[u8]) {
+    let _ = crate::vmdk::descriptor::Descriptor::parse(data);
+}

@@ -14,12 +14,12 @@
 //! | vmfsRaw, vmfsRDM, NOACCESS extents | — | opens; reading them is an "unsupported" error |
 //! | vsanSparse | — | "unsupported" error |
 //!
-//! Module layout: [`descriptor`] (text), `sparse_header` (`KDMV`),
+//! Module layout: `descriptor` (text), `sparse_header` (`KDMV`),
 //! `grain_table` (directory, tables, cache), `stream` (footer, markers,
 //! inflate), `sesparse`, `cowd`, `extent` (per-extent read and map), `chain`
 //! (parents and [`dependencies`]).
 
-pub mod descriptor;
+pub(crate) mod descriptor;
 
 mod chain;
 mod cowd;
@@ -28,6 +28,8 @@ mod grain_table;
 mod sesparse;
 pub(crate) mod sparse_header;
 mod stream;
+mod stream_writer;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -421,7 +421,7 @@ impl ExFatFs {
         } else {
             Vec::new()
         };
-        let file = data::ExFatFile::new(
+        let file = data::reader(
             self.device.clone(),
             &self.boot,
             &runs,
