@@ -412,6 +412,30 @@ impl DiskSet {
         }
     }
 
+    /// Opens the Btrfs subvolume `subvolume` of `volume`: a path from the
+    /// top level (`root`, `/@/home`, as fstab's `subvol=` names it), or
+    /// `id:N` for the subvolume with id N (`subvolid=`).
+    pub fn mount_subvolume(
+        &self,
+        volume: &Volume,
+        subvolume: &str,
+    ) -> diskimage_fs::Result<Box<dyn FileSystem>> {
+        use diskimage_fs::btrfs::BtrfsFs;
+        if let Some(problem) = &volume.problem {
+            return Err(diskimage_fs::Error::unsupported(
+                diskimage_fs::FsName::Btrfs,
+                None,
+                format!("volume {}: {problem}", volume.index),
+            ));
+        }
+        let options = diskimage_fs::FsOptions::default().with_strict(self.strict);
+        let fs = match subvolume.strip_prefix("id:").map(str::parse::<u64>) {
+            Some(Ok(id)) => BtrfsFs::open_subvolume_id(volume.device(), &options, id)?,
+            _ => BtrfsFs::open_subvolume(volume.device(), &options, subvolume)?,
+        };
+        Ok(Box::new(fs))
+    }
+
     /// Volume `index` (numbered as [`DiskSet::volumes`] lists them, from
     /// 1), or, when `None`, the one volume whose file system this library
     /// reads: what a file-system command reads by default.

@@ -302,7 +302,11 @@ pub(crate) fn loop_error(
     inode: Option<u64>,
     ancestors: &[u64],
 ) -> Option<FsError> {
-    let i = inode.filter(|i| ancestors.contains(i))?;
+    // Btrfs numbers inodes per subvolume: every subvolume's root
+    // directory is 256, and the kernel's stand-in for an unreachable one
+    // is 2, so those say nothing of a loop (the depth bound still holds).
+    let per_subvolume = |i: &u64| kind == FsKind::Btrfs && (*i == 256 || *i == 2);
+    let i = inode.filter(|i| ancestors.contains(i) && !per_subvolume(i))?;
     Some(FsError::corrupt(
         fs_name(kind),
         Some(path),
@@ -318,6 +322,7 @@ fn fs_name(kind: FsKind) -> FsName {
         FsKind::ExFat => FsName::ExFat,
         FsKind::Ntfs => FsName::Ntfs,
         FsKind::Iso9660 => FsName::Iso9660,
+        FsKind::Btrfs => FsName::Btrfs,
         _ => FsName::Detect,
     }
 }

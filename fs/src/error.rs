@@ -32,6 +32,8 @@ pub enum FsName {
     Iso9660,
     /// XFS.
     Xfs,
+    /// Btrfs.
+    Btrfs,
 }
 
 impl fmt::Display for FsName {
@@ -44,6 +46,7 @@ impl fmt::Display for FsName {
             FsName::Ntfs => "NTFS",
             FsName::Iso9660 => "ISO 9660",
             FsName::Xfs => "XFS",
+            FsName::Btrfs => "Btrfs",
         })
     }
 }

@@ -13,6 +13,7 @@
 //! | NTFS | [`ntfs`] | `ntfs` 0.4 + our own LZNT1 and data-run reader |
 //! | ISO 9660, Joliet, Rock Ridge, El Torito, zisofs | [`iso9660`] | our own reader (`flate2` for zisofs) |
 //! | XFS (v4, v5) | [`xfs`] | our own reader |
+//! | Btrfs (subvolumes, zlib/LZO/zstd extents) | [`btrfs`] | our own reader |
 //! | others | — | detected only: [`ErrorKind::Unsupported`] |
 //!
 //! # Threads
@@ -31,6 +32,7 @@ use std::sync::Arc;
 
 use diskimage_formats::BlockDevice;
 
+pub mod btrfs;
 pub mod detect;
 pub mod error;
 pub mod exfat;
@@ -68,6 +70,7 @@ pub fn reads(kind: FsKind) -> bool {
             | FsKind::ExFat
             | FsKind::Iso9660
             | FsKind::Xfs
+            | FsKind::Btrfs
     )
 }
 
@@ -116,6 +119,7 @@ pub fn open_fs_as_with(
         FsKind::ExFat => Ok(Box::new(exfat::ExFatFs::open(device)?)),
         FsKind::Iso9660 => Ok(Box::new(iso9660::IsoFs::open(device)?)),
         FsKind::Xfs => Ok(Box::new(xfs::XfsFs::open_with(device, options)?)),
+        FsKind::Btrfs => Ok(Box::new(btrfs::BtrfsFs::open_with(device, options)?)),
         FsKind::Jbd => Err(Error::unsupported(
             FsName::Detect,
             None,

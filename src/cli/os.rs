@@ -90,13 +90,17 @@ fn print_one(os: &OsInfo) {
     line("os folder", Some(os.os_folder.path.clone()));
     for m in &os.mount_points {
         println!(
-            "  mount {:<11} volume {:<4} {}{}",
+            "  mount {:<11} volume {:<4} {}{}{}",
             m.path,
             m.volume.map_or("-".into(), |v| v.to_string()),
             m.source,
             m.fs_type
                 .as_ref()
                 .map(|t| format!(" ({t})"))
+                .unwrap_or_default(),
+            m.subvolume
+                .as_ref()
+                .map(|s| format!(" subvolume {s}"))
                 .unwrap_or_default()
         );
     }

@@ -37,6 +37,25 @@ pub struct FstabEntry {
     pub file: String,
     /// The file-system type.
     pub vfstype: String,
+    /// The mount options (`defaults`, `subvol=root,compress=zstd:1`).
+    pub options: String,
+}
+
+impl FstabEntry {
+    /// The Btrfs subvolume the options name: `subvol=PATH` as written, or
+    /// `subvolid=N` as `id:N`.
+    pub fn subvolume(&self) -> Option<String> {
+        let mut id = None;
+        for o in self.options.split(',') {
+            if let Some(p) = o.strip_prefix("subvol=") {
+                return Some(p.to_owned());
+            }
+            if let Some(n) = o.strip_prefix("subvolid=") {
+                id = Some(format!("id:{n}"));
+            }
+        }
+        id
+    }
 }
 
 /// Parses fstab text: comments and blank lines skipped, `\040`-style
@@ -51,6 +70,7 @@ pub fn parse_fstab(text: &str) -> Vec<FstabEntry> {
                 spec: f.next()?,
                 file: f.next()?,
                 vfstype: f.next().unwrap_or_default(),
+                options: f.next().unwrap_or_default(),
             })
         })
         .collect()
@@ -271,13 +291,35 @@ fn get(env: &[(String, String)], key: &str) -> Option<String> {
 
 /// Reads what the Linux root on volume `v` says.
 pub fn detect(set: &DiskSet, v: &Volume, root: Box<dyn FileSystem>) -> OsInfo {
-    let mut info = OsInfo::new(OsFamily::Linux, v.index, "/");
+    detect_at(set, v, root, None)
+}
+
+/// Reads what the Linux root in the Btrfs subvolume `subvolume` (a
+/// directory of the root of volume `v`, as a mount shows it) says.
+pub fn detect_in_subvolume(
+    set: &DiskSet,
+    v: &Volume,
+    root: Box<dyn FileSystem>,
+    subvolume: &str,
+) -> OsInfo {
+    detect_at(set, v, root, Some(subvolume))
+}
+
+/// Whether two `subvol=` values name the same subvolume (`root`, `/root`).
+fn same_subvolume(a: Option<&str>, b: Option<&str>) -> bool {
+    let norm = |s: Option<&str>| s.map(|s| s.trim_matches('/').to_owned());
+    norm(a) == norm(b)
+}
+
+fn detect_at(set: &DiskSet, v: &Volume, root: Box<dyn FileSystem>, subvol: Option<&str>) -> OsInfo {
+    let folder = subvol.map_or_else(|| "/".to_owned(), |s| format!("/{}", s.trim_matches('/')));
+    let mut info = OsInfo::new(OsFamily::Linux, v.index, &folder);
     let mut guest = Guest::new(root);
     // fstab first: a separate /usr must be mounted before os-release and
     // /bin/sh are followed into it.
     match guest.read_text("/etc/fstab") {
         Ok(text) => {
-            let mut mounts: Vec<(String, usize)> = Vec::new();
+            let mut mounts: Vec<(String, usize, Option<String>)> = Vec::new();
             let entries = parse_fstab(&text);
             if entries.len() > MAX_FSTAB_ENTRIES {
                 info.notes.push(format!(
@@ -288,19 +330,24 @@ pub fn detect(set: &DiskSet, v: &Volume, root: Box<dyn FileSystem>) -> OsInfo {
             for e in entries.into_iter().take(MAX_FSTAB_ENTRIES) {
                 let volume = match_spec(set, &e.spec);
                 let swap = e.vfstype == "swap";
+                let sub = e.subvolume();
                 if volume.is_none() {
                     info.notes.push(format!(
                         "fstab: {} ({}) matches no volume of the set",
                         e.spec, e.file
                     ));
                 }
-                if let Some(n) = volume.filter(|&n| n != v.index && !swap) {
-                    // Each volume is mounted once, at its first mount point.
+                // Another volume, or another subvolume of the root's.
+                let other = |n: usize| n != v.index || !same_subvolume(sub.as_deref(), subvol);
+                if let Some(n) = volume.filter(|&n| other(n) && !swap) {
+                    // Each (sub)volume is mounted once, at its first mount point.
                     if e.file.starts_with('/')
                         && e.file != "/"
-                        && !mounts.iter().any(|(_, m)| *m == n)
+                        && !mounts.iter().any(|(_, m, s)| {
+                            *m == n && same_subvolume(s.as_deref(), sub.as_deref())
+                        })
                     {
-                        mounts.push((e.file.clone(), n));
+                        mounts.push((e.file.clone(), n, sub.clone()));
                     }
                 }
                 info.mount_points.push(MountPoint {
@@ -308,14 +355,23 @@ pub fn detect(set: &DiskSet, v: &Volume, root: Box<dyn FileSystem>) -> OsInfo {
                     volume,
                     source: e.spec,
                     fs_type: Some(e.vfstype).filter(|t| !t.is_empty()),
+                    subvolume: sub,
                 });
             }
-            mounts.sort_by_key(|(p, _)| p.len());
-            for (path, n) in mounts {
+            mounts.sort_by_key(|(p, _, _)| p.len());
+            for (path, n, sub) in mounts {
                 let Some(vol) = set.volume(n).filter(|vol| vol.mountable) else {
                     continue;
                 };
-                match set.mount(vol) {
+                let is_btrfs = vol
+                    .fs
+                    .as_ref()
+                    .is_some_and(|f| f.kind == diskimage_fs::FsKind::Btrfs);
+                let fs = match sub.filter(|_| is_btrfs) {
+                    Some(sub) => set.mount_subvolume(vol, &sub),
+                    None => set.mount(vol),
+                };
+                match fs {
                     Ok(fs) => guest.mount(&path, fs),
                     Err(e) => info
                         .notes
@@ -333,6 +389,7 @@ pub fn detect(set: &DiskSet, v: &Volume, root: Box<dyn FileSystem>) -> OsInfo {
                 volume: Some(v.index),
                 source: "(the root file system; fstab has no / line)".into(),
                 fs_type: v.fs.as_ref().map(|f| f.kind.as_str().to_owned()),
+                subvolume: subvol.map(str::to_owned),
             },
         );
     }

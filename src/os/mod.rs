@@ -69,6 +69,10 @@ pub struct MountPoint {
     pub source: String,
     /// The fstab file-system type, where there is one.
     pub fs_type: Option<String>,
+    /// The Btrfs subvolume mounted there (fstab `subvol=` or `subvolid=`),
+    /// where one is named.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub subvolume: Option<String>,
 }
 
 /// What is known of one installed OS.
@@ -170,9 +174,41 @@ pub fn detect(set: &DiskSet) -> OsReport {
             report.systems.push(windows::detect(set, v, fs, &root));
         } else if linux::is_root(fs.as_ref()) {
             report.systems.push(linux::detect(set, v, fs));
+        } else if fs.kind() == diskimage_fs::FsKind::Btrfs {
+            // A Btrfs root in a subvolume below the one shown (Fedora's
+            // `root`, mounted by fstab's `subvol=`).
+            for (name, root) in btrfs_subvolume_roots(set, v, fs.as_ref()) {
+                report
+                    .systems
+                    .push(linux::detect_in_subvolume(set, v, root, &name));
+            }
         }
     }
     report
+}
+
+/// Most top-level entries of a Btrfs volume tried as subvolume roots.
+const MAX_SUBVOLUME_TRIES: usize = 64;
+
+/// The subvolumes in the root directory of the Btrfs volume `v` (shown
+/// as `fs`, the default subvolume) that hold a Linux root, by name.
+fn btrfs_subvolume_roots(
+    set: &DiskSet,
+    v: &crate::diskset::Volume,
+    fs: &dyn diskimage_fs::FileSystem,
+) -> Vec<(String, Box<dyn diskimage_fs::FileSystem>)> {
+    let Ok(entries) = fs.read_dir("/") else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter(|e| e.file_type == diskimage_fs::FileType::Directory)
+        .take(MAX_SUBVOLUME_TRIES)
+        .filter_map(|e| {
+            let sub = set.mount_subvolume(v, &e.name).ok()?;
+            linux::is_root(sub.as_ref()).then_some((e.name, sub))
+        })
+        .collect()
 }
 
 /// Parses `"10"`, `"10.0"`, `"22.04.3"` into major and minor numbers.

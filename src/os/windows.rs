@@ -248,6 +248,7 @@ pub fn read_system(
                 volume,
                 source,
                 fs_type: None,
+                subvolume: None,
             });
         }
         info.mount_points.sort_by(|a, b| a.path.cmp(&b.path));
