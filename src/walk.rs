@@ -318,6 +318,7 @@ fn fs_name(kind: FsKind) -> FsName {
         FsKind::ExFat => FsName::ExFat,
         FsKind::Ntfs => FsName::Ntfs,
         FsKind::Iso9660 => FsName::Iso9660,
+        FsKind::Udf => FsName::Udf,
         _ => FsName::Detect,
     }
 }

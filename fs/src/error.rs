@@ -28,6 +28,8 @@ pub enum FsName {
     Ntfs,
     /// ISO 9660.
     Iso9660,
+    /// UDF.
+    Udf,
 }
 
 impl fmt::Display for FsName {
@@ -39,6 +41,7 @@ impl fmt::Display for FsName {
             FsName::ExFat => "exFAT",
             FsName::Ntfs => "NTFS",
             FsName::Iso9660 => "ISO 9660",
+            FsName::Udf => "UDF",
         })
     }
 }

@@ -12,6 +12,7 @@
 //! | exFAT | [`exfat`] | our own reader |
 //! | NTFS | [`ntfs`] | `ntfs` 0.4 + our own LZNT1 and data-run reader |
 //! | ISO 9660, Joliet, Rock Ridge, El Torito, zisofs | [`iso9660`] | our own reader (`flate2` for zisofs) |
+//! | UDF 1.02 to 2.60 | [`udf`] | our own reader |
 //! | others | — | detected only: [`ErrorKind::Unsupported`] |
 //!
 //! # Threads
@@ -40,6 +41,7 @@ pub mod fuzzing;
 pub mod iso9660;
 pub mod ntfs;
 pub mod options;
+pub mod udf;
 
 pub use detect::{detect, FsInfo, FsKind};
 pub use error::{Error, ErrorKind, FsName, Result};
@@ -62,6 +64,7 @@ pub fn reads(kind: FsKind) -> bool {
             | FsKind::Fat32
             | FsKind::ExFat
             | FsKind::Iso9660
+            | FsKind::Udf
     )
 }
 
@@ -109,6 +112,7 @@ pub fn open_fs_as_with(
         FsKind::Ntfs => Ok(Box::new(ntfs::NtfsFs::open(device)?)),
         FsKind::ExFat => Ok(Box::new(exfat::ExFatFs::open(device)?)),
         FsKind::Iso9660 => Ok(Box::new(iso9660::IsoFs::open(device)?)),
+        FsKind::Udf => Ok(Box::new(udf::UdfFs::open_with(device, options)?)),
         FsKind::Jbd => Err(Error::unsupported(
             FsName::Detect,
             None,
