@@ -21,6 +21,7 @@
 //! - `qcow2`: QCOW2 images against qemu-img convert and qemu-img map; one-field changes.
 //! - `schemes`: BSD disklabels, APM, Sun/SGI/Atari labels, UDF on 4K blocks, a short fixed VHD
 //!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
+//! - `udf`: UDF images (genisoimage and pycdlib bridges, mkudffs of every revision) against 7-Zip, pycdlib and udfinfo.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -43,5 +44,6 @@ mod qcow2;
 mod regression;
 mod schemes;
 mod truncated;
+mod udf;
 mod vm;
 mod volumes;

@@ -79,6 +79,9 @@ pub fn open_fs_with(
     device: Arc<dyn BlockDevice>,
     options: &FsOptions,
 ) -> Result<Box<dyn FileSystem>> {
+    if let Some(kind) = options.kind {
+        return open_fs_as_with(device, kind, options);
+    }
     let info = detect(device.as_ref())?;
     let Some(info) = info else {
         return Err(Error::unsupported(
@@ -96,13 +99,14 @@ pub fn open_fs_as(device: Arc<dyn BlockDevice>, kind: FsKind) -> Result<Box<dyn 
     open_fs_as_with(device, kind, &FsOptions::default())
 }
 
-/// [`open_fs_as`] with `options` (see [`open_fs_with`]).
+/// [`open_fs_as`] with `options` (see [`open_fs_with`]); a kind set in
+/// [`FsOptions::kind`] wins over `kind`.
 pub fn open_fs_as_with(
     device: Arc<dyn BlockDevice>,
     kind: FsKind,
     options: &FsOptions,
 ) -> Result<Box<dyn FileSystem>> {
-    match kind {
+    match options.kind.unwrap_or(kind) {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
             Ok(Box::new(ext4::ExtFs::open_with(device, kind, options)?))
         }

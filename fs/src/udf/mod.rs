@@ -63,7 +63,7 @@ use crate::file_system::{
 use crate::{FsKind, FsOptions};
 use descriptor::{ident, LbAddr};
 use dir::Fid;
-use icb::{in_path, Entry};
+use icb::Entry;
 
 pub(crate) const FS: FsName = FsName::Udf;
 /// Largest directory read, in bytes.
@@ -426,7 +426,7 @@ impl FileSystem for UdfFs {
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata> {
-        Ok(self.metadata_of(&self.lookup(path)?))
+        Ok(self.metadata_of(self.lookup(path)?.as_ref()))
     }
 
     fn open(&self, path: &str) -> Result<Box<dyn FileReader + '_>> {
