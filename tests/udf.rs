@@ -32,8 +32,7 @@ fn device(name: &str) -> Arc<dyn BlockDevice> {
 }
 
 fn udf(name: &str) -> Box<dyn FileSystem> {
-    diskimage::fs::open_fs_as(device(name), FsKind::Udf)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    diskimage::fs::open_fs_as(device(name), FsKind::Udf).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// `key=value` lines of a udfinfo output.
@@ -93,10 +92,18 @@ fn walk(fs: &dyn FileSystem) -> BTreeMap<String, Row> {
     let mut out = BTreeMap::new();
     let mut stack = vec!["/".to_string()];
     while let Some(d) = stack.pop() {
-        for e in fs.read_dir(&d).unwrap_or_else(|e| panic!("read_dir {d}: {e}")) {
+        for e in fs
+            .read_dir(&d)
+            .unwrap_or_else(|e| panic!("read_dir {d}: {e}"))
+        {
             let p = diskimage::fs::file_system::join(&d, &e.name);
-            let m = fs.metadata(&p).unwrap_or_else(|e| panic!("metadata {p}: {e}"));
-            assert_eq!(m.file_type, e.file_type, "{p}: type in listing and metadata");
+            let m = fs
+                .metadata(&p)
+                .unwrap_or_else(|e| panic!("metadata {p}: {e}"));
+            assert_eq!(
+                m.file_type, e.file_type,
+                "{p}: type in listing and metadata"
+            );
             let (ty, sha256, target) = match m.file_type {
                 FileType::Directory => {
                     stack.push(p.clone());
@@ -131,7 +138,10 @@ fn walk(fs: &dyn FileSystem) -> BTreeMap<String, Row> {
 }
 
 /// Keeps in `ours` only the columns the truth gives (not `-`).
-fn as_truth_gives(ours: &BTreeMap<String, Row>, truth: &BTreeMap<String, Row>) -> BTreeMap<String, Row> {
+fn as_truth_gives(
+    ours: &BTreeMap<String, Row>,
+    truth: &BTreeMap<String, Row>,
+) -> BTreeMap<String, Row> {
     let pick = |t: &String, o: &String| if t == "-" { "-".to_string() } else { o.clone() };
     ours.iter()
         .map(|(p, o)| {
@@ -164,7 +174,10 @@ fn check_against_truth(name: &str) {
     let ours = as_truth_gives(&ours, &truth);
     let missing: Vec<_> = truth.keys().filter(|p| !ours.contains_key(*p)).collect();
     let extra: Vec<_> = ours.keys().filter(|p| !truth.contains_key(*p)).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "{name}: missing {missing:?}, extra {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{name}: missing {missing:?}, extra {extra:?}"
+    );
     for (p, t) in &truth {
         assert_eq!(&ours[p], t, "{name}: {p}");
     }
@@ -216,7 +229,9 @@ fn mkudffs_volumes_match_udfinfo() {
         let rev = fs.revision();
         let rev = format!("{}.{:02x}", rev >> 8, rev & 0xff);
         assert_eq!(rev, info["udfrev"], "{name}");
-        assert_eq!(info["numfiles"], "0");
+        let integrity = fs.integrity().expect("integrity descriptor");
+        assert_eq!(integrity.files.to_string(), info["numfiles"], "{name}");
+        assert_eq!(integrity.dirs.to_string(), info["numdirs"], "{name}");
         assert!(fs.read_dir("/").unwrap().is_empty(), "{name}");
         let root = fs.metadata("/").unwrap();
         assert_eq!(root.file_type, FileType::Directory);
@@ -244,13 +259,21 @@ fn bridge_reads_iso9660_unless_udf_is_asked() {
         let mut args = vec!["ls", "--json", img.as_str(), "/dir/sub/deeper"];
         args.extend_from_slice(extra);
         let out = diskimage(&args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     assert!(ls(&[]).contains("deep.txt"));
     assert!(ls(&["--fs", "udf"]).contains("deep.txt"));
     let out = diskimage(&["cat", "--fs", "udf", &img, "/日本語.txt"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"16-bit compressed unicode\n");
     let bad = diskimage(&["ls", "--fs", "nosuchfs", &img]);
     assert!(!bad.status.success());
@@ -275,11 +298,7 @@ fn extract_of_the_udf_side_matches_the_truth() {
     for (p, row) in truth("py260.iso") {
         let host = target.join(p.trim_start_matches('/'));
         match row.ty.as_str() {
-            "file" => assert_eq!(
-                crate::common::sha256_file(&host),
-                row.sha256,
-                "{p}"
-            ),
+            "file" => assert_eq!(crate::common::sha256_file(&host), row.sha256, "{p}"),
             "symlink" => assert_eq!(
                 std::fs::read_link(&host).unwrap().to_string_lossy(),
                 row.target,
@@ -360,7 +379,9 @@ fn kernel_loop_mount_agrees_where_available() {
             }
         }
     });
-    let _ = std::process::Command::new("umount").arg(mnt.path()).status();
+    let _ = std::process::Command::new("umount")
+        .arg(mnt.path())
+        .status();
     result.unwrap();
 }
 
@@ -437,7 +458,10 @@ fn hostile_mutations_give_typed_errors() {
     assert!(fes.len() > 10);
     let file_fe = *fes
         .iter()
-        .find(|&&o| clean[o + 27] == 5 && u64::from_le_bytes(clean[o + 56..o + 64].try_into().unwrap()) == 10240)
+        .find(|&&o| {
+            clean[o + 27] == 5
+                && u64::from_le_bytes(clean[o + 56..o + 64].try_into().unwrap()) == 10240
+        })
         .expect("data.bin's entry");
 
     // An allocation descriptor past the partition.
@@ -447,7 +471,11 @@ fn hostile_mutations_give_typed_errors() {
     b[ad + 4..ad + 8].copy_from_slice(&0x00F0_0000u32.to_le_bytes());
     fix_tag(&mut b, file_fe);
     let errs = walk_errors(b);
-    assert!(errs.iter().any(|e| e.kind() == ErrorKind::Corrupt && e.to_string().contains("past the end of partition")), "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.kind() == ErrorKind::Corrupt
+            && e.to_string().contains("past the end of partition")),
+        "{errs:?}"
+    );
 
     // A huge information length.
     let mut b = clean.clone();
@@ -466,7 +494,10 @@ fn hostile_mutations_give_typed_errors() {
     b[file_fe + 10..file_fe + 12].copy_from_slice(&36u16.to_le_bytes());
     fix_tag(&mut b, file_fe);
     let errs = walk_errors(b);
-    assert!(errs.iter().any(|e| e.to_string().contains("loop")), "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.to_string().contains("loop")),
+        "{errs:?}"
+    );
 
     // A FID whose identifier length runs past the directory.
     let mut b = clean.clone();
@@ -475,14 +506,21 @@ fn hostile_mutations_give_typed_errors() {
     b[first + 19] = 255;
     b[first + 36..first + 38].copy_from_slice(&0xFFFFu16.to_le_bytes());
     let errs = walk_errors(b);
-    assert!(errs.iter().any(|e| e.kind() == ErrorKind::Corrupt), "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.kind() == ErrorKind::Corrupt),
+        "{errs:?}"
+    );
 
     // A bad CRC: a warning, and an error in strict mode.
     let mut b = clean.clone();
     b[file_fe + 100] ^= 0xFF;
     let fs = UdfFs::open(Arc::new(MemoryDevice::new(b.clone()))).unwrap();
     fs.read("/dir/sub/data.bin").unwrap();
-    assert!(fs.warnings().iter().any(|w| w.contains("CRC")), "{:?}", fs.warnings());
+    assert!(
+        fs.warnings().iter().any(|w| w.contains("CRC")),
+        "{:?}",
+        fs.warnings()
+    );
     let strict = UdfFs::open_with(
         Arc::new(MemoryDevice::new(b)),
         &FsOptions::default().with_strict(true),
@@ -511,4 +549,3 @@ fn fuzz_seeds_and_truncations_never_panic() {
         diskimage::fs::fuzzing::exercise_fs(&b[..b.len() / 2]);
     }
 }
-

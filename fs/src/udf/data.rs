@@ -91,7 +91,14 @@ pub fn pieces(
         }
         let len = u64::from(ad.len).min(size - at);
         if ad.kind != ExtentKind::Recorded {
-            push(&mut out, Piece { at, len, src: Src::Zero })?;
+            push(
+                &mut out,
+                Piece {
+                    at,
+                    len,
+                    src: Src::Zero,
+                },
+            )?;
             at += len;
             continue;
         }
@@ -164,7 +171,11 @@ pub fn read_pieces(
             Src::Zero => dst.fill(0),
             Src::Inline(o) => {
                 let Data::Inline(b) = data else {
-                    return Err(Error::corrupt(FS, None, "embedded piece without embedded data"));
+                    return Err(Error::corrupt(
+                        FS,
+                        None,
+                        "embedded piece without embedded data",
+                    ));
                 };
                 let from = usize::try_from(o + within).unwrap_or(usize::MAX);
                 let src = b.get(from..from + n).ok_or_else(|| {
@@ -227,8 +238,14 @@ impl Read for UdfFile {
         let Some(dst) = buf.get_mut(..n) else {
             return Ok(0);
         };
-        read_pieces(self.device.as_ref(), &self.pieces, &self.data, self.pos, dst)
-            .map_err(Error::into_io)?;
+        read_pieces(
+            self.device.as_ref(),
+            &self.pieces,
+            &self.data,
+            self.pos,
+            dst,
+        )
+        .map_err(Error::into_io)?;
         self.pos += n as u64;
         Ok(n)
     }

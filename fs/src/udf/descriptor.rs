@@ -314,7 +314,10 @@ mod tests {
         let mut b = [0u8; 8];
         b[..4].copy_from_slice(&(0x8000_0800u32).to_le_bytes());
         let ad = short_ad(&b, 0, 3);
-        assert_eq!((ad.kind, ad.len, ad.at.part), (ExtentKind::Unallocated, 0x800, 3));
+        assert_eq!(
+            (ad.kind, ad.len, ad.at.part),
+            (ExtentKind::Unallocated, 0x800, 3)
+        );
         b[..4].copy_from_slice(&(0xC000_0010u32).to_le_bytes());
         assert_eq!(short_ad(&b, 0, 0).kind, ExtentKind::Next);
     }

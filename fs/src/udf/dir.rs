@@ -58,7 +58,9 @@ pub fn parse(
             )
             .at(offset));
         };
-        descriptor::tag(fid, offset, Some(ident::FID), checks).map_err(|e| match e {
+        // The CRC covers the padding too.
+        let padded = rest.get(..len.min(rest.len())).unwrap_or(fid);
+        descriptor::tag(padded, offset, Some(ident::FID), checks).map_err(|e| match e {
             Error::Corrupt { what, .. } => Error::corrupt(FS, Some(path), what).at(offset),
             e => e,
         })?;
@@ -70,7 +72,9 @@ pub fn parse(
         let raw = fid.get(FID_FIXED + l_iu..).unwrap_or_default();
         let name = name::decode(raw);
         if name.is_empty() {
-            return Err(Error::corrupt(FS, Some(path), "directory entry with an empty name").at(offset));
+            return Err(
+                Error::corrupt(FS, Some(path), "directory entry with an empty name").at(offset),
+            );
         }
         let ad = descriptor::long_ad(fid, 20);
         out.push(Fid {

@@ -114,13 +114,23 @@ pub fn read_entry(
             return Err(Error::corrupt(
                 FS,
                 Some(path),
-                format!("indirect entries loop back to block {} of partition {}", at.lbn, at.part),
+                format!(
+                    "indirect entries loop back to block {} of partition {}",
+                    at.lbn, at.part
+                ),
             ));
         }
-        let (offset, _) = parts.locate(at, 1).map_err(|e| in_path(e, path))?;
-        if offset + block > device.size() {
-            return Err(Error::corrupt(FS, Some(path), "file entry past the end of the volume").at(offset));
-        }
+        let offset = match parts.locate(at, 1) {
+            Ok((o, _)) if o + block <= device.size() => o,
+            // Strategy 4096: the block after the entry may not exist.
+            _ if found.is_some() => break,
+            Ok((o, _)) => {
+                return Err(
+                    Error::corrupt(FS, Some(path), "file entry past the end of the volume").at(o),
+                )
+            }
+            Err(e) => return Err(in_path(e, path)),
+        };
         device.read_at(&mut buf, offset)?;
         let tag = le_u16(&buf, 0);
         if found.is_some() && (tag != ident::IE || !descriptor::looks_like(&buf, ident::IE)) {
@@ -225,7 +235,9 @@ fn parse_entry(
             }
             Data::Inline(ad_area.get(..size as usize).unwrap_or_default().to_vec())
         }
-        kind @ 0..=2 => Data::Extents(gather(device, parts, ad_area, kind, addr.part, checks, path)?),
+        kind @ 0..=2 => Data::Extents(gather(
+            device, parts, ad_area, kind, addr.part, checks, path,
+        )?),
         other => {
             return Err(Error::unsupported(
                 FS,
@@ -246,7 +258,11 @@ fn parse_entry(
         blocks: le_u64(b, if extended { 72 } else { 64 }),
         accessed: time::timestamp(b, ts),
         modified: time::timestamp(b, ts + 12),
-        created: if extended { time::timestamp(b, 104) } else { None },
+        created: if extended {
+            time::timestamp(b, 104)
+        } else {
+            None
+        },
         changed: time::timestamp(b, if extended { 116 } else { 96 }),
         unique_id: le_u64(b, if extended { 200 } else { 160 }),
         data,

@@ -155,10 +155,20 @@ impl UdfFs {
         })
     }
 
-    /// The UDF revision the logical volume's domain identifier records
-    /// (0x0102, 0x0150, 0x0200, 0x0201, 0x0250, 0x0260).
+    /// The UDF revision of the volume, as udfinfo gives it: the minimum
+    /// read revision the integrity descriptor records, else the logical
+    /// volume's domain identifier suffix (0x0102, 0x0150, 0x0200, 0x0201,
+    /// 0x0250, 0x0260).
     pub fn revision(&self) -> u16 {
-        self.volume.revision
+        self.volume
+            .integrity
+            .map_or(self.volume.revision, |i| i.min_read)
+    }
+
+    /// What the logical volume integrity descriptor records (file and
+    /// directory counts, revisions), if it reads.
+    pub fn integrity(&self) -> Option<volume::Integrity> {
+        self.volume.integrity
     }
 
     /// The logical block size.
@@ -176,7 +186,11 @@ impl UdfFs {
         let unset = |v: u32| (v != u32::MAX).then_some(v);
         Metadata {
             file_type,
-            size: if file_type == FileType::Special { 0 } else { e.size },
+            size: if file_type == FileType::Special {
+                0
+            } else {
+                e.size
+            },
             allocated: Some(e.blocks.saturating_mul(self.volume.block)),
             mode: Some(e.mode()),
             uid: unset(e.uid),
@@ -223,8 +237,8 @@ impl UdfFs {
             .into_iter()
             .map(|fid| {
                 let at = join(path, &fid.name);
-                let entry = icb::read_entry(dev, &self.parts, fid.icb, &self.checks, &at)
-                    .map(Rc::new);
+                let entry =
+                    icb::read_entry(dev, &self.parts, fid.icb, &self.checks, &at).map(Rc::new);
                 Child { fid, entry }
             })
             .collect();
@@ -301,7 +315,9 @@ fn read_fsd(
     let (offset, _) = parts.locate(volume.fsd.at, 1)?;
     let block = parts.block();
     if offset + block > device.size() {
-        return Err(Error::corrupt(FS, None, "file set descriptor past the end of the volume").at(offset));
+        return Err(
+            Error::corrupt(FS, None, "file set descriptor past the end of the volume").at(offset),
+        );
     }
     let mut buf = vec![0u8; usize::try_from(block).unwrap_or(2048)];
     device.read_at(&mut buf, offset)?;
@@ -334,7 +350,11 @@ fn symlink_target(b: &[u8]) -> std::result::Result<String, String> {
         }
     }
     let joined = parts.join("/");
-    Ok(if absolute { format!("/{joined}") } else { joined })
+    Ok(if absolute {
+        format!("/{joined}")
+    } else {
+        joined
+    })
 }
 
 /// A copy of an error made by this reader (they carry no source), so
@@ -377,9 +397,18 @@ fn uuid_of(volume_set: &str) -> Option<String> {
         .chars()
         .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
         .collect();
-    let b16: Vec<u8> = b.iter().copied().chain(std::iter::repeat(0)).take(16).collect();
+    let b16: Vec<u8> = b
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(0))
+        .take(16)
+        .collect();
     let hex = b16.iter().take_while(|c| c.is_ascii_hexdigit()).count();
-    let lower = |s: &[u8]| s.iter().map(|c| char::from(c.to_ascii_lowercase())).collect::<String>();
+    let lower = |s: &[u8]| {
+        s.iter()
+            .map(|c| char::from(c.to_ascii_lowercase()))
+            .collect::<String>()
+    };
     let as_hex = |s: &[u8]| s.iter().map(|c| format!("{c:02x}")).collect::<String>();
     Some(if hex < 8 {
         as_hex(b16.get(..8)?)
@@ -510,7 +539,10 @@ mod tests {
 
     #[test]
     fn uuid_follows_blkid() {
-        assert_eq!(uuid_of("0123456789abcdefLinuxUDF").unwrap(), "0123456789abcdef");
+        assert_eq!(
+            uuid_of("0123456789abcdefLinuxUDF").unwrap(),
+            "0123456789abcdef"
+        );
         assert_eq!(uuid_of("6B1629F4").unwrap(), "6b1629f400000000");
         assert_eq!(uuid_of("xyz").unwrap(), "78797a0000000000");
     }

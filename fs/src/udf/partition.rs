@@ -133,14 +133,12 @@ impl Partitions {
                         && matches!(parts.maps.get(j), Some(Map::Virtual { .. }))
                 });
                 let resolved = match virt.or_else(|| under(&parts, *number)) {
-                    Some(u) => match parts
-                        .metadata_runs(device, u, *file, checks)
-                        .or_else(|e| {
-                            checks.note(format!(
-                                "metadata file unreadable ({e}); its mirror is used"
-                            ));
-                            parts.metadata_runs(device, u, *mirror, checks)
-                        }) {
+                    Some(u) => match parts.metadata_runs(device, u, *file, checks).or_else(|e| {
+                        checks.note(format!(
+                            "metadata file unreadable ({e}); its mirror is used"
+                        ));
+                        parts.metadata_runs(device, u, *mirror, checks)
+                    }) {
                         Ok(runs) => Map::Metadata { under: u, runs },
                         Err(e) => Map::Unusable(format!("metadata partition: {e}")),
                     },
@@ -203,10 +201,7 @@ impl Partitions {
                 let first = lbn - lbn % packet;
                 let within = lbn - first;
                 let run = want.min(packet - within).min(len - lbn);
-                match remap
-                    .iter()
-                    .find(|(orig, _)| u64::from(*orig) == first)
-                {
+                match remap.iter().find(|(orig, _)| u64::from(*orig) == first) {
                     Some((_, mapped)) => Ok(((u64::from(*mapped) + within) * self.block, run)),
                     None => Ok(((start + lbn) * self.block, run)),
                 }
@@ -217,7 +212,10 @@ impl Partitions {
                     .copied()
                     .filter(|&t| t != u32::MAX)
                     .ok_or_else(|| {
-                        bad(format!("virtual block {lbn} not in the VAT ({} entries)", table.len()))
+                        bad(format!(
+                            "virtual block {lbn} not in the VAT ({} entries)",
+                            table.len()
+                        ))
                     })?;
                 let (at, _) = self.locate_in(
                     LbAddr {
@@ -254,7 +252,12 @@ impl Partitions {
     /// the physical partition of map `under`: a 2.00+ VAT (file type 248,
     /// a header then entries) or a 1.50 VAT (the entries, then the
     /// `*UDF Virtual Alloc Tbl` identifier).
-    fn read_vat(&self, device: &dyn BlockDevice, under: usize, checks: &Checks) -> Result<Vec<u32>> {
+    fn read_vat(
+        &self,
+        device: &dyn BlockDevice,
+        under: usize,
+        checks: &Checks,
+    ) -> Result<Vec<u32>> {
         let Some(Map::Physical { start, .. } | Map::Sparable { start, .. }) = self.maps.get(under)
         else {
             return Err(Error::corrupt(FS, None, "VAT: no physical partition"));
@@ -314,10 +317,7 @@ impl Partitions {
             None,
             format!(
                 "no VAT file entry in the last blocks of the volume{}",
-                tried
-                    .first()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
+                tried.first().map(|e| format!(" ({e})")).unwrap_or_default()
             ),
         ))
     }
@@ -342,7 +342,11 @@ impl Partitions {
             .at(entry.offset));
         }
         let Data::Extents(ads) = &entry.data else {
-            return Err(Error::unsupported(FS, None, "metadata file with embedded data"));
+            return Err(Error::unsupported(
+                FS,
+                None,
+                "metadata file with embedded data",
+            ));
         };
         let mut runs = Vec::new();
         let mut first = 0u64;
@@ -382,7 +386,10 @@ fn sparing_table(
         if offset + len as u64 > device.size() || device.read_at(&mut buf, offset).is_err() {
             continue;
         }
-        if !buf.get(17..40).is_some_and(|id| id.starts_with(b"*UDF Sparing Table")) {
+        if !buf
+            .get(17..40)
+            .is_some_and(|id| id.starts_with(b"*UDF Sparing Table"))
+        {
             continue;
         }
         if descriptor::tag(&buf, offset, None, checks).is_err() {

@@ -12,11 +12,12 @@ pub fn timestamp(b: &[u8], off: usize) -> Option<Timestamp> {
     let t = diskimage_formats::bytes::array::<12>(b, off)?;
     let type_tz = le_u16(&t, 0);
     let year = i64::from(le_u16(&t, 2) as i16);
-    let [month, day, hour, minute, second, centi, hundred_us, us] = [
-        t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11],
-    ]
-    .map(i64::from);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59
+    let [month, day, hour, minute, second, centi, hundred_us, us] =
+        [t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11]].map(i64::from);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
         || second > 60
     {
         return None;
@@ -29,8 +30,8 @@ pub fn timestamp(b: &[u8], off: usize) -> Option<Timestamp> {
     if type_tz >> 12 != 1 || tz == -2047 || !(-1440..=1440).contains(&tz) {
         tz = 0;
     }
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
-        - tz * 60;
+    let secs =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - tz * 60;
     let nanos = (centi.min(99) * 10_000 + hundred_us.min(99) * 100 + us.min(99)) * 1000;
     Some(Timestamp {
         secs,

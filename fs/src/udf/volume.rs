@@ -77,6 +77,8 @@ pub struct Volume {
     pub volume_set: Option<String>,
     /// UDF revision from the domain identifier suffix (0x0102 ... 0x0260).
     pub revision: u16,
+    /// What the logical volume integrity descriptor records, if it reads.
+    pub integrity: Option<Integrity>,
     /// The partition descriptors.
     pub partitions: Vec<PartitionDesc>,
     /// The partition maps, by partition reference number.
@@ -120,7 +122,9 @@ fn read_sequence(
                 return Err(Error::limit(
                     FS,
                     None,
-                    format!("volume descriptor sequence of more than {MAX_VDS_DESCRIPTORS} descriptors"),
+                    format!(
+                        "volume descriptor sequence of more than {MAX_VDS_DESCRIPTORS} descriptors"
+                    ),
                 ));
             }
             let offset = (u64::from(extent.loc) + i) * block;
@@ -198,6 +202,7 @@ fn read_sequence(
     }
     let revision = le_u16(&lvd, 216 + 24);
     let maps = partition_maps(&lvd, u64::from(first.loc) * block)?;
+    let integrity = integrity(device, block, descriptor::extent_ad(&lvd, 432), checks);
     Ok(Volume {
         block,
         label: name::dstring(lvd.get(84..212).unwrap_or_default()),
@@ -205,6 +210,7 @@ fn read_sequence(
             .as_ref()
             .and_then(|(_, p)| name::dstring(p.get(72..200).unwrap_or_default())),
         revision,
+        integrity,
         partitions: pds.into_iter().map(|(_, p)| p).collect(),
         maps,
         fsd: long_ad(&lvd, 248),
@@ -279,4 +285,56 @@ fn partition_maps(lvd: &[u8], offset: u64) -> Result<Vec<PartitionMap>> {
         pos += len;
     }
     Ok(out)
+}
+
+/// What the logical volume integrity descriptor (ECMA-167 3/10.10, UDF
+/// 2.2.6) records in its implementation use area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Integrity {
+    /// Number of files.
+    pub files: u32,
+    /// Number of directories.
+    pub dirs: u32,
+    /// Minimum UDF revision needed to read the volume.
+    pub min_read: u16,
+    /// Minimum UDF revision needed to write it.
+    pub min_write: u16,
+    /// Highest UDF revision that wrote it.
+    pub max_write: u16,
+}
+
+/// The first logical volume integrity descriptor of the extent `at`, if
+/// it reads (it is not needed to read files: `None` otherwise).
+fn integrity(
+    device: &dyn BlockDevice,
+    block: u64,
+    at: ExtentAd,
+    checks: &Checks,
+) -> Option<Integrity> {
+    const LVID: u16 = 9;
+    if at.len == 0 {
+        return None;
+    }
+    let offset = u64::from(at.loc).checked_mul(block)?;
+    if offset.checked_add(block)? > device.size() {
+        return None;
+    }
+    let mut buf = vec![0u8; usize::try_from(block).ok()?];
+    device.read_at(&mut buf, offset).ok()?;
+    if !descriptor::looks_like(&buf, LVID) {
+        return None;
+    }
+    descriptor::tag(&buf, offset, Some(LVID), checks).ok()?;
+    let n = usize::try_from(le_u32(&buf, 72)).ok()?;
+    let iu = 80usize.checked_add(n.checked_mul(8)?)?;
+    if iu.checked_add(32 + 14)? > buf.len() {
+        return None;
+    }
+    Some(Integrity {
+        files: le_u32(&buf, iu + 32),
+        dirs: le_u32(&buf, iu + 36),
+        min_read: le_u16(&buf, iu + 40),
+        min_write: le_u16(&buf, iu + 42),
+        max_write: le_u16(&buf, iu + 44),
+    })
 }
