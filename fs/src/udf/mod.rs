@@ -233,12 +233,27 @@ impl UdfFs {
                 })
         };
         let fids = dir::parse(&bytes, &offset_of, &self.checks, path)?;
+        // Entries named twice (hard links, or a hostile directory naming
+        // one entry many times) are read once.
+        let mut read: HashMap<LbAddr, std::result::Result<Rc<Entry>, Error>> = HashMap::new();
         let list: Vec<Child> = fids
             .into_iter()
             .map(|fid| {
-                let at = join(path, &fid.name);
-                let entry =
-                    icb::read_entry(dev, &self.parts, fid.icb, &self.checks, &at).map(Rc::new);
+                let entry = match read.get(&fid.icb) {
+                    Some(Ok(e)) => Ok(e.clone()),
+                    Some(Err(e)) => Err(copy_error(e)),
+                    None => {
+                        let at = join(path, &fid.name);
+                        let got = icb::read_entry(dev, &self.parts, fid.icb, &self.checks, &at)
+                            .map(Rc::new);
+                        let entry = match &got {
+                            Ok(e) => Ok(e.clone()),
+                            Err(e) => Err(copy_error(e)),
+                        };
+                        read.insert(fid.icb, got);
+                        entry
+                    }
+                };
                 Child { fid, entry }
             })
             .collect();

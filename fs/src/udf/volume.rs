@@ -144,15 +144,11 @@ fn read_sequence(
             let tag = descriptor::tag(&buf, offset, None, checks)?;
             let vdsn = le_u32(&buf, 16);
             match tag.ident {
-                ident::PVD => {
-                    if pvd.as_ref().is_none_or(|(n, _)| vdsn >= *n) {
-                        pvd = Some((vdsn, buf.clone()));
-                    }
+                ident::PVD if pvd.as_ref().is_none_or(|(n, _)| vdsn >= *n) => {
+                    pvd = Some((vdsn, buf.clone()));
                 }
-                ident::LVD => {
-                    if lvd.as_ref().is_none_or(|(n, _)| vdsn >= *n) {
-                        lvd = Some((vdsn, buf.clone()));
-                    }
+                ident::LVD if lvd.as_ref().is_none_or(|(n, _)| vdsn >= *n) => {
+                    lvd = Some((vdsn, buf.clone()));
                 }
                 ident::PD => {
                     let pd = PartitionDesc {
