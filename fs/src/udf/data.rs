@@ -257,3 +257,100 @@ impl Seek for UdfFile {
         Ok(self.pos)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::udf::descriptor::Ad;
+    use crate::udf::volume::{PartitionDesc, PartitionMap, Volume};
+    use crate::udf::Checks;
+    use diskimage_formats::MemoryDevice;
+
+    fn entry(size: u64, ads: Vec<Ad>) -> Entry {
+        Entry {
+            offset: 0,
+            file_type: 5,
+            flags: 0,
+            uid: u32::MAX,
+            gid: u32::MAX,
+            permissions: 0,
+            links: 1,
+            size,
+            blocks: 0,
+            accessed: None,
+            modified: None,
+            changed: None,
+            created: None,
+            unique_id: 16,
+            data: Data::Extents(ads),
+        }
+    }
+
+    fn ad(kind: ExtentKind, len: u32, lbn: u32) -> Ad {
+        Ad {
+            kind,
+            len,
+            at: LbAddr { lbn, part: 0 },
+        }
+    }
+
+    #[test]
+    fn unrecorded_extents_read_as_zeros_and_leave_no_stored_runs() {
+        let bytes: Vec<u8> = (0..100 * 512).map(|i| (i / 512) as u8).collect();
+        let dev = MemoryDevice::new(bytes);
+        let volume = Volume {
+            block: 512,
+            label: None,
+            volume_set: None,
+            revision: 0x0201,
+            integrity: None,
+            partitions: vec![PartitionDesc {
+                number: 7,
+                access: 1,
+                start: 10,
+                len: 50,
+            }],
+            maps: vec![PartitionMap::Physical { number: 7 }],
+            fsd: ad(ExtentKind::Recorded, 512, 0),
+        };
+        let parts = Partitions::load(&dev, &volume, &Checks::default()).unwrap();
+        let e = entry(
+            1024 + 1000 + 100,
+            vec![
+                ad(ExtentKind::Recorded, 1024, 2),
+                ad(ExtentKind::Unallocated, 1000, 0),
+                ad(ExtentKind::Recorded, 512, 20),
+            ],
+        );
+        let p = pieces(&dev, &parts, &e, "/f").unwrap();
+        assert_eq!(stored_runs(&p), None);
+        let mut out = vec![0xAAu8; 2124];
+        read_pieces(&dev, &p, &e.data, 0, &mut out).unwrap();
+        assert!(out[..512].iter().all(|&b| b == 12));
+        assert!(out[512..1024].iter().all(|&b| b == 13));
+        assert!(out[1024..2024].iter().all(|&b| b == 0));
+        assert!(out[2024..].iter().all(|&b| b == 30));
+        // Extents past the partition, and too short for the size, are errors.
+        let far = entry(512, vec![ad(ExtentKind::Recorded, 512, 50)]);
+        assert!(pieces(&dev, &parts, &far, "/f").is_err());
+        let short = entry(5000, vec![ad(ExtentKind::Recorded, 512, 1)]);
+        let err = pieces(&dev, &parts, &short, "/f").unwrap_err();
+        assert!(err.to_string().contains("information length"), "{err}");
+        // All recorded: stored verbatim, one merged run.
+        let whole = entry(
+            1500,
+            vec![
+                ad(ExtentKind::Recorded, 1024, 0),
+                ad(ExtentKind::Recorded, 1024, 2),
+            ],
+        );
+        let runs = stored_runs(&pieces(&dev, &parts, &whole, "/f").unwrap()).unwrap();
+        assert_eq!(
+            runs,
+            vec![StoredRun {
+                at: 10 * 512,
+                len: 1500
+            }]
+        );
+    }
+}
