@@ -220,8 +220,10 @@ fn mkudffs_volumes_match_udfinfo() {
     for name in names {
         let info = udfinfo(&name);
         let dev = device(&name);
-        let detected = diskimage::fs::detect(dev.as_ref()).unwrap().map(|i| i.kind);
-        assert_eq!(detected, Some(FsKind::Udf), "{name}");
+        let detected = diskimage::fs::detect(dev.as_ref()).unwrap().unwrap();
+        assert_eq!(detected.kind, FsKind::Udf, "{name}");
+        assert_eq!(detected.label, info.get("label").cloned(), "{name}");
+        assert_eq!(detected.uuid, info.get("uuid").cloned(), "{name}");
         let fs = UdfFs::open(dev.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(fs.label(), info.get("label").cloned(), "{name}");
         assert_eq!(fs.serial(), info.get("uuid").cloned(), "{name}");
@@ -548,4 +550,28 @@ fn fuzz_seeds_and_truncations_never_panic() {
         diskimage::fs::fuzzing::exercise_fs(&b);
         diskimage::fs::fuzzing::exercise_fs(&b[..b.len() / 2]);
     }
+}
+
+/// The mkudffs volume on 4,096-byte blocks of `fixtures/schemes/`: label,
+/// UUID and version as blkid gives them, and it opens.
+#[test]
+fn udf4k_identity_matches_blkid() {
+    let topic = repo().join("fixtures/schemes");
+    let blkid: BTreeMap<String, String> =
+        std::fs::read_to_string(topic.join("udf4k.img.blkid.txt"))
+            .expect("blkid")
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let dev: Arc<dyn BlockDevice> =
+        Arc::new(MemoryDevice::new(gunzip_bytes(&topic.join("udf4k.img.gz"))));
+    let info = diskimage::fs::detect(dev.as_ref()).unwrap().unwrap();
+    assert_eq!(info.label.as_deref(), Some(blkid["LABEL"].as_str()));
+    assert_eq!(info.uuid.as_deref(), Some(blkid["UUID"].as_str()));
+    let fs = UdfFs::open(dev).unwrap();
+    assert_eq!(fs.block_size().to_string(), blkid["BLOCK_SIZE"]);
+    let rev = fs.revision();
+    assert_eq!(format!("{}.{:02x}", rev >> 8, rev & 0xff), blkid["VERSION"]);
+    fs.read_dir("/").unwrap();
 }

@@ -319,6 +319,18 @@ impl UdfFs {
     }
 }
 
+/// The label and UUID of the UDF volume on `device`, as blkid gives them
+/// (the logical volume identifier; the UUID from the volume set
+/// identifier), read as detection needs them: from the volume
+/// descriptors alone, without opening the file system.
+pub fn volume_identity(device: &dyn BlockDevice) -> Result<(Option<String>, Option<String>)> {
+    let checks = Checks::default();
+    let anchor = descriptor::find_anchor(device, &checks)?;
+    let v = volume::read(device, &anchor, &checks)?;
+    let uuid = v.volume_set.as_deref().and_then(uuid_of);
+    Ok((v.label, uuid))
+}
+
 /// Reads the file set descriptor the logical volume points to and gives
 /// its root directory's ICB.
 fn read_fsd(
