@@ -95,7 +95,7 @@ impl Checks {
         Ok(())
     }
 
-    /// Records a warning (once; at most [`MAX_WARNINGS`]).
+    /// Records a warning (once; at most 64 are kept).
     pub fn note(&self, what: String) {
         let mut w = self.warnings.borrow_mut();
         if w.len() < MAX_WARNINGS && !w.contains(&what) {
