@@ -22,6 +22,8 @@
 //! - `schemes`: BSD disklabels, APM, Sun/SGI/Atari labels, UDF on 4K blocks, a short fixed VHD
 //!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
 //! - `udf`: UDF images (genisoimage and pycdlib bridges, mkudffs of every revision) against 7-Zip, pycdlib and udfinfo.
+//! - `write`: create, child, write, convert and commit against qemu-img, libvmdk and the corpus.
+//! - `write_vhd`: VHD and VHDX create, child, write and crash consistency against qemu-img and libvhdi.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -47,3 +49,5 @@ mod truncated;
 mod udf;
 mod vm;
 mod volumes;
+mod write;
+mod write_vhd;

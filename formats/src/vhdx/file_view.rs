@@ -106,6 +106,25 @@ impl FileView {
             .is_some_and(|(_, p)| p.end > offset)
     }
 
+    /// The replayed writes, in file order: `(offset, bytes)`, `None`
+    /// bytes for a run of zeros of the given length (the writer applies
+    /// them to the file before it writes).
+    pub(crate) fn overlay(&self) -> Vec<(u64, u64, Option<&[u8]>)> {
+        self.pieces
+            .iter()
+            .map(|(&start, p)| {
+                let len = p.end - start;
+                let bytes = match &p.source {
+                    Source::Zero => None,
+                    Source::Bytes { data, skip } => usize::try_from(len)
+                        .ok()
+                        .and_then(|n| data.get(*skip..skip.checked_add(n)?)),
+                };
+                (start, len, bytes)
+            })
+            .collect()
+    }
+
     /// Extends the replayed file to at least `len` bytes (reads as zeros).
     pub(crate) fn extend_to(&mut self, len: u64) {
         self.len = self.len.max(len);

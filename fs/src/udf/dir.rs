@@ -60,10 +60,8 @@ pub fn parse(
         };
         // The CRC covers the padding too.
         let padded = rest.get(..len.min(rest.len())).unwrap_or(fid);
-        descriptor::tag(padded, offset, Some(ident::FID), checks).map_err(|e| match e {
-            Error::Corrupt { what, .. } => Error::corrupt(FS, Some(path), what).at(offset),
-            e => e,
-        })?;
+        descriptor::tag(padded, offset, Some(ident::FID), checks)
+            .map_err(|e| super::icb::in_path(e, path))?;
         pos += len;
         let characteristics = fid.get(18).copied().unwrap_or(0);
         if characteristics & 0x0C != 0 {

@@ -392,13 +392,13 @@ fn copy_error(e: &Error) -> Error {
             fs,
             path,
             offset,
-            what,
+            detail,
             ..
         } => Error::Corrupt {
             fs: *fs,
             path: path.clone(),
             offset: *offset,
-            what: what.clone(),
+            detail: detail.clone(),
             source: None,
         },
         Error::Unsupported { fs, path, what, .. } => Error::Unsupported {
