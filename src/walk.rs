@@ -323,6 +323,7 @@ fn fs_name(kind: FsKind) -> FsName {
         FsKind::Ntfs => FsName::Ntfs,
         FsKind::Iso9660 => FsName::Iso9660,
         FsKind::Btrfs => FsName::Btrfs,
+        FsKind::Udf => FsName::Udf,
         _ => FsName::Detect,
     }
 }

@@ -21,6 +21,7 @@
 //! - `qcow2`: QCOW2 images against qemu-img convert and qemu-img map; one-field changes.
 //! - `schemes`: BSD disklabels, APM, Sun/SGI/Atari labels, UDF on 4K blocks, a short fixed VHD
 //!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
+//! - `udf`: UDF images (genisoimage and pycdlib bridges, mkudffs of every revision) against 7-Zip, pycdlib and udfinfo.
 //! - `write`: create, child, write, convert and commit against qemu-img, libvmdk and the corpus.
 //! - `write_vhd`: VHD and VHDX create, child, write and crash consistency against qemu-img and libvhdi.
 //! - `ewf`: EWF (.E01) segment sets against ewfexport, ewfinfo and ewfverify; one-field changes.
@@ -52,6 +53,7 @@ mod regression;
 mod schemes;
 mod truncated;
 mod vdi;
+mod udf;
 mod vm;
 mod volumes;
 mod write;

@@ -34,6 +34,8 @@ pub enum FsName {
     Xfs,
     /// Btrfs.
     Btrfs,
+    /// UDF.
+    Udf,
 }
 
 impl fmt::Display for FsName {
@@ -47,6 +49,7 @@ impl fmt::Display for FsName {
             FsName::Iso9660 => "ISO 9660",
             FsName::Xfs => "XFS",
             FsName::Btrfs => "Btrfs",
+            FsName::Udf => "UDF",
         })
     }
 }

@@ -14,6 +14,7 @@
 //! | ISO 9660, Joliet, Rock Ridge, El Torito, zisofs | [`iso9660`] | our own reader (`flate2` for zisofs) |
 //! | XFS (v4, v5) | [`xfs`] | our own reader |
 //! | Btrfs (subvolumes, zlib/LZO/zstd extents) | [`btrfs`] | our own reader |
+//! | UDF 1.02 to 2.60 | [`udf`] | our own reader |
 //! | others | — | detected only: [`ErrorKind::Unsupported`] |
 //!
 //! # Threads
@@ -47,6 +48,7 @@ pub mod ntfs;
 pub mod options;
 pub mod runs;
 pub mod xfs;
+pub mod udf;
 
 pub use detect::{detect, FsInfo, FsKind};
 pub use error::{Detail, Error, ErrorKind, FsName, Result};
@@ -71,6 +73,7 @@ pub fn reads(kind: FsKind) -> bool {
             | FsKind::Iso9660
             | FsKind::Xfs
             | FsKind::Btrfs
+            | FsKind::Udf
     )
 }
 
@@ -85,6 +88,9 @@ pub fn open_fs_with(
     device: Arc<dyn BlockDevice>,
     options: &FsOptions,
 ) -> Result<Box<dyn FileSystem>> {
+    if let Some(kind) = options.kind {
+        return open_fs_as_with(device, kind, options);
+    }
     let info = detect(device.as_ref())?;
     let Some(info) = info else {
         return Err(Error::unsupported(
@@ -102,13 +108,14 @@ pub fn open_fs_as(device: Arc<dyn BlockDevice>, kind: FsKind) -> Result<Box<dyn 
     open_fs_as_with(device, kind, &FsOptions::default())
 }
 
-/// [`open_fs_as`] with `options` (see [`open_fs_with`]).
+/// [`open_fs_as`] with `options` (see [`open_fs_with`]); a kind set in
+/// [`FsOptions::kind`] wins over `kind`.
 pub fn open_fs_as_with(
     device: Arc<dyn BlockDevice>,
     kind: FsKind,
     options: &FsOptions,
 ) -> Result<Box<dyn FileSystem>> {
-    match kind {
+    match options.kind.unwrap_or(kind) {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
             Ok(Box::new(ext4::ExtFs::open_with(device, kind, options)?))
         }
@@ -120,6 +127,7 @@ pub fn open_fs_as_with(
         FsKind::Iso9660 => Ok(Box::new(iso9660::IsoFs::open(device)?)),
         FsKind::Xfs => Ok(Box::new(xfs::XfsFs::open_with(device, options)?)),
         FsKind::Btrfs => Ok(Box::new(btrfs::BtrfsFs::open_with(device, options)?)),
+        FsKind::Udf => Ok(Box::new(udf::UdfFs::open_with(device, options)?)),
         FsKind::Jbd => Err(Error::unsupported(
             FsName::Detect,
             None,

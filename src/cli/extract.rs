@@ -63,7 +63,8 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
         .threads(args.threads)
         .kernel_copy(!args.no_kernel_copy)
         .fs_metadata(!args.skip_fs_metadata)
-        .strict(args.fs.strict());
+        .strict(args.fs.strict())
+        .fs_kind(args.fs.fs_kind());
     let printer = Printer(progress::count(0, "extract"));
     let summary = extract(&device, &path, &args.output, &options, &printer)?;
     printer.0.finish_and_clear();

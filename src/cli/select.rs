@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use diskimage::diskset::{DiskSet, Volume};
-use diskimage::fs::FileSystem;
+use diskimage::fs::{FileSystem, FsKind, FsOptions};
 use diskimage::{BlockDevice, DiskImage, OpenOptions};
 
 use super::{CliError, OpenArgs};
@@ -49,8 +49,35 @@ pub struct FsArgs {
     /// one volume whose file system can be read.
     #[arg(short = 'V', long = "volume", value_name = "N")]
     volume: Option<usize>,
+    /// Read the volume as this file system instead of the detected one
+    /// (`udf`: the UDF side of a bridge ISO 9660 + UDF disc, read through
+    /// ISO 9660 otherwise).
+    #[arg(long = "fs", value_name = "TYPE", value_parser = parse_fs_kind)]
+    fs: Option<FsKind>,
     #[command(flatten)]
     open: OpenArgs,
+}
+
+/// A `--fs` value: the name of a file system this library reads.
+fn parse_fs_kind(s: &str) -> Result<FsKind, String> {
+    const READ: [FsKind; 10] = [
+        FsKind::Ntfs,
+        FsKind::Ext2,
+        FsKind::Ext3,
+        FsKind::Ext4,
+        FsKind::Fat12,
+        FsKind::Fat16,
+        FsKind::Fat32,
+        FsKind::ExFat,
+        FsKind::Iso9660,
+        FsKind::Udf,
+    ];
+    READ.into_iter()
+        .find(|k| k.as_str().eq_ignore_ascii_case(s))
+        .ok_or_else(|| {
+            let names: Vec<&str> = READ.iter().map(|k| k.as_str()).collect();
+            format!("unknown file system {s:?} (one of: {})", names.join(", "))
+        })
 }
 
 impl FsArgs {
@@ -79,9 +106,24 @@ impl FsArgs {
         let (images, path) = self.split(path_required)?;
         let images = self.open.open_all(&images)?;
         let set = DiskSet::from_images(images, &self.open.options())?;
-        let fs = set.mount(choose_volume(&set, self.volume)?)?;
+        let volume = choose_volume(&set, self.volume)?;
+        let fs = match self.fs {
+            Some(kind) => diskimage::fs::open_fs_as_with(
+                volume.device(),
+                kind,
+                &FsOptions::default()
+                    .with_strict(self.open.strict)
+                    .with_kind(Some(kind)),
+            )?,
+            None => set.mount(volume)?,
+        };
         print_fs_warnings(fs.as_ref());
         Ok((fs, path))
+    }
+
+    /// The file system `--fs` asks for, if any.
+    pub fn fs_kind(&self) -> Option<FsKind> {
+        self.fs
     }
 
     /// Whether `--strict` was given (file systems refuse what they would

@@ -84,6 +84,9 @@ pub struct ExtractOptions {
     /// Open the file system strict: damage it would tolerate with a
     /// warning (a bad checksum) is an error instead.
     pub strict: bool,
+    /// Open the file system as this kind instead of the detected one
+    /// (see [`FsOptions::kind`]).
+    pub fs_kind: Option<diskimage_fs::FsKind>,
 }
 
 impl Default for ExtractOptions {
@@ -94,6 +97,7 @@ impl Default for ExtractOptions {
             kernel_copy: true,
             fs_metadata: true,
             strict: false,
+            fs_kind: None,
         }
     }
 }
@@ -130,6 +134,13 @@ impl ExtractOptions {
     #[must_use]
     pub fn strict(mut self, on: bool) -> Self {
         self.strict = on;
+        self
+    }
+
+    /// The file system to open instead of the detected one.
+    #[must_use]
+    pub fn fs_kind(mut self, kind: Option<diskimage_fs::FsKind>) -> Self {
+        self.fs_kind = kind;
         self
     }
 
@@ -225,7 +236,9 @@ pub fn extract(
     options: &ExtractOptions,
     observer: &dyn Observer,
 ) -> Result<Summary> {
-    let fs_options = FsOptions::default().with_strict(options.strict);
+    let fs_options = FsOptions::default()
+        .with_strict(options.strict)
+        .with_kind(options.fs_kind);
     let fs = open_fs_with(Arc::clone(device), &fs_options)?;
     let opened = fs.warnings();
     for w in &opened {

@@ -222,6 +222,7 @@ pub fn walk(
         kernel_copy: x.kernel_copy,
         fs_metadata: x.fs_metadata,
         strict: x.strict,
+        fs_kind: None,
     };
     // Every thread opens the kind the first open found, not detecting again.
     let kind = x.fs.kind();

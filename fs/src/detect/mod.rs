@@ -4,7 +4,9 @@
 //! the label lives further in, it is read from there, as blkid reads it:
 //! FAT's in the root directory (`fat`), NTFS's in the `$Volume` record
 //! (`ntfs`), exFAT's in the root directory
-//! ([`exfat::volume_label`](crate::exfat::volume_label)). A label that
+//! ([`exfat::volume_label`](crate::exfat::volume_label)), UDF's in the
+//! logical volume descriptor
+//! ([`udf::volume_identity`](crate::udf::volume_identity)). A label that
 //! cannot be read leaves the label out; it never fails detection.
 
 mod fat;
@@ -204,7 +206,8 @@ pub fn detect(device: &dyn BlockDevice) -> Result<Option<FsInfo>> {
     } else if at(&b, 0x8001, b"CD001") {
         info(FsKind::Iso9660, label(&b, 0x8000 + 40, 32), None)
     } else if (16..32).any(|s| at(&b, s * 2048 + 1, b"NSR02") || at(&b, s * 2048 + 1, b"NSR03")) {
-        info(FsKind::Udf, None, None)
+        let (label, uuid) = crate::udf::volume_identity(device).unwrap_or((None, None));
+        info(FsKind::Udf, label, uuid)
     } else {
         None
     })
