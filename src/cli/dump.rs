@@ -6,6 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use diskimage::buffer::AlignedBuf;
 use diskimage::BlockDevice;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +15,7 @@ use std::sync::{Mutex, PoisonError};
 
 use diskimage::formats::FileRange;
 
-use super::extents::{for_each_extent, for_each_piece, Piece};
+use super::extents::{for_each_extent, for_each_piece, Piece, READ_CHUNK};
 use super::{progress, CliError, OpenArgs};
 
 /// Arguments of `dump`.
@@ -46,18 +47,10 @@ pub fn run(args: &DumpArgs) -> Result<(), CliError> {
     let image = args.open.open(&args.image)?;
     let bar = progress::bytes(image.size(), "dump");
     let result = match args.output.as_deref() {
-        None => stream(
-            &image,
-            std::io::stdout().lock(),
-            Path::new("<stdout>"),
-            &bar,
-        ),
-        Some(p) if p == Path::new("-") => stream(
-            &image,
-            std::io::stdout().lock(),
-            Path::new("<stdout>"),
-            &bar,
-        ),
+        None => stream(&image, stdout_file()?, Path::new("<stdout>"), &bar),
+        Some(p) if p == Path::new("-") => {
+            stream(&image, stdout_file()?, Path::new("<stdout>"), &bar)
+        }
         Some(p) => {
             refuse_input_as_output(image.info(), p)?;
             let regular = std::fs::metadata(p).map_or(true, |m| m.is_file());
@@ -93,16 +86,40 @@ fn refuse_input_as_output(info: &diskimage::ImageInfo, out: &Path) -> Result<(),
     Ok(())
 }
 
-/// Writes every byte in order (zeros included) to a stream.
+/// Standard output as an unbuffered file (a duplicate of descriptor 1):
+/// big writes need no buffer, and the kernel copies of [`stream`] go to
+/// the same descriptor in order.
+fn stdout_file() -> Result<File, CliError> {
+    use std::os::fd::AsFd;
+    std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(File::from)
+        .map_err(|e| CliError::output(Path::new("<stdout>"), e))
+}
+
+/// Bytes of zeros written per `write` for runs the map calls zeros.
+const ZEROS: usize = 1 << 20;
+
+/// Writes every byte in order (zeros included) to a stream: a pipe, a
+/// character device, a socket or a file given as standard output. Runs
+/// stored verbatim in an image file go by `sendfile` (the kernel moves
+/// page-cache pages into a pipe, or drops them for `/dev/null`: no copy
+/// through this process); everything else is read into reused,
+/// page-aligned buffers on a reader thread and written from them.
 fn stream(
     image: &dyn BlockDevice,
-    mut out: impl Write,
+    mut out: File,
     name: &Path,
     bar: &indicatif::ProgressBar,
 ) -> Result<(), CliError> {
-    let zeros = vec![0u8; super::extents::READ_CHUNK];
+    let zeros = vec![0u8; ZEROS];
     let err = |e| CliError::output(name, e);
-    for_each_piece(image, |piece| {
+    // Cleared when the output refuses `sendfile` (a terminal, an O_APPEND
+    // file): later stored runs are read and written instead.
+    let mut kernel_copy = true;
+    let mut buf = AlignedBuf::new();
+    for_each_piece(image, true, |piece| {
         match piece {
             Piece::Data(bytes) => {
                 out.write_all(bytes).map_err(err)?;
@@ -110,9 +127,39 @@ fn stream(
             }
             Piece::Zeros(mut len) => {
                 while len > 0 {
-                    let n = usize::try_from(len).unwrap_or(zeros.len()).min(zeros.len());
-                    out.write_all(&zeros[..n]).map_err(err)?;
+                    let n = usize::try_from(len).unwrap_or(ZEROS).min(ZEROS);
+                    out.write_all(zeros.get(..n).unwrap_or_default())
+                        .map_err(err)?;
                     len -= n as u64;
+                    bar.inc(n as u64);
+                }
+            }
+            Piece::Stored { offset, len } => {
+                let end = offset + len;
+                let mut pos = offset;
+                while pos < end {
+                    if kernel_copy {
+                        if let Some(range) = image.verbatim_range(pos, end - pos) {
+                            match send(range, &out) {
+                                Ok(0) => {}
+                                Ok(n) => {
+                                    pos += n;
+                                    bar.inc(n);
+                                    continue;
+                                }
+                                // Nothing of this range went out: read it instead.
+                                Err(SendError::Refused) => kernel_copy = false,
+                                Err(SendError::Output(e)) => return Err(err(e)),
+                            }
+                        }
+                    }
+                    let n = usize::try_from(end - pos)
+                        .unwrap_or(READ_CHUNK)
+                        .min(READ_CHUNK);
+                    let chunk = buf.get(n);
+                    image.read_at(chunk, pos)?;
+                    out.write_all(chunk).map_err(err)?;
+                    pos += n as u64;
                     bar.inc(n as u64);
                 }
             }
@@ -120,6 +167,40 @@ fn stream(
         Ok(())
     })?;
     out.flush().map_err(err)
+}
+
+/// Why [`send`] stopped before copying anything.
+enum SendError {
+    /// The output does not take `sendfile` (a terminal, an O_APPEND file,
+    /// an old kernel): read and write instead.
+    Refused,
+    /// The output failed (a closed pipe, a full disk).
+    Output(std::io::Error),
+}
+
+/// Copies `range` to the current position of `out` with `sendfile`;
+/// returns how many bytes went out (0 when the input file ended early: the
+/// caller's read then reports the truncated file). A failure after some
+/// bytes went out returns the count; the next call reports it.
+fn send(range: FileRange<'_>, out: &File) -> Result<u64, SendError> {
+    let mut from = range.offset;
+    let mut done = 0;
+    while done < range.len {
+        let want = usize::try_from(range.len - done)
+            .unwrap_or(1 << 30)
+            .min(1 << 30);
+        match rustix::fs::sendfile(out, range.file, Some(&mut from), want) {
+            Ok(0) => break,
+            Ok(n) => done += n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) if done > 0 => break,
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                return Err(SendError::Refused)
+            }
+            Err(e) => return Err(SendError::Output(e.into())),
+        }
+    }
+    Ok(done)
 }
 
 /// Bytes per job of the parallel copy to a file: big enough that the
@@ -162,7 +243,7 @@ fn to_file(
     let walked = std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
-                let mut buf = Vec::new();
+                let mut buf = AlignedBuf::new();
                 loop {
                     let job = rx.lock().map(|r| r.recv());
                     let Ok(Ok((offset, len))) = job else { break };
@@ -220,7 +301,7 @@ struct Copier<'a> {
 impl Copier<'_> {
     /// Copies `len` bytes of the disk from `offset` to the same offset of
     /// the output.
-    fn copy(&self, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<(), CliError> {
+    fn copy(&self, offset: u64, len: u64, buf: &mut AlignedBuf) -> Result<(), CliError> {
         let end = offset + len;
         let mut pos = offset;
         while pos < end {
@@ -237,11 +318,11 @@ impl Copier<'_> {
             // Not stored verbatim (or the kernel declined): read up to the
             // next verbatim range, at most a buffer's worth.
             let n = usize::try_from(end - pos)
-                .unwrap_or(super::extents::READ_CHUNK)
-                .min(super::extents::READ_CHUNK);
-            buf.resize(n, 0);
-            self.image.read_at(buf, pos)?;
-            self.write_sparse(buf, pos)?;
+                .unwrap_or(READ_CHUNK)
+                .min(READ_CHUNK);
+            let chunk = buf.get(n);
+            self.image.read_at(chunk, pos)?;
+            self.write_sparse(chunk, pos)?;
             pos += n as u64;
             self.bar.inc(n as u64);
         }

@@ -13,6 +13,14 @@ use fuser::{
 };
 
 use super::{own_ids, synthetic_dir, wants_write, MountError, TTL};
+use crate::buffer::AlignedBuf;
+
+thread_local! {
+    /// Each FUSE thread's read buffer, reused for every request it answers:
+    /// page-aligned (the kernel copies into it faster) and never zero-filled
+    /// again (`read_at` fills all of it or fails).
+    static READ_BUF: std::cell::RefCell<AlignedBuf> = std::cell::RefCell::new(AlignedBuf::new());
+}
 
 /// One file of a raw mount.
 pub struct RawFile {
@@ -201,16 +209,18 @@ impl fuser::Filesystem for RawFs {
         };
         let end = dev.size().min(offset.saturating_add(u64::from(size)));
         let len = usize::try_from(end.saturating_sub(offset)).unwrap_or(0);
-        let mut buf = vec![0u8; len];
-        match dev.read_at(&mut buf, offset) {
-            Ok(()) => reply.data(&buf),
-            Err(e) => {
-                if self.log_errors {
-                    eprintln!("diskimage mount: {name}: {e}");
+        READ_BUF.with_borrow_mut(|buf| {
+            let buf = buf.get(len);
+            match dev.read_at(buf, offset) {
+                Ok(()) => reply.data(buf),
+                Err(e) => {
+                    if self.log_errors {
+                        eprintln!("diskimage mount: {name}: {e}");
+                    }
+                    reply.error(Errno::EIO);
                 }
-                reply.error(Errno::EIO);
             }
-        }
+        });
     }
 
     fn readdir(
