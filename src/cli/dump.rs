@@ -9,7 +9,7 @@ use clap::Args;
 use diskimage::buffer::AlignedBuf;
 use diskimage::BlockDevice;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Mutex, PoisonError};
 
@@ -214,8 +214,9 @@ const MAX_COPY_THREADS: usize = 4;
 /// chunks by several threads. A chunk stored verbatim in an image file
 /// ([`BlockDevice::file_range`]) is copied by the kernel
 /// (`copy_file_range`: one copy, no buffer, reflinked where the file system
-/// can); anything else is read with `read_at`, and its all-zero blocks are
-/// left as holes.
+/// can; `sendfile` where the image and the output lie on different file
+/// systems); anything else is read with `read_at` into a reused,
+/// page-aligned buffer, and its all-zero blocks are left as holes.
 fn to_file(
     image: &dyn BlockDevice,
     path: &Path,
@@ -232,7 +233,7 @@ fn to_file(
         out: &file,
         path,
         bar,
-        kernel_copy: AtomicBool::new(true),
+        kernel_copy: AtomicU8::new(COPY_FILE_RANGE),
     };
     let (tx, rx) = sync_channel::<(u64, u64)>(threads * 2);
     let rx = Mutex::new(rx);
@@ -244,13 +245,14 @@ fn to_file(
         for _ in 0..threads {
             s.spawn(|| {
                 let mut buf = AlignedBuf::new();
+                let mut own_out = None;
                 loop {
                     let job = rx.lock().map(|r| r.recv());
                     let Ok(Ok((offset, len))) = job else { break };
                     if lock(&failed).as_ref().is_some_and(|(at, _)| *at < offset) {
                         continue; // drain the queue so that the sender never blocks
                     }
-                    if let Err(e) = copier.copy(offset, len, &mut buf) {
+                    if let Err(e) = copier.copy(offset, len, &mut buf, &mut own_out) {
                         let mut first = lock(&failed);
                         if first.as_ref().is_none_or(|(at, _)| offset < *at) {
                             *first = Some((offset, e));
@@ -293,21 +295,39 @@ struct Copier<'a> {
     out: &'a File,
     path: &'a Path,
     bar: &'a indicatif::ProgressBar,
-    /// Cleared when `copy_file_range` fails once (an old kernel, a file
-    /// system pair it does not serve): every later chunk is read instead.
-    kernel_copy: AtomicBool,
+    /// How stored ranges are copied: [`COPY_FILE_RANGE`] first; [`SENDFILE`]
+    /// once that fails (the image and the output on different file
+    /// systems, an old kernel); [`READ`] once that fails too: every later
+    /// chunk is read instead.
+    kernel_copy: AtomicU8,
 }
+
+/// [`Copier::kernel_copy`]: `copy_file_range` (one copy in the kernel,
+/// a reflink where the file system can).
+const COPY_FILE_RANGE: u8 = 0;
+/// [`Copier::kernel_copy`]: `sendfile` through each thread's own handle of
+/// the output (one copy in the kernel; works across file systems).
+const SENDFILE: u8 = 1;
+/// [`Copier::kernel_copy`]: no kernel copy.
+const READ: u8 = 2;
 
 impl Copier<'_> {
     /// Copies `len` bytes of the disk from `offset` to the same offset of
-    /// the output.
-    fn copy(&self, offset: u64, len: u64, buf: &mut AlignedBuf) -> Result<(), CliError> {
+    /// the output. `buf` is the thread's read buffer, `own_out` its own
+    /// handle of the output for `sendfile` (opened on first use).
+    fn copy(
+        &self,
+        offset: u64,
+        len: u64,
+        buf: &mut AlignedBuf,
+        own_out: &mut Option<File>,
+    ) -> Result<(), CliError> {
         let end = offset + len;
         let mut pos = offset;
         while pos < end {
-            if self.kernel_copy.load(Ordering::Relaxed) {
+            if self.kernel_copy.load(Ordering::Relaxed) != READ {
                 if let Some(range) = self.image.file_range(pos, end - pos) {
-                    let n = self.kernel_copy(range, pos);
+                    let n = self.kernel_copy(range, pos, own_out);
                     if n > 0 {
                         pos += n;
                         self.bar.inc(n);
@@ -332,30 +352,69 @@ impl Copier<'_> {
     /// Copies `range` to byte `at` of the output in the kernel; returns how
     /// many bytes it copied (0 when it could not: the caller reads instead,
     /// so a truncated or unreadable input still gets the reader's typed error).
-    fn kernel_copy(&self, range: FileRange<'_>, at: u64) -> u64 {
+    fn kernel_copy(&self, range: FileRange<'_>, at: u64, own_out: &mut Option<File>) -> u64 {
         let mut from = range.offset;
         let mut to = at;
         let mut done = 0;
-        while done < range.len {
-            let want = usize::try_from(range.len - done)
-                .unwrap_or(1 << 30)
-                .min(1 << 30);
-            match rustix::fs::copy_file_range(
-                range.file,
-                Some(&mut from),
-                self.out,
-                Some(&mut to),
-                want,
-            ) {
-                Ok(0) => break,
-                Ok(n) => done += n as u64,
-                Err(_) => {
-                    self.kernel_copy.store(false, Ordering::Relaxed);
-                    break;
+        if self.kernel_copy.load(Ordering::Relaxed) == COPY_FILE_RANGE {
+            while done < range.len {
+                let want = usize::try_from(range.len - done)
+                    .unwrap_or(1 << 30)
+                    .min(1 << 30);
+                match rustix::fs::copy_file_range(
+                    range.file,
+                    Some(&mut from),
+                    self.out,
+                    Some(&mut to),
+                    want,
+                ) {
+                    Ok(0) => return done,
+                    Ok(n) => done += n as u64,
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(_) if done > 0 => return done,
+                    Err(_) => {
+                        self.kernel_copy.store(SENDFILE, Ordering::Relaxed);
+                        break;
+                    }
                 }
             }
+            if done > 0 {
+                return done;
+            }
         }
-        done
+        if self.kernel_copy.load(Ordering::Relaxed) != SENDFILE {
+            return 0;
+        }
+        // `sendfile` writes at the output handle's position: each thread
+        // seeks a handle of its own (a new open of the same file, since a
+        // duplicated descriptor would share one position between threads).
+        if own_out.is_none() {
+            use std::os::fd::AsRawFd;
+            let proc_path = format!("/proc/self/fd/{}", self.out.as_raw_fd());
+            *own_out = std::fs::OpenOptions::new().write(true).open(proc_path).ok();
+        }
+        let sent = own_out.as_mut().and_then(|out| {
+            use std::io::{Seek, SeekFrom};
+            out.seek(SeekFrom::Start(at)).ok()?;
+            let mut done = 0;
+            while done < range.len {
+                let want = usize::try_from(range.len - done)
+                    .unwrap_or(1 << 30)
+                    .min(1 << 30);
+                match rustix::fs::sendfile(&*out, range.file, Some(&mut from), want) {
+                    Ok(0) => break,
+                    Ok(n) => done += n as u64,
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(_) if done > 0 => break,
+                    Err(_) => return None,
+                }
+            }
+            Some(done)
+        });
+        sent.unwrap_or_else(|| {
+            self.kernel_copy.store(READ, Ordering::Relaxed);
+            0
+        })
     }
 
     /// Writes runs of non-zero blocks of `bytes` (disk offset `offset`) in
