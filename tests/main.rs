@@ -21,6 +21,8 @@
 //! - `qcow2`: QCOW2 images against qemu-img convert and qemu-img map; one-field changes.
 //! - `schemes`: BSD disklabels, APM, Sun/SGI/Atari labels, UDF on 4K blocks, a short fixed VHD
 //!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
+//! - `read_paths`: `dump` to pipes, files, appended files and across file systems, and `hash`,
+//!   on every container fixture with a recorded digest.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -40,6 +42,7 @@ mod mount;
 mod ntfs;
 mod os;
 mod qcow2;
+mod read_paths;
 mod regression;
 mod schemes;
 mod truncated;
