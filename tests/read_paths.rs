@@ -61,7 +61,9 @@ fn dump_to_pipes_files_and_appended_files_and_hash_match_qemu_img() {
     let work = tempfile::tempdir().expect("tempdir");
     let other = other_fs_dir(work.path());
     if other.is_none() {
-        eprintln!("note: no second file system (/dev/shm): dump -o across file systems not covered");
+        eprintln!(
+            "note: no second file system (/dev/shm): dump -o across file systems not covered"
+        );
     }
     let mut unpacked = std::collections::BTreeSet::new();
     for (topic, image, size, sha) in cases() {
@@ -109,8 +111,15 @@ fn dump_to_pipes_files_and_appended_files_and_hash_match_qemu_img() {
         if let Some(other) = &other {
             let out = other.path().join("out.raw");
             let o = out.to_str().expect("utf-8 path");
-            assert!(run(&["dump", img, "-o", o], Stdio::null()).success(), "{name}");
-            assert_eq!(sha256_file(&out), sha, "{name}: dump -o across file systems");
+            assert!(
+                run(&["dump", img, "-o", o], Stdio::null()).success(),
+                "{name}"
+            );
+            assert_eq!(
+                sha256_file(&out),
+                sha,
+                "{name}: dump -o across file systems"
+            );
             std::fs::remove_file(&out).expect("remove");
         }
 

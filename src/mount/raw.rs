@@ -11,8 +11,9 @@ use std::time::SystemTime;
 
 use diskimage_formats::BlockDevice;
 use fuser::{
-    BackingId, Errno, InitFlags, KernelConfig, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags, ReplyAttr,
-    ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    BackingId, Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry,
+    ReplyOpen, ReplyStatfs, Request,
 };
 
 use super::{own_ids, synthetic_dir, wants_write, MountError, TTL};
@@ -177,7 +178,13 @@ pub(super) fn widen_read_ahead(mountpoint: &std::path::Path) {
     let dev = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.dev());
     let (Some(mounted), Some(parent)) = (
         dev(mountpoint),
-        mountpoint.parent().and_then(|p| dev(if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p })),
+        mountpoint.parent().and_then(|p| {
+            dev(if p.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                p
+            })
+        }),
     ) else {
         return;
     };
@@ -206,9 +213,7 @@ impl fuser::Filesystem for RawFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Backing files may lie on a stacked file system (overlayfs) of
         // their own; this mount is then not stackable again.
-        self.passthrough = config
-            .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
-            .is_ok()
+        self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok();
         Ok(())
     }
