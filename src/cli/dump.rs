@@ -206,6 +206,11 @@ fn send(range: FileRange<'_>, out: &File) -> Result<u64, SendError> {
 /// Bytes per job of the parallel copy to a file: big enough that the
 /// per-job overhead vanishes, small enough to spread a disk over threads.
 const COPY_CHUNK: u64 = 8 << 20;
+/// Bytes a copy thread reads, scans for zeros and writes at a time: small
+/// enough that the three passes over them stay in the core's cache (with
+/// 4 MiB the read, scan and write each went to memory, and `dump -o` of a
+/// raw disk took 1.4x the CPU of `cp --sparse=always`).
+const COPY_READ: usize = 256 << 10;
 /// At most this many threads copy at once.
 const MAX_COPY_THREADS: usize = 4;
 
@@ -338,8 +343,8 @@ impl Copier<'_> {
             // Not stored verbatim (or the kernel declined): read up to the
             // next verbatim range, at most a buffer's worth.
             let n = usize::try_from(end - pos)
-                .unwrap_or(READ_CHUNK)
-                .min(READ_CHUNK);
+                .unwrap_or(COPY_READ)
+                .min(COPY_READ);
             let chunk = buf.get(n);
             self.image.read_at(chunk, pos)?;
             self.write_sparse(chunk, pos)?;
