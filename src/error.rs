@@ -304,11 +304,12 @@ impl Error {
     }
 
     /// The typed detail with expected and actual values: this error's own,
-    /// or that of the container error it comes from.
+    /// or that of the container or file-system error it comes from.
     pub fn detail(&self) -> Option<&Detail> {
         match (&self.0.detail, &self.0.source) {
             (Some(d), _) => Some(d),
             (None, Some(Source::Format(e))) => Some(e.detail()),
+            (None, Some(Source::Fs(e))) => e.detail(),
             _ => None,
         }
     }
@@ -407,5 +408,33 @@ mod tests {
             "GPT: limit exceeded at 0x200 on disk 1: partition entries is 4294967296, more than the limit of 65536"
         );
         assert_eq!(e.kind(), ErrorKind::LimitExceeded);
+    }
+
+    #[test]
+    fn a_file_systems_typed_detail_is_kept() {
+        let fs = diskimage_fs::Error::damaged(
+            diskimage_fs::FsName::Ext,
+            Some("/a"),
+            Detail::Checksum {
+                what: "inode",
+                stored: 1,
+                computed: 2,
+            },
+        )
+        .at(0x400);
+        let e = Error::from(fs);
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(matches!(
+            e.detail(),
+            Some(Detail::Checksum {
+                what: "inode",
+                stored: 1,
+                computed: 2
+            })
+        ));
+        assert_eq!(
+            e.to_string(),
+            "ext: corrupt /a at 0x400: inode checksum: stored 0x1, computed 0x2"
+        );
     }
 }

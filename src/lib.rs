@@ -69,6 +69,8 @@ pub mod buffer;
 pub mod diskset;
 pub mod error;
 pub mod extract;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod fuzzing;
 #[cfg(all(feature = "fuse", unix))]
 pub mod mount;

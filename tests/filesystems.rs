@@ -868,7 +868,7 @@ fn exfat_damaged_boot_region_uses_the_backup_then_fails_typed() {
     assert_eq!(e.kind(), diskimage::fs::ErrorKind::Corrupt);
     assert!(
         e.to_string()
-            .contains("exFAT: corrupt at 0x1600: boot checksum"),
+            .contains("exFAT: corrupt at 0x1600: boot region checksum: stored 0x"),
         "{e}"
     );
     // Through the CLI: one line, no panic.

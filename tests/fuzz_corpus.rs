@@ -95,7 +95,7 @@ fn vmdk_structured_seeds_are_vmdks_that_qemu_img_reads_as_their_recipe() {
     // so the files must first be shown to be VMDKs by another reader: every
     // well-formed seed, converted to raw by qemu-img, is the disk its recipe
     // describes. Then every seed goes through the target's body.
-    use diskimage::formats::vmdk::fuzz_input::{
+    use diskimage::formats::fuzzing::vmdk_input::{
         check_fuzz_input, expand_fuzz_input, DAMAGED_GD, DESCRIPTOR, STREAM,
     };
     let root = crate::common::repo();

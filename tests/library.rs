@@ -466,7 +466,7 @@ fn strict_reaches_file_systems_through_the_cli_and_the_engine() {
         let o = diskimage(&args);
         assert_eq!(o.status.code(), Some(1), "{args:?}");
         assert!(
-            String::from_utf8_lossy(&o.stderr).contains("(strict)"),
+            String::from_utf8_lossy(&o.stderr).contains("checksum: stored 0x"),
             "{args:?}: {}",
             String::from_utf8_lossy(&o.stderr)
         );

@@ -23,6 +23,7 @@
 //!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
 //! - `read_paths`: `dump` to pipes, files, appended files and across file systems, and `hash`,
 //!   on every container fixture with a recorded digest.
+//! - `write`: create, child, write, convert and commit against qemu-img, libvmdk and the corpus.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 
 mod cli;
@@ -48,3 +49,4 @@ mod schemes;
 mod truncated;
 mod vm;
 mod volumes;
+mod write;

@@ -228,6 +228,7 @@ impl<'a> OpenContext<'a> {
 
 /// Whether a path from an image's metadata is absolute on Unix or Windows
 /// (`/x`, `C:\x`, `C:/x`, `\\server\share`, `\x`).
+#[doc(hidden)]
 pub fn is_absolute_anywhere(p: &str) -> bool {
     let b = p.as_bytes();
     p.starts_with('/')

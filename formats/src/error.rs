@@ -254,6 +254,75 @@ pub enum Detail {
     Io(#[source] std::io::Error),
 }
 
+/// A copy; an [`Io`](Detail::Io) detail is copied as an error of the same
+/// `io::ErrorKind` and text (`io::Error` itself is not `Clone`).
+impl Clone for Detail {
+    fn clone(&self) -> Self {
+        match self {
+            Detail::BadSignature {
+                what,
+                expected,
+                found,
+            } => Detail::BadSignature {
+                what,
+                expected: expected.clone(),
+                found: found.clone(),
+            },
+            Detail::Checksum {
+                what,
+                stored,
+                computed,
+            } => Detail::Checksum {
+                what,
+                stored: *stored,
+                computed: *computed,
+            },
+            Detail::BadValue {
+                field,
+                value,
+                expected,
+            } => Detail::BadValue {
+                field,
+                value: *value,
+                expected: expected.clone(),
+            },
+            Detail::Truncated {
+                what,
+                needed,
+                available,
+            } => Detail::Truncated {
+                what: what.clone(),
+                needed: *needed,
+                available: *available,
+            },
+            Detail::OutOfRange {
+                what,
+                offset,
+                len,
+                size,
+            } => Detail::OutOfRange {
+                what,
+                offset: *offset,
+                len: *len,
+                size: *size,
+            },
+            Detail::Limit { what, value, limit } => Detail::Limit {
+                what,
+                value: *value,
+                limit: *limit,
+            },
+            Detail::Missing { what, tried } => Detail::Missing {
+                what: what.clone(),
+                tried: tried.clone(),
+            },
+            Detail::Unrecognised { seen } => Detail::Unrecognised { seen: seen.clone() },
+            Detail::Unsupported(s) => Detail::Unsupported(s.clone()),
+            Detail::Invalid(s) => Detail::Invalid(s.clone()),
+            Detail::Io(e) => Detail::Io(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
+
 fn tried_list(tried: &[PathBuf]) -> String {
     if tried.is_empty() {
         return "nothing".to_owned();
@@ -288,12 +357,14 @@ impl Error {
     }
 
     /// A [`ErrorKind::Corrupt`] error.
+    #[doc(hidden)]
     pub fn corrupt(format: Format, detail: Detail) -> Self {
         Self::new(ErrorKind::Corrupt, format, detail)
     }
 
     /// A [`ErrorKind::Corrupt`] error for a header or table field whose
     /// `value` is not what `expected` says it must be.
+    #[doc(hidden)]
     pub fn bad_value(
         format: Format,
         field: &'static str,
@@ -311,6 +382,7 @@ impl Error {
     }
 
     /// A [`ErrorKind::Unsupported`] error with a sentence saying what is not supported.
+    #[doc(hidden)]
     pub fn unsupported(format: Format, what: impl Into<String>) -> Self {
         Self::new(
             ErrorKind::Unsupported,
@@ -320,11 +392,13 @@ impl Error {
     }
 
     /// A [`ErrorKind::NotThisFormat`] error.
+    #[doc(hidden)]
     pub fn not_this_format(format: Format, detail: Detail) -> Self {
         Self::new(ErrorKind::NotThisFormat, format, detail)
     }
 
     /// A [`ErrorKind::LimitExceeded`] error.
+    #[doc(hidden)]
     pub fn limit(format: Format, what: &'static str, value: u64, limit: u64) -> Self {
         Self::new(
             ErrorKind::LimitExceeded,
@@ -336,6 +410,7 @@ impl Error {
     /// `Ok(())` when `value` is at most `limit`, else the
     /// [`ErrorKind::LimitExceeded`] error [`Error::limit`] makes: the one
     /// check every "table size / capacity within a cap" test uses.
+    #[doc(hidden)]
     pub fn ensure_at_most(
         format: Format,
         what: &'static str,
@@ -349,6 +424,7 @@ impl Error {
     }
 
     /// A [`ErrorKind::OutOfBounds`] error for a read of `len` bytes at `offset` from something of `size` bytes.
+    #[doc(hidden)]
     pub fn out_of_range(
         format: Format,
         what: &'static str,
@@ -370,6 +446,7 @@ impl Error {
     }
 
     /// A [`ErrorKind::MissingFile`] error listing every path that was tried.
+    #[doc(hidden)]
     pub fn missing(format: Format, what: impl Into<String>, tried: Vec<PathBuf>) -> Self {
         Self::new(
             ErrorKind::MissingFile,
@@ -460,6 +537,7 @@ impl std::error::Error for Error {
 }
 
 /// Renders up to 16 bytes as hex for error messages ("4b 44 4d 56 ...").
+#[doc(hidden)]
 pub fn hex_preview(bytes: &[u8]) -> String {
     let mut out = bytes
         .iter()

@@ -29,22 +29,30 @@
 
 pub mod block_device;
 pub mod budget;
+// Workspace-internal helpers, shared with `diskimage-fs` and the facade;
+// hidden from the docs and not part of the public API.
+#[doc(hidden)]
 pub mod bytes;
 pub mod cd_raw;
 pub mod context;
+#[doc(hidden)]
 pub mod crc32c;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod guid;
 pub mod image;
 pub mod image_file;
 pub mod iso;
+#[doc(hidden)]
 pub mod layout;
 mod mmap;
 pub mod options;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;
+#[doc(hidden)]
 pub mod time;
 pub mod vhd;
 pub mod vhdx;

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+pub use diskimage_formats::Detail;
+
 /// A specialised `Result` for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -122,7 +124,7 @@ pub enum Error {
         source: Option<BoxedError>,
     },
     /// The file system contradicts itself.
-    #[error("{fs}: corrupt{}: {what}", at(path, offset))]
+    #[error("{fs}: corrupt{}: {detail}", at(path, offset))]
     Corrupt {
         /// The reader.
         fs: FsName,
@@ -130,8 +132,10 @@ pub enum Error {
         path: Option<String>,
         /// The byte offset on the volume, where known.
         offset: Option<u64>,
-        /// What is wrong.
-        what: String,
+        /// What is wrong: expected and found values where there are any
+        /// ([`Detail::Checksum`], [`Detail::BadSignature`], [`Detail::BadValue`]),
+        /// else [`Detail::Invalid`] in words.
+        detail: Box<Detail>,
         /// The error of the crate underneath.
         #[source]
         source: Option<BoxedError>,
@@ -164,14 +168,30 @@ impl Error {
         }
     }
 
-    /// A corrupt-file-system error at `path`.
+    /// A corrupt-file-system error at `path`, described in words.
     pub fn corrupt(fs: FsName, path: Option<&str>, what: impl Into<String>) -> Self {
+        Error::damaged(fs, path, Detail::Invalid(what.into()))
+    }
+
+    /// A corrupt-file-system error at `path` with typed detail (a checksum's
+    /// stored and computed values, a signature expected and found ...).
+    pub fn damaged(fs: FsName, path: Option<&str>, detail: Detail) -> Self {
         Error::Corrupt {
             fs,
             path: path.map(str::to_string),
             offset: None,
-            what: what.into(),
+            detail: Box::new(detail),
             source: None,
+        }
+    }
+
+    /// The typed detail of a [`Corrupt`](Error::Corrupt) error, or of the
+    /// device error underneath.
+    pub fn detail(&self) -> Option<&Detail> {
+        match self {
+            Error::Corrupt { detail, .. } => Some(detail),
+            Error::Device(e) => Some(e.detail()),
+            _ => None,
         }
     }
 
@@ -274,7 +294,7 @@ impl Error {
             fs,
             path: Some(path.to_string()),
             offset: None,
-            what: format!("read failed: {e}"),
+            detail: Box::new(Detail::Invalid(format!("read failed: {e}"))),
             source: Some(Box::new(e)),
         }
     }

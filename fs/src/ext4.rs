@@ -47,6 +47,7 @@ use crate::file_system::{
     Visited,
 };
 use crate::options::FsOptions;
+use crate::runs::{self, DataRun, RunReader};
 use crate::FsKind;
 
 mod blocks;
@@ -54,7 +55,6 @@ mod checksum;
 mod dir;
 mod inode;
 pub mod journal;
-mod reader;
 mod superblock;
 mod xattr;
 
@@ -309,11 +309,10 @@ fn open_inode(table: &InodeTable, i: &inode::Inode, path: &str) -> Result<Box<dy
     if i.flags & INLINE_DATA_FL != 0 {
         return Ok(Box::new(std::io::Cursor::new(table.inline_data(i, path)?)));
     }
-    let runs = table.runs(i, path)?;
-    Ok(Box::new(reader::RunReader::new(
+    let runs = byte_runs(&table.runs(i, path)?, table.block_size());
+    Ok(Box::new(RunReader::new(
         table.device().clone(),
         runs,
-        table.block_size(),
         i.size,
     )))
 }
@@ -354,7 +353,7 @@ impl Visited for ExtVisited<'_> {
             return None;
         }
         let runs = self.table.runs(i, "").ok()?;
-        let out = stored_runs(&runs, self.table.block_size(), i.size)?;
+        let out = runs::stored_runs(&byte_runs(&runs, self.table.block_size()), i.size)?;
         // Replayed blocks are not where the volume underneath stores them.
         let replayed = self.fs.replayed.as_ref();
         (!out
@@ -364,28 +363,14 @@ impl Visited for ExtVisited<'_> {
     }
 }
 
-/// The runs of `size` bytes mapped block by block by `runs` (sorted by
-/// file block), when they follow each other from block 0 and are all
-/// stored; `None` on a hole, an unwritten extent or an overlap.
-fn stored_runs(runs: &[blocks::Run], block_size: u64, size: u64) -> Option<Vec<StoredRun>> {
-    let mut out = Vec::new();
-    let mut done = 0u64;
-    for r in runs {
-        if done >= size {
-            break;
-        }
-        if r.logical.checked_mul(block_size)? != done {
-            return None;
-        }
-        let len = r.len.checked_mul(block_size)?.min(size - done);
-        if len == 0 {
-            return None;
-        }
-        out.push(StoredRun {
-            at: r.physical?.checked_mul(block_size)?,
-            len,
-        });
-        done += len;
-    }
-    (done == size).then_some(out)
+/// Block runs in bytes (a volume offset that overflows stays out of
+/// range, so that reading it fails rather than reads zeros).
+fn byte_runs(runs: &[blocks::Run], block_size: u64) -> Vec<DataRun> {
+    runs.iter()
+        .map(|r| DataRun {
+            file_offset: r.logical.saturating_mul(block_size),
+            len: r.len.saturating_mul(block_size),
+            at: r.physical.map(|p| p.saturating_mul(block_size)),
+        })
+        .collect()
 }

@@ -283,7 +283,7 @@ fn io_err(path: &str, e: io::Error) -> Error {
             fs: FS,
             path: Some(path.to_string()),
             offset: None,
-            what: e.to_string(),
+            detail: Box::new(crate::error::Detail::Invalid(e.to_string())),
             source: Some(Box::new(e)),
         },
     }

@@ -36,13 +36,16 @@ pub mod exfat;
 pub mod ext4;
 pub mod fat;
 pub mod file_system;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod iso9660;
 pub mod ntfs;
 pub mod options;
+pub mod runs;
 
 pub use detect::{detect, FsInfo, FsKind};
-pub use error::{Error, ErrorKind, FsName, Result};
+pub use error::{Detail, Error, ErrorKind, FsName, Result};
 pub use file_system::{
     DirEntry, FileReader, FileSystem, FileType, Metadata, PathEntry, StoredRun, Timestamp, VisitFn,
     Visited,

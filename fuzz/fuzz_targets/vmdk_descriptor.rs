@@ -13,7 +13,7 @@ const BASE: &[u8] =
     b"# Disk DescriptorFile\nCID=1\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 128 FLAT \"flat.vmdk\" 0\n";
 
 fuzz_target!(|data: &[u8]| {
-    let _ = diskimage_formats::vmdk::descriptor::Descriptor::parse(data);
+    diskimage_formats::fuzzing::parse_vmdk_descriptor(data);
     let flat: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
     exercise_files(&[
         (PathBuf::from("d.vmdk"), data.to_vec()),

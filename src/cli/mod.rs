@@ -7,6 +7,9 @@ use clap::{Args, Parser, Subcommand};
 use diskimage::{Format, OpenOptions};
 
 mod cat;
+mod commit;
+mod convert;
+mod create;
 mod dump;
 mod error;
 mod extents;
@@ -23,6 +26,7 @@ mod select;
 mod timeline;
 mod vm;
 mod volumes;
+mod write;
 
 pub use error::CliError;
 
@@ -61,6 +65,14 @@ enum Command {
     /// Mount a volume's files (or, with --raw, the disks and volumes) read-only through FUSE.
     #[cfg(all(feature = "fuse", unix))]
     Mount(mount::MountArgs),
+    /// Create an empty image, or with --parent a child (delta) of one.
+    Create(create::CreateArgs),
+    /// Write bytes from a file or stdin into an image at a byte offset.
+    Write(write::WriteArgs),
+    /// Copy a disk, VM disk or volume into a new image of any writable format.
+    Convert(convert::ConvertArgs),
+    /// Merge a child (delta) into its parent.
+    Commit(commit::CommitArgs),
 }
 
 /// How images are opened; every command that opens images takes these.
@@ -140,6 +152,10 @@ pub fn main() -> ExitCode {
         Command::Vm(a) => vm::run(&a),
         #[cfg(all(feature = "fuse", unix))]
         Command::Mount(a) => mount::run(&a),
+        Command::Create(a) => create::run(&a),
+        Command::Write(a) => write::run(&a),
+        Command::Convert(a) => convert::run(&a),
+        Command::Commit(a) => commit::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,7 +14,9 @@
 
 use std::collections::HashSet;
 
+use binrw::BinRead;
 use diskimage_formats::bytes::{has_at, le_u32};
+use diskimage_formats::layout::{self, Layout};
 use diskimage_formats::BlockDevice;
 use diskimage_fs::FsKind;
 
@@ -37,28 +39,33 @@ pub const TYPE_GPT_PROTECTIVE: u8 = 0xEE;
 /// fewer in practice; a longer chain is refused as a limit).
 pub const MAX_LOGICAL_PARTITIONS: usize = 256;
 
-/// One 16-byte MBR/EBR entry (raw, as stored).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// One 16-byte MBR/EBR entry, as stored (the CHS addresses are skipped:
+/// LBAs are what every current system uses).
+#[derive(BinRead, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[br(little)]
 pub(crate) struct MbrEntry {
     /// Boot indicator: 0x80 active, 0x00 inactive.
     pub status: u8,
-    /// Partition type.
+    /// Partition type (after the 3-byte CHS address of the first sector).
+    #[br(pad_before = 3)]
     pub partition_type: u8,
-    /// First sector, LBA.
+    /// First sector, LBA (after the 3-byte CHS address of the last sector).
+    #[br(pad_before = 3)]
     pub lba_start: u32,
     /// Number of sectors.
     pub num_sectors: u32,
 }
 
+impl Layout for MbrEntry {
+    const SIZE: usize = ENTRY_SIZE;
+    const NAME: &'static str = "MBR partition entry";
+}
+
 impl MbrEntry {
+    /// Entry `index` (0..4) of a table sector; an empty entry when the
+    /// sector is short.
     fn parse(sector: &[u8], index: usize) -> MbrEntry {
-        let off = ENTRIES_OFFSET + index * ENTRY_SIZE;
-        MbrEntry {
-            status: sector.get(off).copied().unwrap_or(0),
-            partition_type: sector.get(off + 4).copied().unwrap_or(0),
-            lba_start: le_u32(sector, off + 8).unwrap_or(0),
-            num_sectors: le_u32(sector, off + 12).unwrap_or(0),
-        }
+        layout::read_at(sector, ENTRIES_OFFSET + index * ENTRY_SIZE).unwrap_or_default()
     }
 
     fn is_empty(&self) -> bool {
@@ -357,6 +364,20 @@ mod tests {
         b[off + 4] = ty;
         b[off + 8..off + 12].copy_from_slice(&start.to_le_bytes());
         b[off + 12..off + 16].copy_from_slice(&count.to_le_bytes());
+    }
+
+    #[test]
+    fn entry_declaration_reads_sixteen_bytes_as_the_layout_says() {
+        assert_eq!(layout::declared_len::<MbrEntry>(), Some(ENTRY_SIZE as u64));
+        let mut b = vec![0u8; 512];
+        b[ENTRIES_OFFSET + ENTRY_SIZE] = 0x80;
+        entry(&mut b, 0, 1, 0x83, 2048, 4096);
+        let e = MbrEntry::parse(&b, 1);
+        assert_eq!(
+            (e.status, e.partition_type, e.lba_start, e.num_sectors),
+            (0x80, 0x83, 2048, 4096)
+        );
+        assert_eq!(MbrEntry::parse(&b[..100], 0), MbrEntry::default());
     }
 
     fn sig(b: &mut [u8], base: usize) {

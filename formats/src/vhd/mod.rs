@@ -2,13 +2,13 @@
 //! qemu `vpc`): fixed, dynamic and differencing disks, read-only.
 //!
 //! Layout ("Virtual Hard Disk Image Format Specification"): a 512-byte
-//! [footer] at the end of the file (511 bytes in old Virtual PC
+//! footer at the end of the file (511 bytes in old Virtual PC
 //! files), copied at offset 0 of dynamic and differencing disks; a fixed
 //! disk's data precedes the footer. A dynamic disk has a
-//! [dynamic header](dynamic_header) at the footer's data offset, a
-//! [BAT](bat) of block offsets, and a sector bitmap before each block's
+//! dynamic header at the footer's data offset, a
+//! BAT of block offsets, and a sector bitmap before each block's
 //! data. A differencing disk is a dynamic disk whose absent sectors come
-//! from a parent, found through its [parent locators](parent_locator).
+//! from a parent, found through its parent locators.
 //!
 //! Tolerated damage (a warning; [`OpenOptions::strict`](crate::OpenOptions::strict)
 //! refuses): a footer or dynamic-header checksum mismatch, an end-of-file
@@ -19,10 +19,10 @@
 //! it; `info` also shows the CHS geometry and the size it describes, which
 //! qemu uses for images written by Virtual PC.
 
-pub mod bat;
-pub mod dynamic_header;
-pub mod footer;
-pub mod parent_locator;
+pub(crate) mod bat;
+pub(crate) mod dynamic_header;
+pub(crate) mod footer;
+pub(crate) mod parent_locator;
 
 use std::path::Path;
 use std::sync::Arc;

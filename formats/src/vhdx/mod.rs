@@ -18,7 +18,6 @@
 pub(crate) mod bat;
 pub(crate) mod fields;
 pub(crate) mod file_view;
-mod fuzz_input;
 pub(crate) mod header;
 pub(crate) mod log;
 pub(crate) mod metadata;
@@ -39,10 +38,6 @@ use crate::image_file::ImageFile;
 
 use bat::{Bat, BlockState, Geometry};
 use file_view::FileView;
-
-pub use fuzz_input::{
-    expand_fuzz_input, DEFAULT_FILE_MIB, FIX_CHECKSUMS, MAX_FILE_MIB, MIN_FILE_MIB,
-};
 
 /// How many blocks' sector bitmaps are kept in memory (each at most 64 KiB).
 pub const MAX_CACHED_BITMAPS: usize = 4096;

@@ -23,6 +23,7 @@ pub const NO_PARENT_CID: u32 = 0xffff_ffff;
 
 /// The access word of an extent line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // the descriptor's own words: RW, RDONLY, NOACCESS
 pub enum Access {
     /// `RW`: read and write.
     ReadWrite,
@@ -163,20 +164,6 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
-    /// Whether the descriptor names a parent (a delta/snapshot disk).
-    pub fn has_parent(&self) -> bool {
-        self.parent_file_name_hint
-            .as_deref()
-            .is_some_and(|h| !h.trim().is_empty())
-    }
-
-    /// The disk size the extent lines add up to, in sectors.
-    pub fn total_sectors(&self) -> Option<u64> {
-        self.extents
-            .iter()
-            .try_fold(0u64, |acc, e| acc.checked_add(e.sectors))
-    }
-
     /// Parses descriptor text. `what` names it in errors ("descriptor file").
     pub fn parse(text: &[u8]) -> Result<Self> {
         // An embedded descriptor is padded with NULs to whole sectors.
@@ -337,13 +324,13 @@ mod tests {
         assert_eq!(d.cid, Some(0x8f67_ca74));
         assert_eq!(d.parent_cid, Some(0x0172_e8a4));
         assert_eq!(d.create_type.as_deref(), Some("vmfsSparse"));
-        assert!(d.has_parent());
+        assert!(d.parent_file_name_hint.is_some());
         assert_eq!(d.extents.len(), 3);
         assert_eq!(d.extents[1].file, "a b.vmdk");
         assert_eq!(d.extents[1].offset, 7);
         assert_eq!(d.extents[1].access, Access::ReadOnly);
         assert_eq!(d.extents[2].kind, ExtentType::Zero);
-        assert_eq!(d.total_sectors(), Some(4201));
+        assert_eq!(d.extents.iter().map(|e| e.sectors).sum::<u64>(), 4201);
         assert_eq!(d.ddb[0], ("ddb.uuid".into(), "60 00".into()));
         assert_eq!(d.extents[1].to_string(), "RDONLY 100 FLAT \"a b.vmdk\" 7");
     }

@@ -14,22 +14,22 @@
 //! | vmfsRaw, vmfsRDM, NOACCESS extents | — | opens; reading them is an "unsupported" error |
 //! | vsanSparse | — | "unsupported" error |
 //!
-//! Module layout: [`descriptor`] (text), `sparse_header` (`KDMV`),
+//! Module layout: `descriptor` (text), `sparse_header` (`KDMV`),
 //! `grain_table` (directory, tables, cache), `stream` (footer, markers,
 //! inflate), `sesparse`, `cowd`, `extent` (per-extent read and map), `chain`
-//! (parents and [`dependencies`]), [`fuzz_input`] (the structure-aware fuzz
-//! target's recipes).
+//! (parents and [`dependencies`]).
 
-pub mod descriptor;
-pub mod fuzz_input;
+pub(crate) mod descriptor;
 
 mod chain;
 mod cowd;
 mod extent;
 mod grain_table;
 mod sesparse;
-mod sparse_header;
+pub(crate) mod sparse_header;
 mod stream;
+mod stream_writer;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

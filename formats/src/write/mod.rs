@@ -9,6 +9,11 @@
 //! Each format's writer follows that format's own ordering rules so that a
 //! crash leaves an image every reader opens (see the format modules).
 
+pub mod commit;
+pub mod convert;
+pub(crate) mod file;
+pub mod raw;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -166,16 +171,48 @@ impl CreateOptions {
 }
 
 /// Creates the image `path` as `options` say (VixDiskLib_Create,
-/// VixDiskLib_CreateChild, CreateVirtualDisk).
+/// VixDiskLib_CreateChild, CreateVirtualDisk). The files appear only when
+/// complete (written in a staging folder beside `path`, then renamed); an
+/// existing file is replaced only with [`CreateOptions::force`].
 pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
-    Err(not_written(options.format).in_file(path))
+    match options.format {
+        Format::Raw => raw::create(path, options),
+        Format::Vmdk => crate::vmdk::writer::create(path, options),
+        other => Err(not_written(other).in_file(path)),
+    }
+}
+
+/// Creates `child` as a delta (differencing disk) of `parent`, which is
+/// only read: [`create`] with [`CreateOptions::parent`] set.
+pub fn create_child(child: &Path, parent: &Path, options: &CreateOptions) -> Result<()> {
+    create(child, &options.clone().parent(Some(parent.to_path_buf())))
 }
 
 /// Opens the top image of `path` for writing (its parents, if any, are
 /// opened read-only underneath).
 pub fn open_writable(path: &Path, options: &OpenOptions) -> Result<Box<dyn WritableDevice>> {
-    let _ = options;
-    Err(not_written(Format::Probe).in_file(path))
+    let format = match options.format {
+        Some(f) => f,
+        None => crate::probe::open(path, &options.clone().no_parents(true))?.format(),
+    };
+    match format {
+        Format::Raw | Format::SplitRaw => Ok(Box::new(raw::open_writable(path, options)?)),
+        Format::Vmdk => Ok(Box::new(crate::vmdk::writer::open_writable(path, options)?)),
+        other => Err(not_written(other).in_file(path)),
+    }
+}
+
+/// The format `path`'s extension names (`.vmdk`, `.vhd`, `.vhdx`, `.img`/
+/// `.raw`/`.dd`/`.bin`), for a create or convert that names none.
+pub fn format_from_extension(path: &Path) -> Option<Format> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    match ext.as_str() {
+        "vmdk" => Some(Format::Vmdk),
+        "vhd" => Some(Format::Vhd),
+        "vhdx" => Some(Format::Vhdx),
+        "img" | "raw" | "dd" | "bin" => Some(Format::Raw),
+        _ => None,
+    }
 }
 
 /// The error for a format this library does not write.

@@ -8,11 +8,13 @@
 //! contents"). The main region is tried first; when it fails, the backup;
 //! when both fail, the main region's error is returned.
 
-use diskimage_formats::bytes::{le_u16, le_u32, le_u64};
+use binrw::BinRead;
+use diskimage_formats::bytes::le_u32;
+use diskimage_formats::layout::{self, Layout};
 use diskimage_formats::BlockDevice;
 
 use super::FS;
-use crate::error::{Error, Result};
+use crate::error::{Detail, Error, Result};
 
 /// Sectors in one boot region (boot sector, 8 extended boot sectors, OEM
 /// parameters, reserved, boot checksum).
@@ -34,9 +36,19 @@ pub enum BootRegion {
     Backup,
 }
 
-/// The fields of a valid boot sector that reading needs (§3.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The boot sector (§3.1), declared field by field in its on-disk order;
+/// [`BootSector::parse`] checks every field that reading relies on.
+#[derive(BinRead, Debug, Clone, PartialEq, Eq)]
+#[br(little)]
 pub struct BootSector {
+    /// JumpBoot: `EB 76 90`.
+    jump_boot: [u8; 3],
+    /// FileSystemName: `"EXFAT   "`.
+    file_system_name: [u8; 8],
+    /// MustBeZero: bytes 11..64 (where a FAT BPB would be).
+    must_be_zero: [u8; 53],
+    /// PartitionOffset, in sectors (informational).
+    pub partition_offset: u64,
     /// VolumeLength, in sectors.
     pub volume_length: u64,
     /// FatOffset, in sectors.
@@ -61,6 +73,15 @@ pub struct BootSector {
     pub sectors_per_cluster_shift: u8,
     /// NumberOfFats (1, or 2 for TexFAT).
     pub number_of_fats: u8,
+    /// BootSignature at 510, after DriveSelect, PercentInUse, Reserved and
+    /// BootCode.
+    #[br(pad_before = 1 + 1 + 7 + 390)]
+    boot_signature: u16,
+}
+
+impl Layout for BootSector {
+    const SIZE: usize = 512;
+    const NAME: &'static str = "exFAT boot sector";
 }
 
 impl BootSector {
@@ -68,40 +89,24 @@ impl BootSector {
     /// volume).
     pub fn parse(b: &[u8], offset: u64) -> Result<Self> {
         let bad = |at: usize, what: String| Error::corrupt(FS, None, what).at(offset + at as u64);
-        if b.len() < 512 {
-            return Err(bad(0, format!("boot sector of {} bytes", b.len())));
-        }
-        if b.get(..3) != Some(&[0xEB, 0x76, 0x90][..]) {
+        let s: BootSector = layout::read(b).map_err(|d| Error::damaged(FS, None, d).at(offset))?;
+        if s.jump_boot != [0xEB, 0x76, 0x90] {
             return Err(bad(0, "JumpBoot is not EB 76 90".into()));
         }
-        if b.get(3..11) != Some(&b"EXFAT   "[..]) {
+        if &s.file_system_name != b"EXFAT   " {
             return Err(bad(3, "FileSystemName is not \"EXFAT   \"".into()));
         }
-        if b.get(11..64).is_none_or(|z| z.iter().any(|&x| x != 0)) {
+        if s.must_be_zero.iter().any(|&x| x != 0) {
             return Err(bad(11, "MustBeZero bytes 11..64 are not zero".into()));
         }
-        let sig = le_u16(b, 510).unwrap_or(0);
-        if sig != 0xAA55 {
-            return Err(bad(
-                510,
-                format!("BootSignature is {sig:#06x}, expected 0xaa55"),
-            ));
+        if s.boot_signature != 0xAA55 {
+            let detail = Detail::BadSignature {
+                what: "BootSignature",
+                expected: "0xaa55".into(),
+                found: format!("{:#06x}", s.boot_signature),
+            };
+            return Err(Error::damaged(FS, None, detail).at(offset + 510));
         }
-        let u32_at = |o| le_u32(b, o).unwrap_or(0);
-        let s = BootSector {
-            volume_length: le_u64(b, 72).unwrap_or(0),
-            fat_offset: u32_at(80),
-            fat_length: u32_at(84),
-            cluster_heap_offset: u32_at(88),
-            cluster_count: u32_at(92),
-            root_cluster: u32_at(96),
-            serial: u32_at(100),
-            revision: le_u16(b, 104).unwrap_or(0),
-            volume_flags: le_u16(b, 106).unwrap_or(0),
-            bytes_per_sector_shift: b.get(108).copied().unwrap_or(0),
-            sectors_per_cluster_shift: b.get(109).copied().unwrap_or(0),
-            number_of_fats: b.get(110).copied().unwrap_or(0),
-        };
         let bps = s.bytes_per_sector_shift;
         if !(9..=12).contains(&bps) {
             return Err(bad(
@@ -276,10 +281,14 @@ fn read_region(device: &dyn BlockDevice, start: u64, shift: u8) -> Result<BootSe
     for (i, c) in sums.chunks_exact(4).enumerate() {
         let got = le_u32(c, 0).unwrap_or(0);
         if got != want {
-            return Err(Error::corrupt(
+            return Err(Error::damaged(
                 FS,
                 None,
-                format!("boot checksum is {got:#010x}, the region sums to {want:#010x}"),
+                crate::error::Detail::Checksum {
+                    what: "boot region",
+                    stored: got.into(),
+                    computed: want.into(),
+                },
             )
             .at(start + (sum_at + i * 4) as u64));
         }
@@ -317,6 +326,19 @@ pub fn read(device: &dyn BlockDevice) -> Result<(BootSector, BootRegion)> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn declaration_reads_the_whole_sector() {
+        assert_eq!(layout::declared_len::<BootSector>(), Some(512));
+        let mut b = golden();
+        b[510] = 0;
+        let e = BootSector::parse(&b, 0x200).unwrap_err();
+        assert!(
+            matches!(e.detail(), Some(Detail::BadSignature { .. })),
+            "{e}"
+        );
+        assert!(BootSector::parse(&b[..100], 0).is_err());
+    }
 
     /// A minimal valid boot sector: 512-byte sectors, 4 KiB clusters,
     /// 64 clusters.

@@ -86,13 +86,13 @@ fn copy_error(e: &Error) -> Error {
             fs,
             path,
             offset,
-            what,
+            detail,
             ..
         } => Error::Corrupt {
             fs: *fs,
             path: path.clone(),
             offset: *offset,
-            what: what.clone(),
+            detail: detail.clone(),
             source: None,
         },
         Error::Unsupported { fs, path, what, .. } => Error::Unsupported {
@@ -421,7 +421,7 @@ impl ExFatFs {
         } else {
             Vec::new()
         };
-        let file = data::ExFatFile::new(
+        let file = data::reader(
             self.device.clone(),
             &self.boot,
             &runs,

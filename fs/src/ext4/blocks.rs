@@ -10,7 +10,7 @@ use diskimage_formats::bytes::{le_u16, le_u32};
 use super::checksum::crc32c;
 use super::dir::inode_seed;
 use super::inode::{Inode, InodeTable, INLINE_DATA_FL};
-use crate::error::{Error, FsName, Result};
+use crate::error::{Detail, Error, FsName, Result};
 
 const FS: FsName = FsName::Ext;
 const EXTENTS_FL: u32 = 0x8_0000;
@@ -182,20 +182,20 @@ impl Walk<'_> {
             return Ok(());
         };
         let tail = 12 + 12 * usize::from(le_u16(block, 4).unwrap_or(0));
-        let what = match (block.get(..tail), le_u32(block, tail)) {
+        let detail = match (block.get(..tail), le_u32(block, tail)) {
             (Some(covered), Some(stored)) => {
                 let computed = crc32c(seed, covered);
                 if stored == computed {
                     return Ok(());
                 }
-                format!("extent block checksum 0x{stored:08x}, computed 0x{computed:08x}")
+                super::inode::checksum("extent block", stored.into(), computed.into())
             }
-            _ => format!(
+            _ => Detail::Invalid(format!(
                 "extent block has no room for its checksum (eh_max {})",
                 (tail - 12) / 12
-            ),
+            )),
         };
-        self.table.tolerate(self.path, at, what)
+        self.table.tolerate(self.path, at, detail)
     }
 
     /// An extent tree node (the root in `i_block` or a tree block).

@@ -12,7 +12,7 @@ use diskimage_formats::bytes::{le_u16, le_u32};
 
 use super::checksum::crc32c;
 use super::inode::{Inode, InodeTable, ENCRYPT_FL, INLINE_DATA_FL, S_IFDIR, S_IFMT};
-use crate::error::{Error, FsName, Result};
+use crate::error::{Detail, Error, FsName, Result};
 
 const FS: FsName = FsName::Ext;
 /// Parsed directories kept for lookups (dropped all at once beyond this).
@@ -191,17 +191,18 @@ impl InodeTable {
                         if let Some((stored, computed)) =
                             block_checksum_mismatch(&block, seed, htree, first)
                         {
-                            let what = match stored {
-                                Some(s) => format!(
-                                    "directory block {} checksum 0x{s:08x}, computed 0x{computed:08x}",
-                                    run.logical + b
+                            let detail = match stored {
+                                Some(s) => super::inode::checksum(
+                                    "directory block",
+                                    s.into(),
+                                    computed.into(),
                                 ),
-                                None => format!(
+                                None => Detail::Invalid(format!(
                                     "directory block {} has no room for its checksum",
                                     run.logical + b
-                                ),
+                                )),
                             };
-                            self.tolerate(path, at, what)?;
+                            self.tolerate(path, at, detail)?;
                         }
                     }
                     parse_records(&block, filetype, &mut raw);

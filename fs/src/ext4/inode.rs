@@ -26,7 +26,7 @@ use diskimage_formats::BlockDevice;
 use super::checksum::{crc16, crc32c};
 use super::dir::{self, Names};
 use super::superblock::Superblock;
-use crate::error::{Error, FsName, Result};
+use crate::error::{Detail, Error, FsName, Result};
 use crate::file_system::{components, decode_name, Timestamp};
 
 const FS: FsName = FsName::Ext;
@@ -156,6 +156,15 @@ pub(crate) struct InodeTable {
     warnings: RefCell<Tolerated>,
 }
 
+/// The detail of a checksum that did not match.
+pub(super) fn checksum(what: &'static str, stored: u64, computed: u64) -> Detail {
+    Detail::Checksum {
+        what,
+        stored,
+        computed,
+    }
+}
+
 fn corrupt(path: &str, what: impl Into<String>) -> Error {
     Error::corrupt(FS, Some(path), what)
 }
@@ -179,7 +188,7 @@ impl InodeTable {
             table.tolerate(
                 "/",
                 super::superblock::SUPERBLOCK_OFFSET + 0x3FC,
-                format!("superblock checksum 0x{stored:08x}, computed 0x{computed:08x}"),
+                checksum("superblock", stored.into(), computed.into()),
             )?;
         }
         table.tables = table.read_descriptors()?;
@@ -261,7 +270,7 @@ impl InodeTable {
             self.tolerate(
                 "/",
                 at + CSUM_AT as u64,
-                format!("group descriptor {g} checksum 0x{stored:04x}, computed 0x{computed:04x}"),
+                checksum("group descriptor", stored.into(), computed.into()),
             )?;
         }
         Ok(())
@@ -269,9 +278,9 @@ impl InodeTable {
 
     /// Tolerates a bad checksum of the structure at `offset`: an error in
     /// strict mode, else a warning (once per structure).
-    pub(super) fn tolerate(&self, path: &str, offset: u64, what: String) -> Result<()> {
+    pub(super) fn tolerate(&self, path: &str, offset: u64, detail: Detail) -> Result<()> {
         if self.strict {
-            return Err(corrupt(path, format!("{what} (strict)")).at(offset));
+            return Err(Error::damaged(FS, Some(path), detail).at(offset));
         }
         let mut w = self.warnings.borrow_mut();
         if !w.seen.insert(offset) {
@@ -281,8 +290,9 @@ impl InodeTable {
             w.dropped += 1;
             return Ok(());
         }
-        w.list
-            .push(format!("{FS} {path} at {offset:#x}: {what}; used as found"));
+        w.list.push(format!(
+            "{FS} {path} at {offset:#x}: {detail}; used as found"
+        ));
         Ok(())
     }
 
@@ -417,7 +427,7 @@ impl InodeTable {
             self.tolerate(
                 path,
                 offset + LO as u64,
-                format!("inode {number} checksum 0x{stored:08x}, computed 0x{computed:08x}"),
+                checksum("inode", stored.into(), computed.into()),
             )?;
         }
         Ok(())

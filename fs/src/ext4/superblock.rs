@@ -100,7 +100,12 @@ impl Superblock {
         let f32 = |off| le_u32(sb, off).unwrap_or(0);
         let f16 = |off| le_u16(sb, off).unwrap_or(0);
         if f16(0x38) != MAGIC {
-            return Err(corrupt(format!("superblock magic 0x{:04x}", f16(0x38))));
+            let detail = crate::error::Detail::BadSignature {
+                what: "superblock magic",
+                expected: format!("{MAGIC:#06x}"),
+                found: format!("{:#06x}", f16(0x38)),
+            };
+            return Err(Error::damaged(FS, Some("/"), detail).at(SUPERBLOCK_OFFSET));
         }
         let incompat = f32(0x60);
         let known = INCOMPAT_NAMES.iter().fold(0, |a, (b, _)| a | b);

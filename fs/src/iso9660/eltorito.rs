@@ -114,7 +114,13 @@ pub fn read(device: &dyn BlockDevice, sector: u64) -> Result<Vec<BootEntry>> {
         .chunks_exact(2)
         .fold(0u16, |a, c| a.wrapping_add(le_u16(c, 0).unwrap_or(0)));
     if sum != 0 {
-        return Err(Error::corrupt(FS, None, "El Torito validation entry checksum").at(off));
+        // The words sum to zero when intact; `computed` is the sum found.
+        let detail = crate::error::Detail::Checksum {
+            what: "El Torito validation entry",
+            stored: 0,
+            computed: sum.into(),
+        };
+        return Err(Error::damaged(FS, None, detail).at(off));
     }
     let mut platform = v.get(1).copied().unwrap_or(0);
     let mut out = vec![entry(cat.get(32..64).unwrap_or_default(), platform)];

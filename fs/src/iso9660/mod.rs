@@ -51,7 +51,6 @@ pub mod zisofs;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{self, Read, Seek, SeekFrom};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -62,6 +61,7 @@ use crate::error::{Error, FsName, Result};
 use crate::file_system::{
     components, encode_name, DirEntry, FileReader, FileSystem, FileType, Metadata,
 };
+use crate::runs::{DataRun, RunReader};
 use crate::FsKind;
 pub use eltorito::BootEntry;
 
@@ -586,53 +586,20 @@ impl IsoFs {
     }
 }
 
-/// A `Read + Seek` view of a file's extents.
-pub struct ExtentReader {
-    device: Arc<dyn BlockDevice>,
-    extents: Vec<(u64, u64)>,
-    size: u64,
-    pos: u64,
-}
-
-impl ExtentReader {
-    fn new(device: Arc<dyn BlockDevice>, extents: Vec<(u64, u64)>) -> Self {
-        let size = extents.iter().map(|e| e.1).sum();
-        ExtentReader {
-            device,
-            extents,
-            size,
-            pos: 0,
-        }
+/// A `Read + Seek` view of a file's extents (`(volume offset, length)`,
+/// in file order; a multi-extent file has several).
+pub fn extent_reader(device: Arc<dyn BlockDevice>, extents: &[(u64, u64)]) -> RunReader {
+    let mut runs = Vec::with_capacity(extents.len());
+    let mut size = 0u64;
+    for &(at, len) in extents {
+        runs.push(DataRun {
+            file_offset: size,
+            len,
+            at: Some(at),
+        });
+        size = size.saturating_add(len);
     }
-}
-
-impl Read for ExtentReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut base = 0u64;
-        for &(start, len) in &self.extents {
-            if self.pos < base + len {
-                let within = self.pos - base;
-                let n = usize::try_from((len - within).min(buf.len() as u64)).unwrap_or(0);
-                let Some(dst) = buf.get_mut(..n) else {
-                    return Ok(0);
-                };
-                self.device
-                    .read_at(dst, start + within)
-                    .map_err(|e| Error::from(e).into_io())?;
-                self.pos += n as u64;
-                return Ok(n);
-            }
-            base += len;
-        }
-        Ok(0)
-    }
-}
-
-impl Seek for ExtentReader {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.pos = crate::file_system::seek_position(self.pos, self.size, pos)?;
-        Ok(self.pos)
-    }
+    RunReader::new(device, runs, size)
 }
 
 impl FileSystem for IsoFs {
@@ -689,7 +656,7 @@ impl FileSystem for IsoFs {
         for &(start, len) in &node.extents {
             self.check_extent(start, len, node.record, path)?;
         }
-        let raw = ExtentReader::new(self.device.clone(), node.extents);
+        let raw = extent_reader(self.device.clone(), &node.extents);
         match node.zf {
             Some(z) => Ok(Box::new(zisofs::ZisofsReader::new(raw, z, path)?)),
             None => Ok(Box::new(raw)),

@@ -6,15 +6,15 @@ use std::io::{self, Read, Seek, SeekFrom};
 use diskimage_formats::bytes::le_u32;
 
 use super::susp::Zf;
-use super::ExtentReader;
 use crate::error::{Error, FsName, Result};
+use crate::runs::RunReader;
 
 const FS: FsName = FsName::Iso9660;
 const MAGIC: [u8; 8] = [0x37, 0xE4, 0x53, 0x96, 0xC9, 0xDB, 0xD6, 0x07];
 
 /// A decompressing `Read + Seek` over a zisofs file's stored bytes.
 pub struct ZisofsReader {
-    inner: ExtentReader,
+    inner: RunReader,
     size: u64,
     block: u64,
     pointers: Vec<u64>,
@@ -25,7 +25,7 @@ pub struct ZisofsReader {
 
 impl ZisofsReader {
     /// Checks the header and reads the block pointers of `inner`.
-    pub fn new(mut inner: ExtentReader, zf: Zf, path: &str) -> Result<Self> {
+    pub fn new(mut inner: RunReader, zf: Zf, path: &str) -> Result<Self> {
         let bad = |what: String| Error::corrupt(FS, Some(path), what);
         if &zf.algorithm != b"pz" {
             return Err(Error::unsupported(
@@ -37,7 +37,7 @@ impl ZisofsReader {
                 ),
             ));
         }
-        let stored = inner.size;
+        let stored = inner.size();
         let mut head = [0u8; 16];
         inner
             .read_exact(&mut head)

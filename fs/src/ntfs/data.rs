@@ -14,26 +14,15 @@ use diskimage_formats::BlockDevice;
 
 use super::lznt1;
 use crate::error::{Error, FsName};
+use crate::runs::{read_runs, DataRun};
 
 /// Largest compression unit read, in bytes (16 clusters of 64 KiB).
 pub const MAX_UNIT_BYTES: u64 = 1 << 20;
 
-/// One run: `len` bytes of the value from `vcn_byte`, stored at `lcn_byte`
-/// on the volume (`None`: sparse).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Run {
-    /// Offset of the run in the value, in bytes.
-    pub vcn_byte: u64,
-    /// Length in bytes.
-    pub len: u64,
-    /// Offset on the volume, or `None` for a sparse run.
-    pub lcn_byte: Option<u64>,
-}
-
 /// A `Read + Seek` over a non-resident value.
 pub struct RunReader {
     device: Arc<dyn BlockDevice>,
-    runs: Vec<Run>,
+    runs: Vec<DataRun>,
     size: u64,
     initialized: u64,
     /// Compression unit size in bytes, for compressed values.
@@ -48,24 +37,24 @@ impl RunReader {
     /// are stored (the rest reads as zeros).
     pub fn new(
         device: Arc<dyn BlockDevice>,
-        runs: Vec<Run>,
+        runs: Vec<DataRun>,
         size: u64,
         initialized: u64,
         unit: Option<u64>,
         path: &str,
     ) -> Result<Self, Error> {
         for r in &runs {
-            if r.vcn_byte.checked_add(r.len).is_none() {
+            if r.file_offset.checked_add(r.len).is_none() {
                 return Err(Error::corrupt(
                     FsName::Ntfs,
                     Some(path),
                     format!(
                         "data run of {} bytes at value offset {:#x}",
-                        r.len, r.vcn_byte
+                        r.len, r.file_offset
                     ),
                 ));
             }
-            if let Some(at) = r.lcn_byte {
+            if let Some(at) = r.at {
                 if at.checked_add(r.len).is_none_or(|end| end > device.size()) {
                     return Err(Error::corrupt(
                         FsName::Ntfs,
@@ -100,31 +89,19 @@ impl RunReader {
 
     /// Copies stored bytes of the value (no decompression) into `buf`.
     fn read_raw(&self, buf: &mut [u8], offset: u64) -> Result<(), Error> {
-        buf.fill(0);
-        let end = offset + buf.len() as u64;
-        for r in &self.runs {
-            let (s, e) = (r.vcn_byte.max(offset), (r.vcn_byte + r.len).min(end));
-            if s >= e {
-                continue;
-            }
-            if let Some(at) = r.lcn_byte {
-                let dst = usize::try_from(s - offset).unwrap_or(0);
-                let n = usize::try_from(e - s).unwrap_or(0);
-                if let Some(d) = buf.get_mut(dst..dst + n) {
-                    self.device.read_at(d, at + (s - r.vcn_byte))?;
-                }
-            }
-        }
-        Ok(())
+        read_runs(self.device.as_ref(), &self.runs, buf, offset)
     }
 
     /// Stored bytes of `[start, start+len)` of the value.
     fn stored_len(&self, start: u64, len: u64) -> u64 {
         self.runs
             .iter()
-            .filter(|r| r.lcn_byte.is_some())
+            .filter(|r| r.at.is_some())
             .map(|r| {
-                let (s, e) = (r.vcn_byte.max(start), (r.vcn_byte + r.len).min(start + len));
+                let (s, e) = (
+                    r.file_offset.max(start),
+                    (r.file_offset + r.len).min(start + len),
+                );
                 e.saturating_sub(s)
             })
             .sum()

@@ -26,8 +26,9 @@ use std::sync::Arc;
 use diskimage_formats::bytes::{le_u16, le_u32, le_u64};
 use diskimage_formats::BlockDevice;
 
-use super::data::{Run, RunReader};
+use super::data::RunReader;
 use crate::error::{Error, FsName, Result};
+use crate::runs::DataRun;
 
 const FS: FsName = FsName::Ntfs;
 
@@ -114,7 +115,7 @@ pub enum StreamData {
     /// Held in the record.
     Resident(Vec<u8>),
     /// In these runs (byte offsets within the value).
-    Runs(Vec<Run>),
+    Runs(Vec<DataRun>),
 }
 
 fn bad(path: &str, what: impl Into<String>) -> Error {
@@ -124,7 +125,7 @@ fn bad(path: &str, what: impl Into<String>) -> Error {
 /// Decodes the mapping-pairs array `pairs` of a piece that starts at VCN
 /// `start_vcn`, with clusters of `cluster` bytes. A pair without an LCN
 /// field is a sparse run; LCN 0 is a real cluster.
-pub fn decode_runs(pairs: &[u8], start_vcn: u64, cluster: u64, path: &str) -> Result<Vec<Run>> {
+pub fn decode_runs(pairs: &[u8], start_vcn: u64, cluster: u64, path: &str) -> Result<Vec<DataRun>> {
     let mut runs = Vec::new();
     let mut pos = 0usize;
     let mut lcn: i64 = 0;
@@ -197,10 +198,10 @@ pub fn decode_runs(pairs: &[u8], start_vcn: u64, cluster: u64, path: &str) -> Re
         let vcn_byte = vcn
             .checked_mul(cluster)
             .ok_or_else(|| bad(path, format!("data run at VCN {vcn}")))?;
-        runs.push(Run {
-            vcn_byte,
+        runs.push(DataRun {
+            file_offset: vcn_byte,
             len,
-            lcn_byte,
+            at: lcn_byte,
         });
         vcn = vcn
             .checked_add(count)
@@ -384,7 +385,7 @@ pub struct Mft {
     device: Arc<dyn BlockDevice>,
     cluster: u64,
     record_size: usize,
-    runs: Vec<Run>,
+    runs: Vec<DataRun>,
     /// Volume offset of the first byte of each record that crosses from
     /// one run into the next, and the record's number.
     crossings: HashMap<u64, u64>,
@@ -462,18 +463,18 @@ impl Mft {
         let mut covered = 0u64;
         for r in &self.runs {
             let (s, e) = (
-                r.vcn_byte.max(start),
-                r.vcn_byte.saturating_add(r.len).min(end),
+                r.file_offset.max(start),
+                r.file_offset.saturating_add(r.len).min(end),
             );
             if s >= e {
                 continue;
             }
-            let Some(at) = r.lcn_byte else {
+            let Some(at) = r.at else {
                 return Err(bad(&path, "record lies in a sparse run of $MFT"));
             };
             let d = (s - start) as usize;
             let from = at
-                .checked_add(s - r.vcn_byte)
+                .checked_add(s - r.file_offset)
                 .ok_or_else(|| bad(&path, "record lies past the end of the volume"))?;
             let dst = out
                 .get_mut(d..d + (e - s) as usize)
@@ -636,18 +637,18 @@ impl Mft {
 
 /// The records that cross from one of `runs` into the next (records of
 /// `rs` bytes): volume offset of the first byte and record number.
-fn crossings(runs: &[Run], rs: u64) -> HashMap<u64, u64> {
+fn crossings(runs: &[DataRun], rs: u64) -> HashMap<u64, u64> {
     let mut out = HashMap::new();
     for r in runs {
-        let (Some(at), Some(end)) = (r.lcn_byte, r.vcn_byte.checked_add(r.len)) else {
+        let (Some(at), Some(end)) = (r.at, r.file_offset.checked_add(r.len)) else {
             continue;
         };
         // The last record that starts in this run, if it ends past it.
         let Some(last) = end.checked_sub(1).map(|b| b - b % rs) else {
             continue;
         };
-        if last >= r.vcn_byte && last.checked_add(rs).is_none_or(|e| e > end) {
-            if let Some(pos) = at.checked_add(last - r.vcn_byte) {
+        if last >= r.file_offset && last.checked_add(rs).is_none_or(|e| e > end) {
+            if let Some(pos) = at.checked_add(last - r.file_offset) {
                 out.insert(pos, last / rs);
             }
         }
@@ -711,7 +712,7 @@ fn assemble(pieces: &[Attr<'_>], cluster: u64, path: &str) -> Result<Option<Stre
             format!("the first piece of $DATA starts at VCN {}", head.start_vcn),
         ));
     }
-    let mut runs: Vec<Run> = Vec::new();
+    let mut runs: Vec<DataRun> = Vec::new();
     let mut next_vcn = 0u64;
     for (n, _) in &nr {
         if n.start_vcn < next_vcn {
@@ -766,20 +767,20 @@ mod tests {
         assert_eq!(
             runs,
             vec![
-                Run {
-                    vcn_byte: 0,
+                DataRun {
+                    file_offset: 0,
                     len: 16 * 512,
-                    lcn_byte: Some(0)
+                    at: Some(0)
                 },
-                Run {
-                    vcn_byte: 16 * 512,
+                DataRun {
+                    file_offset: 16 * 512,
                     len: 8 * 512,
-                    lcn_byte: None
+                    at: None
                 },
-                Run {
-                    vcn_byte: 24 * 512,
+                DataRun {
+                    file_offset: 24 * 512,
                     len: 4 * 512,
-                    lcn_byte: Some(16 * 512)
+                    at: Some(16 * 512)
                 },
             ]
         );
@@ -791,20 +792,20 @@ mod tests {
         // 32: record 511 starts 1,022 clusters in and crosses into the
         // second run; the second run ends on a record boundary.
         let runs = [
-            Run {
-                vcn_byte: 0,
+            DataRun {
+                file_offset: 0,
                 len: 1023 * 512,
-                lcn_byte: Some(32 * 512),
+                at: Some(32 * 512),
             },
-            Run {
-                vcn_byte: 1023 * 512,
+            DataRun {
+                file_offset: 1023 * 512,
                 len: 23 * 512,
-                lcn_byte: Some(2605 * 512),
+                at: Some(2605 * 512),
             },
-            Run {
-                vcn_byte: 1046 * 512,
+            DataRun {
+                file_offset: 1046 * 512,
                 len: 32 * 512,
-                lcn_byte: Some(2657 * 512),
+                at: Some(2657 * 512),
             },
         ];
         let c = crossings(&runs, 1024);
@@ -813,15 +814,15 @@ mod tests {
         // A record larger than a whole run: it starts in neither of the
         // later ones' interiors, so only its start is a crossing.
         let runs = [
-            Run {
-                vcn_byte: 0,
+            DataRun {
+                file_offset: 0,
                 len: 512,
-                lcn_byte: Some(8192),
+                at: Some(8192),
             },
-            Run {
-                vcn_byte: 512,
+            DataRun {
+                file_offset: 512,
                 len: 512,
-                lcn_byte: Some(512),
+                at: Some(512),
             },
         ];
         assert_eq!(crossings(&runs, 1024).get(&8192), Some(&0));
@@ -910,7 +911,7 @@ mod tests {
         let StreamData::Runs(runs) = s.data else {
             panic!("runs")
         };
-        assert_eq!(runs[1].vcn_byte, 4 * 512);
+        assert_eq!(runs[1].file_offset, 4 * 512);
         let (a, b) = (piece(0, 3), piece(2, 7));
         let rec = record(&[&a, &b]);
         assert!(assemble(&attributes(&rec, "/x").unwrap(), 512, "/x").is_err());

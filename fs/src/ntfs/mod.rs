@@ -85,7 +85,7 @@ fn map_err(e: NtfsError, path: &str) -> Error {
             fs: FS,
             path: Some(path.to_string()),
             offset: None,
-            what: e.to_string(),
+            detail: Box::new(crate::error::Detail::Invalid(e.to_string())),
             source: Some(Box::new(e)),
         },
     }
@@ -299,23 +299,7 @@ impl NtfsFs {
         let StreamData::Runs(runs) = s.data else {
             return None;
         };
-        let mut out = Vec::new();
-        let mut done = 0u64;
-        for run in runs {
-            if done >= s.size {
-                break;
-            }
-            if out.len() >= MAX_RUNS || run.vcn_byte != done {
-                return None;
-            }
-            let len = run.len.min(s.size - done);
-            out.push(StoredRun {
-                at: run.lcn_byte?,
-                len,
-            });
-            done += len;
-        }
-        (done == s.size).then_some(out)
+        crate::runs::stored_runs(&runs, s.size).filter(|out| out.len() <= MAX_RUNS)
     }
 
     /// The data of stream `stream` (`""`: the unnamed data) of `file`,

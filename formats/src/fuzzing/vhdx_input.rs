@@ -11,11 +11,11 @@
 //! log entry the headers point at. Seeds stay a few KiB (only the non-zero
 //! runs of a real file) while mutations reach metadata, BAT and log parsing.
 
-use super::fields::{le_u16, le_u32, le_u64};
-use super::header::{HEADER_1_OFFSET, HEADER_2_OFFSET, HEADER_SIZE};
-use super::log::LOG_SECTOR_SIZE;
-use super::region_table::{REGION_TABLE_1_OFFSET, REGION_TABLE_2_OFFSET, REGION_TABLE_SIZE};
 use crate::crc32c;
+use crate::vhdx::fields::{le_u16, le_u32, le_u64};
+use crate::vhdx::header::{HEADER_1_OFFSET, HEADER_2_OFFSET, HEADER_SIZE};
+use crate::vhdx::log::LOG_SECTOR_SIZE;
+use crate::vhdx::region_table::{REGION_TABLE_1_OFFSET, REGION_TABLE_2_OFFSET, REGION_TABLE_SIZE};
 
 /// Smallest file an input expands to, in MiB.
 pub const MIN_FILE_MIB: u8 = 4;

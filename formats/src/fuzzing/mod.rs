@@ -1,7 +1,12 @@
 //! Driving a reader the way a fuzz harness does: open bytes held in memory,
 //! read every byte of what opened in odd-sized chunks within a budget, and
 //! walk its map checking the [`BlockDevice`] contract. Used by the
-//! cargo-fuzz targets in `fuzz/` and by the corpus replay in `cargo test`.
+//! cargo-fuzz targets in `fuzz/` and by the corpus replay in `cargo test`;
+//! built only with the `fuzzing` feature and not part of the public API.
+//! [`vmdk_input`] and [`vhdx_input`] are the structure-aware targets' recipes.
+
+pub mod vhdx_input;
+pub mod vmdk_input;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -115,4 +120,10 @@ pub fn vmdk_descriptor_chain(links: usize, create_type: &str, extent: &str) -> M
         files.insert(PathBuf::from(format!("l{i}.vmdk")), Arc::from(d.as_bytes()));
     }
     files
+}
+
+/// Parses `data` as VMDK descriptor text (the parser alone, for the
+/// `vmdk_descriptor` target).
+pub fn parse_vmdk_descriptor(data: &[u8]) {
+    let _ = crate::vmdk::descriptor::Descriptor::parse(data);
 }

@@ -26,14 +26,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::sparse_header::{
-    COMPRESSION_DEFLATE, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_TEST, FLAG_ZEROED_GRAIN_GTE,
-    GD_AT_END, SECTOR, SPARSE_MAGIC,
-};
 use crate::block_device::BlockDevice;
 use crate::context::MemoryFiles;
 use crate::options::OpenOptions;
 use crate::probe::open_in_memory;
+use crate::vmdk::sparse_header::{
+    COMPRESSION_DEFLATE, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_TEST, FLAG_ZEROED_GRAIN_GTE,
+    GD_AT_END, SECTOR, SPARSE_MAGIC,
+};
 
 /// Flag bit: a streamOptimized extent (compressed grains, markers).
 pub const STREAM: u8 = 1 << 0;
