@@ -65,6 +65,7 @@
     allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)
 )]
 
+pub mod buffer;
 pub mod diskset;
 pub mod error;
 pub mod extract;

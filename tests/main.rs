@@ -22,6 +22,8 @@
 //! - `schemes`: BSD disklabels, APM, Sun/SGI/Atari labels, UDF on 4K blocks, a short fixed VHD
 //!   and formats recognised but not read, against mmls, parted, blkid, qemu-img and file.
 //! - `udf`: UDF images (genisoimage and pycdlib bridges, mkudffs of every revision) against 7-Zip, pycdlib and udfinfo.
+//! - `read_paths`: `dump` to pipes, files, appended files and across file systems, and `hash`,
+//!   on every container fixture with a recorded digest.
 //! - `write`: create, child, write, convert and commit against qemu-img, libvmdk and the corpus.
 //! - `write_vhd`: VHD and VHDX create, child, write and crash consistency against qemu-img and libvhdi.
 //! - `ewf`: EWF (.E01) segment sets against ewfexport, ewfinfo and ewfverify; one-field changes.
@@ -49,6 +51,7 @@ mod mount;
 mod ntfs;
 mod os;
 mod qcow2;
+mod read_paths;
 mod regression;
 mod schemes;
 mod truncated;

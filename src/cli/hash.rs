@@ -1,9 +1,10 @@
 //! `diskimage hash`: digests of the whole virtual disk in one read pass.
 //!
-//! One reader walks the disk; each requested algorithm runs on its own
-//! thread and receives the same chunks, so `--algo md5 --algo sha1 --algo
-//! sha256` costs one read and the time of the slowest digest. Runs the map
-//! reports as zeros are fed from a zero buffer without reading.
+//! One reader thread walks the disk. One algorithm digests its buffers as
+//! they come; several run on a thread each and receive the same chunks, so
+//! `--algo md5 --algo sha1 --algo sha256` costs one read and the time of
+//! the slowest digest. Runs the map reports as zeros are fed from a zero
+//! buffer without reading.
 //!
 //! `--verify` computes the digests an image stores (an EWF image's MD5
 //! and SHA-1, its `md5`/`sha1` info properties) and compares them.
@@ -51,36 +52,87 @@ enum Msg {
     Zeros(u64),
 }
 
-fn hasher(algo: Algo, rx: Receiver<Msg>) -> String {
-    fn run<D: Digest>(mut d: D, rx: Receiver<Msg>) -> String {
-        let zeros = vec![0u8; READ_CHUNK];
-        for msg in rx {
-            match msg {
-                Msg::Data(b) => d.update(b.as_slice()),
-                Msg::Zeros(mut len) => {
-                    while len > 0 {
-                        let n = usize::try_from(len).unwrap_or(zeros.len()).min(zeros.len());
-                        d.update(&zeros[..n]);
-                        len -= n as u64;
-                    }
-                }
-            }
+/// One digest being computed.
+enum Running {
+    Sha256(sha2::Sha256),
+    Sha1(sha1::Sha1),
+    Md5(md5::Md5),
+}
+
+impl Running {
+    fn new(algo: Algo) -> Self {
+        match algo {
+            Algo::Sha256 => Running::Sha256(sha2::Sha256::new()),
+            Algo::Sha1 => Running::Sha1(sha1::Sha1::new()),
+            Algo::Md5 => Running::Md5(md5::Md5::new()),
         }
-        d.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
-    match algo {
-        Algo::Sha256 => run(sha2::Sha256::new(), rx),
-        Algo::Sha1 => run(sha1::Sha1::new(), rx),
-        Algo::Md5 => run(md5::Md5::new(), rx),
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Running::Sha256(d) => d.update(bytes),
+            Running::Sha1(d) => d.update(bytes),
+            Running::Md5(d) => d.update(bytes),
+        }
+    }
+
+    /// Feeds `len` zero bytes from `zeros` (a block of zeros).
+    fn update_zeros(&mut self, mut len: u64, zeros: &[u8]) {
+        while len > 0 && !zeros.is_empty() {
+            let n = usize::try_from(len).unwrap_or(zeros.len()).min(zeros.len());
+            self.update(zeros.get(..n).unwrap_or_default());
+            len -= n as u64;
+        }
+    }
+
+    fn hex(self) -> String {
+        let bytes = match self {
+            Running::Sha256(d) => d.finalize().to_vec(),
+            Running::Sha1(d) => d.finalize().to_vec(),
+            Running::Md5(d) => d.finalize().to_vec(),
+        };
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
+fn hasher(algo: Algo, rx: Receiver<Msg>) -> String {
+    let zeros = vec![0u8; READ_CHUNK];
+    let mut d = Running::new(algo);
+    for msg in rx {
+        match msg {
+            Msg::Data(b) => d.update(b.as_slice()),
+            Msg::Zeros(len) => d.update_zeros(len, &zeros),
+        }
+    }
+    d.hex()
+}
+
 /// Hex digests of the whole device, one per algorithm, in the order given.
+/// One algorithm runs on the calling thread, straight from the read
+/// buffers (the reader thread reads the next chunk meanwhile); several run
+/// on a thread each, fed copies of each chunk from a few reused buffers.
 pub fn digests(
     device: &dyn BlockDevice,
     algos: &[Algo],
     bar: &indicatif::ProgressBar,
 ) -> Result<Vec<String>, CliError> {
+    if let [algo] = algos {
+        let zeros = vec![0u8; READ_CHUNK];
+        let mut d = Running::new(*algo);
+        for_each_piece(device, false, |piece| {
+            let n = piece_len(&piece);
+            match piece {
+                Piece::Data(bytes) => d.update(bytes),
+                Piece::Zeros(len) => d.update_zeros(len, &zeros),
+                Piece::Stored { .. } => {
+                    return Err(CliError::Usage("stored run handed to hash".into()))
+                }
+            }
+            bar.inc(n);
+            Ok(())
+        })?;
+        return Ok(vec![d.hex()]);
+    }
     std::thread::scope(|s| {
         let mut senders: Vec<SyncSender<Msg>> = Vec::new();
         let mut handles = Vec::new();
@@ -89,26 +141,33 @@ pub fn digests(
             senders.push(tx);
             handles.push(s.spawn(move || hasher(a, rx)));
         }
-        let fed = for_each_piece(device, |piece| {
+        // Buffers handed to the hashers; one is refilled once every hasher
+        // has dropped it.
+        let mut pool: Vec<Arc<Vec<u8>>> = Vec::new();
+        let fed = for_each_piece(device, false, |piece| {
+            let n = piece_len(&piece);
             let msg = |tx: &SyncSender<Msg>, m: Msg| {
                 tx.send(m)
                     .map_err(|_| CliError::Usage("hash thread stopped".into()))
             };
             match piece {
                 Piece::Data(bytes) => {
-                    let shared = Arc::new(bytes.to_vec());
+                    let shared = refill(&mut pool, bytes);
                     for tx in &senders {
                         msg(tx, Msg::Data(Arc::clone(&shared)))?;
                     }
-                    bar.inc(bytes.len() as u64);
+                    pool.push(shared);
                 }
                 Piece::Zeros(len) => {
                     for tx in &senders {
                         msg(tx, Msg::Zeros(len))?;
                     }
-                    bar.inc(len);
+                }
+                Piece::Stored { .. } => {
+                    return Err(CliError::Usage("stored run handed to hash".into()))
                 }
             }
+            bar.inc(n);
             Ok(())
         });
         drop(senders);
@@ -118,6 +177,28 @@ pub fn digests(
             .collect();
         fed.map(|()| out)
     })
+}
+
+/// How many disk bytes `piece` covers.
+fn piece_len(piece: &Piece<'_>) -> u64 {
+    match piece {
+        Piece::Data(b) => b.len() as u64,
+        Piece::Zeros(n) | Piece::Stored { len: n, .. } => *n,
+    }
+}
+
+/// A copy of `bytes` in a buffer from `pool` that no hasher holds any more,
+/// or in a new one.
+fn refill(pool: &mut Vec<Arc<Vec<u8>>>, bytes: &[u8]) -> Arc<Vec<u8>> {
+    while let Some(i) = pool.iter().position(|b| Arc::strong_count(b) == 1) {
+        let mut b = pool.swap_remove(i);
+        if let Some(v) = Arc::get_mut(&mut b) {
+            v.clear();
+            v.extend_from_slice(bytes);
+            return b;
+        }
+    }
+    Arc::new(bytes.to_vec())
 }
 
 /// Runs `hash`.

@@ -258,13 +258,15 @@ pub fn mount_raw(
 ) -> Result<MountHandle, MountError> {
     let fs = raw::RawFs::new(files)?;
     preflight(mountpoint)?;
-    spawn(
+    let handle = spawn(
         fs,
         mountpoint,
         "diskimage-raw",
         options.thread_count(),
         options,
-    )
+    )?;
+    raw::widen_read_ahead(mountpoint);
+    Ok(handle)
 }
 
 fn spawn<F: fuser::Filesystem>(
