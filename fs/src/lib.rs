@@ -47,8 +47,8 @@ pub mod iso9660;
 pub mod ntfs;
 pub mod options;
 pub mod runs;
-pub mod xfs;
 pub mod udf;
+pub mod xfs;
 
 pub use detect::{detect, FsInfo, FsKind};
 pub use error::{Detail, Error, ErrorKind, FsName, Result};

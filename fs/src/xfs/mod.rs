@@ -33,12 +33,12 @@ use diskimage_formats::{BlockDevice, Guid};
 use crate::error::{Error, FsName, Result};
 use crate::ext4::blocks::Run;
 use crate::ext4::byte_runs;
-use crate::runs::{self, RunReader};
 use crate::file_system::{
     components, decode_name, encode_name, join, DirEntry, FileReader, FileSystem, FileType,
     Metadata, StoredRun, VisitFn, Visited,
 };
 use crate::options::FsOptions;
+use crate::runs::{self, RunReader};
 use crate::FsKind;
 use diskimage_formats::Detail;
 
