@@ -1,5 +1,5 @@
 //! Commit (MergeVirtualDisk, `qemu-img commit`): a delta's own data
-//! written into its parent through the parent's [`WritableDevice`].
+//! written into its parent through the parent's [`WritableDevice`](crate::WritableDevice).
 //!
 //! The parent is the only image written. Afterwards both read the same:
 //! the parent now holds what the child did, and the child (still a delta
