@@ -194,6 +194,40 @@ impl Error {
         }
     }
 
+    /// A copy without the source (errors are not `Clone`), so that a cache
+    /// can hand out an entry's error again: corrupt, unsupported and limit
+    /// errors keep their fields; any other becomes a corrupt error of `fs`
+    /// with its text.
+    pub fn duplicate(&self, fs: FsName) -> Error {
+        match self {
+            Error::Corrupt {
+                fs,
+                path,
+                offset,
+                detail,
+                ..
+            } => Error::Corrupt {
+                fs: *fs,
+                path: path.clone(),
+                offset: *offset,
+                detail: detail.clone(),
+                source: None,
+            },
+            Error::Unsupported { fs, path, what, .. } => Error::Unsupported {
+                fs: *fs,
+                path: path.clone(),
+                what: what.clone(),
+                source: None,
+            },
+            Error::Limit { fs, path, what } => Error::Limit {
+                fs: *fs,
+                path: path.clone(),
+                what: what.clone(),
+            },
+            other => Error::corrupt(fs, None, other.to_string()),
+        }
+    }
+
     /// The typed detail of a [`Corrupt`](Error::Corrupt) error, or of the
     /// device error underneath.
     pub fn detail(&self) -> Option<&Detail> {

@@ -111,11 +111,10 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
     }
     let unique_id = random_guid();
     let footer = footer_bytes(size, disk_type, unique_id.0);
-    let file = create_file(path, options.force, Format::Vhd)?;
-    let result = (|| {
+    create_staged(path, options.force, Format::Vhd, |file, path| {
         if disk_type == DiskType::Fixed {
             file.set_len(size).map_err(io_in(path))?;
-            write_all_at(&file, &footer, size).map_err(io_in(path))?;
+            write_all_at(file, &footer, size).map_err(io_in(path))?;
             return file.sync_all().map_err(io_in(path));
         }
         let entries = size.div_ceil(block_size);
@@ -139,25 +138,20 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
             &locators,
         );
         let bat = vec![0xffu8; usize::try_from(bat_len).unwrap_or(0)];
-        write_all_at(&file, &footer, 0).map_err(io_in(path))?;
-        write_all_at(&file, &header, FOOTER_LEN as u64).map_err(io_in(path))?;
-        write_all_at(&file, &bat, BAT_OFFSET).map_err(io_in(path))?;
+        write_all_at(file, &footer, 0).map_err(io_in(path))?;
+        write_all_at(file, &header, FOOTER_LEN as u64).map_err(io_in(path))?;
+        write_all_at(file, &bat, BAT_OFFSET).map_err(io_in(path))?;
         for (_, at, data) in &locators {
             let mut padded = data.clone();
             padded.resize(
                 usize::try_from(align_up(data.len() as u64, SECTOR).max(SECTOR)).unwrap_or(0),
                 0,
             );
-            write_all_at(&file, &padded, *at).map_err(io_in(path))?;
+            write_all_at(file, &padded, *at).map_err(io_in(path))?;
         }
-        write_all_at(&file, &footer, tail).map_err(io_in(path))?;
+        write_all_at(file, &footer, tail).map_err(io_in(path))?;
         file.sync_all().map_err(io_in(path))
-    })();
-    if result.is_err() {
-        drop(file);
-        let _ = std::fs::remove_file(path);
-    }
-    result
+    })
 }
 
 /// Opens the VHD `path` for writing (its parent, for a differencing disk,
@@ -383,29 +377,41 @@ pub(crate) fn io_in(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io(Format::Probe, e).in_file(path)
 }
 
-/// Creates `path` for writing: refused when it exists, unless `force`.
-pub(crate) fn create_file(path: &Path, force: bool, format: Format) -> Result<File> {
-    let mut o = std::fs::OpenOptions::new();
-    o.read(true).write(true);
-    if force {
-        o.create(true).truncate(true);
-    } else {
-        o.create_new(true);
+/// Makes the new image file `path` as `write` fills it: written under
+/// its final name in a staging folder beside `path` and moved into place
+/// only when `write` succeeded and the file is synced, so an interrupted
+/// create leaves no file that looks finished. An existing `path` is
+/// refused unless `force`. `write` gets the file and the path it is
+/// written at (for errors).
+pub(crate) fn create_staged(
+    path: &Path,
+    force: bool,
+    format: Format,
+    write: impl FnOnce(&File, &Path) -> Result<()>,
+) -> Result<()> {
+    if !force && std::fs::symlink_metadata(path).is_ok() {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format,
+            Detail::Invalid("already exists (replace it with --force)".into()),
+        )
+        .in_file(path));
     }
-    o.open(path).map_err(|e| {
-        let already = e.kind() == std::io::ErrorKind::AlreadyExists;
-        let err = Error::io(format, e).in_file(path);
-        if already {
-            Error::new(
-                ErrorKind::Io,
-                format,
-                Detail::Invalid("already exists (replace it with --force)".into()),
-            )
-            .in_file(path)
-        } else {
-            err
-        }
-    })
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut staging = crate::write::file::Staging::new(path, format)?;
+    let staged = staging.file(&name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&staged)
+        .map_err(|e| Error::io(format, e).in_file(&staged))?;
+    write(&file, &staged)?;
+    drop(file);
+    staging.commit(format)
 }
 
 /// A random version-4 GUID from the system's random source (`/dev/urandom`),

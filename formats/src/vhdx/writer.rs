@@ -37,7 +37,7 @@ use crate::image::{DiskImage, Warnings};
 use crate::image_file::ImageFile;
 use crate::options::OpenOptions;
 use crate::vhd::writer::{
-    create_file, io_in, random_guid, read_exact_at, windows_relative, write_all_at,
+    create_staged, io_in, random_guid, read_exact_at, windows_relative, write_all_at,
 };
 use crate::write::{CreateOptions, Subformat, WritableDevice};
 
@@ -160,8 +160,7 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
     }
     let file_write = random_guid();
     let data_write = random_guid();
-    let file = create_file(path, options.force, Format::Vhdx)?;
-    let result = (|| {
+    create_staged(path, options.force, Format::Vhdx, |file, path| {
         let io = io_in(path);
         // File type identifier.
         let mut id = vec![0u8; 64 * KIB as usize];
@@ -169,7 +168,7 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
         let creator = format!("diskimage {}", env!("CARGO_PKG_VERSION"));
         let units: Vec<u8> = creator.encode_utf16().flat_map(u16::to_le_bytes).collect();
         put(&mut id, 8, &units);
-        write_all_at(&file, &id, 0).map_err(&io)?;
+        write_all_at(file, &id, 0).map_err(&io)?;
         let h = Header {
             copy: 1,
             sequence_number: 0,
@@ -181,26 +180,21 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
             log_length: LOG_LENGTH as u32,
             log_offset: LOG_OFFSET,
         };
-        write_all_at(&file, &header_bytes(&h), HEADER_1_OFFSET).map_err(&io)?;
+        write_all_at(file, &header_bytes(&h), HEADER_1_OFFSET).map_err(&io)?;
         let h2 = Header {
             sequence_number: 1,
             ..h
         };
-        write_all_at(&file, &header_bytes(&h2), HEADER_2_OFFSET).map_err(&io)?;
+        write_all_at(file, &header_bytes(&h2), HEADER_2_OFFSET).map_err(&io)?;
         let rt = region_table(bat_len);
-        write_all_at(&file, &rt, REGION_TABLE_1_OFFSET).map_err(&io)?;
-        write_all_at(&file, &rt, REGION_TABLE_2_OFFSET).map_err(&io)?;
+        write_all_at(file, &rt, REGION_TABLE_1_OFFSET).map_err(&io)?;
+        write_all_at(file, &rt, REGION_TABLE_2_OFFSET).map_err(&io)?;
         let meta = metadata(size, block_size, sector, fixed, parent.as_ref());
-        write_all_at(&file, &meta, METADATA_OFFSET).map_err(&io)?;
-        write_all_at(&file, &bat, BAT_OFFSET).map_err(&io)?;
+        write_all_at(file, &meta, METADATA_OFFSET).map_err(&io)?;
+        write_all_at(file, &bat, BAT_OFFSET).map_err(&io)?;
         file.set_len(end).map_err(&io)?;
         file.sync_all().map_err(&io)
-    })();
-    if result.is_err() {
-        drop(file);
-        let _ = std::fs::remove_file(path);
-    }
-    result
+    })
 }
 
 /// Opens the VHDX `path` for writing (its parent, for a differencing disk,

@@ -78,33 +78,6 @@ pub struct ExFatFs {
     cache: RefCell<HashMap<(u32, u64), Rc<Directory>>>,
 }
 
-/// A copy of an error made by this reader (they carry no source), so
-/// that a cached directory can hand out its entries' errors again.
-fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::Corrupt {
-            fs,
-            path,
-            offset,
-            detail,
-            ..
-        } => Error::Corrupt {
-            fs: *fs,
-            path: path.clone(),
-            offset: *offset,
-            detail: detail.clone(),
-            source: None,
-        },
-        Error::Unsupported { fs, path, what, .. } => Error::Unsupported {
-            fs: *fs,
-            path: path.clone(),
-            what: what.clone(),
-            source: None,
-        },
-        other => Error::corrupt(FS, None, other.to_string()),
-    }
-}
-
 /// The volume label of the exFAT volume on `device`, read as detection
 /// needs it (without opening the file system): the root directory's
 /// label entry (type 0x83), its clusters read one at a time up to the
@@ -477,7 +450,7 @@ impl FileSystem for ExFatFs {
                         FileType::File
                     },
                 }),
-                Err(bad) => return Err(copy_error(&bad.1)),
+                Err(bad) => return Err(bad.1.duplicate(FS)),
             }
         }
         Ok(out)
@@ -511,7 +484,7 @@ impl FileSystem for ExFatFs {
                     set,
                     path: join(path, &set.name),
                 })),
-                Err(bad) => f(Err((bad.0.clone(), copy_error(&bad.1)))),
+                Err(bad) => f(Err((bad.0.clone(), bad.1.duplicate(FS)))),
             };
             if flow.is_break() {
                 break;

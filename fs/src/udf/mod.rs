@@ -241,14 +241,14 @@ impl UdfFs {
             .map(|fid| {
                 let entry = match read.get(&fid.icb) {
                     Some(Ok(e)) => Ok(e.clone()),
-                    Some(Err(e)) => Err(copy_error(e)),
+                    Some(Err(e)) => Err(e.duplicate(FS)),
                     None => {
                         let at = join(path, &fid.name);
                         let got = icb::read_entry(dev, &self.parts, fid.icb, &self.checks, &at)
                             .map(Rc::new);
                         let entry = match &got {
                             Ok(e) => Ok(e.clone()),
-                            Err(e) => Err(copy_error(e)),
+                            Err(e) => Err(e.duplicate(FS)),
                         };
                         read.insert(fid.icb, got);
                         entry
@@ -286,7 +286,7 @@ impl UdfFs {
             walked = join(&walked, c);
             node = match &child.entry {
                 Ok(e) => e.clone(),
-                Err(e) => return Err(copy_error(e)),
+                Err(e) => return Err(e.duplicate(FS)),
             };
         }
         Ok(node)
@@ -384,38 +384,6 @@ fn symlink_target(b: &[u8]) -> std::result::Result<String, String> {
     })
 }
 
-/// A copy of an error made by this reader (they carry no source), so
-/// that a cached directory can hand out its entries' errors again.
-fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::Corrupt {
-            fs,
-            path,
-            offset,
-            detail,
-            ..
-        } => Error::Corrupt {
-            fs: *fs,
-            path: path.clone(),
-            offset: *offset,
-            detail: detail.clone(),
-            source: None,
-        },
-        Error::Unsupported { fs, path, what, .. } => Error::Unsupported {
-            fs: *fs,
-            path: path.clone(),
-            what: what.clone(),
-            source: None,
-        },
-        Error::Limit { fs, path, what } => Error::Limit {
-            fs: *fs,
-            path: path.clone(),
-            what: what.clone(),
-        },
-        other => Error::corrupt(FS, None, other.to_string()),
-    }
-}
-
 /// blkid's UUID of a UDF volume, from the volume set identifier: its
 /// first 16 characters in lower case when they are hex digits; else the
 /// hex digits it starts with (at least 8) and the next bytes in hex.
@@ -476,7 +444,7 @@ impl FileSystem for UdfFs {
                     name: c.fid.name.clone(),
                     file_type: self.metadata_of(e).file_type,
                 }),
-                Err(e) => Err(copy_error(e)),
+                Err(e) => Err(e.duplicate(FS)),
             })
             .collect()
     }
@@ -506,7 +474,7 @@ impl FileSystem for UdfFs {
                     entry: e,
                     path: join(path, &c.fid.name),
                 })),
-                Err(e) => f(Err((c.fid.name.clone(), copy_error(e)))),
+                Err(e) => f(Err((c.fid.name.clone(), e.duplicate(FS)))),
             };
             if flow.is_break() {
                 break;
