@@ -45,6 +45,7 @@
 
 pub mod descriptor;
 pub mod eltorito;
+mod record;
 pub mod susp;
 pub mod time;
 pub mod zisofs;
@@ -54,7 +55,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use diskimage_formats::bytes::le_u32;
 use diskimage_formats::BlockDevice;
 
 use crate::error::{Error, FsName, Result};
@@ -64,6 +64,7 @@ use crate::file_system::{
 use crate::runs::{DataRun, RunReader};
 use crate::FsKind;
 pub use eltorito::BootEntry;
+use record::{parse_record, strip_version, Record};
 
 const FS: FsName = FsName::Iso9660;
 /// ISO 9660 sectors (directory records never cross one) are 2048 bytes.
@@ -117,63 +118,6 @@ pub struct IsoFs {
     serial: Option<String>,
     boot: Vec<BootEntry>,
     cache: RefCell<HashMap<u64, Rc<Vec<Node>>>>,
-}
-
-/// The fixed part of a directory record.
-struct Record<'a> {
-    len: usize,
-    lba: u64,
-    xar: u64,
-    size: u64,
-    flags: u8,
-    interleaved: bool,
-    name: &'a [u8],
-    system_use: &'a [u8],
-    /// Offset of the system use area within the record.
-    su_at: usize,
-    recorded: Option<crate::file_system::Timestamp>,
-}
-
-fn parse_record(b: &[u8], offset: u64) -> Result<Record<'_>> {
-    let len = usize::from(b.first().copied().unwrap_or(0));
-    let bad = |what: &str| Error::corrupt(FS, None, format!("directory record: {what}")).at(offset);
-    if len < 34 || len > b.len() {
-        return Err(bad("length below 34 or past its sector"));
-    }
-    let name_len = usize::from(b.get(32).copied().unwrap_or(0));
-    let name = b.get(33..33 + name_len).filter(|_| 33 + name_len <= len);
-    let Some(name) = name else {
-        return Err(bad("name longer than the record"));
-    };
-    let su_at = 33 + name_len + usize::from(name_len % 2 == 0);
-    Ok(Record {
-        len,
-        lba: le_u32(b, 2).map_or(0, u64::from),
-        xar: u64::from(b.get(1).copied().unwrap_or(0)),
-        size: le_u32(b, 10).map_or(0, u64::from),
-        flags: b.get(25).copied().unwrap_or(0),
-        interleaved: b.get(26).is_some_and(|&x| x != 0) || b.get(27).is_some_and(|&x| x != 0),
-        name,
-        system_use: b.get(su_at.min(len)..len).unwrap_or_default(),
-        su_at,
-        recorded: time::short(b.get(18..25).unwrap_or_default()),
-    })
-}
-
-/// A primary or Joliet name without its `;version` (and a primary name
-/// without the `.` of an empty extension).
-fn strip_version(mut s: String, primary: bool) -> String {
-    if let Some(i) = s.rfind(';') {
-        if s.get(i + 1..)
-            .is_some_and(|v| v.bytes().all(|c| c.is_ascii_digit()))
-        {
-            s.truncate(i);
-        }
-    }
-    if primary && s.ends_with('.') && s.len() > 1 {
-        s.pop();
-    }
-    s
 }
 
 impl IsoFs {

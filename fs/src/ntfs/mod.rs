@@ -20,7 +20,9 @@
 pub mod data;
 mod dir;
 pub mod lznt1;
+mod mapping_pairs;
 pub mod mft;
+mod record;
 mod reparse;
 mod volume_reader;
 
