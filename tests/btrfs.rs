@@ -305,7 +305,6 @@ fn btrfs_ten_thousand_entries_read_as_the_kernel_serves_them() {
     let names: Vec<String> = fs
         .read_dir("/many")
         .expect("read_dir")
-        .into_iter()
         .map(|e| e.name)
         .collect();
     let sorted: Vec<String> = (0..10_000).map(|i| format!("f{i:05}")).collect();
@@ -486,12 +485,7 @@ fn btrfs_matches_a_live_loop_mount() {
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         kernel.sort();
-        let mut ours: Vec<String> = fs
-            .read_dir(&d)
-            .expect("read_dir")
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
+        let mut ours: Vec<String> = fs.read_dir(&d).expect("read_dir").map(|e| e.name).collect();
         ours.sort();
         if kernel != ours {
             errors.push(format!("{d}: kernel {kernel:?}, ours {ours:?}"));

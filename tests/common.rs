@@ -233,7 +233,6 @@ pub fn listing_tsv(path: &Path) -> std::collections::BTreeMap<String, ListingRow
 pub fn dir_names<C: FromIterator<String>>(fs: &dyn diskimage::fs::FileSystem, dir: &str) -> C {
     fs.read_dir(dir)
         .unwrap_or_else(|e| panic!("read_dir {dir}: {e}"))
-        .into_iter()
         .map(|e| e.name)
         .collect()
 }

@@ -417,7 +417,6 @@ fn issue_19_ext2_without_filetype_lists_types_from_inodes() {
     let types: BTreeMap<String, &str> = fs
         .read_dir("/")
         .expect("read_dir")
-        .into_iter()
         .map(|e| (e.name, type_name(e.file_type)))
         .collect();
     assert_eq!(types["fifo"], "special");

@@ -218,7 +218,6 @@ fn files_match_the_kernel_view_of_e2fsck_replay() {
             let mut got: Vec<String> = fs
                 .read_dir(&row[0])
                 .unwrap_or_else(|e| panic!("{image}: {}: {e}", row[0]))
-                .into_iter()
                 .map(|e| e.name)
                 .filter(|n| !(row[0] == "/" && n == "lost+found"))
                 .collect();

@@ -43,8 +43,8 @@ use diskimage_formats::BlockDevice;
 
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
-    encode_name, join, DirEntry, FileReader, FileSystem, FileType, Metadata, StoredRun, VisitFn,
-    Visited,
+    encode_name, join, DirEntry, FileReader, FileSystem, FileType, Metadata, ReadDir, StoredRun,
+    VisitFn, Visited,
 };
 use crate::options::FsOptions;
 use crate::runs::{self, DataRun, RunReader};
@@ -220,7 +220,7 @@ impl FileSystem for ExtFs {
         out
     }
 
-    fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+    fn read_dir(&self, path: &str) -> Result<ReadDir> {
         let table = &self.table;
         let dir = table.lookup(path)?;
         let mut out = Vec::new();
@@ -235,7 +235,7 @@ impl FileSystem for ExtFs {
             };
             out.push(DirEntry { name, file_type });
         }
-        Ok(out)
+        Ok(out.into())
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata> {

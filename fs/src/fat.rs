@@ -41,8 +41,8 @@ use fatfs::{FileAttributes, FsOptions};
 
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
-    components, days_from_civil, DirEntry, FileReader, FileSystem, FileType, Metadata, Timestamp,
-    VisitFn, Visited,
+    components, days_from_civil, DirEntry, FileReader, FileSystem, FileType, Metadata, ReadDir,
+    Timestamp, VisitFn, Visited,
 };
 use crate::FsKind;
 
@@ -432,7 +432,7 @@ impl FileSystem for FatFs {
         false
     }
 
-    fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+    fn read_dir(&self, path: &str) -> Result<ReadDir> {
         let dir = match self.lookup(path)? {
             None => self.fs.root_dir(),
             Some(e) if e.is_dir() => subdir(&e, path)?,
@@ -444,7 +444,7 @@ impl FileSystem for FatFs {
             .iter()
             .map(|e| (e.file_name(), self.entry_metadata(e, cluster)))
             .collect();
-        let out = entries
+        let out: Vec<DirEntry> = entries
             .iter()
             .map(|e| DirEntry {
                 name: e.file_name(),
@@ -453,7 +453,7 @@ impl FileSystem for FatFs {
             .collect();
         let key = components(path).map(|c| c.join("/")).unwrap_or_default();
         *self.last_dir.borrow_mut() = Some((key, cached));
-        Ok(out)
+        Ok(out.into())
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata> {

@@ -165,6 +165,38 @@ pub struct DirEntry {
     pub file_type: FileType,
 }
 
+/// The entries of one directory, as [`FileSystem::read_dir`] gives them:
+/// an iterator (read when the call is made; [`FileSystem::visit_dir`]
+/// streams entries with their metadata instead).
+#[derive(Debug, Clone, Default)]
+pub struct ReadDir(std::vec::IntoIter<DirEntry>);
+
+impl Iterator for ReadDir {
+    type Item = DirEntry;
+
+    fn next(&mut self) -> Option<DirEntry> {
+        self.0.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for ReadDir {}
+
+impl DoubleEndedIterator for ReadDir {
+    fn next_back(&mut self) -> Option<DirEntry> {
+        self.0.next_back()
+    }
+}
+
+impl From<Vec<DirEntry>> for ReadDir {
+    fn from(entries: Vec<DirEntry>) -> Self {
+        ReadDir(entries.into_iter())
+    }
+}
+
 /// A file's data: `Read + Seek`.
 pub trait FileReader: Read + Seek {}
 impl<T: Read + Seek> FileReader for T {}
@@ -275,7 +307,7 @@ pub trait FileSystem {
         Vec::new()
     }
     /// The entries of the directory at `path`, without `.` and `..`.
-    fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>>;
+    fn read_dir(&self, path: &str) -> Result<ReadDir>;
     /// What is known of `path` (a symlink itself, not its target).
     fn metadata(&self, path: &str) -> Result<Metadata>;
     /// The data of the regular file (or named stream) at `path`.

@@ -53,8 +53,8 @@ pub mod xfs;
 pub use detect::{detect, FsInfo, FsKind};
 pub use error::{Detail, Error, ErrorKind, FsName, Result};
 pub use file_system::{
-    DirEntry, FileReader, FileSystem, FileType, Metadata, PathEntry, StoredRun, Timestamp, VisitFn,
-    Visited,
+    DirEntry, FileReader, FileSystem, FileType, Metadata, PathEntry, ReadDir, StoredRun, Timestamp,
+    VisitFn, Visited,
 };
 pub use options::FsOptions;
 

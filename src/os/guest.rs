@@ -157,7 +157,6 @@ impl Guest {
         let mut names: Vec<String> = fs
             .read_dir(&inner)
             .map_err(|e| format!("{real}: {e}"))?
-            .into_iter()
             .map(|e| e.name)
             .collect();
         names.sort();

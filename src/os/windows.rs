@@ -23,7 +23,7 @@ fn child_ci(fs: &dyn FileSystem, dir: &str, name: &str) -> Option<(String, FileT
         let path = diskimage_fs::file_system::join(dir, name);
         return fs.metadata(&path).ok().map(|m| (path, m.file_type));
     }
-    let entries = fs.read_dir(dir).ok()?;
+    let entries: Vec<_> = fs.read_dir(dir).ok()?.collect();
     let e = entries
         .iter()
         .find(|e| e.name == name)

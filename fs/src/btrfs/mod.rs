@@ -36,7 +36,7 @@ use diskimage_formats::BlockDevice;
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
     components, decode_name, encode_name, join, DirEntry, FileReader, FileSystem, FileType,
-    Metadata, StoredRun, VisitFn, Visited,
+    Metadata, ReadDir, StoredRun, VisitFn, Visited,
 };
 use crate::options::FsOptions;
 use crate::FsKind;
@@ -526,10 +526,10 @@ impl FileSystem for BtrfsFs {
         self.vol.warnings()
     }
 
-    fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+    fn read_dir(&self, path: &str) -> Result<ReadDir> {
         let node = self.lookup(path)?;
         let Node::Inode { tree, ino, .. } = &node else {
-            return Ok(Vec::new());
+            return Ok(ReadDir::default());
         };
         let mut out = Vec::new();
         for e in self.entries(&node, path)? {
@@ -540,7 +540,7 @@ impl FileSystem for BtrfsFs {
             };
             out.push(DirEntry { name, file_type });
         }
-        Ok(out)
+        Ok(out.into())
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata> {

@@ -47,7 +47,8 @@ use diskimage_formats::BlockDevice;
 
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
-    components, join, DirEntry, FileReader, FileSystem, FileType, Metadata, VisitFn, Visited,
+    components, join, DirEntry, FileReader, FileSystem, FileType, Metadata, ReadDir, VisitFn,
+    Visited,
 };
 use crate::FsKind;
 use boot_sector::{BootRegion, BootSector};
@@ -437,7 +438,7 @@ impl FileSystem for ExFatFs {
         false
     }
 
-    fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+    fn read_dir(&self, path: &str) -> Result<ReadDir> {
         let dir = self.dir_at(path)?;
         let mut out = Vec::with_capacity(dir.files.len());
         for f in &dir.files {
@@ -453,7 +454,7 @@ impl FileSystem for ExFatFs {
                 Err(bad) => return Err(bad.1.duplicate(FS)),
             }
         }
-        Ok(out)
+        Ok(out.into())
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata> {

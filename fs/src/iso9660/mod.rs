@@ -59,7 +59,7 @@ use diskimage_formats::BlockDevice;
 
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
-    components, encode_name, DirEntry, FileReader, FileSystem, FileType, Metadata,
+    components, encode_name, DirEntry, FileReader, FileSystem, FileType, Metadata, ReadDir,
 };
 use crate::runs::{DataRun, RunReader};
 use crate::FsKind;
@@ -563,7 +563,7 @@ impl FileSystem for IsoFs {
         self.names != Names::Primary
     }
 
-    fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+    fn read_dir(&self, path: &str) -> Result<ReadDir> {
         let node = self.lookup(path)?;
         if node.meta.file_type != FileType::Directory {
             return Err(Error::wrong_type(FS, path, "not a directory"));
@@ -576,7 +576,8 @@ impl FileSystem for IsoFs {
                 name: n.name.clone(),
                 file_type: n.meta.file_type,
             })
-            .collect())
+            .collect::<Vec<_>>()
+            .into())
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata> {

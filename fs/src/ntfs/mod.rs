@@ -43,7 +43,8 @@ use ntfs::{Ntfs, NtfsError, NtfsFile};
 
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
-    components, DirEntry, FileReader, FileSystem, FileType, Metadata, StoredRun, Timestamp, VisitFn,
+    components, DirEntry, FileReader, FileSystem, FileType, Metadata, ReadDir, StoredRun,
+    Timestamp, VisitFn,
 };
 use crate::FsKind;
 use data::RunReader;
@@ -371,7 +372,7 @@ impl FileSystem for NtfsFs {
         false
     }
 
-    fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+    fn read_dir(&self, path: &str) -> Result<ReadDir> {
         let mut r = self.reader();
         let file = self.lookup(&mut r, path)?;
         if !file.is_directory() {
@@ -396,7 +397,7 @@ impl FileSystem for NtfsFs {
                 e.file_type = m.file_type;
             }
         }
-        Ok(out)
+        Ok(out.into())
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata> {

@@ -57,8 +57,8 @@ use diskimage_formats::BlockDevice;
 
 use crate::error::{Error, FsName, Result};
 use crate::file_system::{
-    components, join, DirEntry, FileReader, FileSystem, FileType, Metadata, StoredRun, VisitFn,
-    Visited,
+    components, join, DirEntry, FileReader, FileSystem, FileType, Metadata, ReadDir, StoredRun,
+    VisitFn, Visited,
 };
 use crate::{FsKind, FsOptions};
 use descriptor::{ident, LbAddr};
@@ -435,7 +435,7 @@ impl FileSystem for UdfFs {
         self.checks.warnings.borrow().clone()
     }
 
-    fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+    fn read_dir(&self, path: &str) -> Result<ReadDir> {
         let node = self.lookup(path)?;
         let list = self.children(&node, path)?;
         list.iter()
@@ -446,7 +446,8 @@ impl FileSystem for UdfFs {
                 }),
                 Err(e) => Err(e.duplicate(FS)),
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()
+            .map(ReadDir::from)
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata> {

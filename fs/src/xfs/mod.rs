@@ -35,7 +35,7 @@ use crate::ext4::blocks::Run;
 use crate::ext4::byte_runs;
 use crate::file_system::{
     components, decode_name, encode_name, join, DirEntry, FileReader, FileSystem, FileType,
-    Metadata, StoredRun, VisitFn, Visited,
+    Metadata, ReadDir, StoredRun, VisitFn, Visited,
 };
 use crate::options::FsOptions;
 use crate::runs::{self, RunReader};
@@ -408,7 +408,7 @@ impl FileSystem for XfsFs {
         out
     }
 
-    fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+    fn read_dir(&self, path: &str) -> Result<ReadDir> {
         let dir = self.lookup(path)?;
         let mut out = Vec::new();
         for e in self.entries(&dir, path)?.iter() {
@@ -422,7 +422,7 @@ impl FileSystem for XfsFs {
             };
             out.push(DirEntry { name, file_type });
         }
-        Ok(out)
+        Ok(out.into())
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata> {
