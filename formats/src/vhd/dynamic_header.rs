@@ -5,7 +5,10 @@
 
 use crate::error::{hex_preview, Detail, Error, Format, Result};
 
-use super::footer::{array, be_u32, be_u64, ones_complement_checksum, SECTOR};
+use binrw::BinRead;
+
+use super::footer::{ones_complement_checksum, SECTOR};
+use crate::layout::{self, Layout};
 
 /// Bytes in the dynamic header.
 pub const HEADER_LEN: usize = 1024;
@@ -20,17 +23,43 @@ pub const PARENT_LOCATOR_ENTRIES: usize = 8;
 pub const PARENT_NAME_LEN: usize = 512;
 
 const CHECKSUM_OFFSET: usize = 36;
-const PARENT_NAME_OFFSET: usize = 64;
-const LOCATORS_OFFSET: usize = 576;
-const LOCATOR_LEN: usize = 24;
 
 /// One parent locator entry as stored ("Parent Locator Entry").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(BinRead, Debug, Clone, Copy, PartialEq, Eq)]
+#[br(big)]
 pub(crate) struct ParentLocatorEntry {
     pub platform_code: [u8; 4],
     pub platform_data_space: u32,
+    /// Then 4 reserved bytes.
+    #[br(pad_after = 4)]
     pub platform_data_length: u32,
     pub platform_data_offset: u64,
+}
+
+/// The header as stored, field by field ("Dynamic Disk Header Format").
+#[derive(BinRead)]
+#[br(big)]
+struct RawHeader {
+    _cookie: [u8; 8],
+    _data_offset: u64,
+    table_offset: u64,
+    header_version: u32,
+    max_table_entries: u32,
+    block_size: u32,
+    checksum: u32,
+    parent_unique_id: [u8; 16],
+    /// Then 4 reserved bytes.
+    #[br(pad_after = 4)]
+    parent_time_stamp: u32,
+    parent_unicode_name: [u8; PARENT_NAME_LEN],
+    /// Then 256 reserved bytes.
+    #[br(pad_after = 256)]
+    parent_locators: [ParentLocatorEntry; PARENT_LOCATOR_ENTRIES],
+}
+
+impl Layout for RawHeader {
+    const SIZE: usize = HEADER_LEN;
+    const NAME: &'static str = "dynamic disk header";
 }
 
 /// A parsed dynamic header, fields named as the specification spells them.
@@ -73,7 +102,8 @@ impl DynamicHeader {
                 },
             ));
         }
-        let header_version = be_u32(bytes, 24);
+        let raw: RawHeader = layout::read(bytes).map_err(|d| Error::corrupt(Format::Vhd, d))?;
+        let header_version = raw.header_version;
         if header_version >> 16 != 1 {
             return Err(Error::unsupported(
                 Format::Vhd,
@@ -83,7 +113,7 @@ impl DynamicHeader {
             )
             .at(24));
         }
-        let block_size = be_u32(bytes, 32);
+        let block_size = raw.block_size;
         if block_size == 0 || u64::from(block_size) % SECTOR != 0 || block_size > MAX_BLOCK_SIZE {
             return Err(Error::bad_value(
                 Format::Vhd,
@@ -93,10 +123,8 @@ impl DynamicHeader {
             )
             .at(32));
         }
-        let name = bytes
-            .get(PARENT_NAME_OFFSET..PARENT_NAME_OFFSET + PARENT_NAME_LEN)
-            .unwrap_or_default();
-        let units: Vec<u16> = name
+        let units: Vec<u16> = raw
+            .parent_unicode_name
             .chunks_exact(2)
             .map(|c| {
                 u16::from_be_bytes([
@@ -106,27 +134,21 @@ impl DynamicHeader {
             })
             .take_while(|&u| u != 0)
             .collect();
-        let parent_locators = (0..PARENT_LOCATOR_ENTRIES)
-            .map(|i| LOCATORS_OFFSET + i * LOCATOR_LEN)
-            .map(|at| ParentLocatorEntry {
-                platform_code: array(bytes, at),
-                platform_data_space: be_u32(bytes, at + 4),
-                platform_data_length: be_u32(bytes, at + 8),
-                platform_data_offset: be_u64(bytes, at + 16),
-            })
-            .filter(|e| e.platform_code != [0; 4])
-            .collect();
         let head = bytes.get(..HEADER_LEN).unwrap_or_default();
         Ok(DynamicHeader {
-            table_offset: be_u64(bytes, 16),
+            table_offset: raw.table_offset,
             header_version,
-            max_table_entries: be_u32(bytes, 28),
+            max_table_entries: raw.max_table_entries,
             block_size,
-            checksum: be_u32(bytes, CHECKSUM_OFFSET),
-            parent_unique_id: array(bytes, 40),
-            parent_time_stamp: be_u32(bytes, 56),
+            checksum: raw.checksum,
+            parent_unique_id: raw.parent_unique_id,
+            parent_time_stamp: raw.parent_time_stamp,
             parent_unicode_name: String::from_utf16_lossy(&units),
-            parent_locators,
+            parent_locators: raw
+                .parent_locators
+                .into_iter()
+                .filter(|e| e.platform_code != [0; 4])
+                .collect(),
             computed_checksum: ones_complement_checksum(head, CHECKSUM_OFFSET),
         })
     }
@@ -152,6 +174,11 @@ impl DynamicHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_declaration_is_1024_bytes() {
+        assert_eq!(layout::declared_len::<RawHeader>(), Some(HEADER_LEN as u64));
+    }
     use crate::ErrorKind;
 
     /// A differencing disk's header: 5 entries of 2 MiB, parent `p.vhd`, one W2ru locator.

@@ -5,8 +5,10 @@
 //! Virtual PC versions before 2004 wrote a 511-byte footer (the last
 //! reserved byte missing); `VhdFooter::parse` accepts 511 bytes.
 
-use crate::bytes;
+use binrw::BinRead;
+
 use crate::error::{hex_preview, Detail, Error, Format, Result};
+use crate::layout::{self, Layout};
 
 /// Bytes in a footer as the specification lays it out.
 pub const FOOTER_LEN: usize = 512;
@@ -89,6 +91,36 @@ pub(crate) struct VhdFooter {
     pub computed_checksum: u32,
 }
 
+/// The footer as stored, field by field ("Hard Disk Footer Format").
+#[derive(BinRead)]
+#[br(big)]
+struct RawFooter {
+    _cookie: [u8; 8],
+    features: u32,
+    file_format_version: u32,
+    data_offset: u64,
+    time_stamp: u32,
+    creator_application: [u8; 4],
+    creator_version: u32,
+    creator_host_os: [u8; 4],
+    original_size: u64,
+    current_size: u64,
+    cylinders: u16,
+    heads: u8,
+    sectors_per_track: u8,
+    disk_type: u32,
+    checksum: u32,
+    unique_id: [u8; 16],
+    /// Then 427 reserved bytes.
+    #[br(pad_after = 427)]
+    saved_state: u8,
+}
+
+impl Layout for RawFooter {
+    const SIZE: usize = FOOTER_LEN;
+    const NAME: &'static str = "footer";
+}
+
 /// The one's complement of the byte sum of `bytes`, the checksum field
 /// (4 bytes at `checksum_at`) counted as zero — the footer and dynamic
 /// header checksum of the specification.
@@ -99,24 +131,6 @@ pub(crate) fn ones_complement_checksum(bytes: &[u8], checksum_at: usize) -> u32 
         .filter(|(i, _)| !(checksum_at..checksum_at + 4).contains(i))
         .fold(0u32, |acc, (_, &b)| acc.wrapping_add(u32::from(b)));
     !sum
-}
-
-/// Fields of structures whose length was checked before parsing: a
-/// missing byte reads as 0 rather than panicking.
-pub(crate) fn be_u16(b: &[u8], at: usize) -> u16 {
-    bytes::be_u16(b, at).unwrap_or(0)
-}
-
-pub(crate) fn be_u32(b: &[u8], at: usize) -> u32 {
-    bytes::be_u32(b, at).unwrap_or(0)
-}
-
-pub(crate) fn be_u64(b: &[u8], at: usize) -> u64 {
-    bytes::be_u64(b, at).unwrap_or(0)
-}
-
-pub(crate) fn array<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
-    bytes::array(b, at).unwrap_or([0; N])
 }
 
 impl VhdFooter {
@@ -153,7 +167,8 @@ impl VhdFooter {
         if let (Some(dst), Some(src)) = (full.get_mut(..n), bytes.get(..n)) {
             dst.copy_from_slice(src);
         }
-        let file_format_version = be_u32(&full, 12);
+        let raw: RawFooter = layout::read(&full).map_err(|d| Error::corrupt(Format::Vhd, d))?;
+        let file_format_version = raw.file_format_version;
         if file_format_version >> 16 != 1 {
             return Err(Error::unsupported(
                 Format::Vhd,
@@ -161,50 +176,48 @@ impl VhdFooter {
             )
             .at(12));
         }
-        let raw_type = be_u32(&full, 60);
-        let disk_type = match raw_type {
+        let disk_type = match raw.disk_type {
             2 => DiskType::Fixed,
             3 => DiskType::Dynamic,
             4 => DiskType::Differencing,
-            _ => {
+            other => {
                 return Err(Error::bad_value(
                     Format::Vhd,
                     "disk type",
-                    u64::from(raw_type),
+                    u64::from(other),
                     "2 (fixed), 3 (dynamic) or 4 (differencing)",
                 )
                 .at(60))
             }
         };
-        let data_offset = be_u64(&full, 16);
-        if disk_type != DiskType::Fixed && data_offset == NO_DATA_OFFSET {
+        if disk_type != DiskType::Fixed && raw.data_offset == NO_DATA_OFFSET {
             return Err(Error::bad_value(
                 Format::Vhd,
                 "data offset",
-                data_offset,
+                raw.data_offset,
                 "the dynamic header's offset in a dynamic or differencing disk",
             )
             .at(16));
         }
         Ok(VhdFooter {
-            features: be_u32(&full, 8),
+            features: raw.features,
             file_format_version,
-            data_offset,
-            time_stamp: be_u32(&full, 24),
-            creator_application: array(&full, 28),
-            creator_version: be_u32(&full, 32),
-            creator_host_os: array(&full, 36),
-            original_size: be_u64(&full, 40),
-            current_size: be_u64(&full, 48),
+            data_offset: raw.data_offset,
+            time_stamp: raw.time_stamp,
+            creator_application: raw.creator_application,
+            creator_version: raw.creator_version,
+            creator_host_os: raw.creator_host_os,
+            original_size: raw.original_size,
+            current_size: raw.current_size,
             disk_geometry: Geometry {
-                cylinders: be_u16(&full, 56),
-                heads: full.get(58).copied().unwrap_or(0),
-                sectors_per_track: full.get(59).copied().unwrap_or(0),
+                cylinders: raw.cylinders,
+                heads: raw.heads,
+                sectors_per_track: raw.sectors_per_track,
             },
             disk_type,
-            checksum: be_u32(&full, CHECKSUM_OFFSET),
-            unique_id: array(&full, 68),
-            saved_state: full.get(84).copied().unwrap_or(0),
+            checksum: raw.checksum,
+            unique_id: raw.unique_id,
+            saved_state: raw.saved_state,
             computed_checksum: ones_complement_checksum(&full, CHECKSUM_OFFSET),
         })
     }
@@ -276,6 +289,11 @@ pub(crate) fn format_time_stamp(seconds: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn footer_declaration_is_512_bytes() {
+        assert_eq!(layout::declared_len::<RawFooter>(), Some(FOOTER_LEN as u64));
+    }
     use crate::ErrorKind;
 
     /// A footer as Windows 10 writes it for a 10 MiB dynamic disk.
