@@ -282,6 +282,9 @@ impl Header {
                         ));
                     }
                 }
+                // Dirty-bitmap metadata changes no byte of the disk, and an
+                // encrypted image is refused by its crypt method.
+                EXT_BITMAPS | EXT_ENCRYPTION => {}
                 _ => {}
             }
             at = data_at + (len as usize).div_ceil(8) * 8;
@@ -381,7 +384,7 @@ impl Header {
     }
 
     /// The backing file name, when there is one (at most
-    /// [`MAX_BACKING_NAME`] bytes, inside the file).
+    /// `MAX_BACKING_NAME` (1,023) bytes, inside the file).
     pub fn backing_file(&self, file: &ImageFile) -> Result<Option<String>> {
         if self.backing_file_offset == 0 {
             return Ok(None);

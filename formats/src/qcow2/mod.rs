@@ -24,12 +24,12 @@
 //!
 //! Limits: clusters of 512 bytes to 2 MiB, an L1 table of at most 4 Mi
 //! entries (qemu's 32 MiB) sized from the virtual size and charged to the
-//! open's memory budget before it is read, at most [`table::MAX_CACHED_L2`]
-//! cached L2 tables and [`table::MAX_L2_CACHE_BYTES`] of them, every table
+//! open's memory budget before it is read, at most `table::MAX_CACHED_L2`
+//! cached L2 tables and `table::MAX_L2_CACHE_BYTES` of them, every table
 //! inside the file.
 
-pub mod header;
-pub mod table;
+pub(crate) mod header;
+pub(crate) mod table;
 
 use std::sync::{Arc, Mutex};
 
