@@ -59,6 +59,16 @@ pub fn utf16be(b: &[u8]) -> String {
     String::from_utf16_lossy(&units)
 }
 
+/// UTF-16BE bytes as text up to the first NUL unit (a VHD parent name).
+pub fn utf16be_to_nul(b: &[u8]) -> String {
+    let units: Vec<u16> = b
+        .chunks_exact(2)
+        .filter_map(|c| be_u16(c, 0))
+        .take_while(|&u| u != 0)
+        .collect();
+    String::from_utf16_lossy(&units)
+}
+
 /// Whether `magic` stands at `off`.
 pub fn has_at(b: &[u8], off: usize, magic: &[u8]) -> bool {
     off.checked_add(magic.len())

@@ -123,17 +123,6 @@ impl DynamicHeader {
             )
             .at(32));
         }
-        let units: Vec<u16> = raw
-            .parent_unicode_name
-            .chunks_exact(2)
-            .map(|c| {
-                u16::from_be_bytes([
-                    c.first().copied().unwrap_or(0),
-                    c.get(1).copied().unwrap_or(0),
-                ])
-            })
-            .take_while(|&u| u != 0)
-            .collect();
         let head = bytes.get(..HEADER_LEN).unwrap_or_default();
         Ok(DynamicHeader {
             table_offset: raw.table_offset,
@@ -143,7 +132,7 @@ impl DynamicHeader {
             checksum: raw.checksum,
             parent_unique_id: raw.parent_unique_id,
             parent_time_stamp: raw.parent_time_stamp,
-            parent_unicode_name: String::from_utf16_lossy(&units),
+            parent_unicode_name: crate::bytes::utf16be_to_nul(&raw.parent_unicode_name),
             parent_locators: raw
                 .parent_locators
                 .into_iter()
