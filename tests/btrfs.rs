@@ -8,7 +8,6 @@
 //! refused in strict mode; damaged trees give errors, never panics.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use diskimage::formats::MemoryDevice;
 use diskimage::fs::btrfs::BtrfsFs;
 use diskimage::fs::{open_fs, open_fs_with, ErrorKind, FileSystem, FileType, FsOptions};
 
-use crate::common::{gunzip_bytes, repo, sha256_bytes, tsv_rows};
+use crate::common::{gunzip_bytes, read_all, repo, sha256_bytes, tsv_rows, walk_rows};
 
 fn dir() -> PathBuf {
     repo().join("fixtures/btrfs")
@@ -76,10 +75,9 @@ fn type_name(t: FileType) -> &'static str {
     }
 }
 
-fn read_all(mut r: impl Read) -> std::io::Result<Vec<u8>> {
-    let mut v = Vec::new();
-    r.read_to_end(&mut v)?;
-    Ok(v)
+/// Our tree through the path methods.
+fn walk(fs: &dyn FileSystem) -> Result<BTreeMap<String, Row>, String> {
+    walk_rows(fs, row)
 }
 
 fn row(m: &diskimage::fs::Metadata, sha: String, target: String) -> Row {
@@ -100,41 +98,6 @@ fn row(m: &diskimage::fs::Metadata, sha: String, target: String) -> Row {
             })
         }),
     )
-}
-
-/// The tree of `fs` by path methods.
-fn walk(fs: &dyn FileSystem) -> Result<BTreeMap<String, Row>, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec!["/".to_string()];
-    while let Some(d) = stack.pop() {
-        for e in fs.read_dir(&d).map_err(|e| format!("read_dir {d}: {e}"))? {
-            let p = format!("{}/{}", d.trim_end_matches('/'), e.name);
-            let m = fs.metadata(&p).map_err(|e| format!("metadata {p}: {e}"))?;
-            if m.file_type != e.file_type {
-                return Err(format!(
-                    "{p}: read_dir {:?}, metadata {:?}",
-                    e.file_type, m.file_type
-                ));
-            }
-            let mut sha = "-".to_string();
-            let mut target = "-".to_string();
-            match m.file_type {
-                FileType::Directory => stack.push(p.clone()),
-                FileType::File => {
-                    let r = fs.open(&p).map_err(|e| format!("open {p}: {e}"))?;
-                    sha = sha256_bytes(&read_all(r).map_err(|e| format!("read {p}: {e}"))?);
-                }
-                FileType::Symlink => {
-                    target = fs
-                        .read_link(&p)
-                        .map_err(|e| format!("read_link {p}: {e}"))?
-                }
-                FileType::Special => {}
-            }
-            out.insert(p, row(&m, sha, target));
-        }
-    }
-    Ok(out)
 }
 
 /// The same tree through `visit_dir`; files stored verbatim

@@ -276,3 +276,54 @@ impl Drop for Unpacked {
         }
     }
 }
+
+/// Everything read through a stream (test helper: the error is kept).
+pub fn read_all(mut r: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// A file system's tree through its path methods (`read_dir`, `metadata`,
+/// `open`, `read_link`), each entry made a row by `row` from its metadata,
+/// its data's sha256 (files; else `-`) and its link target (symlinks;
+/// else `-`). An entry whose `read_dir` type disagrees with its metadata
+/// is an error.
+pub fn walk_rows<R>(
+    fs: &dyn diskimage::fs::FileSystem,
+    row: impl Fn(&diskimage::fs::Metadata, String, String) -> R,
+) -> Result<std::collections::BTreeMap<String, R>, String> {
+    use diskimage::fs::FileType;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec!["/".to_string()];
+    while let Some(d) = stack.pop() {
+        for e in fs.read_dir(&d).map_err(|e| format!("read_dir {d}: {e}"))? {
+            let p = format!("{}/{}", d.trim_end_matches('/'), e.name);
+            let m = fs.metadata(&p).map_err(|e| format!("metadata {p}: {e}"))?;
+            if m.file_type != e.file_type {
+                return Err(format!(
+                    "{p}: read_dir type {:?}, metadata {:?}",
+                    e.file_type, m.file_type
+                ));
+            }
+            let mut sha = "-".to_string();
+            let mut target = "-".to_string();
+            match m.file_type {
+                FileType::Directory => stack.push(p.clone()),
+                FileType::File => {
+                    let r = fs.open(&p).map_err(|e| format!("open {p}: {e}"))?;
+                    sha = sha256_bytes(&read_all(r).map_err(|e| format!("read {p}: {e}"))?);
+                }
+                FileType::Symlink => {
+                    target = fs
+                        .read_link(&p)
+                        .map_err(|e| format!("read_link {p}: {e}"))?
+                }
+                FileType::Special => {}
+            }
+            let r = row(&m, sha, target);
+            out.insert(p, r);
+        }
+    }
+    Ok(out)
+}

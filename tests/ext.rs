@@ -5,7 +5,6 @@
 //! warning, refused in strict mode.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use std::sync::Arc;
 use diskimage::formats::MemoryDevice;
 use diskimage::fs::{open_fs, open_fs_with, ErrorKind, FileSystem, FileType, FsOptions};
 
-use crate::common::{gunzip_bytes, repo, sha256_bytes, tsv_rows};
+use crate::common::{gunzip_bytes, read_all, repo, sha256_bytes, tsv_rows, walk_rows};
 
 fn dir() -> PathBuf {
     repo().join("fixtures/ext")
@@ -90,53 +89,18 @@ fn type_name(t: FileType) -> &'static str {
     }
 }
 
-fn read_all(mut r: impl Read) -> std::io::Result<Vec<u8>> {
-    let mut v = Vec::new();
-    r.read_to_end(&mut v)?;
-    Ok(v)
-}
-
 /// The tree of `fs` by path methods, as truth rows.
 fn walk(fs: &dyn FileSystem) -> Result<BTreeMap<String, Row>, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec!["/".to_string()];
-    while let Some(d) = stack.pop() {
-        for e in fs.read_dir(&d).map_err(|e| format!("read_dir {d}: {e}"))? {
-            let p = format!("{}/{}", d.trim_end_matches('/'), e.name);
-            let m = fs.metadata(&p).map_err(|e| format!("metadata {p}: {e}"))?;
-            if m.file_type != e.file_type {
-                return Err(format!(
-                    "{p}: read_dir type {:?}, metadata {:?}",
-                    e.file_type, m.file_type
-                ));
-            }
-            let mut sha = "-".to_string();
-            let mut target = "-".to_string();
-            match m.file_type {
-                FileType::Directory => stack.push(p.clone()),
-                FileType::File => {
-                    let r = fs.open(&p).map_err(|e| format!("open {p}: {e}"))?;
-                    sha = sha256_bytes(&read_all(r).map_err(|e| format!("read {p}: {e}"))?);
-                }
-                FileType::Symlink => {
-                    target = fs
-                        .read_link(&p)
-                        .map_err(|e| format!("read_link {p}: {e}"))?
-                }
-                FileType::Special => {}
-            }
-            let row = (
-                type_name(m.file_type).to_string(),
-                m.size,
-                sha,
-                target,
-                m.inode.unwrap_or(0),
-                m.modified.map_or(0, |t| t.secs),
-            );
-            out.insert(p, row);
-        }
-    }
-    Ok(out)
+    walk_rows(fs, |m, sha, target| {
+        (
+            type_name(m.file_type).to_string(),
+            m.size,
+            sha,
+            target,
+            m.inode.unwrap_or(0),
+            m.modified.map_or(0, |t| t.secs),
+        )
+    })
 }
 
 /// The same tree through `visit_dir`, each entry read from the entry.

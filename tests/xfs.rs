@@ -5,7 +5,6 @@
 //! machine allows loop mounts, also with a live mount of the same image.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use std::sync::Arc;
 use diskimage::formats::MemoryDevice;
 use diskimage::fs::{ErrorKind, FileSystem, FileType, FsOptions, Metadata};
 
-use crate::common::{gunzip_bytes, repo, sha256_bytes};
+use crate::common::{gunzip_bytes, read_all, repo, sha256_bytes, walk_rows};
 
 /// path -> type, inode, mode, uid, gid, size, nlink, mtime, sha256, target.
 type Row = Vec<String>;
@@ -66,6 +65,11 @@ fn type_name(t: FileType) -> &'static str {
     }
 }
 
+/// Our tree through the path methods.
+fn walk(fs: &dyn FileSystem) -> Result<BTreeMap<String, Row>, String> {
+    walk_rows(fs, row)
+}
+
 fn row(m: &Metadata, sha: String, target: String) -> Row {
     let t = m.modified.expect("mtime");
     vec![
@@ -80,46 +84,6 @@ fn row(m: &Metadata, sha: String, target: String) -> Row {
         sha,
         target,
     ]
-}
-
-fn read_all(mut r: impl Read) -> std::io::Result<Vec<u8>> {
-    let mut v = Vec::new();
-    r.read_to_end(&mut v)?;
-    Ok(v)
-}
-
-/// Our tree through the path methods.
-fn walk(fs: &dyn FileSystem) -> Result<BTreeMap<String, Row>, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec!["/".to_string()];
-    while let Some(d) = stack.pop() {
-        for e in fs.read_dir(&d).map_err(|e| format!("read_dir {d}: {e}"))? {
-            let p = format!("{}/{}", d.trim_end_matches('/'), e.name);
-            let m = fs.metadata(&p).map_err(|e| format!("metadata {p}: {e}"))?;
-            if m.file_type != e.file_type {
-                return Err(format!(
-                    "{p}: entry type {:?}, inode {:?}",
-                    e.file_type, m.file_type
-                ));
-            }
-            let (mut sha, mut target) = ("-".to_string(), "-".to_string());
-            match m.file_type {
-                FileType::Directory => stack.push(p.clone()),
-                FileType::File => {
-                    let r = fs.open(&p).map_err(|e| format!("open {p}: {e}"))?;
-                    sha = sha256_bytes(&read_all(r).map_err(|e| format!("read {p}: {e}"))?);
-                }
-                FileType::Symlink => {
-                    target = fs
-                        .read_link(&p)
-                        .map_err(|e| format!("read_link {p}: {e}"))?
-                }
-                FileType::Special => {}
-            }
-            out.insert(p, row(&m, sha, target));
-        }
-    }
-    Ok(out)
 }
 
 /// Our tree through `visit_dir`, each entry read from the entry.
