@@ -91,4 +91,9 @@ macro_rules! display_as_str {
     )*};
 }
 
-display_as_str!(ExtentKind, WarningKind, vhd::footer::DiskType);
+display_as_str!(
+    ExtentKind,
+    WarningKind,
+    vhd::footer::DiskType,
+    vdi::header::ImageType
+);

@@ -141,6 +141,13 @@ pub enum NotRead {
     Qcow1,
 }
 
+/// The format's name as its users know it ([`NotRead::name`]).
+impl std::fmt::Display for NotRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl NotRead {
     /// The format's name as its users know it.
     pub fn name(self) -> &'static str {

@@ -36,6 +36,18 @@ pub enum BootRegion {
     Backup,
 }
 
+impl BootRegion {
+    /// `main` or `backup`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootRegion::Main => "main",
+            BootRegion::Backup => "backup",
+        }
+    }
+}
+
+diskimage_formats::display_as_str!(BootRegion);
+
 /// The boot sector (§3.1), declared field by field in its on-disk order;
 /// [`BootSector::parse`] checks every field that reading relies on.
 #[derive(BinRead, Debug, Clone, PartialEq, Eq)]

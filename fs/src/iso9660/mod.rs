@@ -91,6 +91,19 @@ pub enum Names {
     Primary,
 }
 
+impl Names {
+    /// `rock-ridge`, `joliet` or `primary`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Names::RockRidge => "rock-ridge",
+            Names::Joliet => "joliet",
+            Names::Primary => "primary",
+        }
+    }
+}
+
+diskimage_formats::display_as_str!(Names);
+
 #[derive(Debug, Clone)]
 struct Node {
     name: String,
