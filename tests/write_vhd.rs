@@ -569,3 +569,71 @@ fn damaged_images_are_not_written() {
     assert_eq!(e.path(), Some(vhdx.as_path()), "{e}");
     assert_eq!(std::fs::metadata(&vhdx).unwrap().len(), 3 * MIB + 4096);
 }
+
+/// The command line from end to end on VHD and VHDX: create a parent,
+/// a child, write into the child, convert the child's view to VHDX,
+/// commit the child into its parent. qemu-img reads the parent and the
+/// converted copy as the same disk with the written bytes in place.
+#[test]
+fn cli_create_child_write_convert_commit() {
+    let t = tools();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let ok = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_diskimage"));
+        cmd.args(args).stdin(std::process::Stdio::piped());
+        cmd.stdout(std::process::Stdio::piped());
+        cmd.stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        if let Some(data) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(data).unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (base, child, copy) = (p("base.vhd"), p("child.vhd"), p("copy.vhdx"));
+    ok(&["create", &base, "--size", "8M"], None);
+    let base_before = std::fs::read(&base).unwrap();
+    ok(&["create", &child, "--parent", &base], None);
+    assert_eq!(
+        std::fs::read(&base).unwrap(),
+        base_before,
+        "the parent was written"
+    );
+    let blob = b"written through the command line";
+    ok(&["write", &child, "--offset", "1048577", "-"], Some(blob));
+    ok(&["convert", &child, &copy], None);
+    ok(&["commit", &child], None);
+    let mut expected = vec![0u8; 8 << 20];
+    expected[1_048_577..1_048_577 + blob.len()].copy_from_slice(blob);
+    let want = sha256_bytes(&expected);
+    for (img, format) in [(&base, Format::Vhd), (&copy, Format::Vhdx)] {
+        let dev = diskimage::open(Path::new(img), &diskimage::OpenOptions::new()).unwrap();
+        assert_eq!(sha256_device(&dev, dev.size()).unwrap(), want, "{img}");
+        if t.qemu {
+            qemu_check(Path::new(img), format);
+            let raw = dir.path().join("q.raw");
+            let (code, out) = run(Command::new("qemu-img").args([
+                "convert",
+                "-f",
+                qemu_driver(format),
+                "-O",
+                "raw",
+                img,
+                raw.to_str().unwrap(),
+            ]));
+            assert_eq!(code, 0, "{out}");
+            assert_eq!(
+                sha256_bytes(&std::fs::read(&raw).unwrap()),
+                want,
+                "qemu-img reads {img}"
+            );
+        }
+    }
+}
