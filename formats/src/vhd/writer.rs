@@ -30,6 +30,7 @@ use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::guid::Guid;
 use crate::image::DiskImage;
 use crate::options::OpenOptions;
+use crate::write::file::random_bytes16;
 use crate::write::{CreateOptions, Subformat, WritableDevice};
 
 use super::dynamic_header::{
@@ -415,8 +416,8 @@ pub(crate) fn create_staged(
 }
 
 /// A random version-4 GUID from the system's random source (`/dev/urandom`),
-/// or, where there is none, from the time, process ID and a counter
-/// through the standard library's randomly keyed hasher.
+/// or, where there is none, from the writers' shared identifier source
+/// ([`random_bytes16`]).
 pub(crate) fn random_guid() -> Guid {
     use std::io::Read;
     let mut b = [0u8; 16];
@@ -424,20 +425,7 @@ pub(crate) fn random_guid() -> Guid {
         .and_then(|mut f| f.read_exact(&mut b))
         .is_ok();
     if !ok {
-        use std::hash::{BuildHasher, Hasher};
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        for (i, chunk) in b.chunks_mut(8).enumerate() {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u128(nanos);
-            h.write_u32(std::process::id());
-            h.write_u64(n);
-            h.write_usize(i);
-            chunk.copy_from_slice(&h.finish().to_le_bytes());
-        }
+        b = random_bytes16();
     }
     // Version 4, variant 1 (the byte order of the fields does not matter
     // for random bits; these bytes are the Microsoft layout's).
