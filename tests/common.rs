@@ -327,3 +327,58 @@ pub fn walk_rows<R>(
     }
     Ok(out)
 }
+
+/// A file system's tree through [`visit_dir`](diskimage::fs::FileSystem::visit_dir),
+/// each entry read from the visited entry itself and made a row by `row`
+/// as in [`walk_rows`].
+pub fn visit_rows<R>(
+    fs: &dyn diskimage::fs::FileSystem,
+    row: impl Fn(&diskimage::fs::Metadata, String, String) -> R,
+) -> Result<std::collections::BTreeMap<String, R>, String> {
+    use diskimage::fs::FileType;
+    use std::ops::ControlFlow;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec!["/".to_string()];
+    while let Some(d) = stack.pop() {
+        let mut err = None;
+        fs.visit_dir(&d, &mut |v| {
+            let v = match v {
+                Ok(v) => v,
+                Err((name, e)) => {
+                    err = Some(format!("{d}/{name}: {e}"));
+                    return ControlFlow::Break(());
+                }
+            };
+            let p = format!("{}/{}", d.trim_end_matches('/'), v.name());
+            let r = (|| -> Result<R, String> {
+                let m = v.metadata().map_err(|e| e.to_string())?;
+                let (mut sha, mut target) = ("-".to_string(), "-".to_string());
+                match m.file_type {
+                    FileType::Directory => stack.push(p.clone()),
+                    FileType::File => {
+                        let r = v.open("").map_err(|e| e.to_string())?;
+                        sha = sha256_bytes(&read_all(r).map_err(|e| e.to_string())?);
+                    }
+                    FileType::Symlink => target = v.read_link().map_err(|e| e.to_string())?,
+                    FileType::Special => {}
+                }
+                Ok(row(&m, sha, target))
+            })();
+            match r {
+                Ok(row) => {
+                    out.insert(p, row);
+                    ControlFlow::Continue(())
+                }
+                Err(e) => {
+                    err = Some(format!("{p}: {e}"));
+                    ControlFlow::Break(())
+                }
+            }
+        })
+        .map_err(|e| format!("visit_dir {d}: {e}"))?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+    }
+    Ok(out)
+}

@@ -5,14 +5,13 @@
 //! warning, refused in strict mode.
 
 use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use diskimage::formats::MemoryDevice;
 use diskimage::fs::{open_fs, open_fs_with, ErrorKind, FileSystem, FileType, FsOptions};
 
-use crate::common::{gunzip_bytes, read_all, repo, sha256_bytes, tsv_rows, walk_rows};
+use crate::common::{gunzip_bytes, read_all, repo, sha256_bytes, tsv_rows, visit_rows, walk_rows};
 
 fn dir() -> PathBuf {
     repo().join("fixtures/ext")
@@ -90,73 +89,25 @@ fn type_name(t: FileType) -> &'static str {
 }
 
 /// The tree of `fs` by path methods, as truth rows.
+/// A listing row: type, size, sha256, link target, inode, mtime seconds.
+fn row(m: &diskimage::fs::Metadata, sha: String, target: String) -> Row {
+    (
+        type_name(m.file_type).to_string(),
+        m.size,
+        sha,
+        target,
+        m.inode.unwrap_or(0),
+        m.modified.map_or(0, |t| t.secs),
+    )
+}
+
 fn walk(fs: &dyn FileSystem) -> Result<BTreeMap<String, Row>, String> {
-    walk_rows(fs, |m, sha, target| {
-        (
-            type_name(m.file_type).to_string(),
-            m.size,
-            sha,
-            target,
-            m.inode.unwrap_or(0),
-            m.modified.map_or(0, |t| t.secs),
-        )
-    })
+    walk_rows(fs, row)
 }
 
 /// The same tree through `visit_dir`, each entry read from the entry.
 fn visit(fs: &dyn FileSystem) -> Result<BTreeMap<String, Row>, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec!["/".to_string()];
-    while let Some(d) = stack.pop() {
-        let mut err = None;
-        fs.visit_dir(&d, &mut |v| {
-            let v = match v {
-                Ok(v) => v,
-                Err((name, e)) => {
-                    err = Some(format!("{d}/{name}: {e}"));
-                    return ControlFlow::Break(());
-                }
-            };
-            let p = format!("{}/{}", d.trim_end_matches('/'), v.name());
-            let r = (|| -> Result<Row, String> {
-                let m = v.metadata().map_err(|e| e.to_string())?;
-                let mut sha = "-".to_string();
-                let mut target = "-".to_string();
-                match m.file_type {
-                    FileType::Directory => stack.push(p.clone()),
-                    FileType::File => {
-                        let r = v.open("").map_err(|e| e.to_string())?;
-                        sha = sha256_bytes(&read_all(r).map_err(|e| e.to_string())?);
-                    }
-                    FileType::Symlink => target = v.read_link().map_err(|e| e.to_string())?,
-                    FileType::Special => {}
-                }
-                Ok((
-                    type_name(m.file_type).to_string(),
-                    m.size,
-                    sha,
-                    target,
-                    m.inode.unwrap_or(0),
-                    m.modified.map_or(0, |t| t.secs),
-                ))
-            })();
-            match r {
-                Ok(row) => {
-                    out.insert(p, row);
-                    ControlFlow::Continue(())
-                }
-                Err(e) => {
-                    err = Some(format!("{p}: {e}"));
-                    ControlFlow::Break(())
-                }
-            }
-        })
-        .map_err(|e| format!("visit_dir {d}: {e}"))?;
-        if let Some(e) = err {
-            return Err(e);
-        }
-    }
-    Ok(out)
+    visit_rows(fs, row)
 }
 
 fn device(bytes: Vec<u8>) -> Arc<MemoryDevice> {

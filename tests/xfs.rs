@@ -5,14 +5,13 @@
 //! machine allows loop mounts, also with a live mount of the same image.
 
 use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use diskimage::formats::MemoryDevice;
 use diskimage::fs::{ErrorKind, FileSystem, FileType, FsOptions, Metadata};
 
-use crate::common::{gunzip_bytes, read_all, repo, sha256_bytes, walk_rows};
+use crate::common::{gunzip_bytes, repo, sha256_bytes, visit_rows, walk_rows};
 
 /// path -> type, inode, mode, uid, gid, size, nlink, mtime, sha256, target.
 type Row = Vec<String>;
@@ -88,50 +87,7 @@ fn row(m: &Metadata, sha: String, target: String) -> Row {
 
 /// Our tree through `visit_dir`, each entry read from the entry.
 fn visit(fs: &dyn FileSystem) -> Result<BTreeMap<String, Row>, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec!["/".to_string()];
-    while let Some(d) = stack.pop() {
-        let mut err = None;
-        fs.visit_dir(&d, &mut |v| {
-            let v = match v {
-                Ok(v) => v,
-                Err((name, e)) => {
-                    err = Some(format!("{d}/{name}: {e}"));
-                    return ControlFlow::Break(());
-                }
-            };
-            let p = format!("{}/{}", d.trim_end_matches('/'), v.name());
-            let r = (|| -> Result<Row, String> {
-                let m = v.metadata().map_err(|e| e.to_string())?;
-                let (mut sha, mut target) = ("-".to_string(), "-".to_string());
-                match m.file_type {
-                    FileType::Directory => stack.push(p.clone()),
-                    FileType::File => {
-                        let r = v.open("").map_err(|e| e.to_string())?;
-                        sha = sha256_bytes(&read_all(r).map_err(|e| e.to_string())?);
-                    }
-                    FileType::Symlink => target = v.read_link().map_err(|e| e.to_string())?,
-                    FileType::Special => {}
-                }
-                Ok(row(&m, sha, target))
-            })();
-            match r {
-                Ok(row) => {
-                    out.insert(p, row);
-                    ControlFlow::Continue(())
-                }
-                Err(e) => {
-                    err = Some(format!("{p}: {e}"));
-                    ControlFlow::Break(())
-                }
-            }
-        })
-        .map_err(|e| format!("visit_dir {d}: {e}"))?;
-        if let Some(e) = err {
-            return Err(e);
-        }
-    }
-    Ok(out)
+    visit_rows(fs, row)
 }
 
 fn diff(what: &str, ours: &BTreeMap<String, Row>, want: &BTreeMap<String, Row>) -> Vec<String> {
