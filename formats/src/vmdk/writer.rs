@@ -1132,7 +1132,7 @@ impl SparseState {
 enum WExtent {
     Flat { file: WFile, offset: u64 },
     Zero,
-    Sparse(Mutex<SparseState>),
+    Sparse(Box<Mutex<SparseState>>),
 }
 
 /// A VMDK opened for writing: the top image's extents, and its parent
@@ -1181,7 +1181,7 @@ pub(crate) fn open_writable(path: &Path, options: &OpenOptions) -> Result<VmdkWr
     match (&desc, dfile.as_ref().map(|f| &f.at)) {
         (Some(_), Some(DescriptorAt::Embedded { .. })) | (None, _) => {
             let (state, cap) = SparseState::open(WFile::open(path, Format::Vmdk)?)?;
-            extents.push((0, cap, WExtent::Sparse(Mutex::new(state))));
+            extents.push((0, cap, WExtent::Sparse(Box::new(Mutex::new(state)))));
             start = cap;
         }
         (Some(d), _) => {
@@ -1198,7 +1198,7 @@ pub(crate) fn open_writable(path: &Path, options: &OpenOptions) -> Result<VmdkWr
                     ExtentType::Sparse => {
                         let file = claims.open(&line.file, 0, None)?;
                         let (s, _) = SparseState::open(file)?;
-                        WExtent::Sparse(Mutex::new(s))
+                        WExtent::Sparse(Box::new(Mutex::new(s)))
                     }
                     other => {
                         return Err(Error::unsupported(
