@@ -16,6 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use diskimage::formats::fuzzing::write::write_places;
 use diskimage::formats::write::{self, CreateOptions, Subformat};
 use diskimage::{BlockDevice, ErrorKind, Format, OpenOptions};
 
@@ -1002,23 +1003,9 @@ fn vmdk_write_fuzz_seeds_replay() {
         let Ok(dev) = write::open_writable(&path, &options) else {
             continue;
         };
-        let size = dev.size();
-        let pattern: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8 + 1).collect();
-        for (at, len) in [
-            (0u64, 512usize),
-            (65_000, 70_000),
-            (size.saturating_sub(1), 1),
-        ] {
-            let len = len.min(usize::try_from(size.saturating_sub(at)).unwrap_or(0));
-            if len == 0 {
-                continue;
-            }
-            let buf = &pattern[..len];
-            dev.write_at(buf, at).expect("a seed takes writes");
-            let mut back = vec![0u8; len];
-            dev.read_at(&mut back, at).expect("read back");
-            assert_eq!(back, buf, "{}", e.path().display());
-        }
+        let (done, tried) = write_places(dev.as_ref())
+            .unwrap_or_else(|finding| panic!("{}: {finding}", e.path().display()));
+        assert_eq!(done, tried, "{}: every write completes", e.path().display());
         dev.flush().expect("flush");
         drop(dev);
         let delta = String::from_utf8_lossy(&std::fs::read(&path).expect("seed"))
@@ -1101,4 +1088,129 @@ fn convert_takes_a_vm_disk_state_and_a_volume() {
     let vol = std::fs::read(&vol).expect("vol");
     assert_eq!(vol.len(), 14 << 20);
     assert_eq!(vol[..], whole[1 << 20..15 << 20]);
+}
+
+/// A sparse extent whose grain tables name the same sectors for two
+/// grains (made by qemu-img and qemu-io, then one table entry copied over
+/// its neighbour) opens for reading but refuses in-place writes that would
+/// change both grains; one whose `overHead` reaches past the end of the
+/// file is refused for writing (`qemu-img check` reports neither).
+#[test]
+fn a_damaged_sparse_extent_refuses_writes_that_would_not_read_back() {
+    if !qemu() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("shared.vmdk");
+    crate::common::tool("qemu-img", &["create", "-q", "-f", "vmdk", &s(&path), "4M"]);
+    crate::common::tool(
+        "qemu-io",
+        &[
+            "-f",
+            "vmdk",
+            "-c",
+            "write -P 0x11 0 64k",
+            "-c",
+            "write -P 0x22 64k 64k",
+            &s(&path),
+        ],
+    );
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open");
+    let u64_at = |at: u64| {
+        let mut b = [0u8; 8];
+        file.read_exact_at(&mut b, at).expect("read");
+        u64::from_le_bytes(b)
+    };
+    let u32_at = |at: u64| {
+        let mut b = [0u8; 4];
+        file.read_exact_at(&mut b, at).expect("read");
+        u32::from_le_bytes(b)
+    };
+    let gd = u64_at(0x38) * 512;
+    let gt = u64::from(u32_at(gd)) * 512;
+    let first = u32_at(gt);
+    assert_ne!(first, 0, "qemu-io allocated grain 0");
+    file.write_all_at(&first.to_le_bytes(), gt + 4)
+        .expect("patch");
+    let options = OpenOptions::new().format(Some(Format::Vmdk));
+    let dev = write::open_writable(&path, &options).expect("the tables themselves are sound");
+    let err = dev
+        .write_at(&[0x33; 4096], 64 * 1024 - 2048)
+        .expect_err("grains 0 and 1 share sectors");
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("share bytes"), "{err}");
+    drop(dev);
+
+    // overHead (at 0x40, in sectors) far past the end of the file.
+    file.write_all_at(&(u64::MAX - 0xff).to_le_bytes(), 0x40)
+        .expect("patch");
+    let err = write::open_writable(&path, &options)
+        .err()
+        .expect("overHead past the end is refused");
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("overHead"), "{err}");
+}
+
+/// A descriptor is opened for writing only when every extent is a regular
+/// file in its folder and no two extents share bytes of one file: an
+/// extent naming `/dev/null`, a file in another folder, the descriptor
+/// itself, or the same bytes twice is refused and nothing is written.
+#[test]
+fn a_descriptor_whose_extents_leave_its_folder_or_overlap_is_not_written() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let flat = tmp.path().join("d-flat.vmdk");
+    std::fs::write(&flat, vec![7u8; 4096]).expect("flat");
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::write(outside.path().join("o.bin"), vec![7u8; 4096]).expect("outside");
+    let outside_rel = format!(
+        "../{}/o.bin",
+        outside.path().file_name().unwrap().to_string_lossy()
+    );
+    let cases = [
+        ("RW 8 FLAT \"/dev/null\" 0\n".to_owned(), "not a file name"),
+        (
+            format!("RW 8 FLAT \"{outside_rel}\" 0\n"),
+            "not a file name",
+        ),
+        ("RW 8 FLAT \"d.vmdk\" 0\n".to_owned(), "descriptor"),
+        (
+            "RW 4 FLAT \"d-flat.vmdk\" 0\nRW 4 FLAT \"d-flat.vmdk\" 2\n".to_owned(),
+            "shares bytes",
+        ),
+    ];
+    for (extents, why) in cases {
+        let desc = tmp.path().join("d.vmdk");
+        std::fs::write(
+            &desc,
+            format!(
+                "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n{extents}"
+            ),
+        )
+        .expect("descriptor");
+        let err = write::open_writable(&desc, &OpenOptions::new().format(Some(Format::Vmdk)))
+            .err()
+            .unwrap_or_else(|| panic!("{extents} opened for writing"));
+        assert!(err.to_string().contains(why), "{extents}: {err}");
+    }
+    assert_eq!(std::fs::read(&flat).expect("flat"), vec![7u8; 4096]);
+    assert_eq!(
+        std::fs::read(outside.path().join("o.bin")).expect("outside"),
+        vec![7u8; 4096]
+    );
+    // The same extents without overlap open and write.
+    let desc = tmp.path().join("d.vmdk");
+    std::fs::write(
+        &desc,
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 4 FLAT \"d-flat.vmdk\" 0\nRW 4 FLAT \"d-flat.vmdk\" 4\n",
+    )
+    .expect("descriptor");
+    let dev = write::open_writable(&desc, &OpenOptions::new().format(Some(Format::Vmdk)))
+        .expect("disjoint extents open");
+    dev.write_at(&[1u8; 4096], 0).expect("write");
+    drop(dev);
+    assert_eq!(std::fs::read(&flat).expect("flat"), vec![1u8; 4096]);
 }

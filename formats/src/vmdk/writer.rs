@@ -21,7 +21,7 @@ use crate::block_device::{
     check_range, inherit_from_parent, push_extent, read_from_parent, BlockDevice, Extent,
     ExtentKind,
 };
-use crate::context::OpenContext;
+use crate::context::{is_absolute_anywhere, OpenContext};
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image::DiskImage;
 use crate::options::OpenOptions;
@@ -30,6 +30,7 @@ use crate::write::parent::Parent;
 use crate::write::{CreateOptions, Subformat, WritableDevice};
 
 use super::descriptor::{Descriptor, ExtentType, MAX_DESCRIPTOR_BYTES, NO_PARENT_CID};
+use super::occupied::Occupied;
 use super::sparse_header::{
     SparseHeader, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_ZEROED_GRAIN_GTE, GD_AT_END, SECTOR,
     SPARSE_MAGIC,
@@ -747,9 +748,10 @@ struct SparseState {
     gd_dirty: bool,
     /// Where the next grain or table goes (bytes).
     end: u64,
-    /// Bytes of metadata before the first grain (`overHead`).
-    overhead: u64,
     zeroed_gte: bool,
+    /// Metadata ranges and grains written in place, which writes must not
+    /// overlap.
+    occupied: Occupied,
 }
 
 impl SparseState {
@@ -819,7 +821,49 @@ impl SparseState {
         } else {
             None
         };
-        let end = len.max(h.over_head.saturating_mul(SECTOR)).div_ceil(SECTOR) * SECTOR;
+        let overhead = h.over_head.saturating_mul(SECTOR);
+        if overhead > len {
+            return Err(Error::bad_value(
+                Format::Vmdk,
+                "overHead",
+                h.over_head,
+                format!("at most the {} sectors of the file", len / SECTOR),
+            )
+            .in_file(file.path()));
+        }
+        let tables = GTES_PER_GT * 4;
+        let listed = |dir: &[u32]| -> Vec<(u64, u64)> {
+            dir.iter()
+                .enumerate()
+                .filter(|(_, &s)| s != 0)
+                .map(|(i, &s)| (i as u64, u64::from(s) * SECTOR))
+                .collect()
+        };
+        let mut all_tables = listed(&gd);
+        all_tables.extend(rgd.as_deref().map(listed).unwrap_or_default());
+        let dir_bytes = (n as u64) * 4;
+        let occupied = Occupied::new(
+            file.path(),
+            len,
+            overhead,
+            &[
+                (0, SECTOR, "header"),
+                (
+                    h.descriptor_offset.saturating_mul(SECTOR),
+                    h.descriptor_size.saturating_mul(SECTOR),
+                    "embedded descriptor",
+                ),
+                (h.gd_offset * SECTOR, dir_bytes, "grain directory"),
+                (
+                    h.rgd_offset * SECTOR,
+                    if rgd.is_some() { dir_bytes } else { 0 },
+                    "redundant grain directory",
+                ),
+            ],
+            all_tables,
+            tables,
+        )?;
+        let end = len.div_ceil(SECTOR) * SECTOR;
         Ok((
             SparseState {
                 file,
@@ -832,8 +876,8 @@ impl SparseState {
                 dirty: BTreeSet::new(),
                 gd_dirty: false,
                 end,
-                overhead: h.over_head.saturating_mul(SECTOR),
                 zeroed_gte: h.flags & FLAG_ZEROED_GRAIN_GTE != 0,
+                occupied,
             },
             cap,
         ))
@@ -927,15 +971,12 @@ impl SparseState {
             let chunk = buf.get(done..done + n).unwrap_or_default();
             let gte = self.gte(g)?;
             if gte != 0 && !self.is_zero_gte(gte) {
-                if u64::from(gte) * SECTOR < self.overhead {
-                    return Err(Error::bad_value(
-                        Format::Vmdk,
-                        "grain table entry",
-                        u64::from(gte),
-                        "a sector past the metadata (overHead)",
-                    )
-                    .in_file(self.file.path()));
-                }
+                self.occupied.claim_in_place(
+                    self.file.path(),
+                    g,
+                    u64::from(gte) * SECTOR,
+                    self.grain,
+                )?;
                 self.file
                     .write_all_at(chunk, u64::from(gte) * SECTOR + in_g)?;
             } else {
@@ -983,6 +1024,7 @@ impl SparseState {
         }
         let sector = self.claim(self.grain)?;
         self.file.write_all_at(data, u64::from(sector) * SECTOR)?;
+        self.occupied.appended(g, u64::from(sector) * SECTOR);
         if let Some(e) = self.tables.get_mut(&gt).and_then(|t| t.get_mut(i)) {
             *e = sector;
         }
@@ -1124,7 +1166,7 @@ impl SparseState {
 enum WExtent {
     Flat { file: WFile, offset: u64 },
     Zero,
-    Sparse(Mutex<SparseState>),
+    Sparse(Box<Mutex<SparseState>>),
 }
 
 /// A VMDK opened for writing: the top image's extents, and its parent
@@ -1173,31 +1215,24 @@ pub(crate) fn open_writable(path: &Path, options: &OpenOptions) -> Result<VmdkWr
     match (&desc, dfile.as_ref().map(|f| &f.at)) {
         (Some(_), Some(DescriptorAt::Embedded { .. })) | (None, _) => {
             let (state, cap) = SparseState::open(WFile::open(path, Format::Vmdk)?)?;
-            extents.push((0, cap, WExtent::Sparse(Mutex::new(state))));
+            extents.push((0, cap, WExtent::Sparse(Box::new(Mutex::new(state)))));
             start = cap;
         }
         (Some(d), _) => {
-            let dir = path.parent().unwrap_or(Path::new(""));
+            let mut claims = ExtentClaims::new(path)?;
             for line in &d.extents {
                 let len = line.sectors.saturating_mul(SECTOR);
-                let file_of = |name: &str| -> PathBuf {
-                    let p = Path::new(name);
-                    if p.is_absolute() {
-                        p.to_path_buf()
-                    } else {
-                        dir.join(p)
-                    }
-                };
                 let ext = match line.kind {
-                    ExtentType::Flat | ExtentType::Vmfs => WExtent::Flat {
-                        file: WFile::open(&file_of(&line.file), Format::Vmdk)?,
-                        offset: line.offset.saturating_mul(SECTOR),
-                    },
+                    ExtentType::Flat | ExtentType::Vmfs => {
+                        let offset = line.offset.saturating_mul(SECTOR);
+                        let file = claims.open(&line.file, offset, Some(len))?;
+                        WExtent::Flat { file, offset }
+                    }
                     ExtentType::Zero => WExtent::Zero,
                     ExtentType::Sparse => {
-                        let (s, _) =
-                            SparseState::open(WFile::open(&file_of(&line.file), Format::Vmdk)?)?;
-                        WExtent::Sparse(Mutex::new(s))
+                        let file = claims.open(&line.file, 0, None)?;
+                        let (s, _) = SparseState::open(file)?;
+                        WExtent::Sparse(Box::new(Mutex::new(s)))
                     }
                     other => {
                         return Err(Error::unsupported(
@@ -1249,6 +1284,71 @@ pub(crate) fn open_writable(path: &Path, options: &OpenOptions) -> Result<VmdkWr
         parent,
         descriptor: Mutex::new(dfile.map(|f| (f, false))),
     })
+}
+
+/// The files a descriptor's extents are opened from for writing, and the
+/// byte ranges of each already given to an extent: an extent file must be
+/// a regular file in the descriptor's folder (not the descriptor itself),
+/// and no two extents may share bytes of one file, or a write through one
+/// would change what another reads.
+struct ExtentClaims<'a> {
+    descriptor: &'a Path,
+    dir: PathBuf,
+    /// (canonical file, start, end) of every extent opened so far.
+    taken: Vec<(PathBuf, u64, u64)>,
+}
+
+impl<'a> ExtentClaims<'a> {
+    fn new(descriptor: &'a Path) -> Result<Self> {
+        let canonical = descriptor
+            .canonicalize()
+            .map_err(|e| io_err(descriptor, e))?;
+        Ok(ExtentClaims {
+            descriptor,
+            dir: canonical.parent().unwrap_or(Path::new("/")).to_path_buf(),
+            taken: vec![(canonical, 0, u64::MAX)],
+        })
+    }
+
+    /// Opens extent file `name` for the bytes `start..start + len` (`None`:
+    /// the whole file).
+    fn open(&mut self, name: &str, start: u64, len: Option<u64>) -> Result<WFile> {
+        let refuse = |why: &str| {
+            Error::unsupported(
+                Format::Vmdk,
+                format!("extent file {name:?} {why}; it is not opened for writing"),
+            )
+            .in_file(self.descriptor)
+        };
+        let relative = Path::new(name);
+        if is_absolute_anywhere(name)
+            || relative
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(refuse("is not a file name in the descriptor's folder"));
+        }
+        let path = self.dir.join(relative);
+        let canonical = path.canonicalize().map_err(|e| io_err(&path, e))?;
+        if canonical.parent() != Some(self.dir.as_path()) || !canonical.is_file() {
+            return Err(refuse("is not a regular file in the descriptor's folder"));
+        }
+        let end = len.map_or(u64::MAX, |l| start.saturating_add(l));
+        if let Some((_, s, e)) = self
+            .taken
+            .iter()
+            .find(|(p, s, e)| *p == canonical && start < *e && *s < end)
+        {
+            let what = if *s == 0 && *e == u64::MAX {
+                "is the descriptor or a sparse extent already listed".to_owned()
+            } else {
+                format!("shares bytes {s:#x}..{e:#x} with another extent")
+            };
+            return Err(refuse(&what));
+        }
+        self.taken.push((canonical, start, end));
+        WFile::open(&path, Format::Vmdk)
+    }
 }
 
 impl VmdkWriter {
