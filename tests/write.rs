@@ -91,6 +91,15 @@ pub(crate) fn pyvmdk() -> bool {
     p
 }
 
+/// qemu-img (required for what follows: `None` without it), whether
+/// pyvmdk is there, and a fresh temporary folder.
+fn oracles() -> Option<(bool, tempfile::TempDir)> {
+    if !qemu() {
+        return None;
+    }
+    Some((pyvmdk(), tempfile::tempdir().expect("tempdir")))
+}
+
 /// `qemu-img check` reports no corruption (leaked clusters are accepted).
 pub(crate) fn qemu_check(image: &Path) {
     let out = Command::new("qemu-img")
@@ -317,11 +326,9 @@ fn created_images_are_exactly_sized_checked_and_carry_vmware_keys() {
 
 #[test]
 fn writes_read_back_through_qemu_libvmdk_and_us() {
-    if !qemu() {
+    let Some((libyal, tmp)) = oracles() else {
         return;
-    }
-    let libyal = pyvmdk();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    };
     let size: u64 = 48 << 20;
     for (i, layout) in [
         "monolithicSparse",
@@ -356,11 +363,9 @@ fn writes_read_back_through_qemu_libvmdk_and_us() {
 
 #[test]
 fn a_child_copies_on_write_leaves_its_parent_alone_and_commits() {
-    if !qemu() {
+    let Some((libyal, tmp)) = oracles() else {
         return;
-    }
-    let libyal = pyvmdk();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    };
     let size: u64 = 40 << 20;
     for layout in SPARSE_LAYOUTS {
         let dir = tmp.path().join(layout);
@@ -421,11 +426,9 @@ fn a_child_copies_on_write_leaves_its_parent_alone_and_commits() {
 /// the same bytes; a commit merges the split child into its parent.
 #[test]
 fn split_deltas_span_extents_and_commit() {
-    if !qemu() {
+    let Some((libyal, tmp)) = oracles() else {
         return;
-    }
-    let libyal = pyvmdk();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    };
     let size: u64 = 2100 << 20;
     let boundary: u64 = 2047 << 20;
     for (parent_layout, child_layout) in [
@@ -567,11 +570,9 @@ fn a_child_of_another_format_and_a_changed_parent_are_refused() {
 
 #[test]
 fn convert_writes_every_layout_and_keeps_holes() {
-    if !qemu() {
+    let Some((libyal, tmp)) = oracles() else {
         return;
-    }
-    let libyal = pyvmdk();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    };
     // The source is a QCOW2 qemu-img made: data, zeros written as data,
     // and holes.
     let size: u64 = 64 << 20;
