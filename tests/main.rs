@@ -26,6 +26,7 @@
 //!   on every container fixture with a recorded digest.
 //! - `write`: create, child, write, convert and commit against qemu-img, libvmdk and the corpus.
 //! - `write_vhd`: VHD and VHDX create, child, write and crash consistency against qemu-img and libvhdi.
+//! - `write_errors`: the write side's bad input: a full and a read-only file system (loop mounts), changed parents, relinks after commit.
 //! - `ewf`: EWF (.E01) segment sets against ewfexport, ewfinfo and ewfverify; one-field changes.
 //! - `vdi`: VDI images against qemu-img map, a differencing pair, a `.vbox` machine over it, every command.
 //! - `xfs`: XFS images (v5, nrext64, v4, real-time section) against the kernel's listing, xfs_db and a live loop mount; a Rocky-like disk for OS detection.
@@ -60,5 +61,6 @@ mod vdi;
 mod vm;
 mod volumes;
 mod write;
+mod write_errors;
 mod write_vhd;
 mod xfs;

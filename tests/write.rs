@@ -22,18 +22,18 @@ use diskimage::{BlockDevice, ErrorKind, Format, OpenOptions};
 
 use crate::common::{repo, sha256_file};
 
-fn bin() -> &'static str {
+pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_diskimage")
 }
 
-fn run(args: &[&str]) -> std::process::Output {
+pub(crate) fn run(args: &[&str]) -> std::process::Output {
     Command::new(bin())
         .args(args)
         .output()
         .expect("run diskimage")
 }
 
-fn ok(args: &[&str]) {
+pub(crate) fn ok(args: &[&str]) {
     let out = run(args);
     assert!(
         out.status.success(),
@@ -43,7 +43,7 @@ fn ok(args: &[&str]) {
     );
 }
 
-fn fails(args: &[&str]) -> String {
+pub(crate) fn fails(args: &[&str]) -> String {
     let out = run(args);
     assert!(
         !out.status.success(),
@@ -53,7 +53,7 @@ fn fails(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn s(p: &Path) -> String {
+pub(crate) fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
@@ -75,7 +75,7 @@ fn have(tool: &str, probe: &[&str]) -> bool {
     found
 }
 
-fn qemu() -> bool {
+pub(crate) fn qemu() -> bool {
     let q = have("qemu-img", &["--version"]);
     if !q {
         eprintln!("write: qemu-img not installed, its checks skipped");
@@ -83,7 +83,7 @@ fn qemu() -> bool {
     q
 }
 
-fn pyvmdk() -> bool {
+pub(crate) fn pyvmdk() -> bool {
     let p = have("python3", &["-c", "import pyvmdk"]);
     if !p {
         eprintln!("write: pyvmdk not installed, libvmdk checks skipped");
@@ -91,8 +91,17 @@ fn pyvmdk() -> bool {
     p
 }
 
+/// qemu-img (required for what follows: `None` without it), whether
+/// pyvmdk is there, and a fresh temporary folder.
+fn oracles() -> Option<(bool, tempfile::TempDir)> {
+    if !qemu() {
+        return None;
+    }
+    Some((pyvmdk(), tempfile::tempdir().expect("tempdir")))
+}
+
 /// `qemu-img check` reports no corruption (leaked clusters are accepted).
-fn qemu_check(image: &Path) {
+pub(crate) fn qemu_check(image: &Path) {
     let out = Command::new("qemu-img")
         .args(["check", &s(image)])
         .output()
@@ -109,7 +118,7 @@ fn qemu_check(image: &Path) {
 }
 
 /// `qemu-img compare` finds `image` equal to the raw file `expected`.
-fn qemu_compare(image: &Path, expected: &Path) {
+pub(crate) fn qemu_compare(image: &Path, expected: &Path) {
     let out = Command::new("qemu-img")
         .args([
             "compare",
@@ -146,7 +155,7 @@ fn qemu_compare_raw(image: &Path, expected: &Path) {
 }
 
 /// libvmdk's sha256 of the chain `paths` (child first) equals the raw file's.
-fn libvmdk_matches(paths: &[&Path], expected: &Path) {
+pub(crate) fn libvmdk_matches(paths: &[&Path], expected: &Path) {
     let mut cmd = Command::new("python3");
     cmd.arg(repo().join("scripts/libyal_sha256.py")).arg("vmdk");
     for p in paths {
@@ -169,7 +178,7 @@ fn libvmdk_matches(paths: &[&Path], expected: &Path) {
 }
 
 /// Our own reader's sha256 of `image` equals the raw file's.
-fn ours_matches(image: &Path, expected: &Path) {
+pub(crate) fn ours_matches(image: &Path, expected: &Path) {
     let img = diskimage::open(image, &OpenOptions::new()).expect("open");
     let dev = img.device();
     assert_eq!(
@@ -181,25 +190,25 @@ fn ours_matches(image: &Path, expected: &Path) {
 }
 
 /// A small deterministic generator (xorshift), for reproducible writes.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
+    pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| (self.next() >> 24) as u8).collect()
     }
 }
 
 /// A raw file of `size` zero bytes (sparse).
-fn zeros(path: &Path, size: u64) {
+pub(crate) fn zeros(path: &Path, size: u64) {
     std::fs::File::create(path)
         .and_then(|f| f.set_len(size))
         .expect("raw");
@@ -317,11 +326,9 @@ fn created_images_are_exactly_sized_checked_and_carry_vmware_keys() {
 
 #[test]
 fn writes_read_back_through_qemu_libvmdk_and_us() {
-    if !qemu() {
+    let Some((libyal, tmp)) = oracles() else {
         return;
-    }
-    let libyal = pyvmdk();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    };
     let size: u64 = 48 << 20;
     for (i, layout) in [
         "monolithicSparse",
@@ -356,11 +363,9 @@ fn writes_read_back_through_qemu_libvmdk_and_us() {
 
 #[test]
 fn a_child_copies_on_write_leaves_its_parent_alone_and_commits() {
-    if !qemu() {
+    let Some((libyal, tmp)) = oracles() else {
         return;
-    }
-    let libyal = pyvmdk();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    };
     let size: u64 = 40 << 20;
     for layout in SPARSE_LAYOUTS {
         let dir = tmp.path().join(layout);
@@ -411,6 +416,104 @@ fn a_child_copies_on_write_leaves_its_parent_alone_and_commits() {
         assert!(!child.exists());
         qemu_compare(&base, &expected);
     }
+}
+
+/// Deltas in 2 GiB extents (what VMware Workstation makes for a split
+/// disk): the default child of a twoGbMaxExtentSparse parent, and
+/// `--subformat twoGbMaxExtentSparse` over a monolithicSparse and a
+/// monolithicFlat parent. Writes across the extent boundary copy the rest
+/// of their grains from the parent; qemu-img, libvmdk and our reader see
+/// the same bytes; a commit merges the split child into its parent.
+#[test]
+fn split_deltas_span_extents_and_commit() {
+    let Some((libyal, tmp)) = oracles() else {
+        return;
+    };
+    let size: u64 = 2100 << 20;
+    let boundary: u64 = 2047 << 20;
+    for (parent_layout, child_layout) in [
+        ("twoGbMaxExtentSparse", None),
+        ("monolithicSparse", Some("twoGbMaxExtentSparse")),
+        ("monolithicFlat", Some("twoGbMaxExtentSparse")),
+    ] {
+        let dir = tmp.path().join(parent_layout);
+        std::fs::create_dir(&dir).expect("dir");
+        let base = dir.join("base.vmdk");
+        let expected = dir.join("expected.raw");
+        ok(&[
+            "create",
+            &s(&base),
+            "--size",
+            "2100M",
+            "--subformat",
+            parent_layout,
+        ]);
+        zeros(&expected, size);
+        let mut rng = Rng(17);
+        for (at, len) in [
+            (0u64, 9000usize),
+            (boundary - 70_000, 140_000),
+            (size - 512, 512),
+        ] {
+            write_both(&base, &expected, &dir, &rng.bytes(len), at);
+        }
+        let sums: Vec<(PathBuf, String)> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "vmdk"))
+            .map(|p| {
+                let h = sha256_file(&p);
+                (p, h)
+            })
+            .collect();
+        let child = dir.join("child.vmdk");
+        let mut args = vec!["create".to_owned(), s(&child), "--parent".into(), s(&base)];
+        if let Some(l) = child_layout {
+            args.extend(["--subformat".to_owned(), l.to_owned()]);
+        }
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let text = std::fs::read_to_string(&child).expect("descriptor");
+        assert!(
+            text.contains("createType=\"twoGbMaxExtentSparse\"")
+                && text.contains("parentFileNameHint=\"base.vmdk\"")
+                && text.contains("\"child-s001.vmdk\"")
+                && text.contains("\"child-s002.vmdk\""),
+            "{text}"
+        );
+        qemu_check(&child);
+        qemu_compare(&child, &expected);
+        // Partial grains on both sides of the boundary and in the parent's data.
+        for (at, len) in [(boundary - 3000, 6000usize), (100, 50), (size - 700, 300)] {
+            write_both(&child, &expected, &dir, &rng.bytes(len), at);
+        }
+        for (p, sum) in &sums {
+            assert_eq!(&sha256_file(p), sum, "{} was written", p.display());
+        }
+        qemu_check(&child);
+        qemu_compare(&child, &expected);
+        ours_matches(&child, &expected);
+        if libyal {
+            libvmdk_matches(&[&child, &base], &expected);
+        }
+        ok(&["commit", &s(&child), "--drop"]);
+        assert!(!child.exists() && !dir.join("child-s001.vmdk").exists());
+        qemu_check(&base);
+        qemu_compare(&base, &expected);
+    }
+    // A delta in any other layout is refused, naming the child.
+    let base = tmp.path().join("twoGbMaxExtentSparse/base.vmdk");
+    let err = fails(&[
+        "create",
+        &s(&tmp.path().join("flatchild.vmdk")),
+        "--parent",
+        &s(&base),
+        "--subformat",
+        "monolithicFlat",
+    ]);
+    assert!(
+        err.contains("flatchild.vmdk") && err.contains("monolithicFlat"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -467,11 +570,9 @@ fn a_child_of_another_format_and_a_changed_parent_are_refused() {
 
 #[test]
 fn convert_writes_every_layout_and_keeps_holes() {
-    if !qemu() {
+    let Some((libyal, tmp)) = oracles() else {
         return;
-    }
-    let libyal = pyvmdk();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    };
     // The source is a QCOW2 qemu-img made: data, zeros written as data,
     // and holes.
     let size: u64 = 64 << 20;

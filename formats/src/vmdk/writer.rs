@@ -26,6 +26,7 @@ use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image::DiskImage;
 use crate::options::OpenOptions;
 use crate::write::file::{random_bytes16, random_u32, Staging, WFile};
+use crate::write::parent::Parent;
 use crate::write::{CreateOptions, Subformat, WritableDevice};
 
 use super::descriptor::{Descriptor, ExtentType, MAX_DESCRIPTOR_BYTES, NO_PARENT_CID};
@@ -318,85 +319,117 @@ pub(crate) fn create(path: &Path, options: &CreateOptions) -> Result<()> {
     }
     let size = options.size;
     let grain = check_options(path, options, size)?;
-    let name = crate::write::raw::file_name(path)?;
     let subformat = options.subformat.unwrap_or(Subformat::MonolithicSparse);
-    let mut staging = Staging::new(path, Format::Vmdk)?;
     let capacity = size / SECTOR;
-    let ddb = new_ddb(capacity);
-    let cid = random_u32();
-    let stem = stem_of(&name).to_owned();
-    match subformat {
-        Subformat::MonolithicSparse => {
-            staging.check_free(std::slice::from_ref(&name), options.force, Format::Vmdk)?;
-            let l = SparseLayout::new(capacity, grain, true);
-            let text = descriptor_text(
-                cid,
-                None,
-                "monolithicSparse",
-                &[Line {
-                    sectors: capacity,
-                    kind: "SPARSE",
-                    file: name.clone(),
-                    flat: false,
-                }],
-                &ddb,
-            );
-            let f = WFile::create(&staging.file(&name), Format::Vmdk)?;
-            write_sparse_extent(&f, &l, Some(&text))?;
-        }
-        Subformat::MonolithicFlat
-        | Subformat::TwoGbMaxExtentFlat
-        | Subformat::TwoGbMaxExtentSparse => {
-            let sparse = subformat == Subformat::TwoGbMaxExtentSparse;
-            let split = subformat != Subformat::MonolithicFlat;
-            let mut pieces = Vec::new();
-            let mut left = size;
-            while left > 0 {
-                let n = if split { left.min(SPLIT_BYTES) } else { left };
-                let i = pieces.len() + 1;
-                let file = match (split, sparse) {
-                    (false, _) => format!("{stem}-flat.vmdk"),
-                    (true, true) => format!("{stem}-s{i:03}.vmdk"),
-                    (true, false) => format!("{stem}-f{i:03}.vmdk"),
-                };
-                pieces.push(Line {
-                    sectors: n / SECTOR,
-                    kind: if sparse { "SPARSE" } else { "FLAT" },
-                    file,
-                    flat: !sparse,
-                });
-                left -= n;
+    let new = NewDisk {
+        path,
+        subformat,
+        size,
+        grain,
+        parent: None,
+        ddb: new_ddb(capacity),
+        force: options.force,
+    };
+    new.write()
+}
+
+/// A VMDK about to be written: a new disk or, with `parent`, a delta.
+struct NewDisk<'a> {
+    path: &'a Path,
+    subformat: Subformat,
+    size: u64,
+    grain: u64,
+    /// A delta's `parentCID` and `parentFileNameHint`.
+    parent: Option<(u32, String)>,
+    ddb: Vec<(String, String)>,
+    force: bool,
+}
+
+impl NewDisk<'_> {
+    /// Writes the disk's files in a staging folder and moves them into
+    /// place (the descriptor last).
+    fn write(&self) -> Result<()> {
+        let (path, size, grain, subformat) = (self.path, self.size, self.grain, self.subformat);
+        let name = crate::write::raw::file_name(path)?;
+        let mut staging = Staging::new(path, Format::Vmdk)?;
+        let capacity = size / SECTOR;
+        let ddb = &self.ddb;
+        let cid = random_u32();
+        let parent = self.parent.as_ref().map(|(c, h)| (*c, h.as_str()));
+        let stem = stem_of(&name).to_owned();
+        match subformat {
+            Subformat::MonolithicSparse => {
+                staging.check_free(std::slice::from_ref(&name), self.force, Format::Vmdk)?;
+                let l = SparseLayout::new(capacity, grain, true);
+                let text = descriptor_text(
+                    cid,
+                    parent,
+                    "monolithicSparse",
+                    &[Line {
+                        sectors: capacity,
+                        kind: "SPARSE",
+                        file: name.clone(),
+                        flat: false,
+                    }],
+                    ddb,
+                );
+                let f = WFile::create(&staging.file(&name), Format::Vmdk)?;
+                write_sparse_extent(&f, &l, Some(&text))?;
             }
-            let mut names: Vec<String> = pieces.iter().map(|p| p.file.clone()).collect();
-            names.push(name.clone());
-            staging.check_free(&names, options.force, Format::Vmdk)?;
-            for p in &pieces {
-                let f = WFile::create(&staging.file(&p.file), Format::Vmdk)?;
-                if sparse {
-                    write_sparse_extent(&f, &SparseLayout::new(p.sectors, grain, false), None)?;
-                } else {
-                    f.set_len(p.sectors * SECTOR)?;
+            Subformat::MonolithicFlat
+            | Subformat::TwoGbMaxExtentFlat
+            | Subformat::TwoGbMaxExtentSparse => {
+                let sparse = subformat == Subformat::TwoGbMaxExtentSparse;
+                let split = subformat != Subformat::MonolithicFlat;
+                let mut pieces = Vec::new();
+                let mut left = size;
+                while left > 0 {
+                    let n = if split { left.min(SPLIT_BYTES) } else { left };
+                    let i = pieces.len() + 1;
+                    let file = match (split, sparse) {
+                        (false, _) => format!("{stem}-flat.vmdk"),
+                        (true, true) => format!("{stem}-s{i:03}.vmdk"),
+                        (true, false) => format!("{stem}-f{i:03}.vmdk"),
+                    };
+                    pieces.push(Line {
+                        sectors: n / SECTOR,
+                        kind: if sparse { "SPARSE" } else { "FLAT" },
+                        file,
+                        flat: !sparse,
+                    });
+                    left -= n;
                 }
+                let mut names: Vec<String> = pieces.iter().map(|p| p.file.clone()).collect();
+                names.push(name.clone());
+                staging.check_free(&names, self.force, Format::Vmdk)?;
+                for p in &pieces {
+                    let f = WFile::create(&staging.file(&p.file), Format::Vmdk)?;
+                    if sparse {
+                        write_sparse_extent(&f, &SparseLayout::new(p.sectors, grain, false), None)?;
+                    } else {
+                        f.set_len(p.sectors * SECTOR)?;
+                    }
+                }
+                let text = descriptor_text(cid, parent, subformat.as_str(), &pieces, ddb);
+                let d = staging.file(&name);
+                std::fs::write(&d, text).map_err(|e| io_err(&d, e))?;
             }
-            let text = descriptor_text(cid, None, subformat.as_str(), &pieces, &ddb);
-            let d = staging.file(&name);
-            std::fs::write(&d, text).map_err(|e| io_err(&d, e))?;
+            Subformat::StreamOptimized => {
+                staging.check_free(std::slice::from_ref(&name), self.force, Format::Vmdk)?;
+                let f = WFile::create(&staging.file(&name), Format::Vmdk)?;
+                let zeros = ZeroDevice(size);
+                super::stream_writer::write(&f, &zeros, &name, grain, &mut |_, _| {})?;
+            }
+            other => {
+                return Err(Error::unsupported(
+                    Format::Vmdk,
+                    format!("subformat {other} is not a VMDK layout"),
+                )
+                .in_file(path))
+            }
         }
-        Subformat::StreamOptimized => {
-            staging.check_free(std::slice::from_ref(&name), options.force, Format::Vmdk)?;
-            let f = WFile::create(&staging.file(&name), Format::Vmdk)?;
-            let zeros = ZeroDevice(size);
-            super::stream_writer::write(&f, &zeros, &name, grain, &mut |_, _| {})?;
-        }
-        other => {
-            return Err(Error::unsupported(
-                Format::Vmdk,
-                format!("subformat {other} is not a VMDK layout"),
-            )
-            .in_file(path))
-        }
+        staging.commit(Format::Vmdk)
     }
-    staging.commit(Format::Vmdk)
 }
 
 /// A device of zeros, the source of an empty streamOptimized disk.
@@ -437,42 +470,55 @@ fn cid_of(image: &DiskImage) -> Option<u32> {
         .and_then(|(_, v)| u32::from_str_radix(v, 16).ok())
 }
 
-/// Creates `path` as a sparse delta of the VMDK `parent` (never written).
+/// Creates `path` as a sparse delta of the VMDK `parent` (never written):
+/// monolithicSparse, or twoGbMaxExtentSparse (the default for a parent in
+/// 2 GiB extents, as VMware Workstation splits the deltas of a split
+/// disk).
 fn create_child(path: &Path, parent_path: &Path, options: &CreateOptions) -> Result<()> {
-    let parent = crate::probe::open(parent_path, &OpenOptions::new())?;
-    if parent.format() != Format::Vmdk {
-        return Err(Error::unsupported(
-            Format::Vmdk,
-            format!(
-                "a VMDK delta needs a VMDK parent; {} is {} (VMware chains VMDK on VMDK only)",
-                parent_path.display(),
-                parent.format()
-            ),
-        )
-        .in_file(path));
-    }
-    let size = parent.device().size();
+    let parent = Parent::open(parent_path, path, Format::Vmdk)?;
+    let size = parent.image.device().size();
     let grain = check_options(path, options, size)?;
-    let name = crate::write::raw::file_name(path)?;
-    let parent_cid = cid_of(&parent).ok_or_else(|| {
+    let parent_cid = cid_of(&parent.image).ok_or_else(|| {
         invalid(
             parent_path,
             "the parent's descriptor has no CID to chain a delta to",
         )
     })?;
-    let hint = parent_hint(path, parent_path)?;
-    let subformat = options.subformat.unwrap_or(Subformat::MonolithicSparse);
-    if subformat != Subformat::MonolithicSparse {
+    let hint = if parent.in_child_folder() {
+        crate::write::raw::file_name(parent_path)?
+    } else {
+        parent
+            .named
+            .to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| invalid(parent_path, "the parent's path is not UTF-8"))?
+    };
+    let parent_desc = read_descriptor_of(parent_path)?;
+    let split_parent = parent_desc
+        .as_ref()
+        .and_then(|d| d.create_type.as_deref())
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("twogbmaxextent"));
+    let subformat = match options.subformat {
+        Some(s) => s,
+        None if split_parent => Subformat::TwoGbMaxExtentSparse,
+        None => Subformat::MonolithicSparse,
+    };
+    if !matches!(
+        subformat,
+        Subformat::MonolithicSparse | Subformat::TwoGbMaxExtentSparse
+    ) {
         return Err(Error::unsupported(
             Format::Vmdk,
-            format!("a delta is written monolithicSparse; {subformat} is not"),
+            format!(
+                "a delta is written monolithicSparse or twoGbMaxExtentSparse; {subformat} is not"
+            ),
         )
         .in_file(path));
     }
     let capacity = size / SECTOR;
     let mut ddb = new_ddb(capacity);
     // The adapter, geometry and hardware version are the parent's.
-    if let Some(desc) = read_descriptor_of(parent_path)? {
+    if let Some(desc) = &parent_desc {
         for (k, v) in &desc.ddb {
             let lk = k.to_ascii_lowercase();
             if lk == "ddb.adaptertype"
@@ -485,44 +531,16 @@ fn create_child(path: &Path, parent_path: &Path, options: &CreateOptions) -> Res
             }
         }
     }
-    let mut staging = Staging::new(path, Format::Vmdk)?;
-    staging.check_free(std::slice::from_ref(&name), options.force, Format::Vmdk)?;
-    let text = descriptor_text(
-        random_u32(),
-        Some((parent_cid, &hint)),
-        "monolithicSparse",
-        &[Line {
-            sectors: capacity,
-            kind: "SPARSE",
-            file: name.clone(),
-            flat: false,
-        }],
-        &ddb,
-    );
-    let f = WFile::create(&staging.file(&name), Format::Vmdk)?;
-    write_sparse_extent(&f, &SparseLayout::new(capacity, grain, true), Some(&text))?;
-    drop(f);
-    staging.commit(Format::Vmdk)
-}
-
-/// The `parentFileNameHint` of a child at `child` for `parent`: the file
-/// name when both are in one folder, else the parent's absolute path.
-fn parent_hint(child: &Path, parent: &Path) -> Result<String> {
-    let dir_of = |p: &Path| -> Result<PathBuf> {
-        let d = match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        d.canonicalize().map_err(|e| io_err(&d, e))
-    };
-    let pname = crate::write::raw::file_name(parent)?;
-    if dir_of(child)? == dir_of(parent)? {
-        return Ok(pname);
+    NewDisk {
+        path,
+        subformat,
+        size,
+        grain,
+        parent: Some((parent_cid, hint)),
+        ddb,
+        force: options.force,
     }
-    let abs = dir_of(parent)?.join(pname);
-    abs.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| invalid(parent, "the parent's path is not UTF-8"))
+    .write()
 }
 
 /// The descriptor of the VMDK at `path` (embedded or separate), if any.
@@ -740,6 +758,22 @@ impl SparseState {
     fn open(file: WFile) -> Result<(Self, u64)> {
         let mut head = vec![0u8; 512];
         file.read_exact_at(&mut head, 0)?;
+        let cowd = head.get(..4) == Some(&super::cowd::COWD_MAGIC.to_le_bytes()[..]);
+        let sesparse = head.get(..8) == Some(&super::sesparse::SESPARSE_MAGIC.to_le_bytes()[..]);
+        if cowd || sesparse {
+            return Err(Error::unsupported(
+                Format::Vmdk,
+                format!(
+                    "writing into a {} extent is not supported (it is read only)",
+                    if cowd {
+                        "COWD (vmfsSparse)"
+                    } else {
+                        "seSparse"
+                    }
+                ),
+            )
+            .in_file(file.path()));
+        }
         let h = SparseHeader::parse(&head).map_err(|e| e.at(0).in_file(file.path()))?;
         if h.flags & (FLAG_COMPRESSED | FLAG_MARKERS) != 0 || h.gd_offset == GD_AT_END {
             return Err(Error::unsupported(

@@ -12,6 +12,7 @@
 pub mod commit;
 pub mod convert;
 pub(crate) mod file;
+pub(crate) mod parent;
 pub mod raw;
 
 use std::path::{Path, PathBuf};
