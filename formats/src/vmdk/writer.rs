@@ -724,6 +724,21 @@ pub(crate) fn relink(child: &Path, parent_cid: u32) -> Result<()> {
     d.store()
 }
 
+/// Points the delta `child` at `parent`: its `parentCID` becomes the
+/// parent's CID and its `parentFileNameHint` the parent's name (relative
+/// when both are in one folder). Only the child's descriptor is written.
+pub(crate) fn relink_to(child: &Path, parent: &Path) -> Result<()> {
+    let cid = read_cid(parent)?
+        .ok_or_else(|| invalid(parent, "the parent's descriptor has no CID to chain a delta to"))?;
+    let hint = parent_hint(child, parent)?;
+    let Some((_, mut d)) = DescriptorFile::load(child)? else {
+        return Err(invalid(child, "no descriptor to relink"));
+    };
+    d.text = set_key(&d.text, "parentCID", &format!("{cid:08x}"), false);
+    d.text = set_key(&d.text, "parentFileNameHint", &format!("\"{hint}\""), false);
+    d.store()
+}
+
 /// The CID of the VMDK at `path`, from its descriptor.
 pub(crate) fn read_cid(path: &Path) -> Result<Option<u32>> {
     Ok(read_descriptor_of(path)?.and_then(|d| d.cid))

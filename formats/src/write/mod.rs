@@ -207,6 +207,18 @@ pub fn open_writable(path: &Path, options: &OpenOptions) -> Result<Box<dyn Writa
     }
 }
 
+/// Points the delta `child` at `parent` (VMDK: `parentCID` and
+/// `parentFileNameHint`), after `parent` took the place of the child's old
+/// parent with the same content (a delta merged into its own parent). Only
+/// the child's descriptor is written; other formats are refused.
+pub fn relink(child: &Path, parent: &Path) -> Result<()> {
+    let format = crate::probe::open(child, &OpenOptions::new().no_parents(true))?.format();
+    match format {
+        Format::Vmdk => crate::vmdk::writer::relink_to(child, parent),
+        other => Err(Error::unsupported(other, "relinking a child to another parent").in_file(child)),
+    }
+}
+
 /// The format `path`'s extension names (`.vmdk`, `.vhd`, `.vhdx`, `.img`/
 /// `.raw`/`.dd`/`.bin`), for a create or convert that names none.
 pub fn format_from_extension(path: &Path) -> Option<Format> {
