@@ -739,6 +739,28 @@ pub(crate) fn relink_to(child: &Path, parent: &Path) -> Result<()> {
     d.store()
 }
 
+/// The name a delta at `child` records for `parent`: the bare file name
+/// when both are in one folder, else the parent's absolute path (its
+/// folder made canonical), as [`create_child`] writes it.
+fn parent_hint(child: &Path, parent: &Path) -> Result<String> {
+    let dir_of = |p: &Path| -> Result<PathBuf> {
+        let d = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        d.canonicalize().map_err(|e| io_err(&d, e))
+    };
+    let pname = crate::write::raw::file_name(parent)?;
+    let pdir = dir_of(parent)?;
+    if dir_of(child)? == pdir {
+        return Ok(pname);
+    }
+    pdir.join(pname)
+        .to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| invalid(parent, "the parent's path is not UTF-8"))
+}
+
 /// The CID of the VMDK at `path`, from its descriptor.
 pub(crate) fn read_cid(path: &Path) -> Result<Option<u32>> {
     Ok(read_descriptor_of(path)?.and_then(|d| d.cid))
