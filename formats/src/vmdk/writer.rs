@@ -728,8 +728,12 @@ pub(crate) fn relink(child: &Path, parent_cid: u32) -> Result<()> {
 /// parent's CID and its `parentFileNameHint` the parent's name (relative
 /// when both are in one folder). Only the child's descriptor is written.
 pub(crate) fn relink_to(child: &Path, parent: &Path) -> Result<()> {
-    let cid = read_cid(parent)?
-        .ok_or_else(|| invalid(parent, "the parent's descriptor has no CID to chain a delta to"))?;
+    let cid = read_cid(parent)?.ok_or_else(|| {
+        invalid(
+            parent,
+            "the parent's descriptor has no CID to chain a delta to",
+        )
+    })?;
     let hint = parent_hint(child, parent)?;
     let Some((_, mut d)) = DescriptorFile::load(child)? else {
         return Err(invalid(child, "no descriptor to relink"));
