@@ -719,6 +719,19 @@ fn an_interrupted_change_leaves_a_configuration_that_opens() {
             2
         };
         assert_eq!(vm.snapshots.len(), expect, "{step}");
+        // Run again, the delete completes; the kept states still read the same.
+        if expect == 2 {
+            snapshot::delete(&vmx, "installed", &SnapshotOptions::new())
+                .unwrap_or_else(|e| panic!("{step}: delete again: {e}"));
+        }
+        let vm = Vm::load(&vmx).expect("load");
+        assert_eq!(vm.snapshots.len(), 1, "{step}");
+        assert_eq!(ours(&vmx, None), before[0], "{step}: current after");
+        assert_eq!(ours(&vmx, Some("updated")), truth_of("updated"), "{step}");
+        if qemu() {
+            assert_eq!(qemu_current(&vmx), before[0], "{step}: qemu-img");
+        }
+        no_temp_files(&dir);
     }
 }
 
