@@ -386,7 +386,7 @@ fn revert_then_delete_every_snapshot_keeps_the_current_bytes() {
     assert!(dir.join("sata-000003.vmdk").is_file());
     // "third" has a .vmsn: the .vmx is restored from it.
     let before_third = std::fs::read_to_string(&vmx).expect("vmx");
-    snapshot::revert(&vmx, "third", &SnapshotOptions::new()).expect("revert to third");
+    let r = snapshot::revert(&vmx, "third", &SnapshotOptions::new()).expect("revert to third");
     assert_eq!(ours(&vmx, None), truth_of("current"));
     let restored = std::fs::read_to_string(&vmx).expect("vmx");
     assert_ne!(restored, before_third);
@@ -396,7 +396,21 @@ fn revert_then_delete_every_snapshot_keeps_the_current_bytes() {
     );
     if q {
         assert_eq!(qemu_current(&vmx), truth_of("current"));
-        qemu_accepts(&dir.join("sata-000005.vmdk"), "sata-000002.vmdk");
+        // Every new delta sits on the file the snapshot recorded and reads
+        // as it.
+        let names: Vec<String> = r
+            .created
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["sys-000005.vmdk", "sata-000005.vmdk"]);
+        for (delta, parent) in [
+            ("sys-000005.vmdk", "sys-000002.vmdk"),
+            ("sata-000005.vmdk", "sata-000002.vmdk"),
+        ] {
+            qemu_accepts(&dir.join(delta), parent);
+            qemu_same(&dir.join(delta), &dir.join(parent));
+        }
     }
     let current = ours(&vmx, None);
     let mut snapshots = every_snapshot(&vmx);
