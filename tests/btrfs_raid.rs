@@ -215,9 +215,10 @@ fn btrfs_raid0_missing_member_fails_naming_the_device() {
     // Metadata is RAID1: the tree lists; data striped onto device 2 fails.
     let fs = mount(&ds);
     assert!(
-        fs.warnings().iter().any(|w| w.contains(
-            "device 2 of the file system is not in the disk set: 1 chunks (RAID0 at"
-        )),
+        fs.warnings().iter().any(|w| w
+            .contains("device 2 of the file system is not in the disk set: ")
+            && w.contains("chunks (RAID0 at")
+            && w.contains("have no copy on the devices present")),
         "{:?}",
         fs.warnings()
     );
@@ -300,4 +301,37 @@ fn btrfs_raid_command_line_sees_one_file_system() {
         let host = t.join(p.trim_start_matches('/'));
         assert_eq!(sha256_file(&host), r[2], "{p}");
     }
+}
+
+#[test]
+fn btrfs_raid_devices_of_two_file_systems_stay_apart() {
+    let u = Unpacked::new(&dir());
+    let mut disks = paths(&u, "raid0", &[1, 2]);
+    disks.extend(paths(&u, "raid1", &[2]));
+    let ds = DiskSet::open(&disks, &OpenOptions::default()).expect("open");
+    // raid0 (devices 1 and 2, volumes 1 and 2) and raid1 (device 2 alone).
+    let member = |i: usize| ds.volume(i).and_then(|v| v.member.clone()).expect("member");
+    assert_eq!(member(1).members, vec![(1, 1), (2, 2)]);
+    assert_eq!(member(2).members, vec![(1, 1), (2, 2)]);
+    assert_eq!(member(3).members, vec![(2, 3)]);
+    let readable: Vec<usize> = ds
+        .volumes()
+        .iter()
+        .filter(|v| v.mountable)
+        .map(|v| v.index)
+        .collect();
+    assert_eq!(readable, vec![1, 3]);
+    let err = ds.default_volume(None).expect_err("two file systems");
+    assert!(err.to_string().contains("volumes 1, 3"), "{err}");
+    let v = |i| ds.volume(i).expect("volume");
+    compare("raid0 beside raid1", ds.mount(v(1)).expect("raid0").as_ref(), &truth("raid0"));
+    let fs = ds.mount(v(3)).expect("raid1");
+    compare("raid1 beside raid0", fs.as_ref(), &truth("raid1"));
+    assert!(
+        fs.warnings()
+            .iter()
+            .any(|w| w.contains("device 1 of the file system is not in the disk set")),
+        "{:?}",
+        fs.warnings()
+    );
 }
