@@ -187,7 +187,9 @@ pub fn tags(b: &[u8]) -> Result<Vec<Tag>> {
                 usize::try_from(disk)
                     .ok()
                     .filter(|&d| p <= b.len() && d <= b.len() - p)
-                    .ok_or_else(|| bad(format!("tag {tname:?}: {disk} bytes past the end"), tag_at))?
+                    .ok_or_else(|| {
+                        bad(format!("tag {tname:?}: {disk} bytes past the end"), tag_at)
+                    })?
             } else {
                 size
             };
@@ -298,7 +300,10 @@ mod tests {
         assert!(config(&f).is_err());
         let mut f = build(b"x");
         f[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(config(&f).unwrap_err().kind(), crate::ErrorKind::LimitExceeded);
+        assert_eq!(
+            config(&f).unwrap_err().kind(),
+            crate::ErrorKind::LimitExceeded
+        );
         let mut f = build(b"x");
         f.truncate(f.len() - 2);
         assert!(config(&f).is_err());
