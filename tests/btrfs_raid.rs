@@ -17,8 +17,7 @@ use diskimage::fs::{ErrorKind, FileSystem, Metadata};
 use diskimage::OpenOptions;
 
 use crate::common::{
-    diskimage, read_all, repo, sha256_bytes, sha256_file, tsv_rows, visit_rows, walk_rows,
-    Unpacked,
+    diskimage, read_all, repo, sha256_bytes, sha256_file, tsv_rows, visit_rows, walk_rows, Unpacked,
 };
 
 fn dir() -> PathBuf {
@@ -93,10 +92,7 @@ fn mount(set: &DiskSet) -> Box<dyn FileSystem> {
 }
 
 fn compare(what: &str, fs: &dyn FileSystem, want: &BTreeMap<String, Row>) {
-    for (how, got) in [
-        ("path", walk_rows(fs, row)),
-        ("visit", visit_rows(fs, row)),
-    ] {
+    for (how, got) in [("path", walk_rows(fs, row)), ("visit", visit_rows(fs, row))] {
         let got = got.unwrap_or_else(|e| panic!("{what} ({how}): {e}"));
         let mut errors = Vec::new();
         for (p, w) in want {
@@ -122,7 +118,11 @@ fn btrfs_raid_sets_read_as_the_kernel_serves_them() {
         let all: Vec<usize> = (1..=n).collect();
         let ds = open_set(&u, set, &all, true);
         // One file system: every disk is a volume of it, one mountable.
-        let members: Vec<_> = ds.volumes().iter().filter_map(|v| v.member.clone()).collect();
+        let members: Vec<_> = ds
+            .volumes()
+            .iter()
+            .filter_map(|v| v.member.clone())
+            .collect();
         assert_eq!(members.len(), n, "{set}: {:?}", ds.volumes());
         assert_eq!(
             ds.volumes().iter().filter(|v| v.mountable).count(),
@@ -243,17 +243,20 @@ fn btrfs_raid5_data_is_refused_by_name() {
     // Metadata is RAID1: the tree is the kernel's.
     let want = truth("raid5");
     let listed = walk_rows(fs.as_ref(), |m, _, _| m.size).err();
-    assert!(listed.is_some_and(|e| e.contains("RAID5")), "read of RAID5 data");
+    assert!(
+        listed.is_some_and(|e| e.contains("RAID5")),
+        "read of RAID5 data"
+    );
     for p in want.keys().filter(|p| want[*p][0] == "dir") {
         fs.read_dir(p).unwrap_or_else(|e| panic!("{p}: {e}"));
     }
     let err = fs
         .open("/big.txt")
-        .and_then(|r| read_all(r).map_err(|e| diskimage::fs::Error::from_io(
-            diskimage::fs::FsName::Btrfs,
-            "/big.txt",
-            e,
-        )))
+        .and_then(|r| {
+            read_all(r).map_err(|e| {
+                diskimage::fs::Error::from_io(diskimage::fs::FsName::Btrfs, "/big.txt", e)
+            })
+        })
         .expect_err("RAID5 data");
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     assert!(err.to_string().contains("RAID5"), "{err}");
@@ -263,7 +266,9 @@ fn btrfs_raid5_data_is_refused_by_name() {
 fn btrfs_raid_command_line_sees_one_file_system() {
     let u = Unpacked::new(&dir());
     let want = truth("raid10");
-    let disks: Vec<String> = (1..=4).map(|n| u.arg(&format!("raid10.{n}.qcow2"))).collect();
+    let disks: Vec<String> = (1..=4)
+        .map(|n| u.arg(&format!("raid10.{n}.qcow2")))
+        .collect();
     let args = |cmd: &str, rest: &[&str]| -> Vec<String> {
         let mut a = vec![cmd.to_string()];
         a.extend(disks.iter().cloned());
@@ -324,7 +329,11 @@ fn btrfs_raid_devices_of_two_file_systems_stay_apart() {
     let err = ds.default_volume(None).expect_err("two file systems");
     assert!(err.to_string().contains("volumes 1, 3"), "{err}");
     let v = |i| ds.volume(i).expect("volume");
-    compare("raid0 beside raid1", ds.mount(v(1)).expect("raid0").as_ref(), &truth("raid0"));
+    compare(
+        "raid0 beside raid1",
+        ds.mount(v(1)).expect("raid0").as_ref(),
+        &truth("raid0"),
+    );
     let fs = ds.mount(v(3)).expect("raid1");
     compare("raid1 beside raid0", fs.as_ref(), &truth("raid1"));
     assert!(

@@ -11,6 +11,9 @@ use diskimage::{BlockDevice, DiskImage, OpenOptions};
 
 use super::{CliError, OpenArgs};
 
+/// The other devices of a file system spread over several.
+type Devices = Vec<Arc<dyn BlockDevice>>;
+
 /// The device holding the file system to read: volume `volume` of the set
 /// (numbered as `diskimage volumes` prints them), or, when none is given,
 /// the one volume whose file system can be read
@@ -142,7 +145,7 @@ impl FsArgs {
     pub fn open_device(
         &self,
         path_required: bool,
-    ) -> Result<(Arc<dyn BlockDevice>, Vec<Arc<dyn BlockDevice>>, String), CliError> {
+    ) -> Result<(Arc<dyn BlockDevice>, Devices, String), CliError> {
         let (images, path) = self.split(path_required)?;
         let images = self.open.open_all(&images)?;
         let set = DiskSet::from_images(images, &self.open.options())?;

@@ -471,7 +471,11 @@ mod tests {
         assert!(e.to_string().contains("RAID5"), "{e}");
         m.insert(0x400_0000, chunk(RAID6 | 1, 0, &[(1, 0), (1, 0x1000)]))
             .unwrap();
-        assert!(m.map(0x400_0000, 8, 0).unwrap_err().to_string().contains("RAID6"));
+        assert!(m
+            .map(0x400_0000, 8, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("RAID6"));
         // No chunk there at all.
         assert!(m.map(0x900_0000, 8, 0).is_err());
         assert!(Chunk::parse(&[0u8; 40]).is_err());

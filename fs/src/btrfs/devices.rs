@@ -157,11 +157,7 @@ pub(crate) fn check(vol: &mut Volume, chunk_root: Root) -> Result<()> {
         })?;
         known.insert(devid, uuid);
     }
-    let read: Vec<(u64, [u8; 16])> = vol
-        .dev_uuids
-        .iter()
-        .map(|(&id, &u)| (id, u))
-        .collect();
+    let read: Vec<(u64, [u8; 16])> = vol.dev_uuids.iter().map(|(&id, &u)| (id, u)).collect();
     for (id, uuid) in read {
         match known.get(&id) {
             Some(k) if *k != uuid && id != vol.primary => {

@@ -168,7 +168,8 @@ impl BtrfsFs {
         let g = devices::gather(device, sb, &options.devices.0, options.strict)?;
         warnings.extend(g.warnings);
         let sb = g.sb;
-        let chunks = chunk::ChunkMap::from_sys_array(&sb.sys_chunk_array, g.devices.keys().copied())?;
+        let chunks =
+            chunk::ChunkMap::from_sys_array(&sb.sys_chunk_array, g.devices.keys().copied())?;
         let chunk_root = Root {
             bytenr: sb.chunk_root,
             level: sb.chunk_root_level,
@@ -177,7 +178,14 @@ impl BtrfsFs {
             bytenr: sb.root,
             level: sb.root_level,
         };
-        let mut vol = Volume::new(g.devices, g.dev_uuids, g.primary, sb, chunks, options.strict);
+        let mut vol = Volume::new(
+            g.devices,
+            g.dev_uuids,
+            g.primary,
+            sb,
+            chunks,
+            options.strict,
+        );
         for w in warnings {
             vol.warn(Error::corrupt(FS, None, w))?;
         }
