@@ -484,15 +484,7 @@ fn create_child(path: &Path, parent_path: &Path, options: &CreateOptions) -> Res
             "the parent's descriptor has no CID to chain a delta to",
         )
     })?;
-    let hint = if parent.in_child_folder() {
-        crate::write::raw::file_name(parent_path)?
-    } else {
-        parent
-            .named
-            .to_str()
-            .map(str::to_owned)
-            .ok_or_else(|| invalid(parent_path, "the parent's path is not UTF-8"))?
-    };
+    let hint = parent_hint(parent_path, &parent.named, parent.in_child_folder())?;
     let parent_desc = read_descriptor_of(parent_path)?;
     let split_parent = parent_desc
         .as_ref()
@@ -611,7 +603,8 @@ impl WFileRead {
             .metadata()
             .map_err(|e| io_err(&self.path, e))?
             .len();
-        if head.first() == Some(&0) || head.get(..4) == Some(b"COWD") {
+        let sesparse = head.get(..8) == Some(&super::sesparse::SESPARSE_MAGIC.to_le_bytes()[..]);
+        if head.first() == Some(&0) || head.get(..4) == Some(b"COWD") || sesparse {
             return Ok(None);
         }
         Error::ensure_at_most(
@@ -734,7 +727,8 @@ pub(crate) fn relink_to(child: &Path, parent: &Path) -> Result<()> {
             "the parent's descriptor has no CID to chain a delta to",
         )
     })?;
-    let hint = parent_hint(child, parent)?;
+    let (named, child_dir) = crate::write::parent::located(parent, child, Format::Vmdk)?;
+    let hint = parent_hint(parent, &named, named.parent() == Some(child_dir.as_path()))?;
     let Some((_, mut d)) = DescriptorFile::load(child)? else {
         return Err(invalid(child, "no descriptor to relink"));
     };
@@ -743,23 +737,13 @@ pub(crate) fn relink_to(child: &Path, parent: &Path) -> Result<()> {
     d.store()
 }
 
-/// The name a delta at `child` records for `parent`: the bare file name
-/// when both are in one folder, else the parent's absolute path (its
-/// folder made canonical), as [`create_child`] writes it.
-fn parent_hint(child: &Path, parent: &Path) -> Result<String> {
-    let dir_of = |p: &Path| -> Result<PathBuf> {
-        let d = match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        d.canonicalize().map_err(|e| io_err(&d, e))
-    };
-    let pname = crate::write::raw::file_name(parent)?;
-    let pdir = dir_of(parent)?;
-    if dir_of(child)? == pdir {
-        return Ok(pname);
+/// A delta's `parentFileNameHint` for `parent`: its file name when it is
+/// in the delta's folder, else `named` (its path, folder made canonical).
+fn parent_hint(parent: &Path, named: &Path, in_child_folder: bool) -> Result<String> {
+    if in_child_folder {
+        return crate::write::raw::file_name(parent);
     }
-    pdir.join(pname)
+    named
         .to_str()
         .map(str::to_owned)
         .ok_or_else(|| invalid(parent, "the parent's path is not UTF-8"))
