@@ -75,6 +75,7 @@ pub mod fuzzing;
 #[cfg(all(feature = "fuse", unix))]
 pub mod mount;
 pub mod os;
+pub mod snapshot;
 pub mod vm;
 pub mod volume;
 pub mod walk;

@@ -31,6 +31,7 @@
 //! - `xfs`: XFS images (v5, nrext64, v4, real-time section) against the kernel's listing, xfs_db and a live loop mount; a Rocky-like disk for OS detection.
 //! - `btrfs`: Btrfs volumes (subvolumes, compression, holes, 10,000 entries) against the kernel.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
+//! - `snapshot_vbox`: VirtualBox snapshots taken, reverted and deleted offline, against qemu-img, libvmdk and libvhdi.
 
 mod btrfs;
 mod cli;
@@ -54,6 +55,7 @@ mod qcow2;
 mod read_paths;
 mod regression;
 mod schemes;
+mod snapshot_vbox;
 mod truncated;
 mod udf;
 mod vdi;
