@@ -15,6 +15,13 @@ use crate::Error;
 
 mod vbox;
 
+/// Parses `data` as a `.vbox` tree and writes it back (the fuzz target
+/// `vbox` and the seed replay): what is written parses to the same text.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_vbox_tree(data: &[u8]) {
+    vbox::round_trip(data);
+}
+
 /// What a snapshot operation is asked to do besides its main job.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotOptions {

@@ -198,7 +198,9 @@ fn parse(text: &[u8]) -> Result<Vec<Node>> {
         ));
     }
     let mut reader = Reader::from_reader(text);
-    reader.config_mut().trim_text(true);
+    // Text is kept whole (spaces around `&amp;` and the like included);
+    // the indentation between elements is dropped by `settle`.
+    reader.config_mut().trim_text(false);
     let mut stack: Vec<El> = vec![El::default()];
     let mut count = 0usize;
     loop {
@@ -229,6 +231,14 @@ fn parse(text: &[u8]) -> Result<Vec<Node>> {
                 }
             }
         };
+        if matches!(
+            event,
+            Event::Start(_) | Event::Empty(_) | Event::End(_) | Event::Comment(_) | Event::Eof
+        ) {
+            if let Some(top) = stack.last_mut() {
+                settle(top);
+            }
+        }
         match event {
             Event::DocType(_) => {
                 return Err(bad(
@@ -304,6 +314,36 @@ fn parse(text: &[u8]) -> Result<Vec<Node>> {
     match (stack.pop(), stack.is_empty()) {
         (Some(root), true) => Ok(root.kids),
         _ => Err(bad("XML: unclosed elements at the end", text.len() as u64)),
+    }
+}
+
+/// Ends the text run at the end of `el`: dropped when only white space
+/// (indentation), else trimmed at both ends.
+fn settle(el: &mut El) {
+    if let Some(Node::Text(t)) = el.kids.last_mut() {
+        let trimmed = t.trim();
+        if trimmed.is_empty() {
+            el.kids.pop();
+        } else if trimmed.len() != t.len() {
+            *t = trimmed.to_owned();
+        }
+    }
+}
+
+/// Parses `data` as a `.vbox` tree and writes it back: a document that
+/// parses is written as text that parses again to the same text.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn round_trip(data: &[u8]) {
+    if let Ok(doc) = parse(data) {
+        let text = serialize(&doc);
+        match parse(text.as_bytes()) {
+            Ok(again) => assert_eq!(serialize(&again), text, "a second write differs"),
+            Err(e) => {
+                // The written text may exceed the size limit only when
+                // escaping grew it past the limit.
+                assert!(text.len() as u64 > MAX_CONFIG_BYTES, "written text does not parse: {e}");
+            }
+        }
     }
 }
 
@@ -755,14 +795,12 @@ impl Machine {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        for suffix in ["-tmp"] {
-            let tmp = self.folder.join(format!("{name}{suffix}"));
-            if tmp.exists() {
-                return refuse(format!(
-                    "{} exists (a settings save in progress or interrupted)",
-                    tmp.display()
-                ));
-            }
+        let tmp = self.folder.join(format!("{name}-tmp"));
+        if tmp.exists() {
+            return refuse(format!(
+                "{} exists (a settings save in progress or interrupted)",
+                tmp.display()
+            ));
         }
         // Saved states that no snapshot records: a saved machine.
         let recorded: HashSet<String> = self
@@ -1612,6 +1650,10 @@ mod tests {
         assert!(out.contains("<Description>d &lt; e</Description>"), "{out}");
         let again = serialize(&parse(out.as_bytes()).unwrap());
         assert_eq!(out, again);
+        let doc = parse(b"<a><d>one &amp; two\n three </d></a>").unwrap();
+        let out = serialize(&doc);
+        assert!(out.contains("<d>one &amp; two\n three</d>"), "{out}");
+        round_trip(out.as_bytes());
     }
 
     #[test]
