@@ -1038,11 +1038,11 @@ fn make_child(mach: &Machine, parent_uuid: &str, parent: &Medium) -> Result<NewC
                 fw::set_vmdk_descriptor_keys(
                     &path,
                     &[
-                        ("parentFileNameHint", &hint),
-                        ("ddb.uuid.image", &uuid),
+                        ("parentFileNameHint", hint.as_str()),
+                        ("ddb.uuid.image", uuid.as_str()),
                         ("ddb.uuid.parent", parent_uuid),
-                        ("ddb.uuid.modification", &modification),
-                        ("ddb.uuid.parentmodification", &pmod),
+                        ("ddb.uuid.modification", modification.as_str()),
+                        ("ddb.uuid.parentmodification", pmod.as_str()),
                     ],
                 )?;
                 Ok(())
@@ -1433,10 +1433,8 @@ pub(super) fn delete(vbox: &Path, which: &str, opts: &SnapshotOptions) -> Result
     let mut needed: Vec<Option<&str>> = vec![None, Some(target.uuid.as_str())];
     let all = mach.snapshots();
     needed.extend(all.iter().map(|s| Some(s.uuid.as_str())));
-    mach.check_complete(
-        if opts.fallback { &needed[..2] } else { &needed },
-        opts.fallback,
-    )?;
+    let needed = if opts.fallback { &needed[..2] } else { &needed[..] };
+    mach.check_complete(needed, opts.fallback)?;
     let media = mach.media();
     let mut merges: Vec<Merge> = Vec::new();
     for u in attached(&snap) {
@@ -1524,10 +1522,10 @@ pub(super) fn delete(vbox: &Path, which: &str, opts: &SnapshotOptions) -> Result
                 fw::set_vmdk_descriptor_keys(
                     gp,
                     &[
-                        ("parentCID", &cid),
-                        ("parentFileNameHint", &hint),
-                        ("ddb.uuid.parent", &g.medium),
-                        ("ddb.uuid.parentmodification", &pmod),
+                        ("parentCID", cid.as_str()),
+                        ("parentFileNameHint", hint.as_str()),
+                        ("ddb.uuid.parent", g.medium.as_str()),
+                        ("ddb.uuid.parentmodification", pmod.as_str()),
                     ],
                 )?;
                 changed.push(gp.clone());
