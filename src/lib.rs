@@ -59,6 +59,7 @@
 //! ```
 
 #![deny(unsafe_code)]
+#![warn(unnameable_types)]
 #![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
 #![cfg_attr(
     test,

@@ -703,3 +703,69 @@ fn vhd_machine_create_write_delete_revert() {
     assert_eq!(qemu_sha(&base, "vpc"), base_sha);
     etree_parses(&vbox);
 }
+
+fn cli_ok(args: &[&str]) -> String {
+    let out = diskimage(args);
+    assert!(
+        out.status.success(),
+        "diskimage {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn cli_snapshot_create_revert_delete_on_a_vbox() {
+    let t = tools();
+    let tmp = tempfile::tempdir().unwrap();
+    let vbox = unpack_vmware(tmp.path());
+    let v = vbox.to_str().unwrap();
+    let before = vmdk_truth(&t, &vbox);
+
+    // Refused with a message and a failing status; nothing written.
+    let original = std::fs::read(&vbox).unwrap();
+    let out = diskimage(&["snapshot", "create", v, "m", "--include-memory"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("memory"), "{out:?}");
+    assert_eq!(std::fs::read(&vbox).unwrap(), original);
+
+    let text = cli_ok(&["snapshot", "create", v, "third", "--description", "from the CLI"]);
+    let vm = Vm::load(&vbox).unwrap();
+    let third = vm.find_snapshot("third").unwrap();
+    assert_eq!(vm.current_snapshot.as_deref(), Some(third.uid.as_str()));
+    assert_eq!(third.description.as_deref(), Some("from the CLI"));
+    assert!(
+        text.starts_with(&format!("created snapshot \"third\" (uid {})", third.uid)),
+        "{text}"
+    );
+    assert_eq!(text.matches("  created ").count(), 2, "{text}");
+    assert!(text.contains("fixture.vbox-prev"), "{text}");
+    let after = vmdk_truth(&t, &vbox);
+    for slot in [SYS, DATA, SATA] {
+        let k = |st: &str| (st.to_owned(), slot.to_owned());
+        assert_eq!(after[&k("third")], before[&k("current")], "{slot}");
+        assert_eq!(after[&k("current")], before[&k("current")], "{slot}");
+        for st in ["installed", "updated"] {
+            assert_eq!(after[&k(st)], before[&k(st)], "{st} {slot}");
+        }
+    }
+
+    let text = cli_ok(&["snapshot", "revert", v, "updated"]);
+    assert!(text.starts_with("reverted to snapshot \"updated\""), "{text}");
+    let reverted = vmdk_truth(&t, &vbox);
+    for slot in [SYS, DATA, SATA] {
+        let k = |st: &str| (st.to_owned(), slot.to_owned());
+        assert_eq!(reverted[&k("current")], before[&k("updated")], "{slot}");
+    }
+
+    // "third" (a leaf whose medium has one child left after the revert
+    // discarded the old current state's) merges away; every state left
+    // reads as before.
+    let text = cli_ok(&["snapshot", "delete", v, "third"]);
+    assert!(text.starts_with("deleted snapshot \"third\""), "{text}");
+    assert!(text.contains("  removed "), "{text}");
+    let mut want = reverted.clone();
+    want.retain(|k, _| k.0 != "third");
+    assert_eq!(vmdk_truth(&t, &vbox), want);
+    etree_parses(&vbox);
+}

@@ -23,6 +23,7 @@ mod mount;
 mod os;
 mod progress;
 mod select;
+mod snapshot;
 mod timeline;
 mod vm;
 mod volumes;
@@ -73,6 +74,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Merge a child (delta) into its parent.
     Commit(commit::CommitArgs),
+    /// Take, revert to or delete a snapshot of a powered-off VMware VM.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 /// How images are opened; every command that opens images takes these.
@@ -157,6 +160,7 @@ pub fn main() -> ExitCode {
         Command::Write(a) => write::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Commit(a) => commit::run(&a),
+        Command::Snapshot(a) => snapshot::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,6 +57,7 @@ use diskimage_formats::{Format, Guid, OpenOptions};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
+use super::files::{refuse_incomplete, Staged};
 use super::{SnapshotOptions, SnapshotReport};
 use crate::error::{Detail, Error, ErrorKind, Result, Scheme};
 use crate::vm::vbox::{MAX_DEPTH, MAX_ELEMENTS};
@@ -639,14 +640,14 @@ fn vm_err(kind: ErrorKind, what: String) -> Error {
 }
 
 impl Machine {
-    fn load(config: &Path) -> Result<Machine> {
-        let vm = Vm::load(config)?;
+    fn load(vm: &Vm) -> Result<Machine> {
+        let config = vm.config.as_path();
         let doc = parse(&read_config(config)?).map_err(|e| e.in_file(config))?;
         let m = Machine {
             config: config.to_path_buf(),
             folder: vm.folder.clone(),
             doc,
-            vm,
+            vm: vm.clone(),
         };
         if m.root().and_then(|r| r.child("Machine")).is_none() {
             return Err(bad("no VirtualBox/Machine element", 0).in_file(config));
@@ -841,48 +842,10 @@ impl Machine {
         Ok(())
     }
 
-    /// Refuses states with missing files: every state without `fallback`,
-    /// else the `needed` ones (`None`: the current state).
-    fn check_complete(&self, needed: &[Option<&str>], fallback: bool) -> Result<()> {
-        let states = self.vm.states(&VmOptions::default())?;
-        let mut bad: Vec<String> = Vec::new();
-        for st in &states {
-            if st.complete() {
-                continue;
-            }
-            let wanted = needed
-                .iter()
-                .any(|n| n.map(str::to_owned) == st.uid);
-            if fallback && !wanted {
-                continue;
-            }
-            for d in &st.disks {
-                if let Some(p) = &d.problem {
-                    bad.push(format!("{} {}: {p}", st.name, d.slot));
-                }
-            }
-        }
-        if bad.is_empty() {
-            return Ok(());
-        }
-        Err(vm_err(
-            ErrorKind::MissingFile,
-            format!(
-                "incomplete state{}: {}{}",
-                if bad.len() == 1 { "" } else { "s" },
-                bad.join("; "),
-                if fallback {
-                    ""
-                } else {
-                    " (states not acted on may be skipped with fallback)"
-                }
-            ),
-        )
-        .in_file(&self.config))
-    }
-
-    /// Writes the tree back: `NAME-tmp`, synced, the old file copied to
-    /// `NAME-prev`, then renamed into place. Returns the files changed.
+    /// Writes the tree back: the new text staged beside the `.vbox`
+    /// (written whole and synced), the old file copied to `NAME-prev` as
+    /// VirtualBox keeps it, then the new one renamed into place. Returns
+    /// the files changed.
     fn save(&self) -> Result<Vec<PathBuf>> {
         let text = serialize(&self.doc);
         // What is written must read back through the reader.
@@ -892,34 +855,14 @@ impl Machine {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = self.folder.join(format!("{name}-tmp"));
         let prev = self.folder.join(format!("{name}-prev"));
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |e| Error::host_io(Scheme::Vm, &p, e)
-        };
-        let written = (|| -> Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(io(&tmp))?;
-            f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
-            std::fs::copy(&self.config, &prev).map_err(io(&prev))?;
-            std::fs::File::open(&prev)
-                .and_then(|f| f.sync_all())
-                .map_err(io(&prev))?;
-            std::fs::rename(&tmp, &self.config).map_err(io(&self.config))?;
-            if let Ok(d) = std::fs::File::open(&self.folder) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        let staged = Staged::write(&self.config, text.as_bytes())?;
+        let io = |e| Error::host_io(Scheme::Vm, &prev, e);
+        std::fs::copy(&self.config, &prev).map_err(io)?;
+        std::fs::File::open(&prev)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        staged.install()?;
         Ok(vec![self.config.clone(), prev])
     }
 }
@@ -1201,20 +1144,10 @@ fn stamp_machine(machine: &mut El, current: Option<&str>) {
 // ------------------------------------------------------------ operations
 
 /// Takes a snapshot `name` of the powered-off machine `vbox`.
-pub(super) fn create(vbox: &Path, name: &str, opts: &SnapshotOptions) -> Result<SnapshotReport> {
-    if opts.include_memory {
-        return Err(Error::unsupported(
-            Scheme::Vm,
-            "a VM that is off has no memory state to include in a snapshot",
-        )
-        .in_file(vbox));
-    }
-    if name.trim().is_empty() {
-        return Err(vm_err(ErrorKind::Corrupt, "a snapshot needs a name".into()).in_file(vbox));
-    }
-    let mut mach = Machine::load(vbox)?;
+pub(super) fn create(vm: &Vm, name: &str, opts: &SnapshotOptions) -> Result<SnapshotReport> {
+    let mut mach = Machine::load(vm)?;
     mach.refuse_running()?;
-    mach.check_complete(&[None], opts.fallback)?;
+    refuse_incomplete(&mach.vm, &[None], opts.fallback)?;
     let media = mach.media();
     let current = attached(mach.machine());
     check_media(&mach, &media, &current)?;
@@ -1278,12 +1211,12 @@ pub(super) fn create(vbox: &Path, name: &str, opts: &SnapshotOptions) -> Result<
 
 /// Restores the snapshot `which`: new differencing media over its media
 /// become the current state, with its hardware.
-pub(super) fn revert(vbox: &Path, which: &str, opts: &SnapshotOptions) -> Result<SnapshotReport> {
-    let mut mach = Machine::load(vbox)?;
+pub(super) fn revert(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<SnapshotReport> {
+    let mut mach = Machine::load(vm)?;
     let target = mach.find(which)?;
     mach.refuse_running()?;
     let Some(snap) = at_path(mach.machine(), &target.path).cloned() else {
-        return Err(bad("snapshot element moved", 0).in_file(vbox));
+        return Err(bad("snapshot element moved", 0).in_file(&vm.config));
     };
     if let Some(sav) = snap.attr("stateFile") {
         return Err(Error::unsupported(
@@ -1293,9 +1226,9 @@ pub(super) fn revert(vbox: &Path, which: &str, opts: &SnapshotOptions) -> Result
                 target.name
             ),
         )
-        .in_file(vbox));
+        .in_file(&vm.config));
     }
-    mach.check_complete(&[Some(&target.uuid)], opts.fallback)?;
+    refuse_incomplete(&mach.vm, &[Some(&target.uuid)], opts.fallback)?;
     let media = mach.media();
     let wanted = attached(&snap);
     check_media(&mach, &media, &wanted)?;
@@ -1407,12 +1340,12 @@ struct Merge {
 
 /// Deletes the snapshot `which`, merging each of its media with its one
 /// differencing child so that every other state reads the same bytes.
-pub(super) fn delete(vbox: &Path, which: &str, opts: &SnapshotOptions) -> Result<SnapshotReport> {
-    let mut mach = Machine::load(vbox)?;
+pub(super) fn delete(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<SnapshotReport> {
+    let mut mach = Machine::load(vm)?;
     let target = mach.find(which)?;
     mach.refuse_running()?;
     let Some(snap) = at_path(mach.machine(), &target.path).cloned() else {
-        return Err(bad("snapshot element moved", 0).in_file(vbox));
+        return Err(bad("snapshot element moved", 0).in_file(&vm.config));
     };
     let child_snaps: Vec<El> = snap
         .child("Snapshots")
@@ -1427,14 +1360,11 @@ pub(super) fn delete(vbox: &Path, which: &str, opts: &SnapshotOptions) -> Result
                 child_snaps.len()
             ),
         )
-        .in_file(vbox));
+        .in_file(&vm.config));
     }
-    // Every state reading through the merged media must be complete.
-    let mut needed: Vec<Option<&str>> = vec![None, Some(target.uuid.as_str())];
-    let all = mach.snapshots();
-    needed.extend(all.iter().map(|s| Some(s.uuid.as_str())));
-    let needed = if opts.fallback { &needed[..2] } else { &needed[..] };
-    mach.check_complete(needed, opts.fallback)?;
+    // Without fallback every state must be complete; with it, the
+    // current state and the snapshot merged.
+    refuse_incomplete(&mach.vm, &[None, Some(target.uuid.as_str())], opts.fallback)?;
     let media = mach.media();
     let mut merges: Vec<Merge> = Vec::new();
     for u in attached(&snap) {
@@ -1443,7 +1373,7 @@ pub(super) fn delete(vbox: &Path, which: &str, opts: &SnapshotOptions) -> Result
                 Scheme::Vm,
                 format!("medium {{{u}}} is not in the VM's media registry (a global registry is not written)"),
             )
-            .in_file(vbox));
+            .in_file(&vm.config));
         };
         if !m.snapshotted() || merges.iter().any(|g| g.medium == u) {
             continue;
@@ -1460,7 +1390,7 @@ pub(super) fn delete(vbox: &Path, which: &str, opts: &SnapshotOptions) -> Result
                         many.len()
                     ),
                 )
-                .in_file(vbox))
+                .in_file(&vm.config))
             }
         };
         let Some(cm) = media.get(&child) else { continue };
@@ -1477,7 +1407,7 @@ pub(super) fn delete(vbox: &Path, which: &str, opts: &SnapshotOptions) -> Result
                     if format == "VDI" { " (VDI: not yet written)" } else { "" }
                 ),
             )
-            .in_file(vbox));
+            .in_file(&vm.config));
         }
         let mut grandchildren = Vec::new();
         for g in &cm.children {
@@ -1493,7 +1423,7 @@ pub(super) fn delete(vbox: &Path, which: &str, opts: &SnapshotOptions) -> Result
                     cm.location, m.location, m.location
                 ),
             )
-            .in_file(vbox));
+            .in_file(&vm.config));
         }
         merges.push(Merge {
             medium: u.clone(),
@@ -1559,7 +1489,7 @@ pub(super) fn delete(vbox: &Path, which: &str, opts: &SnapshotOptions) -> Result
         // The snapshot leaves the tree; its child snapshot takes its place.
         let (container_path, index) = match target.path.split_last() {
             Some((i, p)) => (p.to_vec(), *i),
-            None => return Err(bad("snapshot element moved", 0).in_file(vbox)),
+            None => return Err(bad("snapshot element moved", 0).in_file(&vm.config)),
         };
         if let Some(container) = at_path_mut(machine, &container_path) {
             if index < container.kids.len() {
