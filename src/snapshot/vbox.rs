@@ -49,7 +49,7 @@
 //! entities beyond XML's five, bounded depth and element count.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use diskimage_formats::write::{self as fw, CreateOptions};
