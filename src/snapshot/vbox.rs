@@ -20,7 +20,9 @@
 //! - **Delete.** The snapshot leaves the tree (its child snapshot moves up);
 //!   each medium it records is merged with its one differencing child (the
 //!   child's data written into it, the child's descendants relinked to it,
-//!   the child removed), so every other state reads the same bytes.
+//!   the child removed), so every other state reads the same bytes; a
+//!   differencing medium with no child that no other state uses (its
+//!   state was restored over) is deleted, as VirtualBox deletes it.
 //!   A medium with several children, or a snapshot with several child
 //!   snapshots, is refused, as VirtualBox refuses them.
 //!
@@ -1246,19 +1248,21 @@ pub(super) fn revert(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
         .iter()
         .map(|(p, c)| (p.clone(), c.uuid.clone()))
         .collect();
-    let mut discard: Vec<(String, PathBuf)> = Vec::new();
+    let mut discard: Vec<(String, PathBuf, PathBuf)> = Vec::new();
     for u in &old_current {
         let Some(m) = media.get(u) else { continue };
-        if m.parent.is_none()
-            || !m.snapshotted()
+        let Some(pm) = m.parent.as_ref().and_then(|p| media.get(p)) else {
+            continue;
+        };
+        if !m.snapshotted()
             || !m.children.is_empty()
             || in_snapshots.contains(u)
-            || discard.iter().any(|(d, _)| d == u)
+            || discard.iter().any(|(d, _, _)| d == u)
         {
             continue;
         }
-        if let Ok(p) = mach.medium_path(m) {
-            discard.push((u.clone(), p));
+        if let (Ok(p), Ok(pp)) = (mach.medium_path(m), mach.medium_path(pm)) {
+            discard.push((u.clone(), p, pp));
         }
     }
     {
@@ -1300,7 +1304,7 @@ pub(super) fn revert(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
             .child_mut("MediaRegistry")
             .and_then(|r| r.child_mut("HardDisks"))
         {
-            for (u, _) in &discard {
+            for (u, _, _) in &discard {
                 remove_disk(hd, u);
             }
         }
@@ -1313,10 +1317,13 @@ pub(super) fn revert(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
             return Err(e);
         }
     };
+    let open = mach.vm.open_options(&VmOptions::default());
     let mut removed = Vec::new();
-    for (_, p) in discard {
-        if std::fs::remove_file(&p).is_ok() {
-            removed.push(p);
+    for (_, path, parent) in &discard {
+        for f in own_files(path, parent, &open) {
+            if std::fs::remove_file(&f).is_ok() {
+                removed.push(f);
+            }
         }
     }
     Ok(SnapshotReport {
@@ -1336,6 +1343,22 @@ struct Merge {
     child: String,
     child_path: PathBuf,
     grandchildren: Vec<(String, PathBuf)>,
+}
+
+/// The files of the differencing image `path` itself: its chain's files
+/// less those of its parent's chain (`path` alone when they cannot be
+/// listed).
+fn own_files(path: &Path, parent: &Path, open: &OpenOptions) -> Vec<PathBuf> {
+    let deps = |p: &Path| diskimage_formats::dependencies(p, open).unwrap_or_default();
+    let keep: HashSet<PathBuf> = deps(parent).iter().map(|f| canonical(f)).collect();
+    let mut files: Vec<PathBuf> = deps(path)
+        .into_iter()
+        .filter(|f| !keep.contains(&canonical(f)))
+        .collect();
+    if files.is_empty() {
+        files.push(path.to_path_buf());
+    }
+    files
 }
 
 /// Deletes the snapshot `which`, merging each of its media with its one
@@ -1367,6 +1390,16 @@ pub(super) fn delete(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
     refuse_incomplete(&mach.vm, &[None, Some(target.uuid.as_str())], opts.fallback)?;
     let media = mach.media();
     let mut merges: Vec<Merge> = Vec::new();
+    // Media attached by the current state or another snapshot.
+    let mut in_use: HashSet<String> = attached(mach.machine()).into_iter().collect();
+    for s in mach.snapshots().iter().filter(|s| s.uuid != target.uuid) {
+        if let Some(e) = at_path(mach.machine(), &s.path) {
+            in_use.extend(attached(e));
+        }
+    }
+    // Differencing media of the snapshot with no child that nothing else
+    // uses (their state was restored over): deleted, as VirtualBox does.
+    let mut discard: Vec<(String, PathBuf, PathBuf)> = Vec::new();
     for u in attached(&snap) {
         let Some(m) = media.get(&u) else {
             return Err(Error::unsupported(
@@ -1379,7 +1412,13 @@ pub(super) fn delete(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
             continue;
         }
         let child = match m.children.as_slice() {
-            [] => continue,
+            [] => {
+                let parent = m.parent.as_ref().and_then(|p| media.get(p));
+                if let Some(pm) = parent.filter(|_| !in_use.contains(&u) && !discard.iter().any(|d| d.0 == u)) {
+                    discard.push((u.clone(), mach.medium_path(m)?, mach.medium_path(pm)?));
+                }
+                continue;
+            }
             [c] => c.clone(),
             many => {
                 return Err(Error::unsupported(
@@ -1485,6 +1524,9 @@ pub(super) fn delete(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
                     }
                 }
             }
+            for (u, _, _) in &discard {
+                remove_disk(hd, u);
+            }
         }
         // The snapshot leaves the tree; its child snapshot takes its place.
         let (container_path, index) = match target.path.split_last() {
@@ -1534,9 +1576,15 @@ pub(super) fn delete(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
     changed.extend(mach.save()?);
     let mut removed = Vec::new();
     for g in &merges {
-        let files = diskimage_formats::dependencies(&g.child_path, &OpenOptions::new().no_parents(true))
-            .unwrap_or_else(|_| vec![g.child_path.clone()]);
+        let files = own_files(&g.child_path, &g.path, &open);
         for f in files {
+            if std::fs::remove_file(&f).is_ok() {
+                removed.push(f);
+            }
+        }
+    }
+    for (_, path, parent) in &discard {
+        for f in own_files(path, parent, &open) {
             if std::fs::remove_file(&f).is_ok() {
                 removed.push(f);
             }
