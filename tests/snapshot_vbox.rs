@@ -534,7 +534,7 @@ fn qemu_vhd(path: &Path, size: &str, pattern: u8) {
         "-c",
         &format!("write -P {pattern} 0 64k"),
         "-c",
-        &format!("write -P {} 2M 8k", pattern + 1),
+        &format!("write -P {} 1M 8k", pattern + 1),
         path.to_str().unwrap(),
     ]));
     assert!(ok, "{out}");
