@@ -199,7 +199,11 @@ fn backing_chain_ok(t: &Tools, child: &Path, depth: usize) {
         "--output=json",
         child.to_str().unwrap(),
     ]));
-    assert!(ok, "qemu-img info --backing-chain {}: {out}", child.display());
+    assert!(
+        ok,
+        "qemu-img info --backing-chain {}: {out}",
+        child.display()
+    );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v.as_array().unwrap().len(), depth, "{out}");
     let (ok, out) = run(Command::new("qemu-img").args(["check", child.to_str().unwrap()]));
@@ -207,11 +211,8 @@ fn backing_chain_ok(t: &Tools, child: &Path, depth: usize) {
 }
 
 fn props(path: &Path) -> BTreeMap<String, String> {
-    let img = diskimage::formats::open(
-        path,
-        &diskimage::OpenOptions::new().no_parents(true),
-    )
-    .unwrap();
+    let img =
+        diskimage::formats::open(path, &diskimage::OpenOptions::new().no_parents(true)).unwrap();
     img.info().properties.iter().cloned().collect()
 }
 
@@ -270,12 +271,20 @@ fn vmdk_create_keeps_every_state_and_writes_only_the_new_current() {
         if state == "current" {
             continue;
         }
-        assert_eq!(&after[&(state.clone(), slot.clone())], sha, "{state} {slot}");
+        assert_eq!(
+            &after[&(state.clone(), slot.clone())],
+            sha,
+            "{state} {slot}"
+        );
     }
     for slot in [SYS, DATA, SATA] {
         let old = &before[&("current".into(), slot.into())];
         assert_eq!(&after[&("third".into(), slot.into())], old, "third {slot}");
-        assert_eq!(&after[&("current".into(), slot.into())], old, "current {slot}");
+        assert_eq!(
+            &after[&("current".into(), slot.into())],
+            old,
+            "current {slot}"
+        );
     }
 
     // The children carry VirtualBox's UUIDs and a chain qemu-img accepts.
@@ -301,7 +310,11 @@ fn vmdk_create_keeps_every_state_and_writes_only_the_new_current() {
 
     // The command line reads the new tree.
     let out = diskimage(&["vm", "--json", vbox.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["snapshots"][2]["name"], "third");
     assert_eq!(v["snapshots"][2]["current"], true);
@@ -322,7 +335,11 @@ fn vmdk_create_keeps_every_state_and_writes_only_the_new_current() {
         "1000000",
         blob.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let written = vmdk_truth(&t, &vbox);
     for (k, sha) in &after {
         if k.0 == "current" && k.1 == SYS {
@@ -414,10 +431,25 @@ fn refusals_name_what_was_found_and_change_nothing() {
     let original = std::fs::read(&vbox).unwrap();
     let unchanged = |what: &str| {
         assert_eq!(std::fs::read(&vbox).unwrap(), original, "{what}");
-        assert!(!dir.join("Snapshots").exists() || std::fs::read_dir(dir.join("Snapshots")).unwrap().next().is_none(), "{what}");
+        assert!(
+            !dir.join("Snapshots").exists()
+                || std::fs::read_dir(dir.join("Snapshots"))
+                    .unwrap()
+                    .next()
+                    .is_none(),
+            "{what}"
+        );
     };
 
-    let e = create(&vbox, "m", &SnapshotOptions { include_memory: true, ..opts() }).unwrap_err();
+    let e = create(
+        &vbox,
+        "m",
+        &SnapshotOptions {
+            include_memory: true,
+            ..opts()
+        },
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert!(e.to_string().contains("memory"), "{e}");
     unchanged("memory");
@@ -427,9 +459,10 @@ fn refusals_name_what_was_found_and_change_nothing() {
     assert!(e.to_string().contains("installed"), "{e}");
 
     // A saved machine: its state file.
-    let saved = String::from_utf8(original.clone())
-        .unwrap()
-        .replace("snapshotFolder=", "stateFile=\"Snapshots/{x}.sav\" snapshotFolder=");
+    let saved = String::from_utf8(original.clone()).unwrap().replace(
+        "snapshotFolder=",
+        "stateFile=\"Snapshots/{x}.sav\" snapshotFolder=",
+    );
     std::fs::write(&vbox, &saved).unwrap();
     let e = create(&vbox, "s", &opts()).unwrap_err();
     assert!(e.to_string().contains("{x}.sav"), "{e}");
@@ -504,12 +537,28 @@ fn refusals_name_what_was_found_and_change_nothing() {
     let e = create(&vbox, "s", &opts()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MissingFile, "{e}");
     assert!(e.to_string().contains("sys-000002.vmdk"), "{e}");
-    let e = create(&vbox, "s", &SnapshotOptions { fallback: true, ..opts() }).unwrap_err();
+    let e = create(
+        &vbox,
+        "s",
+        &SnapshotOptions {
+            fallback: true,
+            ..opts()
+        },
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MissingFile, "{e}");
     let e = revert(&vbox, "updated", &opts()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MissingFile, "{e}");
     unchanged("incomplete");
-    let r = revert(&vbox, "updated", &SnapshotOptions { fallback: true, ..opts() }).unwrap();
+    let r = revert(
+        &vbox,
+        "updated",
+        &SnapshotOptions {
+            fallback: true,
+            ..opts()
+        },
+    )
+    .unwrap();
     assert_eq!(r.created.len(), 2);
     let vm = Vm::load(&vbox).unwrap();
     assert!(vm.open(&VmOptions::new()).is_ok());
@@ -627,7 +676,11 @@ fn vhd_machine_create_write_delete_revert() {
     assert_eq!(ours, base_sha, "our reader and qemu-img on the base");
 
     let first = create(&vbox, "first", &opts()).unwrap();
-    assert_eq!(first.created.len(), 1, "the writethrough disk is left alone");
+    assert_eq!(
+        first.created.len(),
+        1,
+        "the writethrough disk is left alone"
+    );
     let c1 = first.created[0].clone();
     etree_parses(&vbox);
     let text = std::fs::read_to_string(&vbox).unwrap();
@@ -639,9 +692,15 @@ fn vhd_machine_create_write_delete_revert() {
         c1.file_name().unwrap().to_string_lossy(),
         format!("{{{c1_uuid}}}.vhd")
     );
-    assert!(text.contains(&format!("location=\"Snapshots/{{{c1_uuid}}}.vhd\"")), "{text}");
+    assert!(
+        text.contains(&format!("location=\"Snapshots/{{{c1_uuid}}}.vhd\"")),
+        "{text}"
+    );
     let b = std::fs::read(&base).unwrap();
-    assert_eq!(vhd_parent_bytes(&c1), b[b.len() - 512 + 68..b.len() - 512 + 84].to_vec());
+    assert_eq!(
+        vhd_parent_bytes(&c1),
+        b[b.len() - 512 + 68..b.len() - 512 + 84].to_vec()
+    );
     let (files, sha) = vhd_state(&vbox, None);
     assert_eq!(files, [c1.clone(), base.clone()]);
     assert_eq!(sha, base_sha);
@@ -653,10 +712,28 @@ fn vhd_machine_create_write_delete_revert() {
     // A write into the new current state: only it changes.
     let blob = tmp.path().join("blob");
     std::fs::write(&blob, vec![0x5au8; 3000]).unwrap();
-    let out = diskimage(&["write", c1.to_str().unwrap(), "--offset", "70000", blob.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = diskimage(&[
+        "write",
+        c1.to_str().unwrap(),
+        "--offset",
+        "70000",
+        blob.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let raw = tmp.path().join("expected.raw");
-    let (ok, out) = run(Command::new("qemu-img").args(["convert", "-f", "vpc", "-O", "raw", base.to_str().unwrap(), raw.to_str().unwrap()]));
+    let (ok, out) = run(Command::new("qemu-img").args([
+        "convert",
+        "-f",
+        "vpc",
+        "-O",
+        "raw",
+        base.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]));
     assert!(ok, "{out}");
     let mut expected = std::fs::read(&raw).unwrap();
     expected[70000..73000].fill(0x5a);
@@ -669,7 +746,15 @@ fn vhd_machine_create_write_delete_revert() {
     }
 
     // A second snapshot, then deleting it (a leaf: its child merges into it).
-    let second = create(&vbox, "second", &SnapshotOptions { description: Some("two".into()), ..opts() }).unwrap();
+    let second = create(
+        &vbox,
+        "second",
+        &SnapshotOptions {
+            description: Some("two".into()),
+            ..opts()
+        },
+    )
+    .unwrap();
     let c2 = second.created[0].clone();
     assert_eq!(vhd_state(&vbox, None).1, written_sha);
     // Deleting "first" would relink c2 to the base: refused, not written.
@@ -726,10 +811,20 @@ fn cli_snapshot_create_revert_delete_on_a_vbox() {
     let original = std::fs::read(&vbox).unwrap();
     let out = diskimage(&["snapshot", "create", v, "m", "--include-memory"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("memory"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("memory"),
+        "{out:?}"
+    );
     assert_eq!(std::fs::read(&vbox).unwrap(), original);
 
-    let text = cli_ok(&["snapshot", "create", v, "third", "--description", "from the CLI"]);
+    let text = cli_ok(&[
+        "snapshot",
+        "create",
+        v,
+        "third",
+        "--description",
+        "from the CLI",
+    ]);
     let vm = Vm::load(&vbox).unwrap();
     let third = vm.find_snapshot("third").unwrap();
     assert_eq!(vm.current_snapshot.as_deref(), Some(third.uid.as_str()));
@@ -751,7 +846,10 @@ fn cli_snapshot_create_revert_delete_on_a_vbox() {
     }
 
     let text = cli_ok(&["snapshot", "revert", v, "updated"]);
-    assert!(text.starts_with("reverted to snapshot \"updated\""), "{text}");
+    assert!(
+        text.starts_with("reverted to snapshot \"updated\""),
+        "{text}"
+    );
     let reverted = vmdk_truth(&t, &vbox);
     for slot in [SYS, DATA, SATA] {
         let k = |st: &str| (st.to_owned(), slot.to_owned());

@@ -119,7 +119,8 @@ impl El {
         }
     }
     fn remove_attr(&mut self, k: &str) {
-        self.attrs.retain(|(a, _)| !local(a).eq_ignore_ascii_case(k));
+        self.attrs
+            .retain(|(a, _)| !local(a).eq_ignore_ascii_case(k));
     }
     fn els(&self) -> impl Iterator<Item = &El> {
         self.kids.iter().filter_map(|n| match n {
@@ -344,7 +345,10 @@ pub(crate) fn round_trip(data: &[u8]) {
             Err(e) => {
                 // The written text may exceed the size limit only when
                 // escaping grew it past the limit.
-                assert!(text.len() as u64 > MAX_CONFIG_BYTES, "written text does not parse: {e}");
+                assert!(
+                    text.len() as u64 > MAX_CONFIG_BYTES,
+                    "written text does not parse: {e}"
+                );
             }
         }
     }
@@ -527,9 +531,11 @@ fn storage_mut(holder: &mut El) -> Option<&mut El> {
 }
 
 fn storage(holder: &El) -> Option<&El> {
-    holder
-        .child("StorageControllers")
-        .or_else(|| holder.child("Hardware").and_then(|h| h.child("StorageControllers")))
+    holder.child("StorageControllers").or_else(|| {
+        holder
+            .child("Hardware")
+            .and_then(|h| h.child("StorageControllers"))
+    })
 }
 
 /// The hard-disk media attached in a machine or snapshot element.
@@ -811,17 +817,18 @@ impl Machine {
             .snapshots
             .iter()
             .filter_map(|s| s.state_file.as_deref())
-            .filter_map(|f| Path::new(&f.replace('\\', "/")).file_name().map(|n| n.to_string_lossy().into_owned()))
+            .filter_map(|f| {
+                Path::new(&f.replace('\\', "/"))
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
             .collect();
         if let Ok((_, dir)) = self.snapshot_folder() {
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.flatten().take(MAX_PROC_ENTRIES) {
                     let n = e.file_name().to_string_lossy().into_owned();
                     if n.to_ascii_lowercase().ends_with(".sav") && !recorded.contains(&n) {
-                        return refuse(format!(
-                            "saved state {} found",
-                            e.path().display()
-                        ));
+                        return refuse(format!("saved state {} found", e.path().display()));
                     }
                 }
             }
@@ -836,10 +843,7 @@ impl Machine {
             }
         }
         if let Some((pid, file)) = held_open(&watched) {
-            return refuse(format!(
-                "process {pid} has {} open",
-                file.display()
-            ));
+            return refuse(format!("process {pid} has {} open", file.display()));
         }
         Ok(())
     }
@@ -1186,9 +1190,7 @@ pub(super) fn create(vm: &Vm, name: &str, opts: &SnapshotOptions) -> Result<Snap
         match parent_path.and_then(|p| at_path_mut(machine, &p)) {
             Some(parent) => parent.child_or_new("Snapshots").kids.push(Node::El(snap)),
             None => {
-                let at = machine
-                    .index_of("Hardware")
-                    .unwrap_or(machine.kids.len());
+                let at = machine.index_of("Hardware").unwrap_or(machine.kids.len());
                 machine.kids.insert(at, Node::El(snap));
             }
         }
@@ -1267,7 +1269,10 @@ pub(super) fn revert(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
     }
     {
         let machine = mach.machine_mut();
-        let mut hw = snap.child("Hardware").cloned().unwrap_or_else(|| El::new("Hardware"));
+        let mut hw = snap
+            .child("Hardware")
+            .cloned()
+            .unwrap_or_else(|| El::new("Hardware"));
         let sc = snap.child("StorageControllers").cloned();
         // Keep the current state's storage place: in Hardware or beside it.
         if sc.is_some() {
@@ -1432,7 +1437,9 @@ pub(super) fn delete(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
                 .in_file(&vm.config))
             }
         };
-        let Some(cm) = media.get(&child) else { continue };
+        let Some(cm) = media.get(&child) else {
+            continue;
+        };
         let format = m.format.to_ascii_uppercase();
         if !matches!(format.as_str(), "VMDK" | "VHD") || !cm.format.eq_ignore_ascii_case(&format) {
             return Err(Error::unsupported(
@@ -1482,9 +1489,8 @@ pub(super) fn delete(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
         changed.push(g.path.clone());
         if g.format == "VMDK" {
             let props = properties(&g.path)?;
-            let cid = prop(&props, "cid").ok_or_else(|| {
-                bad("the merged VMDK has no CID", 0).in_file(&g.path)
-            })?;
+            let cid = prop(&props, "cid")
+                .ok_or_else(|| bad("the merged VMDK has no CID", 0).in_file(&g.path))?;
             let pmod = prop(&props, "ddb.uuid.modification").unwrap_or_else(|| NIL_UUID.into());
             for (_, gp) in &g.grandchildren {
                 let hint = relative(&dir_of(gp), &g.path);
@@ -1520,7 +1526,8 @@ pub(super) fn delete(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
             for g in &merges {
                 if let Some(c) = remove_disk(hd, &g.child) {
                     if let Some(m) = disk_mut(hd, &g.medium) {
-                        m.kids.extend(c.kids.into_iter().filter(|n| matches!(n, Node::El(_))));
+                        m.kids
+                            .extend(c.kids.into_iter().filter(|n| matches!(n, Node::El(_))));
                     }
                 }
             }
@@ -1649,7 +1656,10 @@ mod tests {
         let t = std::env::temp_dir().join(format!("snapvbox-rel-{}", std::process::id()));
         std::fs::create_dir_all(t.join("Snapshots")).unwrap();
         std::fs::write(t.join("a.vmdk"), b"x").unwrap();
-        assert_eq!(relative(&t.join("Snapshots"), &t.join("a.vmdk")), "../a.vmdk");
+        assert_eq!(
+            relative(&t.join("Snapshots"), &t.join("a.vmdk")),
+            "../a.vmdk"
+        );
         assert_eq!(relative(&t, &t.join("a.vmdk")), "a.vmdk");
         std::fs::remove_dir_all(&t).unwrap();
     }

@@ -765,7 +765,9 @@ pub fn set_descriptor_keys(path: &Path, keys: &[(&str, &str)]) -> Result<()> {
         if value.contains(['"', '\n', '\r', '\0']) || key.contains(['=', '"', '\n', '\r', '\0']) {
             return Err(invalid(
                 path,
-                format!("descriptor key {key:?} = {value:?}: quotes, line breaks and NULs are refused"),
+                format!(
+                    "descriptor key {key:?} = {value:?}: quotes, line breaks and NULs are refused"
+                ),
             ));
         }
         let lk = key.to_ascii_lowercase();
