@@ -761,7 +761,7 @@ fn vhd_machine_create_write_delete_revert() {
     let e = delete(&vbox, "first", &opts()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     let d = delete(&vbox, "second", &opts()).unwrap();
-    assert_eq!(d.removed, [c2.clone()]);
+    assert_eq!(d.removed, std::slice::from_ref(&c2));
     assert!(!c2.exists());
     let (files, sha) = vhd_state(&vbox, None);
     assert_eq!(files, [c1.clone(), base.clone()]);
@@ -774,7 +774,7 @@ fn vhd_machine_create_write_delete_revert() {
     // Revert to "first": the current state reads as the base again, the
     // old current state's medium is discarded; then delete "first".
     let r = revert(&vbox, "first", &opts()).unwrap();
-    assert_eq!(r.removed, [c1.clone()]);
+    assert_eq!(r.removed, std::slice::from_ref(&c1));
     let c3 = r.created[0].clone();
     let (files, sha) = vhd_state(&vbox, None);
     assert_eq!(files, [c3.clone(), base.clone()]);
