@@ -39,10 +39,10 @@
 //! settings save), VDI media (VDI children are not yet written), media
 //! registered outside the `.vbox`, and a VM with an incomplete state unless
 //! [`SnapshotOptions::fallback`] (the states acted on must be complete
-//! anyway). The new `.vbox` is written to `NAME.vbox-tmp` in the VM's
-//! folder, synced, the old one copied to `NAME.vbox-prev` (as VirtualBox
-//! keeps it) and the new one renamed into place. Nothing outside the VM's
-//! folder is written.
+//! anyway). The new `.vbox` is staged beside the old one and synced (the
+//! shared `files::Staged`), the old one copied to `NAME.vbox-prev` (as
+//! VirtualBox keeps it) and the new one renamed into place. Nothing
+//! outside the VM's folder is written.
 //!
 //! The `.vbox` is edited as a tree: elements, attributes in their order,
 //! text and comments are kept; the document is written back indented by
