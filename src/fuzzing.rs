@@ -154,6 +154,7 @@ pub fn exercise_vm_config(target: &str, data: &[u8]) {
             if let Ok(v) = Vbox::parse(data) {
                 assert!(v.disks.len() <= data.len());
             }
+            crate::snapshot::fuzz_vbox_tree(data);
         }
         _ => {}
     }

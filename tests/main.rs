@@ -34,6 +34,7 @@
 //! - `btrfs_raid`: Btrfs over several disks (RAID0/1/10/1C3, RAID5 refused) against the kernel.
 //! - `snapshot`: snapshots of a powered-off VMware VM (create, revert, delete) against qemu-img and the recorded truth.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
+//! - `snapshot_vbox`: VirtualBox snapshots taken, reverted and deleted offline, against qemu-img, libvmdk and libvhdi.
 
 mod btrfs;
 mod btrfs_raid;
@@ -59,6 +60,7 @@ mod read_paths;
 mod regression;
 mod schemes;
 mod snapshot;
+mod snapshot_vbox;
 mod truncated;
 mod udf;
 mod vdi;

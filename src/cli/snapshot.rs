@@ -19,7 +19,7 @@ pub struct SnapshotArgs {
 enum Action {
     /// Take a snapshot: a new delta on every non-independent disk.
     Create {
-        /// The VM (.vmx, or its folder).
+        /// The VM (.vmx, .vbox, or its folder).
         vm: PathBuf,
         /// The snapshot's display name.
         name: String,
@@ -34,7 +34,7 @@ enum Action {
     },
     /// Revert to a snapshot: new deltas on its disks, its configuration restored.
     Revert {
-        /// The VM (.vmx, or its folder).
+        /// The VM (.vmx, .vbox, or its folder).
         vm: PathBuf,
         /// The snapshot's display name or uid.
         snapshot: String,
@@ -43,7 +43,7 @@ enum Action {
     },
     /// Delete a snapshot: its data merged so every other state reads the same.
     Delete {
-        /// The VM (.vmx, or its folder).
+        /// The VM (.vmx, .vbox, or its folder).
         vm: PathBuf,
         /// The snapshot's display name or uid.
         snapshot: String,
@@ -55,7 +55,7 @@ enum Action {
 #[derive(Debug, Args)]
 struct Common {
     /// Go on when only states the change does not need are incomplete (revert:
-    /// a snapshot without a .vmsn keeps the current configuration).
+    /// a VMware snapshot without a .vmsn keeps the current configuration).
     #[arg(long)]
     fallback: bool,
 }

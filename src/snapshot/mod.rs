@@ -3,13 +3,15 @@
 //! `VixVM_RevertToSnapshot`, `VixVM_RemoveSnapshot`).
 //!
 //! [`create`], [`revert`] and [`delete`] load the VM ([`Vm::load`]) and
-//! act by its kind: a VMware VM (`.vmx` + `.vmsd`, see `vmware`) is
-//! changed; a VirtualBox VM and a Hyper-V folder are refused with an
-//! [`ErrorKind::Unsupported`] error.
+//! act by its kind: a VMware VM (`.vmx` + `.vmsd`, see `vmware`) and a
+//! VirtualBox VM (`.vbox` over VMDK or VHD media, see `vbox`) are
+//! changed; a Hyper-V folder is refused with an [`ErrorKind::Unsupported`]
+//! error.
 //!
 //! What every kind shares:
 //! - a VM that is running, locked or suspended is refused, naming what was
-//!   found (VMware: `*.lck`, `*.vmem`, `*.vmss`);
+//!   found (VMware: `*.lck`, `*.vmem`, `*.vmss`; VirtualBox: a saved state,
+//!   a process holding its files open, an interrupted settings save);
 //! - a VM whose chains are incomplete is refused, unless
 //!   [`SnapshotOptions::fallback`] lets the change go on when the states it
 //!   needs are complete;
@@ -21,6 +23,7 @@
 //!   (a VM that is off has no memory state).
 
 mod files;
+mod vbox;
 pub mod vmsn;
 mod vmware;
 
@@ -28,6 +31,13 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Detail, Error, ErrorKind, Result, Scheme};
 use crate::vm::{Vm, VmKind};
+
+/// Parses `data` as a `.vbox` tree and writes it back (the fuzz target
+/// `vbox` and the seed replay): what is written parses to the same text.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_vbox_tree(data: &[u8]) {
+    vbox::round_trip(data);
+}
 
 /// How a snapshot is taken, reverted to or deleted: the defaults, changed
 /// through the fields or the builder methods.
@@ -116,11 +126,7 @@ fn load(vm: &Path, opts: &SnapshotOptions) -> Result<Vm> {
             }
             Ok(v)
         }
-        VmKind::VirtualBox => Err(Error::unsupported(
-            Scheme::Vm,
-            "VirtualBox snapshots are not taken, reverted or deleted by this version",
-        )
-        .in_file(&v.config)),
+        VmKind::VirtualBox => Ok(v),
         VmKind::HyperV => Err(Error::unsupported(
             Scheme::Vm,
             "Hyper-V checkpoints: a Hyper-V VM's .vmcx is not written",
@@ -147,7 +153,10 @@ fn refuse_empty_name(name: &str, vm: &Vm) -> Result<()> {
 pub fn create(vm: &Path, name: &str, opts: &SnapshotOptions) -> Result<SnapshotReport> {
     let v = load(vm, opts)?;
     refuse_empty_name(name, &v)?;
-    vmware::create(&v, name, opts)
+    match v.kind {
+        VmKind::VirtualBox => vbox::create(&v, name, opts),
+        _ => vmware::create(&v, name, opts),
+    }
 }
 
 /// Reverts the powered-off VM at `vm` to the snapshot `which` (display
@@ -155,7 +164,10 @@ pub fn create(vm: &Path, name: &str, opts: &SnapshotOptions) -> Result<SnapshotR
 /// restored; the files of the state left are kept.
 pub fn revert(vm: &Path, which: &str, opts: &SnapshotOptions) -> Result<SnapshotReport> {
     let v = load(vm, opts)?;
-    vmware::revert(&v, which, opts)
+    match v.kind {
+        VmKind::VirtualBox => vbox::revert(&v, which, opts),
+        _ => vmware::revert(&v, which, opts),
+    }
 }
 
 /// Deletes the snapshot `which` (display name or uid) of the powered-off
@@ -163,5 +175,8 @@ pub fn revert(vm: &Path, which: &str, opts: &SnapshotOptions) -> Result<Snapshot
 /// state reads the same bytes, and its state file is removed.
 pub fn delete(vm: &Path, which: &str, opts: &SnapshotOptions) -> Result<SnapshotReport> {
     let v = load(vm, opts)?;
-    vmware::delete(&v, which, opts)
+    match v.kind {
+        VmKind::VirtualBox => vbox::delete(&v, which, opts),
+        _ => vmware::delete(&v, which, opts),
+    }
 }

@@ -749,6 +749,60 @@ fn parent_hint(parent: &Path, named: &Path, in_child_folder: bool) -> Result<Str
         .ok_or_else(|| invalid(parent, "the parent's path is not UTF-8"))
 }
 
+/// Sets descriptor keys of the VMDK at `path` (a delta made by
+/// [`create`](crate::write::create) and then labelled by the program that
+/// owns it, such as VirtualBox's `ddb.uuid.*` keys): a key present is
+/// replaced, an absent one is appended to the disk database. Keys are
+/// written the way VMware's descriptors spell them: `ddb.*` as
+/// `key = "value"`, `parentFileNameHint="value"`, `CID`/`parentCID` bare.
+/// The descriptor must still fit its embedded area; a value holding a
+/// quote, a line break or a NUL is refused. Only the descriptor changes.
+pub fn set_descriptor_keys(path: &Path, keys: &[(&str, &str)]) -> Result<()> {
+    let Some((_, mut d)) = DescriptorFile::load(path)? else {
+        return Err(invalid(path, "no descriptor to set keys in"));
+    };
+    for (key, value) in keys {
+        if value.contains(['"', '\n', '\r', '\0']) || key.contains(['=', '"', '\n', '\r', '\0']) {
+            return Err(invalid(
+                path,
+                format!(
+                    "descriptor key {key:?} = {value:?}: quotes, line breaks and NULs are refused"
+                ),
+            ));
+        }
+        let lk = key.to_ascii_lowercase();
+        let line = if lk.starts_with("ddb.") {
+            format!("{key} = \"{value}\"")
+        } else if lk == "cid" || lk == "parentcid" {
+            format!("{key}={value}")
+        } else {
+            format!("{key}=\"{value}\"")
+        };
+        let mut found = false;
+        let mut out = String::with_capacity(d.text.len() + line.len() + 1);
+        for l in d.text.split_inclusive('\n') {
+            let body = l.trim_end_matches(['\n', '\r']);
+            let k = body.split('=').next().unwrap_or_default().trim();
+            if body.contains('=') && k.eq_ignore_ascii_case(key) {
+                found = true;
+                out.push_str(&line);
+                out.push_str(&l[body.len()..]);
+            } else {
+                out.push_str(l);
+            }
+        }
+        if !found {
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        d.text = out;
+    }
+    d.store()
+}
+
 /// The CID of the VMDK at `path`, from its descriptor.
 pub(crate) fn read_cid(path: &Path) -> Result<Option<u32>> {
     Ok(read_descriptor_of(path)?.and_then(|d| d.cid))

@@ -191,6 +191,12 @@ pub fn create_child(child: &Path, parent: &Path, options: &CreateOptions) -> Res
     create(child, &options.clone().parent(Some(parent.to_path_buf())))
 }
 
+/// Sets descriptor keys of the VMDK `path` (see
+/// [`vmdk::writer::set_descriptor_keys`](crate::vmdk::writer::set_descriptor_keys)).
+pub fn set_vmdk_descriptor_keys(path: &Path, keys: &[(&str, &str)]) -> Result<()> {
+    crate::vmdk::writer::set_descriptor_keys(path, keys)
+}
+
 /// Opens the top image of `path` for writing (its parents, if any, are
 /// opened read-only underneath).
 pub fn open_writable(path: &Path, options: &OpenOptions) -> Result<Box<dyn WritableDevice>> {
