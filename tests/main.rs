@@ -31,8 +31,10 @@
 //! - `xfs`: XFS images (v5, nrext64, v4, real-time section) against the kernel's listing, xfs_db and a live loop mount; a Rocky-like disk for OS detection.
 //! - `btrfs`: Btrfs volumes (subvolumes, compression, holes, 10,000 entries) against the kernel.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
+//! - `changes`: what changed between two VM states: runs against qemu-img map and compare, files against mtools/debugfs.
 
 mod btrfs;
+mod changes;
 mod cli;
 mod common;
 mod corpus;
