@@ -125,9 +125,9 @@ pub fn exercise_regf(data: &[u8]) {
 }
 
 /// Parses `data` as the VM configuration a fuzz target is named after
-/// (`vmx`, `vmsd`, `vbox`) and walks what it gives: errors are fine, a
+/// (`vmx`, `vmsd`, `vbox`; `vmsn`: a snapshot state file) and walks what it gives: errors are fine, a
 /// panic, a hang or an unbounded allocation is a bug. Used by
-/// `fuzz/fuzz_targets/{vmx,vmsd,vbox}.rs` and by the seed replay.
+/// `fuzz/fuzz_targets/{vmx,vmsd,vbox,vmsn}.rs` and by the seed replay.
 pub fn exercise_vm_config(target: &str, data: &[u8]) {
     use crate::vm::{vbox::Vbox, vmsd::Vmsd, vmx::Vmx};
     match target {
@@ -142,6 +142,12 @@ pub fn exercise_vm_config(target: &str, data: &[u8]) {
         "vmsd" => {
             if let Ok(v) = Vmsd::parse(data) {
                 assert!(v.snapshots.len() <= crate::vm::vmsd::MAX_SNAPSHOTS);
+            }
+        }
+        "vmsn" => {
+            if let Ok(text) = crate::snapshot::vmsn::config(data) {
+                assert!(text.len() <= data.len());
+                let _ = Vmx::parse(&text);
             }
         }
         "vbox" => {

@@ -60,6 +60,7 @@
 //! ```
 
 #![deny(unsafe_code)]
+#![warn(unnameable_types)]
 #![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
 #![cfg_attr(
     test,
@@ -77,6 +78,7 @@ pub mod fuzzing;
 #[cfg(all(feature = "fuse", unix))]
 pub mod mount;
 pub mod os;
+pub mod snapshot;
 pub mod vm;
 pub mod volume;
 pub mod walk;

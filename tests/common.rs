@@ -382,3 +382,19 @@ pub fn visit_rows<R>(
     }
     Ok(out)
 }
+
+/// Runs an outside tool and returns its standard output; panics with its
+/// standard error when it fails.
+pub fn tool(program: &str, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

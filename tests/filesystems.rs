@@ -810,10 +810,7 @@ fn exfat_label_serial_case_and_times() {
     assert_eq!(fs.label(), field("LABEL="));
     assert_eq!(fs.serial(), field("UUID="));
     assert!(fs.up_case_from_volume());
-    assert_eq!(
-        fs.boot_region(),
-        diskimage::fs::exfat::boot_sector::BootRegion::Main
-    );
+    assert_eq!(fs.boot_region(), diskimage::fs::exfat::BootRegion::Main);
     assert!(!fs.case_sensitive());
     let mut s = String::new();
     fs.open("/SMALL.TXT")
@@ -832,10 +829,7 @@ fn exfat_label_serial_case_and_times() {
         })
     );
     let attrs = fs.attributes("/big_dir").expect("attributes");
-    assert_eq!(
-        attrs & diskimage::fs::exfat::entry_set::attr::DIRECTORY,
-        0x10
-    );
+    assert_eq!(attrs & diskimage::fs::exfat::attr::DIRECTORY, 0x10);
     // CLI: volumes names it, ls reads it (with and without -V).
     let work = tempfile::tempdir().expect("tempdir");
     let img = work.path().join("exfat.img");
@@ -855,7 +849,7 @@ fn exfat_label_serial_case_and_times() {
 /// damaged, a typed corrupt error naming the checksum's offset.
 #[test]
 fn exfat_damaged_boot_region_uses_the_backup_then_fails_typed() {
-    use diskimage::fs::exfat::boot_sector::BootRegion;
+    use diskimage::fs::exfat::BootRegion;
     let mut bytes = exfat_fixture();
     let good: Vec<String> = dir_names(&exfat(bytes.clone()).expect("open"), "/");
     bytes[120] ^= 0xFF; // boot code

@@ -26,10 +26,12 @@
 //!   on every container fixture with a recorded digest.
 //! - `write`: create, child, write, convert and commit against qemu-img, libvmdk and the corpus.
 //! - `write_vhd`: VHD and VHDX create, child, write and crash consistency against qemu-img and libvhdi.
+//! - `write_errors`: the write side's bad input: a full and a read-only file system (loop mounts), changed parents, relinks after commit.
 //! - `ewf`: EWF (.E01) segment sets against ewfexport, ewfinfo and ewfverify; one-field changes.
 //! - `vdi`: VDI images against qemu-img map, a differencing pair, a `.vbox` machine over it, every command.
 //! - `xfs`: XFS images (v5, nrext64, v4, real-time section) against the kernel's listing, xfs_db and a live loop mount; a Rocky-like disk for OS detection.
 //! - `btrfs`: Btrfs volumes (subvolumes, compression, holes, 10,000 entries) against the kernel.
+//! - `snapshot`: snapshots of a powered-off VMware VM (create, revert, delete) against qemu-img and the recorded truth.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 //! - `changes`: what changed between two VM states: runs against qemu-img map and compare, files against mtools/debugfs.
 
@@ -56,11 +58,13 @@ mod qcow2;
 mod read_paths;
 mod regression;
 mod schemes;
+mod snapshot;
 mod truncated;
 mod udf;
 mod vdi;
 mod vm;
 mod volumes;
 mod write;
+mod write_errors;
 mod write_vhd;
 mod xfs;

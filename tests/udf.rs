@@ -406,7 +406,7 @@ fn tags(b: &[u8], ident: u16) -> Vec<usize> {
 
 fn fix_tag(b: &mut [u8], o: usize) {
     let crc_len = u16::from_le_bytes([b[o + 10], b[o + 11]]) as usize;
-    let crc = diskimage::fs::udf::descriptor::crc_itu(&b[o + 16..o + 16 + crc_len]);
+    let crc = diskimage::fs::fuzzing::crc_itu(&b[o + 16..o + 16 + crc_len]);
     b[o + 8..o + 10].copy_from_slice(&crc.to_le_bytes());
     let sum = b[o..o + 16]
         .iter()

@@ -16,23 +16,24 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use diskimage::formats::fuzzing::write::write_places;
 use diskimage::formats::write::{self, CreateOptions, Subformat};
 use diskimage::{BlockDevice, ErrorKind, Format, OpenOptions};
 
 use crate::common::{repo, sha256_file};
 
-fn bin() -> &'static str {
+pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_diskimage")
 }
 
-fn run(args: &[&str]) -> std::process::Output {
+pub(crate) fn run(args: &[&str]) -> std::process::Output {
     Command::new(bin())
         .args(args)
         .output()
         .expect("run diskimage")
 }
 
-fn ok(args: &[&str]) {
+pub(crate) fn ok(args: &[&str]) {
     let out = run(args);
     assert!(
         out.status.success(),
@@ -42,7 +43,7 @@ fn ok(args: &[&str]) {
     );
 }
 
-fn fails(args: &[&str]) -> String {
+pub(crate) fn fails(args: &[&str]) -> String {
     let out = run(args);
     assert!(
         !out.status.success(),
@@ -52,7 +53,7 @@ fn fails(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn s(p: &Path) -> String {
+pub(crate) fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
@@ -74,7 +75,7 @@ fn have(tool: &str, probe: &[&str]) -> bool {
     found
 }
 
-fn qemu() -> bool {
+pub(crate) fn qemu() -> bool {
     let q = have("qemu-img", &["--version"]);
     if !q {
         eprintln!("write: qemu-img not installed, its checks skipped");
@@ -82,7 +83,7 @@ fn qemu() -> bool {
     q
 }
 
-fn pyvmdk() -> bool {
+pub(crate) fn pyvmdk() -> bool {
     let p = have("python3", &["-c", "import pyvmdk"]);
     if !p {
         eprintln!("write: pyvmdk not installed, libvmdk checks skipped");
@@ -90,8 +91,17 @@ fn pyvmdk() -> bool {
     p
 }
 
+/// qemu-img (required for what follows: `None` without it), whether
+/// pyvmdk is there, and a fresh temporary folder.
+fn oracles() -> Option<(bool, tempfile::TempDir)> {
+    if !qemu() {
+        return None;
+    }
+    Some((pyvmdk(), tempfile::tempdir().expect("tempdir")))
+}
+
 /// `qemu-img check` reports no corruption (leaked clusters are accepted).
-fn qemu_check(image: &Path) {
+pub(crate) fn qemu_check(image: &Path) {
     let out = Command::new("qemu-img")
         .args(["check", &s(image)])
         .output()
@@ -108,7 +118,7 @@ fn qemu_check(image: &Path) {
 }
 
 /// `qemu-img compare` finds `image` equal to the raw file `expected`.
-fn qemu_compare(image: &Path, expected: &Path) {
+pub(crate) fn qemu_compare(image: &Path, expected: &Path) {
     let out = Command::new("qemu-img")
         .args([
             "compare",
@@ -145,7 +155,7 @@ fn qemu_compare_raw(image: &Path, expected: &Path) {
 }
 
 /// libvmdk's sha256 of the chain `paths` (child first) equals the raw file's.
-fn libvmdk_matches(paths: &[&Path], expected: &Path) {
+pub(crate) fn libvmdk_matches(paths: &[&Path], expected: &Path) {
     let mut cmd = Command::new("python3");
     cmd.arg(repo().join("scripts/libyal_sha256.py")).arg("vmdk");
     for p in paths {
@@ -168,7 +178,7 @@ fn libvmdk_matches(paths: &[&Path], expected: &Path) {
 }
 
 /// Our own reader's sha256 of `image` equals the raw file's.
-fn ours_matches(image: &Path, expected: &Path) {
+pub(crate) fn ours_matches(image: &Path, expected: &Path) {
     let img = diskimage::open(image, &OpenOptions::new()).expect("open");
     let dev = img.device();
     assert_eq!(
@@ -180,25 +190,25 @@ fn ours_matches(image: &Path, expected: &Path) {
 }
 
 /// A small deterministic generator (xorshift), for reproducible writes.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
+    pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| (self.next() >> 24) as u8).collect()
     }
 }
 
 /// A raw file of `size` zero bytes (sparse).
-fn zeros(path: &Path, size: u64) {
+pub(crate) fn zeros(path: &Path, size: u64) {
     std::fs::File::create(path)
         .and_then(|f| f.set_len(size))
         .expect("raw");
@@ -316,11 +326,9 @@ fn created_images_are_exactly_sized_checked_and_carry_vmware_keys() {
 
 #[test]
 fn writes_read_back_through_qemu_libvmdk_and_us() {
-    if !qemu() {
+    let Some((libyal, tmp)) = oracles() else {
         return;
-    }
-    let libyal = pyvmdk();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    };
     let size: u64 = 48 << 20;
     for (i, layout) in [
         "monolithicSparse",
@@ -355,11 +363,9 @@ fn writes_read_back_through_qemu_libvmdk_and_us() {
 
 #[test]
 fn a_child_copies_on_write_leaves_its_parent_alone_and_commits() {
-    if !qemu() {
+    let Some((libyal, tmp)) = oracles() else {
         return;
-    }
-    let libyal = pyvmdk();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    };
     let size: u64 = 40 << 20;
     for layout in SPARSE_LAYOUTS {
         let dir = tmp.path().join(layout);
@@ -410,6 +416,104 @@ fn a_child_copies_on_write_leaves_its_parent_alone_and_commits() {
         assert!(!child.exists());
         qemu_compare(&base, &expected);
     }
+}
+
+/// Deltas in 2 GiB extents (what VMware Workstation makes for a split
+/// disk): the default child of a twoGbMaxExtentSparse parent, and
+/// `--subformat twoGbMaxExtentSparse` over a monolithicSparse and a
+/// monolithicFlat parent. Writes across the extent boundary copy the rest
+/// of their grains from the parent; qemu-img, libvmdk and our reader see
+/// the same bytes; a commit merges the split child into its parent.
+#[test]
+fn split_deltas_span_extents_and_commit() {
+    let Some((libyal, tmp)) = oracles() else {
+        return;
+    };
+    let size: u64 = 2100 << 20;
+    let boundary: u64 = 2047 << 20;
+    for (parent_layout, child_layout) in [
+        ("twoGbMaxExtentSparse", None),
+        ("monolithicSparse", Some("twoGbMaxExtentSparse")),
+        ("monolithicFlat", Some("twoGbMaxExtentSparse")),
+    ] {
+        let dir = tmp.path().join(parent_layout);
+        std::fs::create_dir(&dir).expect("dir");
+        let base = dir.join("base.vmdk");
+        let expected = dir.join("expected.raw");
+        ok(&[
+            "create",
+            &s(&base),
+            "--size",
+            "2100M",
+            "--subformat",
+            parent_layout,
+        ]);
+        zeros(&expected, size);
+        let mut rng = Rng(17);
+        for (at, len) in [
+            (0u64, 9000usize),
+            (boundary - 70_000, 140_000),
+            (size - 512, 512),
+        ] {
+            write_both(&base, &expected, &dir, &rng.bytes(len), at);
+        }
+        let sums: Vec<(PathBuf, String)> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "vmdk"))
+            .map(|p| {
+                let h = sha256_file(&p);
+                (p, h)
+            })
+            .collect();
+        let child = dir.join("child.vmdk");
+        let mut args = vec!["create".to_owned(), s(&child), "--parent".into(), s(&base)];
+        if let Some(l) = child_layout {
+            args.extend(["--subformat".to_owned(), l.to_owned()]);
+        }
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let text = std::fs::read_to_string(&child).expect("descriptor");
+        assert!(
+            text.contains("createType=\"twoGbMaxExtentSparse\"")
+                && text.contains("parentFileNameHint=\"base.vmdk\"")
+                && text.contains("\"child-s001.vmdk\"")
+                && text.contains("\"child-s002.vmdk\""),
+            "{text}"
+        );
+        qemu_check(&child);
+        qemu_compare(&child, &expected);
+        // Partial grains on both sides of the boundary and in the parent's data.
+        for (at, len) in [(boundary - 3000, 6000usize), (100, 50), (size - 700, 300)] {
+            write_both(&child, &expected, &dir, &rng.bytes(len), at);
+        }
+        for (p, sum) in &sums {
+            assert_eq!(&sha256_file(p), sum, "{} was written", p.display());
+        }
+        qemu_check(&child);
+        qemu_compare(&child, &expected);
+        ours_matches(&child, &expected);
+        if libyal {
+            libvmdk_matches(&[&child, &base], &expected);
+        }
+        ok(&["commit", &s(&child), "--drop"]);
+        assert!(!child.exists() && !dir.join("child-s001.vmdk").exists());
+        qemu_check(&base);
+        qemu_compare(&base, &expected);
+    }
+    // A delta in any other layout is refused, naming the child.
+    let base = tmp.path().join("twoGbMaxExtentSparse/base.vmdk");
+    let err = fails(&[
+        "create",
+        &s(&tmp.path().join("flatchild.vmdk")),
+        "--parent",
+        &s(&base),
+        "--subformat",
+        "monolithicFlat",
+    ]);
+    assert!(
+        err.contains("flatchild.vmdk") && err.contains("monolithicFlat"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -466,11 +570,9 @@ fn a_child_of_another_format_and_a_changed_parent_are_refused() {
 
 #[test]
 fn convert_writes_every_layout_and_keeps_holes() {
-    if !qemu() {
+    let Some((libyal, tmp)) = oracles() else {
         return;
-    }
-    let libyal = pyvmdk();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    };
     // The source is a QCOW2 qemu-img made: data, zeros written as data,
     // and holes.
     let size: u64 = 64 << 20;
@@ -902,23 +1004,9 @@ fn vmdk_write_fuzz_seeds_replay() {
         let Ok(dev) = write::open_writable(&path, &options) else {
             continue;
         };
-        let size = dev.size();
-        let pattern: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8 + 1).collect();
-        for (at, len) in [
-            (0u64, 512usize),
-            (65_000, 70_000),
-            (size.saturating_sub(1), 1),
-        ] {
-            let len = len.min(usize::try_from(size.saturating_sub(at)).unwrap_or(0));
-            if len == 0 {
-                continue;
-            }
-            let buf = &pattern[..len];
-            dev.write_at(buf, at).expect("a seed takes writes");
-            let mut back = vec![0u8; len];
-            dev.read_at(&mut back, at).expect("read back");
-            assert_eq!(back, buf, "{}", e.path().display());
-        }
+        let (done, tried) = write_places(dev.as_ref())
+            .unwrap_or_else(|finding| panic!("{}: {finding}", e.path().display()));
+        assert_eq!(done, tried, "{}: every write completes", e.path().display());
         dev.flush().expect("flush");
         drop(dev);
         let delta = String::from_utf8_lossy(&std::fs::read(&path).expect("seed"))
@@ -1001,4 +1089,129 @@ fn convert_takes_a_vm_disk_state_and_a_volume() {
     let vol = std::fs::read(&vol).expect("vol");
     assert_eq!(vol.len(), 14 << 20);
     assert_eq!(vol[..], whole[1 << 20..15 << 20]);
+}
+
+/// A sparse extent whose grain tables name the same sectors for two
+/// grains (made by qemu-img and qemu-io, then one table entry copied over
+/// its neighbour) opens for reading but refuses in-place writes that would
+/// change both grains; one whose `overHead` reaches past the end of the
+/// file is refused for writing (`qemu-img check` reports neither).
+#[test]
+fn a_damaged_sparse_extent_refuses_writes_that_would_not_read_back() {
+    if !qemu() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("shared.vmdk");
+    crate::common::tool("qemu-img", &["create", "-q", "-f", "vmdk", &s(&path), "4M"]);
+    crate::common::tool(
+        "qemu-io",
+        &[
+            "-f",
+            "vmdk",
+            "-c",
+            "write -P 0x11 0 64k",
+            "-c",
+            "write -P 0x22 64k 64k",
+            &s(&path),
+        ],
+    );
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open");
+    let u64_at = |at: u64| {
+        let mut b = [0u8; 8];
+        file.read_exact_at(&mut b, at).expect("read");
+        u64::from_le_bytes(b)
+    };
+    let u32_at = |at: u64| {
+        let mut b = [0u8; 4];
+        file.read_exact_at(&mut b, at).expect("read");
+        u32::from_le_bytes(b)
+    };
+    let gd = u64_at(0x38) * 512;
+    let gt = u64::from(u32_at(gd)) * 512;
+    let first = u32_at(gt);
+    assert_ne!(first, 0, "qemu-io allocated grain 0");
+    file.write_all_at(&first.to_le_bytes(), gt + 4)
+        .expect("patch");
+    let options = OpenOptions::new().format(Some(Format::Vmdk));
+    let dev = write::open_writable(&path, &options).expect("the tables themselves are sound");
+    let err = dev
+        .write_at(&[0x33; 4096], 64 * 1024 - 2048)
+        .expect_err("grains 0 and 1 share sectors");
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("share bytes"), "{err}");
+    drop(dev);
+
+    // overHead (at 0x40, in sectors) far past the end of the file.
+    file.write_all_at(&(u64::MAX - 0xff).to_le_bytes(), 0x40)
+        .expect("patch");
+    let err = write::open_writable(&path, &options)
+        .err()
+        .expect("overHead past the end is refused");
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("overHead"), "{err}");
+}
+
+/// A descriptor is opened for writing only when every extent is a regular
+/// file in its folder and no two extents share bytes of one file: an
+/// extent naming `/dev/null`, a file in another folder, the descriptor
+/// itself, or the same bytes twice is refused and nothing is written.
+#[test]
+fn a_descriptor_whose_extents_leave_its_folder_or_overlap_is_not_written() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let flat = tmp.path().join("d-flat.vmdk");
+    std::fs::write(&flat, vec![7u8; 4096]).expect("flat");
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::write(outside.path().join("o.bin"), vec![7u8; 4096]).expect("outside");
+    let outside_rel = format!(
+        "../{}/o.bin",
+        outside.path().file_name().unwrap().to_string_lossy()
+    );
+    let cases = [
+        ("RW 8 FLAT \"/dev/null\" 0\n".to_owned(), "not a file name"),
+        (
+            format!("RW 8 FLAT \"{outside_rel}\" 0\n"),
+            "not a file name",
+        ),
+        ("RW 8 FLAT \"d.vmdk\" 0\n".to_owned(), "descriptor"),
+        (
+            "RW 4 FLAT \"d-flat.vmdk\" 0\nRW 4 FLAT \"d-flat.vmdk\" 2\n".to_owned(),
+            "shares bytes",
+        ),
+    ];
+    for (extents, why) in cases {
+        let desc = tmp.path().join("d.vmdk");
+        std::fs::write(
+            &desc,
+            format!(
+                "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n{extents}"
+            ),
+        )
+        .expect("descriptor");
+        let err = write::open_writable(&desc, &OpenOptions::new().format(Some(Format::Vmdk)))
+            .err()
+            .unwrap_or_else(|| panic!("{extents} opened for writing"));
+        assert!(err.to_string().contains(why), "{extents}: {err}");
+    }
+    assert_eq!(std::fs::read(&flat).expect("flat"), vec![7u8; 4096]);
+    assert_eq!(
+        std::fs::read(outside.path().join("o.bin")).expect("outside"),
+        vec![7u8; 4096]
+    );
+    // The same extents without overlap open and write.
+    let desc = tmp.path().join("d.vmdk");
+    std::fs::write(
+        &desc,
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 4 FLAT \"d-flat.vmdk\" 0\nRW 4 FLAT \"d-flat.vmdk\" 4\n",
+    )
+    .expect("descriptor");
+    let dev = write::open_writable(&desc, &OpenOptions::new().format(Some(Format::Vmdk)))
+        .expect("disjoint extents open");
+    dev.write_at(&[1u8; 4096], 0).expect("write");
+    drop(dev);
+    assert_eq!(std::fs::read(&flat).expect("flat"), vec![1u8; 4096]);
 }

@@ -39,12 +39,12 @@ fn have(cmd: &str, args: &[&str]) -> bool {
 
 /// Which outside readers are installed (a missing one fails under
 /// `DISKIMAGE_REQUIRE_DIFF_TOOLS=1`).
-struct Tools {
-    qemu: bool,
-    vhdi: bool,
+pub(crate) struct Tools {
+    pub(crate) qemu: bool,
+    pub(crate) vhdi: bool,
 }
 
-fn tools() -> Tools {
+pub(crate) fn tools() -> Tools {
     let qemu = have("qemu-img", &["--version"]);
     let vhdi = have("python3", &["-c", "import pyvhdi"]);
     if required() {
@@ -102,7 +102,13 @@ fn qemu_check(img: &Path, format: Format) {
 }
 
 /// Every reader sees `expected` in `img` (child first, then its parents).
-fn check_readers(t: &Tools, format: Format, chain: &[&Path], expected: &[u8], qemu_reads: bool) {
+pub(crate) fn check_readers(
+    t: &Tools,
+    format: Format,
+    chain: &[&Path],
+    expected: &[u8],
+    qemu_reads: bool,
+) {
     let img = chain[0];
     let want = sha256_bytes(expected);
     let ours = diskimage::formats::open(img, &OpenOptions::default().strict(true))
@@ -185,7 +191,7 @@ fn write_of(seed: u64, i: u64, slot: u64) -> (u64, Vec<u8>) {
 
 /// Writes a mix of ranges (unaligned, across blocks, the last byte, an
 /// overwrite) into `img` and into `expected`.
-fn write_mix(img: &Path, expected: &mut [u8], block: u64, seed: u64) {
+pub(crate) fn write_mix(img: &Path, expected: &mut [u8], block: u64, seed: u64) {
     let dev = open_writable(img, &OpenOptions::default()).expect("open_writable");
     let size = expected.len() as u64;
     let mut s = seed;
@@ -217,7 +223,7 @@ fn write_mix(img: &Path, expected: &mut [u8], block: u64, seed: u64) {
     dev.flush().expect("flush");
 }
 
-fn opts(format: Format, size: u64) -> CreateOptions {
+pub(crate) fn opts(format: Format, size: u64) -> CreateOptions {
     CreateOptions::new(format, size)
 }
 

@@ -11,8 +11,8 @@
 //! | format | module | reads |
 //! |---|---|---|
 //! | raw, split raw | [`raw`] | yes |
-//! | ISO 9660 / UDF | [`iso`] | yes (2,048-byte sectors) |
-//! | raw CD sectors (MODE1/2352, MODE2/2352 `.bin`) | [`cd_raw`] | yes (the 2,048-byte user data) |
+//! | ISO 9660 / UDF | `iso` | yes (2,048-byte sectors) |
+//! | raw CD sectors (MODE1/2352, MODE2/2352 `.bin`) | `cd_raw` | yes (the 2,048-byte user data) |
 //! | VHD (fixed, dynamic, differencing) | [`vhd`] | yes |
 //! | VHDX (fixed, dynamic, differencing; log replayed in memory) | [`vhdx`] | yes |
 //! | VMDK (every hosted and ESXi subformat; delta chains) | [`vmdk`] | yes |
@@ -22,6 +22,7 @@
 //! | EWF2, EWF logical evidence, AFF, AFF4, UDIF, Nero, QCOW version 1 | [`probe`] | recognised by signature, "unsupported" error |
 
 #![deny(unsafe_code)]
+#![warn(unnameable_types)]
 #![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
 #![cfg_attr(
     test,
@@ -34,7 +35,7 @@ pub mod budget;
 // hidden from the docs and not part of the public API.
 #[doc(hidden)]
 pub mod bytes;
-pub mod cd_raw;
+pub(crate) mod cd_raw;
 pub mod context;
 #[doc(hidden)]
 pub mod crc32c;
@@ -46,7 +47,7 @@ pub mod fuzzing;
 pub mod guid;
 pub mod image;
 pub mod image_file;
-pub mod iso;
+pub(crate) mod iso;
 #[doc(hidden)]
 pub mod layout;
 mod mmap;
@@ -61,6 +62,7 @@ pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
 pub mod write;
+#[doc(hidden)]
 pub mod zstd;
 
 pub use block_device::{

@@ -15,7 +15,7 @@
 //! 6. an optical-disc recognition sequence at sector 16 (0x8000), or an
 //!    `.iso` name, in which case the ISO rules say what is wrong; a UDF
 //!    sequence recorded at 4,096-byte (or larger) steps is a disk holding
-//!    UDF and opens as raw (see [`iso::vrs_step`]);
+//!    UDF and opens as raw (see `iso::vrs_step`);
 //! 7. a numbered split-raw part name (`disk.001`);
 //! 8. raw, when the start holds a partition table or file system
 //!    (`55 AA` boot signature, `EFI PART`, an Apple Partition Map, a BSD
@@ -24,7 +24,7 @@
 //!
 //! A CD image of raw 2,352-byte sectors (a MODE1/2352 or MODE2/2352 `.bin`)
 //! with an ISO 9660 descriptor in the user data of sector 16 is read as
-//! its user data ([`cd_raw`]), an ISO image of 2,048-byte sectors.
+//! its user data (`cd_raw`), an ISO image of 2,048-byte sectors.
 //!
 //! Anything else is an error that says what was seen at which offsets.
 
@@ -198,11 +198,11 @@ pub struct ProbeBytes {
     pub sector16: Vec<u8>,
     /// The last 512 bytes (fewer for a smaller file).
     pub tail: Vec<u8>,
-    /// Up to [`iso::VRS_WINDOW`] bytes from 0x8000 when `sector16` starts a
+    /// Up to `iso::VRS_WINDOW` bytes from 0x8000 when `sector16` starts a
     /// recognition sequence (empty otherwise): enough to tell an optical
     /// disc from a disk holding UDF with larger blocks.
     pub vrs: Vec<u8>,
-    /// The first [`cd_raw::PROBE_LEN`] bytes of raw CD sector 16 (at
+    /// The first `cd_raw::PROBE_LEN` bytes of raw CD sector 16 (at
     /// 16 × 2,352) when the file starts with a CD sync pattern.
     pub raw_cd_sector16: Vec<u8>,
 }
@@ -234,7 +234,7 @@ impl ProbeBytes {
 
     /// Whether the file holds raw 2,352-byte CD sectors with an ISO 9660
     /// volume descriptor in the user data of sector 16 (MODE1/2352 or
-    /// MODE2/2352), read through [`cd_raw`].
+    /// MODE2/2352), read through `cd_raw`.
     pub fn raw_cd(&self) -> bool {
         cd_raw::user_data_offset(&self.raw_cd_sector16).is_some()
     }

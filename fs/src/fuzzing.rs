@@ -9,6 +9,10 @@ use diskimage_formats::{BlockDevice, MemoryDevice};
 
 use crate::file_system::{join, FileType, StoredRun};
 
+/// UDF's descriptor tag CRC (CRC-ITU), for tests that patch a descriptor
+/// and must keep its tag valid.
+pub use crate::udf::descriptor::crc_itu;
+
 /// Most entries visited in one run.
 pub const MAX_ENTRIES: usize = 4096;
 /// Deepest directory walked in one run.

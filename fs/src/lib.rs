@@ -23,6 +23,7 @@
 //! `Arc<dyn BlockDevice>` (which is `Send + Sync`).
 
 #![deny(unsafe_code)]
+#![warn(unnameable_types)]
 #![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
 #![cfg_attr(
     test,

@@ -24,6 +24,7 @@ mod mount;
 mod os;
 mod progress;
 mod select;
+mod snapshot;
 mod timeline;
 mod vm;
 mod volumes;
@@ -76,6 +77,8 @@ enum Command {
     Commit(commit::CommitArgs),
     /// What changed between two states of a VM: byte runs per disk, and with --files the files.
     Changes(changes::ChangesArgs),
+    /// Take, revert to or delete a snapshot of a powered-off VMware VM.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 /// How images are opened; every command that opens images takes these.
@@ -161,6 +164,7 @@ pub fn main() -> ExitCode {
         Command::Convert(a) => convert::run(&a),
         Command::Commit(a) => commit::run(&a),
         Command::Changes(a) => changes::run(&a),
+        Command::Snapshot(a) => snapshot::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

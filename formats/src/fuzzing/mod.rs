@@ -3,10 +3,12 @@
 //! walk its map checking the [`BlockDevice`] contract. Used by the
 //! cargo-fuzz targets in `fuzz/` and by the corpus replay in `cargo test`;
 //! built only with the `fuzzing` feature and not part of the public API.
-//! [`vmdk_input`] and [`vhdx_input`] are the structure-aware targets' recipes.
+//! [`vmdk_input`] and [`vhdx_input`] are the structure-aware targets' recipes;
+//! [`write`] drives the writers.
 
 pub mod vhdx_input;
 pub mod vmdk_input;
+pub mod write;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -27,8 +27,6 @@ pub const PRE_HEADER_LEN: u64 = 0x48;
 pub const HEADER0_LEN: u64 = 0x15c;
 /// The smallest version 1 header (`VDIHEADER1`).
 pub const HEADER1_LEN: u32 = 0x180;
-/// A version 1 header with the LCHS geometry (`VDIHEADER1PLUS`).
-pub const HEADER1_PLUS_LEN: u32 = 0x190;
 /// Bytes read for the header at open: the pre-header and the largest
 /// header this reader interprets.
 pub const READ_LEN: usize = 0x200;
@@ -140,7 +138,7 @@ impl Header {
         Self::parse(&b, file.len()).map_err(|e| e.in_file(file.path()))
     }
 
-    /// Parses the first [`READ_LEN`] bytes (fewer when the file is shorter)
+    /// Parses the first `READ_LEN` bytes (fewer when the file is shorter)
     /// of a file of `file_len` bytes.
     pub fn parse(b: &[u8], file_len: u64) -> Result<Header> {
         let u32_at = |o: usize| le_u32(b, o).unwrap_or(0);

@@ -1,8 +1,8 @@
 //! VirtualBox disk images, VDI (VirtualBox's `VDICore.h` and `VDI.cpp`;
 //! qemu's `block/vdi.c`).
 //!
-//! Opening reads the pre-header and header ([`header`]: versions 0 and
-//! 1.x) and the whole block map ([`block_map`]); reads go block by block:
+//! Opening reads the pre-header and header (`header`: versions 0 and
+//! 1.x) and the whole block map (`block_map`); reads go block by block:
 //! data blocks from the data area (`offData + index * (cbBlock +
 //! cbBlockExtra) + cbBlockExtra`), `ZERO` blocks as zeros, `FREE` blocks
 //! from the parent of a differencing image, or as zeros. Any power-of-two
@@ -14,7 +14,7 @@
 //! A differencing image names its parent only by UUID (`uuidLinkage`, the
 //! parent's `uuidCreate`): the caller's [`ParentResolver`](crate::ParentResolver)
 //! is asked first (a `.vbox` media registry answers it), then every `.vdi`
-//! file of the child's folder whose header carries that UUID ([`chain`]).
+//! file of the child's folder whose header carries that UUID (`chain`).
 //! A parent whose modification UUID differs from the child's
 //! `uuidParentModify` opens with a warning (the parent changed after the
 //! child was made), as VirtualBox itself tolerates.
@@ -32,9 +32,9 @@
 //! read; a data block pointing outside the file is an error naming the
 //! block-map entry.
 
-pub mod block_map;
-pub mod chain;
-pub mod header;
+pub(crate) mod block_map;
+pub(crate) mod chain;
+pub(crate) mod header;
 
 use std::sync::Arc;
 

@@ -21,16 +21,16 @@
 //! footer itself never changes after creation.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use crate::block_device::{check_range, read_from_parent, BlockDevice, Extent, ExtentKind};
-use crate::error::{Detail, Error, ErrorKind, Format, Result};
-use crate::guid::Guid;
+use crate::error::{Detail, Error, Format, Result};
 use crate::image::DiskImage;
+use crate::image_file::ImageFile;
 use crate::options::OpenOptions;
-use crate::write::file::random_bytes16;
+use crate::write::file::{create_staged, random_guid, WFile};
+use crate::write::parent::Parent;
 use crate::write::{CreateOptions, Subformat, WritableDevice};
 
 use super::dynamic_header::{
@@ -62,6 +62,9 @@ const GROUP: u64 = 4096;
 const UNUSED: u32 = u32::MAX;
 /// Sector bitmaps of a differencing disk kept in memory after a flush.
 const MAX_CLEAN_BITMAPS: usize = 4096;
+/// Seconds a parent's modification time may pass the child's record of it
+/// (file systems that keep times at a 2-second granularity).
+const MTIME_SLACK: u32 = 2;
 /// BAT entries held back before a write flushes by itself.
 const MAX_PENDING: usize = 4096;
 
@@ -112,11 +115,10 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
     }
     let unique_id = random_guid();
     let footer = footer_bytes(size, disk_type, unique_id.0);
-    create_staged(path, options.force, Format::Vhd, |file, path| {
+    create_staged(path, options.force, Format::Vhd, |file| {
         if disk_type == DiskType::Fixed {
-            file.set_len(size).map_err(io_in(path))?;
-            write_all_at(file, &footer, size).map_err(io_in(path))?;
-            return file.sync_all().map_err(io_in(path));
+            file.set_len(size)?;
+            return file.write_all_at(&footer, size);
         }
         let entries = size.div_ceil(block_size);
         let bat_len = align_up(entries * 4, SECTOR);
@@ -139,19 +141,18 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
             &locators,
         );
         let bat = vec![0xffu8; usize::try_from(bat_len).unwrap_or(0)];
-        write_all_at(file, &footer, 0).map_err(io_in(path))?;
-        write_all_at(file, &header, FOOTER_LEN as u64).map_err(io_in(path))?;
-        write_all_at(file, &bat, BAT_OFFSET).map_err(io_in(path))?;
+        file.write_all_at(&footer, 0)?;
+        file.write_all_at(&header, FOOTER_LEN as u64)?;
+        file.write_all_at(&bat, BAT_OFFSET)?;
         for (_, at, data) in &locators {
             let mut padded = data.clone();
             padded.resize(
                 usize::try_from(align_up(data.len() as u64, SECTOR).max(SECTOR)).unwrap_or(0),
                 0,
             );
-            write_all_at(file, &padded, *at).map_err(io_in(path))?;
+            file.write_all_at(&padded, *at)?;
         }
-        write_all_at(file, &footer, tail).map_err(io_in(path))?;
-        file.sync_all().map_err(io_in(path))
+        file.write_all_at(&footer, tail)
     })
 }
 
@@ -176,63 +177,59 @@ struct ParentFacts {
 
 impl ParentFacts {
     fn read(parent: &Path, child: &Path) -> Result<Self> {
-        let image = crate::open(parent, &OpenOptions::default())?;
-        if image.format() != Format::Vhd {
-            return Err(bad_option(format!(
-                "a parent in {} (a VHD's parent is a VHD)",
-                image.format()
-            ))
-            .in_file(parent));
-        }
-        let file = File::open(parent).map_err(io_in(parent))?;
-        let len = file.metadata().map_err(io_in(parent))?.len();
+        let p = Parent::open(parent, child, Format::Vhd)?;
+        let file = ImageFile::open(parent, &OpenOptions::new().mmap(false))?;
         let mut tail = [0u8; FOOTER_LEN];
-        read_exact_at(&file, &mut tail, len.saturating_sub(FOOTER_LEN as u64))
-            .map_err(io_in(parent))?;
+        file.read_exact_at(&mut tail, file.len().saturating_sub(FOOTER_LEN as u64))?;
         let footer = VhdFooter::parse(&tail).map_err(|e| e.in_file(parent))?;
-        let mtime = file
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
-        let absolute = std::fs::canonicalize(parent).map_err(io_in(parent))?;
-        let child_dir = child
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let child_dir = std::fs::canonicalize(child_dir).map_err(io_in(child))?;
+        let mtime = mtime_of(parent)?;
         Ok(ParentFacts {
-            size: image.size(),
+            size: p.image.size(),
             unique_id: footer.unique_id,
             time_stamp: vhd_seconds(mtime),
-            name: absolute
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            relative: windows_relative(&child_dir, &absolute),
-            absolute: absolute.to_string_lossy().into_owned(),
+            name: p.file_name(),
+            relative: p.windows_relative(),
+            absolute: p.absolute_text(),
         })
     }
 }
 
-/// `target` relative to the folder `from`, with Windows separators
-/// (`.\p.vhd`, `..\base\p.vhd`).
-pub(crate) fn windows_relative(from: &Path, target: &Path) -> String {
-    let a: Vec<_> = from.components().collect();
-    let b: Vec<_> = target.components().collect();
-    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let mut parts: Vec<String> = Vec::new();
-    if common == a.len() {
-        parts.push(".".into());
+/// A file's modification time in Unix seconds.
+fn mtime_of(path: &Path) -> Result<u64> {
+    let m = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map_err(|e| Error::io(Format::Vhd, e).in_file(path))?;
+    Ok(m.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()))
+}
+
+/// Sets the parent time stamp of the differencing disk `child` to its
+/// parent's modification time, after a commit wrote the parent (the
+/// parent's unique ID is unchanged). One header sector is rewritten.
+pub(crate) fn relink(child: &Path, parent: &Path) -> Result<()> {
+    let file = WFile::open(child, Format::Vhd)?;
+    let len = file.len()?;
+    let mut tail = [0u8; FOOTER_LEN];
+    file.read_exact_at(&mut tail, len.saturating_sub(FOOTER_LEN as u64))?;
+    let footer = VhdFooter::parse(&tail).map_err(|e| e.in_file(child))?;
+    let at = footer.data_offset;
+    let mut h = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut h, at)?;
+    let parsed = DynamicHeader::parse(&h).map_err(|e| e.at(at).in_file(child))?;
+    if !parsed.checksum_ok() {
+        return Err(Error::corrupt(
+            Format::Vhd,
+            Detail::Invalid("dynamic header checksum mismatch; not relinked".into()),
+        )
+        .at(at)
+        .in_file(child));
     }
-    parts.extend(a.iter().skip(common).map(|_| "..".to_owned()));
-    parts.extend(
-        b.iter()
-            .skip(common)
-            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-    );
-    parts.join("\\")
+    put(&mut h, 56, &vhd_seconds(mtime_of(parent)?).to_be_bytes());
+    let sum = ones_complement_checksum(&h, 36);
+    put(&mut h, 36, &sum.to_be_bytes());
+    // The time stamp and checksum share the header's first sector.
+    file.write_all_at(h.get(..SECTOR as usize).unwrap_or_default(), at)?;
+    file.sync()
 }
 
 /// Seconds since the VHD epoch (2000-01-01 UTC) for Unix seconds.
@@ -373,117 +370,6 @@ fn bad_option(what: String) -> Error {
     Error::unsupported(Format::Vhd, what)
 }
 
-/// Maps an I/O error to one naming `path`.
-pub(crate) fn io_in(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::io(Format::Probe, e).in_file(path)
-}
-
-/// Makes the new image file `path` as `write` fills it: written under
-/// its final name in a staging folder beside `path` and moved into place
-/// only when `write` succeeded and the file is synced, so an interrupted
-/// create leaves no file that looks finished. An existing `path` is
-/// refused unless `force`. `write` gets the file and the path it is
-/// written at (for errors).
-pub(crate) fn create_staged(
-    path: &Path,
-    force: bool,
-    format: Format,
-    write: impl FnOnce(&File, &Path) -> Result<()>,
-) -> Result<()> {
-    if !force && std::fs::symlink_metadata(path).is_ok() {
-        return Err(Error::new(
-            ErrorKind::Io,
-            format,
-            Detail::Invalid("already exists (replace it with --force)".into()),
-        )
-        .in_file(path));
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut staging = crate::write::file::Staging::new(path, format)?;
-    let staged = staging.file(&name);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&staged)
-        .map_err(|e| Error::io(format, e).in_file(&staged))?;
-    write(&file, &staged)?;
-    drop(file);
-    staging.commit(format)
-}
-
-/// A random version-4 GUID from the system's random source (`/dev/urandom`),
-/// or, where there is none, from the writers' shared identifier source
-/// ([`random_bytes16`]).
-pub(crate) fn random_guid() -> Guid {
-    use std::io::Read;
-    let mut b = [0u8; 16];
-    let ok = File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok();
-    if !ok {
-        b = random_bytes16();
-    }
-    // Version 4, variant 1 (the byte order of the fields does not matter
-    // for random bits; these bytes are the Microsoft layout's).
-    b[7] = (b[7] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    Guid(b)
-}
-
-/// Writes all of `buf` at `offset` of `file`.
-pub(crate) fn write_all_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
-    }
-    #[cfg(windows)]
-    {
-        use std::os::windows::fs::FileExt;
-        let (mut buf, mut offset) = (buf, offset);
-        while !buf.is_empty() {
-            match file.seek_write(buf, offset) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    buf = buf.get(n..).unwrap_or_default();
-                    offset += n as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Fills `buf` from `offset` of `file`.
-pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-    }
-    #[cfg(windows)]
-    {
-        use std::os::windows::fs::FileExt;
-        let (mut buf, mut offset) = (buf, offset);
-        while !buf.is_empty() {
-            match file.seek_read(buf, offset) {
-                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => {
-                    buf = buf.get_mut(n..).unwrap_or_default();
-                    offset += n as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The sparse state of a dynamic or differencing disk.
 struct Sparse {
     block_size: u64,
@@ -505,8 +391,7 @@ struct Sparse {
 
 /// An open VHD taking writes.
 struct VhdWriter {
-    path: PathBuf,
-    file: File,
+    file: WFile,
     size: u64,
     /// `None` for a fixed disk.
     sparse: Option<Mutex<Sparse>>,
@@ -518,7 +403,7 @@ struct VhdWriter {
 impl std::fmt::Debug for VhdWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VhdWriter")
-            .field("path", &self.path)
+            .field("path", &self.file.path())
             .field("size", &self.size)
             .finish_non_exhaustive()
     }
@@ -531,17 +416,13 @@ impl VhdWriter {
                 .at(at)
                 .in_file(path)
         };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io_in(path))?;
-        let len = file.metadata().map_err(io_in(path))?.len();
+        let file = WFile::open(path, Format::Vhd)?;
+        let len = file.len()?;
         let footer_at = len
             .checked_sub(FOOTER_LEN as u64)
             .ok_or_else(|| corrupt("shorter than a footer".into(), 0))?;
         let mut footer = [0u8; FOOTER_LEN];
-        read_exact_at(&file, &mut footer, footer_at).map_err(io_in(path))?;
+        file.read_exact_at(&mut footer, footer_at)?;
         let parsed = VhdFooter::parse(&footer).map_err(|e| e.at(footer_at).in_file(path))?;
         if !parsed.checksum_ok() {
             return Err(corrupt(
@@ -558,7 +439,6 @@ impl VhdWriter {
                 ));
             }
             return Ok(VhdWriter {
-                path: path.to_path_buf(),
                 file,
                 size,
                 sparse: None,
@@ -568,7 +448,7 @@ impl VhdWriter {
         }
         let at = parsed.data_offset;
         let mut hb = vec![0u8; HEADER_LEN];
-        read_exact_at(&file, &mut hb, at)
+        file.read_exact_at(&mut hb, at)
             .map_err(|_| corrupt("dynamic header past the end of the file".into(), at))?;
         let header = DynamicHeader::parse(&hb).map_err(|e| e.at(at).in_file(path))?;
         if !header.checksum_ok() {
@@ -593,7 +473,7 @@ impl VhdWriter {
             ));
         }
         let mut raw = vec![0u8; usize::try_from(bat_bytes).unwrap_or(0)];
-        read_exact_at(&file, &mut raw, header.table_offset).map_err(io_in(path))?;
+        file.read_exact_at(&mut raw, header.table_offset)?;
         let bat: Vec<u32> = raw
             .chunks_exact(4)
             .map(|c| crate::bytes::be_u32(c, 0).unwrap_or(UNUSED))
@@ -615,15 +495,23 @@ impl VhdWriter {
         }
         let differencing = parsed.disk_type == DiskType::Differencing;
         let parent = if differencing {
-            let child = crate::open(path, options)?;
-            let Some(p) = child.info().parent.as_ref() else {
-                return Err(Error::unsupported(
+            let p = crate::write::parent::open_for_writing(path, options, Format::Vhd)?;
+            // The parent's modification time, recorded when the child was
+            // made (Virtual PC's check): a parent written since is newer.
+            let now = vhd_seconds(mtime_of(&p.info().path)?);
+            if now > header.parent_time_stamp.saturating_add(MTIME_SLACK) {
+                return Err(crate::write::parent::parent_changed(
                     Format::Vhd,
-                    "writing a differencing disk opened without its parent",
-                )
-                .in_file(path));
-            };
-            Some(crate::open(&p.path, options)?)
+                    path,
+                    &format!(
+                        "{} was modified at {}, after the time stamp {} the child records",
+                        p.info().path.display(),
+                        super::footer::format_time_stamp(now),
+                        super::footer::format_time_stamp(header.parent_time_stamp)
+                    ),
+                ));
+            }
+            Some(p)
         } else {
             None
         };
@@ -639,17 +527,12 @@ impl VhdWriter {
             footer,
         };
         Ok(VhdWriter {
-            path: path.to_path_buf(),
             file,
             size,
             sparse: Some(Mutex::new(sparse)),
             parent,
             differencing,
         })
-    }
-
-    fn io(&self) -> impl Fn(std::io::Error) -> Error + '_ {
-        move |e| Error::io(Format::Vhd, e).in_file(&self.path)
     }
 
     fn lock<'m>(&self, m: &'m Mutex<Sparse>) -> std::sync::MutexGuard<'m, Sparse> {
@@ -661,7 +544,7 @@ impl VhdWriter {
         if !s.bitmaps.contains_key(&block) {
             let at = u64::from(s.bat.get(block as usize).copied().unwrap_or(UNUSED)) * SECTOR;
             let mut b = vec![0u8; usize::try_from(s.bitmap_len).unwrap_or(0)];
-            read_exact_at(&self.file, &mut b, at).map_err(self.io())?;
+            self.file.read_exact_at(&mut b, at)?;
             s.bitmaps.insert(block, b);
         }
         s.bitmaps
@@ -678,7 +561,7 @@ impl VhdWriter {
         }
         let data = u64::from(entry) * SECTOR + s.bitmap_len;
         if !self.differencing {
-            return read_exact_at(&self.file, buf, data + in_block).map_err(self.io());
+            return self.file.read_exact_at(buf, data + in_block);
         }
         let bitmap = self.bitmap(s, block)?.clone();
         let mut done = 0usize;
@@ -698,7 +581,7 @@ impl VhdWriter {
                 .get_mut(done..done + n)
                 .ok_or_else(|| Error::unsupported(Format::Vhd, "read split"))?;
             if present {
-                read_exact_at(&self.file, dst, data + pos).map_err(self.io())?;
+                self.file.read_exact_at(dst, data + pos)?;
             } else {
                 read_from_parent(self.parent_device(), dst, vstart - in_block + pos)?;
             }
@@ -724,13 +607,13 @@ impl VhdWriter {
                 bitmap_at,
                 u64::from(u32::MAX) * SECTOR,
             )
-            .in_file(&self.path)
+            .in_file(self.file.path())
         })?;
         // The footer first (the file always ends with one), then the bitmap.
-        write_all_at(&self.file, &s.footer, new_footer).map_err(self.io())?;
+        self.file.write_all_at(&s.footer, new_footer)?;
         let fill = if self.differencing { 0 } else { 0xff };
         let bitmap = vec![fill; usize::try_from(s.bitmap_len).unwrap_or(0)];
-        write_all_at(&self.file, &bitmap, bitmap_at).map_err(self.io())?;
+        self.file.write_all_at(&bitmap, bitmap_at)?;
         if self.differencing {
             s.bitmaps.insert(block, bitmap);
         }
@@ -751,7 +634,7 @@ impl VhdWriter {
             u64::from(entry) * SECTOR + s.bitmap_len
         };
         if !self.differencing {
-            return write_all_at(&self.file, buf, data + in_block).map_err(self.io());
+            return self.file.write_all_at(buf, data + in_block);
         }
         // Whole 4 KiB groups of sectors, the parts not written completed
         // from what reads there now (the parent's bytes where not yet
@@ -775,7 +658,7 @@ impl VhdWriter {
         if let Some(d) = whole.get_mut(head..tail_at) {
             d.copy_from_slice(buf);
         }
-        write_all_at(&self.file, &whole, data + start).map_err(self.io())?;
+        self.file.write_all_at(&whole, data + start)?;
         let bitmap = self.bitmap(s, block)?;
         for sector in first..last {
             if let Some(b) = bitmap.get_mut(usize::try_from(sector / 8).unwrap_or(usize::MAX)) {
@@ -787,16 +670,16 @@ impl VhdWriter {
     }
 
     fn flush_sparse(&self, s: &mut Sparse) -> Result<()> {
-        self.file.sync_data().map_err(self.io())?;
+        self.file.sync()?;
         if !s.dirty.is_empty() {
             for &block in &s.dirty {
                 let at = u64::from(s.bat.get(block as usize).copied().unwrap_or(UNUSED)) * SECTOR;
                 if let Some(b) = s.bitmaps.get(&block) {
-                    write_all_at(&self.file, b, at).map_err(self.io())?;
+                    self.file.write_all_at(b, at)?;
                 }
             }
             s.dirty.clear();
-            self.file.sync_data().map_err(self.io())?;
+            self.file.sync()?;
         }
         if !s.pending.is_empty() {
             // Whole BAT sectors holding pending entries.
@@ -814,11 +697,11 @@ impl VhdWriter {
                     .take(SECTOR as usize / 4)
                     .flat_map(|e| e.to_be_bytes())
                     .collect();
-                write_all_at(&self.file, &bytes, s.bat_offset + sector * SECTOR)
-                    .map_err(self.io())?;
+                self.file
+                    .write_all_at(&bytes, s.bat_offset + sector * SECTOR)?;
             }
             s.pending.clear();
-            self.file.sync_data().map_err(self.io())?;
+            self.file.sync()?;
         }
         if s.bitmaps.len() > MAX_CLEAN_BITMAPS {
             s.bitmaps.clear();
@@ -843,7 +726,7 @@ impl BlockDevice for VhdWriter {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range(Format::Vhd, offset, buf.len() as u64, self.size)?;
         let Some(m) = &self.sparse else {
-            return read_exact_at(&self.file, buf, offset).map_err(self.io());
+            return self.file.read_exact_at(buf, offset);
         };
         let mut s = self.lock(m);
         let mut done = 0usize;
@@ -909,7 +792,7 @@ impl WritableDevice for VhdWriter {
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         check_range(Format::Vhd, offset, buf.len() as u64, self.size)?;
         let Some(m) = &self.sparse else {
-            return write_all_at(&self.file, buf, offset).map_err(self.io());
+            return self.file.write_all_at(buf, offset);
         };
         let mut s = self.lock(m);
         let mut done = 0usize;
@@ -936,7 +819,7 @@ impl WritableDevice for VhdWriter {
 
     fn flush(&self) -> Result<()> {
         match &self.sparse {
-            None => self.file.sync_data().map_err(self.io()),
+            None => self.file.sync(),
             Some(m) => {
                 let mut s = self.lock(m);
                 self.flush_sparse(&mut s)
@@ -961,17 +844,5 @@ mod tests {
         assert_eq!(chs_geometry(10 << 20), (301, 4, 17));
         // The cap.
         assert_eq!(chs_geometry(4 << 40), (65535, 16, 255));
-    }
-
-    #[test]
-    fn relative_paths_are_windows_style() {
-        assert_eq!(
-            windows_relative(Path::new("/a/b"), Path::new("/a/b/p.vhd")),
-            ".\\p.vhd"
-        );
-        assert_eq!(
-            windows_relative(Path::new("/a/c"), Path::new("/a/b/p.vhd")),
-            "..\\b\\p.vhd"
-        );
     }
 }

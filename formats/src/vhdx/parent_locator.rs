@@ -30,6 +30,8 @@ pub(crate) struct ParentLocator {
     pub(crate) locator_type: Guid,
     /// The key/value pairs in file order.
     pub(crate) entries: Vec<(String, String)>,
+    /// Where each value is in the file (offset, bytes), as `entries`.
+    pub(crate) value_spans: Vec<(u64, u64)>,
 }
 
 impl ParentLocator {
@@ -39,6 +41,12 @@ impl ParentLocator {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Where the value of `key` is in the file (offset, bytes).
+    pub(crate) fn value_span(&self, key: &str) -> Option<(u64, u64)> {
+        let i = self.entries.iter().position(|(k, _)| k == key)?;
+        self.value_spans.get(i).copied()
     }
 
     /// The parent paths to try, most specific first.
@@ -98,6 +106,7 @@ pub(crate) fn parse(item: &[u8], at: u64) -> Result<ParentLocator> {
         ));
     }
     let mut entries = Vec::with_capacity(count);
+    let mut value_spans = Vec::with_capacity(count);
     for i in 0..count {
         let e = HEADER_SIZE + i * ENTRY_SIZE;
         let key_offset = le_u32(item, e) as usize;
@@ -124,10 +133,12 @@ pub(crate) fn parse(item: &[u8], at: u64) -> Result<ParentLocator> {
             return corrupt(format!("parent locator key {key} appears twice"));
         }
         entries.push((key, utf16(value)));
+        value_spans.push((at + value_offset as u64, value_length as u64));
     }
     Ok(ParentLocator {
         locator_type,
         entries,
+        value_spans,
     })
 }
 

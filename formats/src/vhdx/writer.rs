@@ -23,8 +23,7 @@
 //! needs replay replays it into the file first.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use crate::block_device::{
@@ -36,9 +35,8 @@ use crate::guid::Guid;
 use crate::image::{DiskImage, Warnings};
 use crate::image_file::ImageFile;
 use crate::options::OpenOptions;
-use crate::vhd::writer::{
-    create_staged, io_in, random_guid, read_exact_at, windows_relative, write_all_at,
-};
+use crate::write::file::{create_staged, random_guid, WFile};
+use crate::write::parent::Parent;
 use crate::write::{CreateOptions, Subformat, WritableDevice};
 
 use super::bat::{
@@ -160,15 +158,14 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
     }
     let file_write = random_guid();
     let data_write = random_guid();
-    create_staged(path, options.force, Format::Vhdx, |file, path| {
-        let io = io_in(path);
+    create_staged(path, options.force, Format::Vhdx, |file| {
         // File type identifier.
         let mut id = vec![0u8; 64 * KIB as usize];
         put(&mut id, 0, b"vhdxfile");
         let creator = format!("diskimage {}", env!("CARGO_PKG_VERSION"));
         let units: Vec<u8> = creator.encode_utf16().flat_map(u16::to_le_bytes).collect();
         put(&mut id, 8, &units);
-        write_all_at(file, &id, 0).map_err(&io)?;
+        file.write_all_at(&id, 0)?;
         let h = Header {
             copy: 1,
             sequence_number: 0,
@@ -180,27 +177,83 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
             log_length: LOG_LENGTH as u32,
             log_offset: LOG_OFFSET,
         };
-        write_all_at(file, &header_bytes(&h), HEADER_1_OFFSET).map_err(&io)?;
+        file.write_all_at(&header_bytes(&h), HEADER_1_OFFSET)?;
         let h2 = Header {
             sequence_number: 1,
             ..h
         };
-        write_all_at(file, &header_bytes(&h2), HEADER_2_OFFSET).map_err(&io)?;
+        file.write_all_at(&header_bytes(&h2), HEADER_2_OFFSET)?;
         let rt = region_table(bat_len);
-        write_all_at(file, &rt, REGION_TABLE_1_OFFSET).map_err(&io)?;
-        write_all_at(file, &rt, REGION_TABLE_2_OFFSET).map_err(&io)?;
+        file.write_all_at(&rt, REGION_TABLE_1_OFFSET)?;
+        file.write_all_at(&rt, REGION_TABLE_2_OFFSET)?;
         let meta = metadata(size, block_size, sector, fixed, parent.as_ref());
-        write_all_at(file, &meta, METADATA_OFFSET).map_err(&io)?;
-        write_all_at(file, &bat, BAT_OFFSET).map_err(&io)?;
-        file.set_len(end).map_err(&io)?;
-        file.sync_all().map_err(&io)
+        file.write_all_at(&meta, METADATA_OFFSET)?;
+        file.write_all_at(&bat, BAT_OFFSET)?;
+        file.set_len(end)
     })
+}
+
+/// Sets the `parent_linkage` of the differencing disk `child` to the
+/// current DataWriteGuid of `parent`, after a commit wrote the parent.
+/// The locator's page is written through the log, as every metadata
+/// change.
+pub(crate) fn relink(child: &Path, parent: &Path) -> Result<()> {
+    let file = ImageFile::open(parent, &OpenOptions::new().mmap(false))?;
+    let mut w = Warnings::new(&OpenOptions::default());
+    let header = super::header::read_current(&file, &mut w).map_err(|e| e.in_file(parent))?;
+    let writer = VhdxWriter::open(child, &OpenOptions::new(), true)?;
+    let Some((at, len)) = writer
+        .locator
+        .as_ref()
+        .and_then(|l| l.value_span("parent_linkage"))
+    else {
+        return Err(Error::unsupported(
+            Format::Vhdx,
+            "relinking a child with no parent_linkage in its parent locator",
+        )
+        .in_file(child));
+    };
+    let value: Vec<u8> = format!("{{{}}}", header.data_write_guid)
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    if value.len() as u64 != len {
+        return Err(Error::unsupported(
+            Format::Vhdx,
+            format!("relinking a parent_linkage of {len} bytes (a braced GUID is 76)"),
+        )
+        .at(at)
+        .in_file(child));
+    }
+    let mut s = writer.lock();
+    s.header.file_write_guid = random_guid();
+    writer.update_headers(&mut s, None)?;
+    s.headers_updated = true;
+    let mut done = 0u64;
+    while done < len {
+        let pos = at + done;
+        let page_at = pos / PAGE * PAGE;
+        let n = (PAGE - (pos - page_at)).min(len - done);
+        let src = value
+            .get(usize::try_from(done).unwrap_or(usize::MAX)..)
+            .and_then(|v| v.get(..usize::try_from(n).unwrap_or(usize::MAX)))
+            .unwrap_or_default();
+        let page = writer.page(&mut s, page_at)?;
+        put(
+            page,
+            usize::try_from(pos - page_at).unwrap_or(usize::MAX),
+            src,
+        );
+        s.dirty_bitmaps.insert(page_at);
+        done += n;
+    }
+    writer.flush_locked(&mut s)
 }
 
 /// Opens the VHDX `path` for writing (its parent, for a differencing disk,
 /// read-only underneath).
 pub fn open_writable(path: &Path, options: &OpenOptions) -> Result<Box<dyn WritableDevice>> {
-    Ok(Box::new(VhdxWriter::open(path, options)?))
+    Ok(Box::new(VhdxWriter::open(path, options, false)?))
 }
 
 /// What a child records about its parent.
@@ -214,29 +267,16 @@ struct ParentFacts {
 
 impl ParentFacts {
     fn read(parent: &Path, child: &Path) -> Result<Self> {
-        let image = crate::open(parent, &OpenOptions::default())?;
-        if image.format() != Format::Vhdx {
-            return Err(bad_option(format!(
-                "a parent in {} (a VHDX's parent is a VHDX)",
-                image.format()
-            ))
-            .in_file(parent));
-        }
+        let p = Parent::open(parent, child, Format::Vhdx)?;
         let file = ImageFile::open(parent, &OpenOptions::default())?;
         let mut w = Warnings::new(&OpenOptions::default());
         let header = super::header::read_current(&file, &mut w).map_err(|e| e.in_file(parent))?;
-        let absolute = std::fs::canonicalize(parent).map_err(io_in(parent))?;
-        let child_dir = child
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let child_dir = std::fs::canonicalize(child_dir).map_err(io_in(child))?;
         Ok(ParentFacts {
-            size: image.size(),
-            sector_size: image.device().sector_size(),
+            size: p.image.size(),
+            sector_size: p.image.device().sector_size(),
             data_write_guid: header.data_write_guid,
-            relative: windows_relative(&child_dir, &absolute),
-            absolute: absolute.to_string_lossy().into_owned(),
+            relative: p.windows_relative(),
+            absolute: p.absolute_text(),
         })
     }
 }
@@ -408,8 +448,8 @@ struct State {
     bat: Vec<u64>,
     /// BAT pages (by index) changed since the last flush.
     dirty_bat: BTreeSet<u64>,
-    /// Sector bitmap pages by file offset: changed ones (dirty) and clean
-    /// ones read before.
+    /// Metadata pages by file offset: sector bitmap pages changed (dirty)
+    /// and clean ones read before, and a relinked parent locator's page.
     bitmap_pages: HashMap<u64, Vec<u8>>,
     dirty_bitmaps: BTreeSet<u64>,
     /// Where the next block goes (1 MiB aligned).
@@ -425,18 +465,19 @@ struct State {
 
 /// An open VHDX taking writes.
 struct VhdxWriter {
-    path: PathBuf,
-    file: File,
+    file: WFile,
     g: Geometry,
     bat_offset: u64,
     parent: Option<DiskImage>,
+    /// A differencing disk's parent locator.
+    locator: Option<super::parent_locator::ParentLocator>,
     state: Mutex<State>,
 }
 
 impl std::fmt::Debug for VhdxWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VhdxWriter")
-            .field("path", &self.path)
+            .field("path", &self.file.path())
             .field("size", &self.g.size)
             .finish_non_exhaustive()
     }
@@ -448,7 +489,9 @@ fn split(entry: u64) -> (u8, u64) {
 }
 
 impl VhdxWriter {
-    fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
+    /// Opens `path`; `relinking` leaves the parent unopened (only the
+    /// child's metadata is about to change).
+    fn open(path: &Path, options: &OpenOptions, relinking: bool) -> Result<Self> {
         let ro = OpenOptions {
             mmap: false,
             ..options.clone()
@@ -460,11 +503,7 @@ impl VhdxWriter {
             super::header::read_current(&image_file, &mut w).map_err(|e| e.in_file(path))?;
         let mut view = FileView::new(image_file);
         let replayed = super::log::replay(&mut view, &header, &mut w)?.is_some();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io_in(path))?;
+        let file = WFile::open(path, Format::Vhdx)?;
         if replayed {
             // Replay into the file ([MS-VHDX] 2.3.3) before anything else.
             for (at, len, bytes) in view.overlay() {
@@ -476,12 +515,12 @@ impl VhdxWriter {
                         zeros.as_slice()
                     }
                 };
-                write_all_at(&file, data, at).map_err(io_in(path))?;
+                file.write_all_at(data, at)?;
             }
-            if file.metadata().map_err(io_in(path))?.len() < view.len() {
-                file.set_len(view.len()).map_err(io_in(path))?;
+            if file.len()? < view.len() {
+                file.set_len(view.len())?;
             }
-            file.sync_all().map_err(io_in(path))?;
+            file.sync()?;
         }
         let regions = super::region_table::read(&view, &mut w)?;
         let meta = super::metadata::read(&view, regions.metadata)?;
@@ -511,25 +550,21 @@ impl VhdxWriter {
                 file_end = file_end.max(at + span);
             }
         }
-        let parent = if meta.has_parent {
-            let child = crate::open(path, options)?;
-            let Some(p) = child.info().parent.as_ref() else {
-                return Err(Error::unsupported(
-                    Format::Vhdx,
-                    "writing a differencing disk opened without its parent",
-                )
-                .in_file(path));
-            };
-            Some(crate::open(&p.path, options)?)
+        let parent = if meta.has_parent && !relinking {
+            Some(crate::write::parent::open_for_writing(
+                path,
+                options,
+                Format::Vhdx,
+            )?)
         } else {
             None
         };
         let writer = VhdxWriter {
-            path: path.to_path_buf(),
             file,
             g,
             bat_offset: regions.bat.file_offset,
             parent,
+            locator: meta.parent_locator,
             state: Mutex::new(State {
                 bat,
                 dirty_bat: BTreeSet::new(),
@@ -557,10 +592,6 @@ impl VhdxWriter {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn io(&self) -> impl Fn(std::io::Error) -> Error + '_ {
-        move |e| Error::io(Format::Vhdx, e).in_file(&self.path)
-    }
-
     /// Writes the header twice, each time to the slot not current, with
     /// the next sequence number ([MS-VHDX] 2.2.2.1), syncing after each.
     /// `log_guid`: `Some` sets it.
@@ -579,8 +610,8 @@ impl VhdxWriter {
             } else {
                 HEADER_2_OFFSET
             };
-            write_all_at(&self.file, &header_bytes(&next), at).map_err(self.io())?;
-            self.file.sync_data().map_err(self.io())?;
+            self.file.write_all_at(&header_bytes(&next), at)?;
+            self.file.sync()?;
             s.header = next;
         }
         Ok(())
@@ -637,7 +668,7 @@ impl VhdxWriter {
             std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let mut p = vec![0u8; PAGE as usize];
-                read_exact_at(&self.file, &mut p, at).map_err(self.io())?;
+                self.file.read_exact_at(&mut p, at)?;
                 Ok(e.insert(p))
             }
         }
@@ -657,9 +688,7 @@ impl VhdxWriter {
         let entry = s.bat.get(self.bat_index(block)).copied().unwrap_or(0);
         let (state, at) = split(entry);
         match state {
-            PAYLOAD_BLOCK_FULLY_PRESENT => {
-                read_exact_at(&self.file, buf, at + in_block).map_err(self.io())
-            }
+            PAYLOAD_BLOCK_FULLY_PRESENT => self.file.read_exact_at(buf, at + in_block),
             PAYLOAD_BLOCK_PARTIALLY_PRESENT => {
                 let ss = self.g.sector_size;
                 let mut done = 0usize;
@@ -676,7 +705,7 @@ impl VhdxWriter {
                     let n = usize::try_from(run_end - pos).unwrap_or(0);
                     let dst = buf.get_mut(done..done + n).unwrap_or_default();
                     if here {
-                        read_exact_at(&self.file, dst, at + pos).map_err(self.io())?;
+                        self.file.read_exact_at(dst, at + pos)?;
                     } else {
                         read_from_parent(self.parent_device(), dst, vstart + pos)?;
                     }
@@ -700,7 +729,7 @@ impl VhdxWriter {
     fn allocate(&self, s: &mut State, len: u64) -> Result<u64> {
         let at = s.file_end;
         s.file_end = at + len;
-        self.file.set_len(s.file_end).map_err(self.io())?;
+        self.file.set_len(s.file_end)?;
         Ok(at)
     }
 
@@ -737,7 +766,7 @@ impl VhdxWriter {
         };
         let (state, _) = split(s.bat.get(index).copied().unwrap_or(0));
         if state != PAYLOAD_BLOCK_PARTIALLY_PRESENT {
-            return write_all_at(&self.file, buf, data + in_block).map_err(self.io());
+            return self.file.write_all_at(buf, data + in_block);
         }
         // Whole 4 KiB groups of sectors, the parts not written completed
         // from what reads there now (the parent's bytes where not yet
@@ -764,7 +793,7 @@ impl VhdxWriter {
         if let Some(d) = whole.get_mut(head..tail_at) {
             d.copy_from_slice(buf);
         }
-        write_all_at(&self.file, &whole, data + start).map_err(self.io())?;
+        self.file.write_all_at(&whole, data + start)?;
         for sector in first..last {
             if let Some((page, byte, bit)) = self.bitmap_bit(s, block, sector) {
                 let p = self.page(s, page)?;
@@ -808,9 +837,9 @@ impl VhdxWriter {
             .unwrap_or(0)
             .min(bytes.len());
         let (a, b) = bytes.split_at(first);
-        write_all_at(&self.file, a, log_at + offset).map_err(self.io())?;
+        self.file.write_all_at(a, log_at + offset)?;
         if !b.is_empty() {
-            write_all_at(&self.file, b, log_at).map_err(self.io())?;
+            self.file.write_all_at(b, log_at)?;
         }
         Ok(())
     }
@@ -856,7 +885,7 @@ impl VhdxWriter {
     }
 
     fn flush_locked(&self, s: &mut State) -> Result<()> {
-        self.file.sync_data().map_err(self.io())?;
+        self.file.sync()?;
         let pages = self.dirty_pages(s);
         if pages.is_empty() {
             return Ok(());
@@ -864,15 +893,15 @@ impl VhdxWriter {
         if s.header.log_guid.is_nil() {
             self.update_headers(s, Some(random_guid()))?;
         }
-        let file_len = self.file.metadata().map_err(self.io())?.len();
+        let file_len = self.file.len()?;
         for chunk in pages.chunks(MAX_DESCRIPTORS) {
             let entry = self.log_entry(s, chunk, file_len);
             self.write_log(s.log_head, &entry)?;
-            self.file.sync_data().map_err(self.io())?;
+            self.file.sync()?;
             for (at, page) in chunk {
-                write_all_at(&self.file, page, *at).map_err(self.io())?;
+                self.file.write_all_at(page, *at)?;
             }
-            self.file.sync_data().map_err(self.io())?;
+            self.file.sync()?;
             s.log_head = (s.log_head + entry.len() as u64) % LOG_LENGTH;
             s.log_sequence += 1;
         }

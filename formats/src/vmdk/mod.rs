@@ -25,6 +25,7 @@ mod chain;
 mod cowd;
 mod extent;
 mod grain_table;
+mod occupied;
 mod sesparse;
 pub(crate) mod sparse_header;
 mod stream;

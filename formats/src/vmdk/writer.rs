@@ -21,14 +21,16 @@ use crate::block_device::{
     check_range, inherit_from_parent, push_extent, read_from_parent, BlockDevice, Extent,
     ExtentKind,
 };
-use crate::context::OpenContext;
+use crate::context::{is_absolute_anywhere, OpenContext};
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image::DiskImage;
 use crate::options::OpenOptions;
 use crate::write::file::{random_bytes16, random_u32, Staging, WFile};
+use crate::write::parent::Parent;
 use crate::write::{CreateOptions, Subformat, WritableDevice};
 
 use super::descriptor::{Descriptor, ExtentType, MAX_DESCRIPTOR_BYTES, NO_PARENT_CID};
+use super::occupied::Occupied;
 use super::sparse_header::{
     SparseHeader, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_ZEROED_GRAIN_GTE, GD_AT_END, SECTOR,
     SPARSE_MAGIC,
@@ -317,85 +319,117 @@ pub(crate) fn create(path: &Path, options: &CreateOptions) -> Result<()> {
     }
     let size = options.size;
     let grain = check_options(path, options, size)?;
-    let name = crate::write::raw::file_name(path)?;
     let subformat = options.subformat.unwrap_or(Subformat::MonolithicSparse);
-    let mut staging = Staging::new(path, Format::Vmdk)?;
     let capacity = size / SECTOR;
-    let ddb = new_ddb(capacity);
-    let cid = random_u32();
-    let stem = stem_of(&name).to_owned();
-    match subformat {
-        Subformat::MonolithicSparse => {
-            staging.check_free(std::slice::from_ref(&name), options.force, Format::Vmdk)?;
-            let l = SparseLayout::new(capacity, grain, true);
-            let text = descriptor_text(
-                cid,
-                None,
-                "monolithicSparse",
-                &[Line {
-                    sectors: capacity,
-                    kind: "SPARSE",
-                    file: name.clone(),
-                    flat: false,
-                }],
-                &ddb,
-            );
-            let f = WFile::create(&staging.file(&name), Format::Vmdk)?;
-            write_sparse_extent(&f, &l, Some(&text))?;
-        }
-        Subformat::MonolithicFlat
-        | Subformat::TwoGbMaxExtentFlat
-        | Subformat::TwoGbMaxExtentSparse => {
-            let sparse = subformat == Subformat::TwoGbMaxExtentSparse;
-            let split = subformat != Subformat::MonolithicFlat;
-            let mut pieces = Vec::new();
-            let mut left = size;
-            while left > 0 {
-                let n = if split { left.min(SPLIT_BYTES) } else { left };
-                let i = pieces.len() + 1;
-                let file = match (split, sparse) {
-                    (false, _) => format!("{stem}-flat.vmdk"),
-                    (true, true) => format!("{stem}-s{i:03}.vmdk"),
-                    (true, false) => format!("{stem}-f{i:03}.vmdk"),
-                };
-                pieces.push(Line {
-                    sectors: n / SECTOR,
-                    kind: if sparse { "SPARSE" } else { "FLAT" },
-                    file,
-                    flat: !sparse,
-                });
-                left -= n;
+    let new = NewDisk {
+        path,
+        subformat,
+        size,
+        grain,
+        parent: None,
+        ddb: new_ddb(capacity),
+        force: options.force,
+    };
+    new.write()
+}
+
+/// A VMDK about to be written: a new disk or, with `parent`, a delta.
+struct NewDisk<'a> {
+    path: &'a Path,
+    subformat: Subformat,
+    size: u64,
+    grain: u64,
+    /// A delta's `parentCID` and `parentFileNameHint`.
+    parent: Option<(u32, String)>,
+    ddb: Vec<(String, String)>,
+    force: bool,
+}
+
+impl NewDisk<'_> {
+    /// Writes the disk's files in a staging folder and moves them into
+    /// place (the descriptor last).
+    fn write(&self) -> Result<()> {
+        let (path, size, grain, subformat) = (self.path, self.size, self.grain, self.subformat);
+        let name = crate::write::raw::file_name(path)?;
+        let mut staging = Staging::new(path, Format::Vmdk)?;
+        let capacity = size / SECTOR;
+        let ddb = &self.ddb;
+        let cid = random_u32();
+        let parent = self.parent.as_ref().map(|(c, h)| (*c, h.as_str()));
+        let stem = stem_of(&name).to_owned();
+        match subformat {
+            Subformat::MonolithicSparse => {
+                staging.check_free(std::slice::from_ref(&name), self.force, Format::Vmdk)?;
+                let l = SparseLayout::new(capacity, grain, true);
+                let text = descriptor_text(
+                    cid,
+                    parent,
+                    "monolithicSparse",
+                    &[Line {
+                        sectors: capacity,
+                        kind: "SPARSE",
+                        file: name.clone(),
+                        flat: false,
+                    }],
+                    ddb,
+                );
+                let f = WFile::create(&staging.file(&name), Format::Vmdk)?;
+                write_sparse_extent(&f, &l, Some(&text))?;
             }
-            let mut names: Vec<String> = pieces.iter().map(|p| p.file.clone()).collect();
-            names.push(name.clone());
-            staging.check_free(&names, options.force, Format::Vmdk)?;
-            for p in &pieces {
-                let f = WFile::create(&staging.file(&p.file), Format::Vmdk)?;
-                if sparse {
-                    write_sparse_extent(&f, &SparseLayout::new(p.sectors, grain, false), None)?;
-                } else {
-                    f.set_len(p.sectors * SECTOR)?;
+            Subformat::MonolithicFlat
+            | Subformat::TwoGbMaxExtentFlat
+            | Subformat::TwoGbMaxExtentSparse => {
+                let sparse = subformat == Subformat::TwoGbMaxExtentSparse;
+                let split = subformat != Subformat::MonolithicFlat;
+                let mut pieces = Vec::new();
+                let mut left = size;
+                while left > 0 {
+                    let n = if split { left.min(SPLIT_BYTES) } else { left };
+                    let i = pieces.len() + 1;
+                    let file = match (split, sparse) {
+                        (false, _) => format!("{stem}-flat.vmdk"),
+                        (true, true) => format!("{stem}-s{i:03}.vmdk"),
+                        (true, false) => format!("{stem}-f{i:03}.vmdk"),
+                    };
+                    pieces.push(Line {
+                        sectors: n / SECTOR,
+                        kind: if sparse { "SPARSE" } else { "FLAT" },
+                        file,
+                        flat: !sparse,
+                    });
+                    left -= n;
                 }
+                let mut names: Vec<String> = pieces.iter().map(|p| p.file.clone()).collect();
+                names.push(name.clone());
+                staging.check_free(&names, self.force, Format::Vmdk)?;
+                for p in &pieces {
+                    let f = WFile::create(&staging.file(&p.file), Format::Vmdk)?;
+                    if sparse {
+                        write_sparse_extent(&f, &SparseLayout::new(p.sectors, grain, false), None)?;
+                    } else {
+                        f.set_len(p.sectors * SECTOR)?;
+                    }
+                }
+                let text = descriptor_text(cid, parent, subformat.as_str(), &pieces, ddb);
+                let d = staging.file(&name);
+                std::fs::write(&d, text).map_err(|e| io_err(&d, e))?;
             }
-            let text = descriptor_text(cid, None, subformat.as_str(), &pieces, &ddb);
-            let d = staging.file(&name);
-            std::fs::write(&d, text).map_err(|e| io_err(&d, e))?;
+            Subformat::StreamOptimized => {
+                staging.check_free(std::slice::from_ref(&name), self.force, Format::Vmdk)?;
+                let f = WFile::create(&staging.file(&name), Format::Vmdk)?;
+                let zeros = ZeroDevice(size);
+                super::stream_writer::write(&f, &zeros, &name, grain, &mut |_, _| {})?;
+            }
+            other => {
+                return Err(Error::unsupported(
+                    Format::Vmdk,
+                    format!("subformat {other} is not a VMDK layout"),
+                )
+                .in_file(path))
+            }
         }
-        Subformat::StreamOptimized => {
-            staging.check_free(std::slice::from_ref(&name), options.force, Format::Vmdk)?;
-            let f = WFile::create(&staging.file(&name), Format::Vmdk)?;
-            let zeros = ZeroDevice(size);
-            super::stream_writer::write(&f, &zeros, &name, grain, &mut |_, _| {})?;
-        }
-        other => {
-            return Err(Error::unsupported(
-                Format::Vmdk,
-                format!("subformat {other} is not a VMDK layout"),
-            )
-            .in_file(path))
-        }
+        staging.commit(Format::Vmdk)
     }
-    staging.commit(Format::Vmdk)
 }
 
 /// A device of zeros, the source of an empty streamOptimized disk.
@@ -436,42 +470,55 @@ fn cid_of(image: &DiskImage) -> Option<u32> {
         .and_then(|(_, v)| u32::from_str_radix(v, 16).ok())
 }
 
-/// Creates `path` as a sparse delta of the VMDK `parent` (never written).
+/// Creates `path` as a sparse delta of the VMDK `parent` (never written):
+/// monolithicSparse, or twoGbMaxExtentSparse (the default for a parent in
+/// 2 GiB extents, as VMware Workstation splits the deltas of a split
+/// disk).
 fn create_child(path: &Path, parent_path: &Path, options: &CreateOptions) -> Result<()> {
-    let parent = crate::probe::open(parent_path, &OpenOptions::new())?;
-    if parent.format() != Format::Vmdk {
-        return Err(Error::unsupported(
-            Format::Vmdk,
-            format!(
-                "a VMDK delta needs a VMDK parent; {} is {} (VMware chains VMDK on VMDK only)",
-                parent_path.display(),
-                parent.format()
-            ),
-        )
-        .in_file(path));
-    }
-    let size = parent.device().size();
+    let parent = Parent::open(parent_path, path, Format::Vmdk)?;
+    let size = parent.image.device().size();
     let grain = check_options(path, options, size)?;
-    let name = crate::write::raw::file_name(path)?;
-    let parent_cid = cid_of(&parent).ok_or_else(|| {
+    let parent_cid = cid_of(&parent.image).ok_or_else(|| {
         invalid(
             parent_path,
             "the parent's descriptor has no CID to chain a delta to",
         )
     })?;
-    let hint = parent_hint(path, parent_path)?;
-    let subformat = options.subformat.unwrap_or(Subformat::MonolithicSparse);
-    if subformat != Subformat::MonolithicSparse {
+    let hint = if parent.in_child_folder() {
+        crate::write::raw::file_name(parent_path)?
+    } else {
+        parent
+            .named
+            .to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| invalid(parent_path, "the parent's path is not UTF-8"))?
+    };
+    let parent_desc = read_descriptor_of(parent_path)?;
+    let split_parent = parent_desc
+        .as_ref()
+        .and_then(|d| d.create_type.as_deref())
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("twogbmaxextent"));
+    let subformat = match options.subformat {
+        Some(s) => s,
+        None if split_parent => Subformat::TwoGbMaxExtentSparse,
+        None => Subformat::MonolithicSparse,
+    };
+    if !matches!(
+        subformat,
+        Subformat::MonolithicSparse | Subformat::TwoGbMaxExtentSparse
+    ) {
         return Err(Error::unsupported(
             Format::Vmdk,
-            format!("a delta is written monolithicSparse; {subformat} is not"),
+            format!(
+                "a delta is written monolithicSparse or twoGbMaxExtentSparse; {subformat} is not"
+            ),
         )
         .in_file(path));
     }
     let capacity = size / SECTOR;
     let mut ddb = new_ddb(capacity);
     // The adapter, geometry and hardware version are the parent's.
-    if let Some(desc) = read_descriptor_of(parent_path)? {
+    if let Some(desc) = &parent_desc {
         for (k, v) in &desc.ddb {
             let lk = k.to_ascii_lowercase();
             if lk == "ddb.adaptertype"
@@ -484,44 +531,16 @@ fn create_child(path: &Path, parent_path: &Path, options: &CreateOptions) -> Res
             }
         }
     }
-    let mut staging = Staging::new(path, Format::Vmdk)?;
-    staging.check_free(std::slice::from_ref(&name), options.force, Format::Vmdk)?;
-    let text = descriptor_text(
-        random_u32(),
-        Some((parent_cid, &hint)),
-        "monolithicSparse",
-        &[Line {
-            sectors: capacity,
-            kind: "SPARSE",
-            file: name.clone(),
-            flat: false,
-        }],
-        &ddb,
-    );
-    let f = WFile::create(&staging.file(&name), Format::Vmdk)?;
-    write_sparse_extent(&f, &SparseLayout::new(capacity, grain, true), Some(&text))?;
-    drop(f);
-    staging.commit(Format::Vmdk)
-}
-
-/// The `parentFileNameHint` of a child at `child` for `parent`: the file
-/// name when both are in one folder, else the parent's absolute path.
-fn parent_hint(child: &Path, parent: &Path) -> Result<String> {
-    let dir_of = |p: &Path| -> Result<PathBuf> {
-        let d = match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        d.canonicalize().map_err(|e| io_err(&d, e))
-    };
-    let pname = crate::write::raw::file_name(parent)?;
-    if dir_of(child)? == dir_of(parent)? {
-        return Ok(pname);
+    NewDisk {
+        path,
+        subformat,
+        size,
+        grain,
+        parent: Some((parent_cid, hint)),
+        ddb,
+        force: options.force,
     }
-    let abs = dir_of(parent)?.join(pname);
-    abs.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| invalid(parent, "the parent's path is not UTF-8"))
+    .write()
 }
 
 /// The descriptor of the VMDK at `path` (embedded or separate), if any.
@@ -705,6 +724,21 @@ pub(crate) fn relink(child: &Path, parent_cid: u32) -> Result<()> {
     d.store()
 }
 
+/// Points the delta `child` at `parent`: its `parentCID` becomes the
+/// parent's CID and its `parentFileNameHint` the parent's name (relative
+/// when both are in one folder). Only the child's descriptor is written.
+pub(crate) fn relink_to(child: &Path, parent: &Path) -> Result<()> {
+    let cid = read_cid(parent)?
+        .ok_or_else(|| invalid(parent, "the parent's descriptor has no CID to chain a delta to"))?;
+    let hint = parent_hint(child, parent)?;
+    let Some((_, mut d)) = DescriptorFile::load(child)? else {
+        return Err(invalid(child, "no descriptor to relink"));
+    };
+    d.text = set_key(&d.text, "parentCID", &format!("{cid:08x}"), false);
+    d.text = set_key(&d.text, "parentFileNameHint", &format!("\"{hint}\""), false);
+    d.store()
+}
+
 /// The CID of the VMDK at `path`, from its descriptor.
 pub(crate) fn read_cid(path: &Path) -> Result<Option<u32>> {
     Ok(read_descriptor_of(path)?.and_then(|d| d.cid))
@@ -729,15 +763,32 @@ struct SparseState {
     gd_dirty: bool,
     /// Where the next grain or table goes (bytes).
     end: u64,
-    /// Bytes of metadata before the first grain (`overHead`).
-    overhead: u64,
     zeroed_gte: bool,
+    /// Metadata ranges and grains written in place, which writes must not
+    /// overlap.
+    occupied: Occupied,
 }
 
 impl SparseState {
     fn open(file: WFile) -> Result<(Self, u64)> {
         let mut head = vec![0u8; 512];
         file.read_exact_at(&mut head, 0)?;
+        let cowd = head.get(..4) == Some(&super::cowd::COWD_MAGIC.to_le_bytes()[..]);
+        let sesparse = head.get(..8) == Some(&super::sesparse::SESPARSE_MAGIC.to_le_bytes()[..]);
+        if cowd || sesparse {
+            return Err(Error::unsupported(
+                Format::Vmdk,
+                format!(
+                    "writing into a {} extent is not supported (it is read only)",
+                    if cowd {
+                        "COWD (vmfsSparse)"
+                    } else {
+                        "seSparse"
+                    }
+                ),
+            )
+            .in_file(file.path()));
+        }
         let h = SparseHeader::parse(&head).map_err(|e| e.at(0).in_file(file.path()))?;
         if h.flags & (FLAG_COMPRESSED | FLAG_MARKERS) != 0 || h.gd_offset == GD_AT_END {
             return Err(Error::unsupported(
@@ -785,7 +836,49 @@ impl SparseState {
         } else {
             None
         };
-        let end = len.max(h.over_head.saturating_mul(SECTOR)).div_ceil(SECTOR) * SECTOR;
+        let overhead = h.over_head.saturating_mul(SECTOR);
+        if overhead > len {
+            return Err(Error::bad_value(
+                Format::Vmdk,
+                "overHead",
+                h.over_head,
+                format!("at most the {} sectors of the file", len / SECTOR),
+            )
+            .in_file(file.path()));
+        }
+        let tables = GTES_PER_GT * 4;
+        let listed = |dir: &[u32]| -> Vec<(u64, u64)> {
+            dir.iter()
+                .enumerate()
+                .filter(|(_, &s)| s != 0)
+                .map(|(i, &s)| (i as u64, u64::from(s) * SECTOR))
+                .collect()
+        };
+        let mut all_tables = listed(&gd);
+        all_tables.extend(rgd.as_deref().map(listed).unwrap_or_default());
+        let dir_bytes = (n as u64) * 4;
+        let occupied = Occupied::new(
+            file.path(),
+            len,
+            overhead,
+            &[
+                (0, SECTOR, "header"),
+                (
+                    h.descriptor_offset.saturating_mul(SECTOR),
+                    h.descriptor_size.saturating_mul(SECTOR),
+                    "embedded descriptor",
+                ),
+                (h.gd_offset * SECTOR, dir_bytes, "grain directory"),
+                (
+                    h.rgd_offset * SECTOR,
+                    if rgd.is_some() { dir_bytes } else { 0 },
+                    "redundant grain directory",
+                ),
+            ],
+            all_tables,
+            tables,
+        )?;
+        let end = len.div_ceil(SECTOR) * SECTOR;
         Ok((
             SparseState {
                 file,
@@ -798,8 +891,8 @@ impl SparseState {
                 dirty: BTreeSet::new(),
                 gd_dirty: false,
                 end,
-                overhead: h.over_head.saturating_mul(SECTOR),
                 zeroed_gte: h.flags & FLAG_ZEROED_GRAIN_GTE != 0,
+                occupied,
             },
             cap,
         ))
@@ -893,15 +986,12 @@ impl SparseState {
             let chunk = buf.get(done..done + n).unwrap_or_default();
             let gte = self.gte(g)?;
             if gte != 0 && !self.is_zero_gte(gte) {
-                if u64::from(gte) * SECTOR < self.overhead {
-                    return Err(Error::bad_value(
-                        Format::Vmdk,
-                        "grain table entry",
-                        u64::from(gte),
-                        "a sector past the metadata (overHead)",
-                    )
-                    .in_file(self.file.path()));
-                }
+                self.occupied.claim_in_place(
+                    self.file.path(),
+                    g,
+                    u64::from(gte) * SECTOR,
+                    self.grain,
+                )?;
                 self.file
                     .write_all_at(chunk, u64::from(gte) * SECTOR + in_g)?;
             } else {
@@ -949,6 +1039,7 @@ impl SparseState {
         }
         let sector = self.claim(self.grain)?;
         self.file.write_all_at(data, u64::from(sector) * SECTOR)?;
+        self.occupied.appended(g, u64::from(sector) * SECTOR);
         if let Some(e) = self.tables.get_mut(&gt).and_then(|t| t.get_mut(i)) {
             *e = sector;
         }
@@ -1090,7 +1181,7 @@ impl SparseState {
 enum WExtent {
     Flat { file: WFile, offset: u64 },
     Zero,
-    Sparse(Mutex<SparseState>),
+    Sparse(Box<Mutex<SparseState>>),
 }
 
 /// A VMDK opened for writing: the top image's extents, and its parent
@@ -1139,31 +1230,24 @@ pub(crate) fn open_writable(path: &Path, options: &OpenOptions) -> Result<VmdkWr
     match (&desc, dfile.as_ref().map(|f| &f.at)) {
         (Some(_), Some(DescriptorAt::Embedded { .. })) | (None, _) => {
             let (state, cap) = SparseState::open(WFile::open(path, Format::Vmdk)?)?;
-            extents.push((0, cap, WExtent::Sparse(Mutex::new(state))));
+            extents.push((0, cap, WExtent::Sparse(Box::new(Mutex::new(state)))));
             start = cap;
         }
         (Some(d), _) => {
-            let dir = path.parent().unwrap_or(Path::new(""));
+            let mut claims = ExtentClaims::new(path)?;
             for line in &d.extents {
                 let len = line.sectors.saturating_mul(SECTOR);
-                let file_of = |name: &str| -> PathBuf {
-                    let p = Path::new(name);
-                    if p.is_absolute() {
-                        p.to_path_buf()
-                    } else {
-                        dir.join(p)
-                    }
-                };
                 let ext = match line.kind {
-                    ExtentType::Flat | ExtentType::Vmfs => WExtent::Flat {
-                        file: WFile::open(&file_of(&line.file), Format::Vmdk)?,
-                        offset: line.offset.saturating_mul(SECTOR),
-                    },
+                    ExtentType::Flat | ExtentType::Vmfs => {
+                        let offset = line.offset.saturating_mul(SECTOR);
+                        let file = claims.open(&line.file, offset, Some(len))?;
+                        WExtent::Flat { file, offset }
+                    }
                     ExtentType::Zero => WExtent::Zero,
                     ExtentType::Sparse => {
-                        let (s, _) =
-                            SparseState::open(WFile::open(&file_of(&line.file), Format::Vmdk)?)?;
-                        WExtent::Sparse(Mutex::new(s))
+                        let file = claims.open(&line.file, 0, None)?;
+                        let (s, _) = SparseState::open(file)?;
+                        WExtent::Sparse(Box::new(Mutex::new(s)))
                     }
                     other => {
                         return Err(Error::unsupported(
@@ -1215,6 +1299,71 @@ pub(crate) fn open_writable(path: &Path, options: &OpenOptions) -> Result<VmdkWr
         parent,
         descriptor: Mutex::new(dfile.map(|f| (f, false))),
     })
+}
+
+/// The files a descriptor's extents are opened from for writing, and the
+/// byte ranges of each already given to an extent: an extent file must be
+/// a regular file in the descriptor's folder (not the descriptor itself),
+/// and no two extents may share bytes of one file, or a write through one
+/// would change what another reads.
+struct ExtentClaims<'a> {
+    descriptor: &'a Path,
+    dir: PathBuf,
+    /// (canonical file, start, end) of every extent opened so far.
+    taken: Vec<(PathBuf, u64, u64)>,
+}
+
+impl<'a> ExtentClaims<'a> {
+    fn new(descriptor: &'a Path) -> Result<Self> {
+        let canonical = descriptor
+            .canonicalize()
+            .map_err(|e| io_err(descriptor, e))?;
+        Ok(ExtentClaims {
+            descriptor,
+            dir: canonical.parent().unwrap_or(Path::new("/")).to_path_buf(),
+            taken: vec![(canonical, 0, u64::MAX)],
+        })
+    }
+
+    /// Opens extent file `name` for the bytes `start..start + len` (`None`:
+    /// the whole file).
+    fn open(&mut self, name: &str, start: u64, len: Option<u64>) -> Result<WFile> {
+        let refuse = |why: &str| {
+            Error::unsupported(
+                Format::Vmdk,
+                format!("extent file {name:?} {why}; it is not opened for writing"),
+            )
+            .in_file(self.descriptor)
+        };
+        let relative = Path::new(name);
+        if is_absolute_anywhere(name)
+            || relative
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(refuse("is not a file name in the descriptor's folder"));
+        }
+        let path = self.dir.join(relative);
+        let canonical = path.canonicalize().map_err(|e| io_err(&path, e))?;
+        if canonical.parent() != Some(self.dir.as_path()) || !canonical.is_file() {
+            return Err(refuse("is not a regular file in the descriptor's folder"));
+        }
+        let end = len.map_or(u64::MAX, |l| start.saturating_add(l));
+        if let Some((_, s, e)) = self
+            .taken
+            .iter()
+            .find(|(p, s, e)| *p == canonical && start < *e && *s < end)
+        {
+            let what = if *s == 0 && *e == u64::MAX {
+                "is the descriptor or a sparse extent already listed".to_owned()
+            } else {
+                format!("shares bytes {s:#x}..{e:#x} with another extent")
+            };
+            return Err(refuse(&what));
+        }
+        self.taken.push((canonical, start, end));
+        WFile::open(&path, Format::Vmdk)
+    }
 }
 
 impl VmdkWriter {

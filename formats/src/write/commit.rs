@@ -3,8 +3,9 @@
 //!
 //! The parent is the only image written. Afterwards both read the same:
 //! the parent now holds what the child did, and the child (still a delta
-//! of the parent) is relinked to the parent's new content ID, or deleted
-//! when asked.
+//! of the parent) is relinked to the parent as it is now (a VMDK's
+//! `parentCID`, a VHD's parent time stamp, a VHDX's `parent_linkage`), or
+//! deleted when asked.
 
 use std::path::{Path, PathBuf};
 
@@ -110,9 +111,16 @@ pub fn commit(
         for f in own_files(child, format)? {
             std::fs::remove_file(&f).map_err(|e| Error::io(format, e).in_file(&f))?;
         }
-    } else if format == Format::Vmdk {
-        if let Some(cid) = crate::vmdk::writer::read_cid(&parent_path)? {
-            crate::vmdk::writer::relink(child, cid)?;
+    } else {
+        match format {
+            Format::Vmdk => {
+                if let Some(cid) = crate::vmdk::writer::read_cid(&parent_path)? {
+                    crate::vmdk::writer::relink(child, cid)?;
+                }
+            }
+            Format::Vhd => crate::vhd::writer::relink(child, &parent_path)?,
+            Format::Vhdx => crate::vhdx::writer::relink(child, &parent_path)?,
+            _ => {}
         }
     }
     Ok(CommitReport {

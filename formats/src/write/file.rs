@@ -8,6 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
+use crate::guid::Guid;
 
 /// A file opened for reading and writing, named in every error.
 #[derive(Debug)]
@@ -263,6 +264,55 @@ impl Drop for Staging {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Makes the new one-file image `path` as `write` fills it: written under
+/// its final name in a staging folder beside `path` and moved into place
+/// only when `write` succeeded (the file synced by [`Staging::commit`]),
+/// so an interrupted create leaves no file that looks finished. An
+/// existing `path` is refused unless `force`.
+pub(crate) fn create_staged(
+    path: &Path,
+    force: bool,
+    format: Format,
+    write: impl FnOnce(&WFile) -> Result<()>,
+) -> Result<()> {
+    if !force && std::fs::symlink_metadata(path).is_ok() {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format,
+            Detail::Invalid("already exists (replace it with --force)".into()),
+        )
+        .in_file(path));
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut staging = Staging::new(path, format)?;
+    let file = WFile::create(&staging.file(&name), format)?;
+    write(&file)?;
+    drop(file);
+    staging.commit(format)
+}
+
+/// A random version-4 GUID from the system's random source (`/dev/urandom`),
+/// or, where there is none, from the writers' shared identifier source
+/// ([`random_bytes16`]).
+pub(crate) fn random_guid() -> Guid {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    let ok = File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok();
+    if !ok {
+        b = random_bytes16();
+    }
+    // Version 4, variant 1 (the byte order of the fields does not matter
+    // for random bits; these bytes are the Microsoft layout's).
+    b[7] = (b[7] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    Guid(b)
 }
 
 /// 64 random bits from the standard library's per-process random hash

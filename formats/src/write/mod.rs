@@ -12,6 +12,7 @@
 pub mod commit;
 pub mod convert;
 pub(crate) mod file;
+pub(crate) mod parent;
 pub mod raw;
 
 use std::path::{Path, PathBuf};
@@ -203,6 +204,18 @@ pub fn open_writable(path: &Path, options: &OpenOptions) -> Result<Box<dyn Writa
         Format::Vhd => crate::vhd::open_writable(path, options),
         Format::Vhdx => crate::vhdx::open_writable(path, options),
         other => Err(not_written(other).in_file(path)),
+    }
+}
+
+/// Points the delta `child` at `parent` (VMDK: `parentCID` and
+/// `parentFileNameHint`), after `parent` took the place of the child's old
+/// parent with the same content (a delta merged into its own parent). Only
+/// the child's descriptor is written; other formats are refused.
+pub fn relink(child: &Path, parent: &Path) -> Result<()> {
+    let format = crate::probe::open(child, &OpenOptions::new().no_parents(true))?.format();
+    match format {
+        Format::Vmdk => crate::vmdk::writer::relink_to(child, parent),
+        other => Err(Error::unsupported(other, "relinking a child to another parent").in_file(child)),
     }
 }
 

@@ -4,14 +4,14 @@
 //! # What is read
 //! The main boot region (or the backup one when the main one fails its
 //! checksum or range checks: [`ExFatFs::boot_region`] says which,
-//! [`boot_sector`]); the active FAT (chains bounded by the data they must
+//! `boot_sector`); the active FAT (chains bounded by the data they must
 //! hold, NoFatChain streams read as contiguous runs without the FAT,
-//! [`cluster_chain`]); file directory entry sets with their SetChecksum
-//! ([`entry_set`]); the up-case table for case-insensitive lookup
-//! ([`up_case`]); the volume label and serial number (shown as `blkid`
+//! `cluster_chain`); file directory entry sets with their SetChecksum
+//! (`entry_set`); the up-case table for case-insensitive lookup
+//! (`up_case`); the volume label and serial number (shown as `blkid`
 //! prints it, `XXXX-XXXX`). The allocation bitmap is not needed to read
 //! and is not read. Bytes past a file's ValidDataLength read as zeros
-//! ([`data`]).
+//! (`data`).
 //!
 //! # Times
 //! Create, modify and access times in UTC: the stored local time less its
@@ -26,17 +26,20 @@
 //!
 //! # Bounds
 //! Directories are at most [`MAX_DIR_BYTES`] (the specification's own
-//! limit) and [`entry_set::MAX_DIR_FILES`] files; chains at most
-//! [`cluster_chain::MAX_RUNS`] runs and never longer than their data
+//! limit) and `entry_set::MAX_DIR_FILES` files; chains at most
+//! `cluster_chain::MAX_RUNS` runs and never longer than their data
 //! needs; every cluster is checked against the heap. A damaged entry set
 //! is an error for that entry alone ([`FileSystem::visit_dir`] passes it
 //! on, [`FileSystem::read_dir`] returns it).
 
-pub mod boot_sector;
-pub mod cluster_chain;
-pub mod data;
-pub mod entry_set;
-pub mod up_case;
+pub(crate) mod boot_sector;
+pub(crate) mod cluster_chain;
+pub(crate) mod data;
+pub(crate) mod entry_set;
+pub(crate) mod up_case;
+
+pub use boot_sector::{BootRegion, BootSector};
+pub use entry_set::attr;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -51,7 +54,6 @@ use crate::file_system::{
     Visited,
 };
 use crate::FsKind;
-use boot_sector::{BootRegion, BootSector};
 use cluster_chain::{Run, Want};
 use entry_set::{Directory, FileSet};
 use up_case::UpCase;

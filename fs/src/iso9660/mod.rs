@@ -20,7 +20,7 @@
 //! forms), CL/RE (relocated deep directories shown at their original
 //! place, the RE copy hidden; the `rr_moved` directory itself stays
 //! visible as in Linux and xorriso), CE continuation areas, SP skip
-//! length, ST. zisofs (ZF `pz`) files are decompressed ([`zisofs`]).
+//! length, ST. zisofs (ZF `pz`) files are decompressed (`zisofs`).
 //! Interleaved files (file unit size or gap not zero) are refused with
 //! [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) on `open`.
 //!
@@ -41,14 +41,14 @@
 //! Directories are at most [`MAX_DIR_BYTES`] and within the volume; a
 //! directory reached again below itself is a corrupt loop; paths are at
 //! most [`MAX_DEPTH`] deep; multi-extent files have at most
-//! [`MAX_EXTENTS`] parts; CE chains at most [`susp::MAX_CE`] long.
+//! [`MAX_EXTENTS`] parts; CE chains at most `susp::MAX_CE` long.
 
-pub mod descriptor;
-pub mod eltorito;
+pub(crate) mod descriptor;
+pub(crate) mod eltorito;
 mod record;
-pub mod susp;
-pub mod time;
-pub mod zisofs;
+pub(crate) mod susp;
+pub(crate) mod time;
+pub(crate) mod zisofs;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -135,11 +135,6 @@ impl Mft {
         Ok(mft)
     }
 
-    /// Size of one record in bytes.
-    pub fn record_size(&self) -> usize {
-        self.record_size
-    }
-
     /// The raw bytes of record `n`, read run by run.
     pub fn raw_record(&self, n: u64) -> Result<Vec<u8>> {
         let path = format!("/$MFT record {n}");

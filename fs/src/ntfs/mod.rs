@@ -2,13 +2,13 @@
 //!
 //! The crate parses the boot sector, MFT records (fixups checked),
 //! indexes and the $UpCase table (names are looked up case-insensitively
-//! through it). Data streams are found and read here: [`mft`] reads MFT
+//! through it). Data streams are found and read here: `mft` reads MFT
 //! records through the data runs of `$MFT` (a record may cross from one
 //! run into the next) and gathers a `$DATA` attribute from the base record
-//! and, through `$ATTRIBUTE_LIST`, from extension records; [`data`] reads
+//! and, through `$ATTRIBUTE_LIST`, from extension records; `data` reads
 //! the runs, with sparse runs and bytes past the initialized size as
 //! zeros and LZNT1-compressed streams decompressed per compression unit
-//! by [`lznt1`]. A run at cluster 0 (`$Boot`) is stored data, not sparse.
+//! by `lznt1`. A run at cluster 0 (`$Boot`) is stored data, not sparse.
 //!
 //! Hard links are entries in several directories naming one MFT record
 //! (`inode` and `nlink` in [`Metadata`]). Reparse points of the symlink and
@@ -17,11 +17,11 @@
 //! # Threads
 //! [`NtfsFs`] is `Send + Sync`: each call reads through its own cursor.
 
-pub mod data;
+pub(crate) mod data;
 mod dir;
-pub mod lznt1;
+pub(crate) mod lznt1;
 mod mapping_pairs;
-pub mod mft;
+pub(crate) mod mft;
 mod record;
 mod reparse;
 mod volume_reader;

@@ -31,8 +31,6 @@ pub struct Attr<'a> {
     pub flags: u16,
     /// Attribute id (instance), which `$ATTRIBUTE_LIST` entries name.
     pub id: u16,
-    /// Offset of the attribute in its record.
-    pub offset: usize,
     /// The value or where it is.
     pub body: Body<'a>,
 }
@@ -155,7 +153,6 @@ pub fn attributes<'a>(rec: &'a [u8], path: &str) -> Result<Vec<Attr<'a>>> {
             name,
             flags,
             id,
-            offset: off,
             body,
         });
         off += len;

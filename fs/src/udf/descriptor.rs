@@ -30,8 +30,6 @@ pub mod ident {
     pub const AED: u16 = 258;
     /// Indirect Entry.
     pub const IE: u16 = 259;
-    /// Terminal Entry.
-    pub const TE: u16 = 260;
     /// File Entry.
     pub const FE: u16 = 261;
     /// Extended File Entry.

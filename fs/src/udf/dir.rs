@@ -21,13 +21,6 @@ pub struct Fid {
     pub characteristics: u8,
 }
 
-impl Fid {
-    /// Whether the directory bit is set.
-    pub fn is_dir(&self) -> bool {
-        self.characteristics & 0x02 != 0
-    }
-}
-
 /// The entries of a directory whose data is `b` (its first byte at
 /// `offset_of(0)` of the volume, for error positions).
 pub fn parse(

@@ -2,19 +2,19 @@
 //!
 //! # What is read
 //! The anchor at sector 256, N-256 or N-1 for 512-, 1,024-, 2,048- and
-//! 4,096-byte sectors ([`descriptor`]); the main volume descriptor
+//! 4,096-byte sectors (`descriptor`); the main volume descriptor
 //! sequence, else the reserve one: primary and logical volume
-//! descriptors, partition descriptors and partition maps ([`volume`]):
+//! descriptors, partition descriptors and partition maps (`volume`):
 //! type 1, sparable (sparing tables), virtual (the VAT found at the last
 //! block, 1.50 and 2.00+ forms) and metadata partitions (2.50+: the
-//! metadata file, else its mirror) ([`partition`]); the file set
+//! metadata file, else its mirror) (`partition`); the file set
 //! descriptor and its root directory; file entries and extended file
-//! entries, indirect entries and ICB strategies 4 and 4096 ([`icb`]);
+//! entries, indirect entries and ICB strategies 4 and 4096 (`icb`);
 //! short, long and extended allocation descriptors, embedded data and
 //! continuation extents; extents allocated but not recorded, or not
-//! allocated, read as zeros ([`data`]); File Identifier Descriptors
-//! ([`dir`]) with OSTA compressed Unicode names, 8- and 16-bit ([`name`]);
-//! timestamps with their time zone ([`time`]).
+//! allocated, read as zeros (`data`); File Identifier Descriptors
+//! (`dir`) with OSTA compressed Unicode names, 8- and 16-bit (`name`);
+//! timestamps with their time zone (`time`).
 //!
 //! # Metadata
 //! The inode number is the entry's unique ID (the root's is 0), the link
@@ -35,18 +35,20 @@
 //! Directories are at most [`MAX_DIR_BYTES`], symbolic links
 //! [`MAX_LINK_BYTES`], paths [`MAX_DEPTH`] deep; indirect entries,
 //! allocation descriptors and their continuations are bounded
-//! ([`icb::MAX_INDIRECT`], [`icb::MAX_ADS`], [`icb::MAX_AEDS`]) and never
+//! (`icb::MAX_INDIRECT`, `icb::MAX_ADS`, `icb::MAX_AEDS`) and never
 //! followed twice; every recorded extent is checked against its
 //! partition and the volume.
 
-pub mod data;
-pub mod descriptor;
-pub mod dir;
-pub mod icb;
-pub mod name;
-pub mod partition;
-pub mod time;
-pub mod volume;
+pub(crate) mod data;
+pub(crate) mod descriptor;
+pub(crate) mod dir;
+pub(crate) mod icb;
+pub(crate) mod name;
+pub(crate) mod partition;
+pub(crate) mod time;
+pub(crate) mod volume;
+
+pub use volume::Integrity;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
