@@ -117,7 +117,11 @@ fn qemu_sha(top: &Path) -> String {
         &top.to_string_lossy(),
         &raw.to_string_lossy(),
     ]);
-    assert!(out.status.success(), "qemu-img convert {}: {out:?}", top.display());
+    assert!(
+        out.status.success(),
+        "qemu-img convert {}: {out:?}",
+        top.display()
+    );
     sha256_file(&raw)
 }
 
@@ -208,7 +212,11 @@ fn create_keeps_every_state_and_the_new_state_reads_as_the_old_current() {
         .collect();
     assert_eq!(
         names,
-        ["sys-000003.vmdk", "sata-000003.vmdk", "fixture-Snapshot3.vmsn"]
+        [
+            "sys-000003.vmdk",
+            "sata-000003.vmdk",
+            "fixture-Snapshot3.vmsn"
+        ]
     );
     // Old states, through our reader, as qemu-img recorded them.
     for state in ["installed", "updated"] {
@@ -245,14 +253,32 @@ fn create_keeps_every_state_and_the_new_state_reads_as_the_old_current() {
     assert!(high.trim_end_matches('"').parse::<u64>().expect("number") > 395_000);
     let vm = Vm::load(&vmx).expect("reload");
     let third = vm.find_snapshot("third").expect("third");
-    assert_eq!(third.description.as_deref(), Some("after \"updates\"\nline 2"));
+    assert_eq!(
+        third.description.as_deref(),
+        Some("after \"updates\"\nline 2")
+    );
     assert!(third.created.as_deref().is_some_and(|t| t > "2024"));
     let text = std::fs::read_to_string(&vmx).expect("vmx");
-    assert!(text.contains("scsi0:0.fileName = \"sys-000003.vmdk\"\n"), "{text}");
-    assert!(text.contains("SCSI0:0.FILENAME = \"sys-000003.vmdk\"\n"), "{text}");
-    assert!(text.contains("sata0:0.fileName = \"sata-000003.vmdk\"\n"), "{text}");
-    assert!(text.contains("scsi0:1.fileName = \"data.vmdk\"\n"), "independent disk moved");
-    assert!(text.ends_with("floppy0.present = \"FALSE\"\r\n"), "line ending lost");
+    assert!(
+        text.contains("scsi0:0.fileName = \"sys-000003.vmdk\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SCSI0:0.FILENAME = \"sys-000003.vmdk\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sata0:0.fileName = \"sata-000003.vmdk\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("scsi0:1.fileName = \"data.vmdk\"\n"),
+        "independent disk moved"
+    );
+    assert!(
+        text.ends_with("floppy0.present = \"FALSE\"\r\n"),
+        "line ending lost"
+    );
     // The .vmsn holds the configuration the snapshot was taken with.
     let vmsn = std::fs::read(dir.join("fixture-Snapshot3.vmsn")).expect("vmsn");
     assert_eq!(&vmsn[..4], &0xbed3_bed3u32.to_le_bytes());
@@ -352,7 +378,10 @@ fn revert_then_delete_every_snapshot_keeps_the_current_bytes() {
         .expect("revert to updated");
     assert_eq!(r.uid, "2");
     assert_eq!(ours(&vmx, None), truth_of("updated"));
-    assert_eq!(Vm::load(&vmx).expect("load").current_snapshot.as_deref(), Some("2"));
+    assert_eq!(
+        Vm::load(&vmx).expect("load").current_snapshot.as_deref(),
+        Some("2")
+    );
     // The files of the state left are kept.
     assert!(dir.join("sata-000003.vmdk").is_file());
     // "third" has a .vmsn: the .vmx is restored from it.
@@ -361,7 +390,10 @@ fn revert_then_delete_every_snapshot_keeps_the_current_bytes() {
     assert_eq!(ours(&vmx, None), truth_of("current"));
     let restored = std::fs::read_to_string(&vmx).expect("vmx");
     assert_ne!(restored, before_third);
-    assert!(restored.contains("sata0:0.fileName = \"sata-000005.vmdk\"\n"), "{restored}");
+    assert!(
+        restored.contains("sata0:0.fileName = \"sata-000005.vmdk\"\n"),
+        "{restored}"
+    );
     if q {
         assert_eq!(qemu_current(&vmx), truth_of("current"));
         qemu_accepts(&dir.join("sata-000005.vmdk"), "sata-000002.vmdk");
@@ -373,9 +405,17 @@ fn revert_then_delete_every_snapshot_keeps_the_current_bytes() {
         assert_eq!(r.snapshot, name);
         snapshots.remove(name);
         assert_eq!(ours(&vmx, None), current, "current after deleting {name}");
-        assert_eq!(every_snapshot(&vmx), snapshots, "snapshots after deleting {name}");
+        assert_eq!(
+            every_snapshot(&vmx),
+            snapshots,
+            "snapshots after deleting {name}"
+        );
         if q {
-            assert_eq!(qemu_current(&vmx), current, "qemu-img: current after {name}");
+            assert_eq!(
+                qemu_current(&vmx),
+                current,
+                "qemu-img: current after {name}"
+            );
             let vm = Vm::load(&vmx).expect("load");
             for s in &vm.snapshots {
                 for d in &s.disks {
@@ -424,7 +464,10 @@ fn deleting_the_newest_snapshot_merges_its_delta_back() {
     let current = ours(&vmx, None);
     let r = snapshot::delete(&vmx, "3", &SnapshotOptions::new()).expect("delete");
     assert!(r.removed.iter().any(|p| p.ends_with("sys-000003.vmdk")));
-    assert!(r.removed.iter().any(|p| p.ends_with("fixture-Snapshot3.vmsn")));
+    assert!(r
+        .removed
+        .iter()
+        .any(|p| p.ends_with("fixture-Snapshot3.vmsn")));
     // The .vmx points at the files merged into, as before the snapshot
     // (both spellings of the duplicated key now name the same file).
     let expected = before.replace(
@@ -478,7 +521,12 @@ fn running_locked_suspended_or_incomplete_vms_are_refused() {
     let files_before: BTreeMap<String, String> = std::fs::read_dir(&dir)
         .expect("dir")
         .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), sha256_file(&e.path())))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                sha256_file(&e.path()),
+            )
+        })
         .collect();
     let opts = SnapshotOptions::new();
     for (sign, dirlike) in [
@@ -511,14 +559,28 @@ fn running_locked_suspended_or_incomplete_vms_are_refused() {
     let e = snapshot::create(&vmx, "x", &opts.clone().include_memory(true)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert!(e.to_string().contains("memory"), "{e}");
-    let out = diskimage(&["snapshot", "create", &vmx.to_string_lossy(), "x", "--include-memory"]);
+    let out = diskimage(&[
+        "snapshot",
+        "create",
+        &vmx.to_string_lossy(),
+        "x",
+        "--include-memory",
+    ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no memory state"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no memory state"),
+        "{out:?}"
+    );
     // Nothing was written by any refusal.
     let files_after: BTreeMap<String, String> = std::fs::read_dir(&dir)
         .expect("dir")
         .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), sha256_file(&e.path())))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                sha256_file(&e.path()),
+            )
+        })
         .collect();
     assert_eq!(files_before, files_after);
 
@@ -580,9 +642,15 @@ fn an_interrupted_change_leaves_a_configuration_that_opens() {
             assert_eq!(ours(&vmx, Some("third")), truth_of("current"));
         } else {
             assert_eq!(std::fs::read(&vmx).expect("vmx"), old_vmx, "{step}");
-            assert_eq!(std::fs::read(dir.join("fixture.vmsd")).expect("vmsd"), old_vmsd);
+            assert_eq!(
+                std::fs::read(dir.join("fixture.vmsd")).expect("vmsd"),
+                old_vmsd
+            );
             assert!(!dir.join("sys-000003.vmdk").exists(), "{step}: delta left");
-            assert!(!dir.join("fixture-Snapshot3.vmsn").exists(), "{step}: vmsn left");
+            assert!(
+                !dir.join("fixture-Snapshot3.vmsn").exists(),
+                "{step}: vmsn left"
+            );
         }
     }
     // Delete, interrupted after the merge and the relinks: the old
@@ -599,7 +667,11 @@ fn an_interrupted_change_leaves_a_configuration_that_opens() {
         let vm = Vm::load(&vmx).expect("load");
         assert_eq!(ours(&vmx, None), before[0], "{step}: current");
         assert_eq!(ours(&vmx, Some("updated")), truth_of("updated"), "{step}");
-        let expect = if matches!(step, "vmx" | "remove") { 1 } else { 2 };
+        let expect = if matches!(step, "vmx" | "remove") {
+            1
+        } else {
+            2
+        };
         assert_eq!(vm.snapshots.len(), expect, "{step}");
     }
 }
@@ -615,21 +687,49 @@ fn command_line_create_revert_delete() {
         assert!(out.status.success(), "{args:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let text = run(&["snapshot", "create", &v, "cli one", "--description", "from the CLI"]);
-    assert!(text.starts_with("created snapshot \"cli one\" (uid 3)\n"), "{text}");
-    assert!(text.contains("created ") && text.contains("sys-000003.vmdk"), "{text}");
+    let text = run(&[
+        "snapshot",
+        "create",
+        &v,
+        "cli one",
+        "--description",
+        "from the CLI",
+    ]);
+    assert!(
+        text.starts_with("created snapshot \"cli one\" (uid 3)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("created ") && text.contains("sys-000003.vmdk"),
+        "{text}"
+    );
     let text = run(&["snapshot", "revert", &v, "installed", "--fallback"]);
-    assert!(text.starts_with("reverted to snapshot \"installed\" (uid 1)"), "{text}");
+    assert!(
+        text.starts_with("reverted to snapshot \"installed\" (uid 1)"),
+        "{text}"
+    );
     assert_eq!(ours(&vmx, None), truth_of("installed"));
     let text = run(&["snapshot", "delete", &v, "3"]);
-    assert!(text.starts_with("deleted snapshot \"cli one\" (uid 3)"), "{text}");
-    assert!(text.contains("removed ") && text.contains("fixture-Snapshot3.vmsn"), "{text}");
+    assert!(
+        text.starts_with("deleted snapshot \"cli one\" (uid 3)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("removed ") && text.contains("fixture-Snapshot3.vmsn"),
+        "{text}"
+    );
     // The VM still lists and opens through the reading commands.
     let text = run(&["vm", &v]);
-    assert!(text.contains("installed") && !text.contains("cli one"), "{text}");
+    assert!(
+        text.contains("installed") && !text.contains("cli one"),
+        "{text}"
+    );
     let out = diskimage(&["snapshot", "delete", &v, "no such"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no snapshot named"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no snapshot named"),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use diskimage::formats::write::{self, CreateOptions};
-use diskimage::{ErrorKind, Format, OpenOptions};
+use diskimage::{BlockDevice, ErrorKind, Format, OpenOptions};
 
 use crate::common::{repo, sha256_file};
 use crate::write::{fails, ok, s, Rng};

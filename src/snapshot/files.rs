@@ -22,7 +22,10 @@ pub(crate) type Sign = (&'static str, &'static str);
 /// (`*.lck`), the memory file of a running or suspended VM (`*.vmem`) and
 /// the suspended state (`*.vmss`).
 pub(crate) const VMWARE_SIGNS: [Sign; 3] = [
-    (".lck", "a lock (the VM is running, or was not shut down cleanly)"),
+    (
+        ".lck",
+        "a lock (the VM is running, or was not shut down cleanly)",
+    ),
     (".vmem", "a memory file (the VM is running or suspended)"),
     (".vmss", "a suspended state (the VM is suspended)"),
 ];
@@ -30,8 +33,8 @@ pub(crate) const VMWARE_SIGNS: [Sign; 3] = [
 /// Refuses the VM when its folder holds a file or folder whose name ends
 /// with one of `signs` (letter case ignored), naming every one found.
 pub(crate) fn refuse_unless_powered_off(vm: &Vm, signs: &[Sign]) -> Result<()> {
-    let entries = std::fs::read_dir(&vm.folder)
-        .map_err(|e| Error::host_io(Scheme::Vm, &vm.folder, e))?;
+    let entries =
+        std::fs::read_dir(&vm.folder).map_err(|e| Error::host_io(Scheme::Vm, &vm.folder, e))?;
     let mut found = Vec::new();
     for e in entries.take(MAX_FOLDER_ENTRIES).flatten() {
         let name = e.file_name().to_string_lossy().into_owned();

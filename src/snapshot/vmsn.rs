@@ -22,7 +22,7 @@
 //! `.vmx` text the snapshot was taken with. [`config`] reads that tag
 //! (`cfgFile`, or `config` in any group) from any file of this container;
 //! every offset and size is checked against the file, and at most
-//! [`MAX_GROUPS`] groups and [`MAX_TAGS`] tags per group are walked.
+//! [`MAX_GROUPS`] groups and [`MAX_TAGS`] tags in all are walked.
 
 use crate::error::{Error, Result, Scheme};
 
@@ -32,8 +32,9 @@ pub const MAGIC: u32 = 0xbed3_bed3;
 pub const MAGICS: [u32; 4] = [0xbed2_bed0, 0xbad1_bad1, 0xbed2_bed2, 0xbed3_bed3];
 /// Most groups walked.
 pub const MAX_GROUPS: u32 = 1024;
-/// Most tags of one group walked.
-pub const MAX_TAGS: usize = 1 << 20;
+/// Most tags walked in one file, all groups together (groups may point at
+/// the same tags, so the bound is on the total).
+pub const MAX_TAGS: usize = 1 << 18;
 /// Largest configuration read (as for a `.vmx`).
 pub const MAX_CONFIG: u64 = crate::vm::vmx::MAX_CONFIG_BYTES;
 
@@ -129,6 +130,7 @@ pub fn tags(b: &[u8]) -> Result<Vec<Tag>> {
         .at(8));
     }
     let mut out = Vec::new();
+    let mut count = 0usize;
     for g in 0..groups as usize {
         let at = HEADER + g * GROUP;
         let raw = b
@@ -141,7 +143,6 @@ pub fn tags(b: &[u8]) -> Result<Vec<Tag>> {
             .ok()
             .filter(|&s| s <= b.len())
             .ok_or_else(|| bad(format!("group {name:?}: tags at {start} past the end"), at))?;
-        let mut count = 0usize;
         loop {
             let flags = *b
                 .get(p)
@@ -154,13 +155,10 @@ pub fn tags(b: &[u8]) -> Result<Vec<Tag>> {
             }
             count += 1;
             if count > MAX_TAGS {
-                return Err(Error::limit(
-                    Scheme::Vm,
-                    ".vmsn tags of one group",
-                    count as u64,
-                    MAX_TAGS as u64,
-                )
-                .at(p as u64));
+                return Err(
+                    Error::limit(Scheme::Vm, ".vmsn tags", count as u64, MAX_TAGS as u64)
+                        .at(p as u64),
+                );
             }
             let tag_at = p;
             let n = usize::from(name_len);
@@ -187,7 +185,9 @@ pub fn tags(b: &[u8]) -> Result<Vec<Tag>> {
                 usize::try_from(disk)
                     .ok()
                     .filter(|&d| p <= b.len() && d <= b.len() - p)
-                    .ok_or_else(|| bad(format!("tag {tname:?}: {disk} bytes past the end"), tag_at))?
+                    .ok_or_else(|| {
+                        bad(format!("tag {tname:?}: {disk} bytes past the end"), tag_at)
+                    })?
             } else {
                 size
             };
@@ -298,9 +298,37 @@ mod tests {
         assert!(config(&f).is_err());
         let mut f = build(b"x");
         f[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(config(&f).unwrap_err().kind(), crate::ErrorKind::LimitExceeded);
+        assert_eq!(
+            config(&f).unwrap_err().kind(),
+            crate::ErrorKind::LimitExceeded
+        );
         let mut f = build(b"x");
         f.truncate(f.len() - 2);
         assert!(config(&f).is_err());
+    }
+
+    #[test]
+    fn groups_sharing_their_tags_are_walked_within_one_bound() {
+        // 1,024 groups all pointing at one run of 2-byte tags: the walk
+        // stops at MAX_TAGS in all instead of collecting 1,024 copies.
+        let groups = MAX_GROUPS as usize;
+        let tags_at = HEADER + groups * GROUP;
+        let mut f = Vec::new();
+        f.extend_from_slice(&MAGIC.to_le_bytes());
+        f.extend_from_slice(&0u32.to_le_bytes());
+        f.extend_from_slice(&MAX_GROUPS.to_le_bytes());
+        for _ in 0..groups {
+            f.extend_from_slice(&[0u8; 64]);
+            f.extend_from_slice(&(tags_at as u64).to_le_bytes());
+            f.extend_from_slice(&0u64.to_le_bytes());
+        }
+        for _ in 0..MAX_TAGS / 512 {
+            f.extend_from_slice(&[1, 0, 0]); // flags 1: one data byte, no name
+        }
+        f.extend_from_slice(&[0, 0]);
+        assert_eq!(
+            tags(&f).unwrap_err().kind(),
+            crate::ErrorKind::LimitExceeded
+        );
     }
 }

@@ -162,7 +162,10 @@ struct VmsdDoc {
 
 /// `snapshot12.disk0.fileName` -> (12, `disk0.fileName`).
 fn split_index(key: &str) -> Option<(u32, &str)> {
-    let rest = key.get(..8)?.eq_ignore_ascii_case("snapshot").then(|| key.get(8..))??;
+    let rest = key
+        .get(..8)?
+        .eq_ignore_ascii_case("snapshot")
+        .then(|| key.get(8..))??;
     let (n, field) = rest.split_once('.')?;
     if n.is_empty() || n.len() > 6 || !n.bytes().all(|c| c.is_ascii_digit()) {
         return None;
@@ -287,7 +290,10 @@ fn next_delta_name(vm: &Vm, top: &Path, taken: &[String]) -> Result<String> {
         _ => stem,
     };
     let number = |n: &str| -> Option<u32> {
-        let rest = n.get(..base.len())?.eq_ignore_ascii_case(base).then(|| n.get(base.len()..))??;
+        let rest = n
+            .get(..base.len())?
+            .eq_ignore_ascii_case(base)
+            .then(|| n.get(base.len()..))??;
         let digits = rest.strip_prefix('-')?.get(..6)?;
         digits
             .bytes()
@@ -432,9 +438,11 @@ pub(super) fn create(vm: &Vm, name: &str, opts: &SnapshotOptions) -> Result<Snap
     let mut e = Entry::default();
     e.set("uid", &uid.to_string());
     e.set("filename", &vmsn_name);
-    if let Some(parent) = vm.current_snapshot.as_deref().filter(|c| {
-        vm.snapshots.iter().any(|s| s.uid == *c)
-    }) {
+    if let Some(parent) = vm
+        .current_snapshot
+        .as_deref()
+        .filter(|c| vm.snapshots.iter().any(|s| s.uid == *c))
+    {
         e.set("parent", parent);
     }
     e.set("displayName", name);
@@ -579,7 +587,8 @@ fn own_files(image: &Path, folder: &Path) -> Result<Vec<PathBuf>> {
     let options = OpenOptions::new()
         .confine_to(Some(folder.to_path_buf()))
         .no_parents(true);
-    let img = diskimage_formats::open(image, &options).map_err(|e| Error::from_device(Scheme::Vm, e))?;
+    let img =
+        diskimage_formats::open(image, &options).map_err(|e| Error::from_device(Scheme::Vm, e))?;
     let mut files = img.info().files.clone();
     let name = file_name(image);
     if let Some(stem) = name.strip_suffix(".vmdk") {
@@ -646,8 +655,13 @@ pub(super) fn delete(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
         }
     }
     // The tree without the snapshot: its children take its parent.
-    doc.snaps.retain(|e| e.get("uid") != Some(target.uid.as_str()));
-    for s in vm.snapshots.iter().filter(|s| s.parent.as_deref() == Some(target.uid.as_str())) {
+    doc.snaps
+        .retain(|e| e.get("uid") != Some(target.uid.as_str()));
+    for s in vm
+        .snapshots
+        .iter()
+        .filter(|s| s.parent.as_deref() == Some(target.uid.as_str()))
+    {
         if let Some(e) = doc.by_uid(&s.uid) {
             match &target.parent {
                 Some(p) => e.set("parent", p),
@@ -705,7 +719,11 @@ pub(super) fn delete(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
             removed.push(f);
         }
     }
-    if let Some(f) = target.state_file.as_deref().filter(|f| !f.trim().is_empty()) {
+    if let Some(f) = target
+        .state_file
+        .as_deref()
+        .filter(|f| !f.trim().is_empty())
+    {
         let p = vm.resolve(f, false)?;
         if p.is_file() {
             inside_folder(vm, &p)?;
@@ -729,7 +747,10 @@ mod tests {
     #[test]
     fn values_are_escaped_as_vmware_writes_them() {
         assert_eq!(escape("a \"b\" | c\nd"), "a |22b|22 |7C c|0Ad");
-        assert_eq!(unquote_value(&format!("\"{}\"", escape("a \"b\" | c\nd"))), "a \"b\" | c\nd");
+        assert_eq!(
+            unquote_value(&format!("\"{}\"", escape("a \"b\" | c\nd"))),
+            "a \"b\" | c\nd"
+        );
     }
 
     #[test]

@@ -484,15 +484,7 @@ fn create_child(path: &Path, parent_path: &Path, options: &CreateOptions) -> Res
             "the parent's descriptor has no CID to chain a delta to",
         )
     })?;
-    let hint = if parent.in_child_folder() {
-        crate::write::raw::file_name(parent_path)?
-    } else {
-        parent
-            .named
-            .to_str()
-            .map(str::to_owned)
-            .ok_or_else(|| invalid(parent_path, "the parent's path is not UTF-8"))?
-    };
+    let hint = parent_hint(parent_path, &parent.named, parent.in_child_folder())?;
     let parent_desc = read_descriptor_of(parent_path)?;
     let split_parent = parent_desc
         .as_ref()
@@ -611,7 +603,8 @@ impl WFileRead {
             .metadata()
             .map_err(|e| io_err(&self.path, e))?
             .len();
-        if head.first() == Some(&0) || head.get(..4) == Some(b"COWD") {
+        let sesparse = head.get(..8) == Some(&super::sesparse::SESPARSE_MAGIC.to_le_bytes()[..]);
+        if head.first() == Some(&0) || head.get(..4) == Some(b"COWD") || sesparse {
             return Ok(None);
         }
         Error::ensure_at_most(
@@ -728,15 +721,32 @@ pub(crate) fn relink(child: &Path, parent_cid: u32) -> Result<()> {
 /// parent's CID and its `parentFileNameHint` the parent's name (relative
 /// when both are in one folder). Only the child's descriptor is written.
 pub(crate) fn relink_to(child: &Path, parent: &Path) -> Result<()> {
-    let cid = read_cid(parent)?
-        .ok_or_else(|| invalid(parent, "the parent's descriptor has no CID to chain a delta to"))?;
-    let hint = parent_hint(child, parent)?;
+    let cid = read_cid(parent)?.ok_or_else(|| {
+        invalid(
+            parent,
+            "the parent's descriptor has no CID to chain a delta to",
+        )
+    })?;
+    let (named, child_dir) = crate::write::parent::located(parent, child, Format::Vmdk)?;
+    let hint = parent_hint(parent, &named, named.parent() == Some(child_dir.as_path()))?;
     let Some((_, mut d)) = DescriptorFile::load(child)? else {
         return Err(invalid(child, "no descriptor to relink"));
     };
     d.text = set_key(&d.text, "parentCID", &format!("{cid:08x}"), false);
     d.text = set_key(&d.text, "parentFileNameHint", &format!("\"{hint}\""), false);
     d.store()
+}
+
+/// A delta's `parentFileNameHint` for `parent`: its file name when it is
+/// in the delta's folder, else `named` (its path, folder made canonical).
+fn parent_hint(parent: &Path, named: &Path, in_child_folder: bool) -> Result<String> {
+    if in_child_folder {
+        return crate::write::raw::file_name(parent);
+    }
+    named
+        .to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| invalid(parent, "the parent's path is not UTF-8"))
 }
 
 /// The CID of the VMDK at `path`, from its descriptor.

@@ -215,7 +215,9 @@ pub fn relink(child: &Path, parent: &Path) -> Result<()> {
     let format = crate::probe::open(child, &OpenOptions::new().no_parents(true))?.format();
     match format {
         Format::Vmdk => crate::vmdk::writer::relink_to(child, parent),
-        other => Err(Error::unsupported(other, "relinking a child to another parent").in_file(child)),
+        other => {
+            Err(Error::unsupported(other, "relinking a child to another parent").in_file(child))
+        }
     }
 }
 

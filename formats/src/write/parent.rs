@@ -49,11 +49,7 @@ impl Parent {
         // the parent the child is made of.
         super::convert::refuse_source_as_destination(child, &files)?;
         let absolute = canonical(parent, format)?;
-        let name = parent.file_name().ok_or_else(|| {
-            Error::unsupported(format, "the parent's path names no file").in_file(parent)
-        })?;
-        let named = canonical(folder_of(parent), format)?.join(name);
-        let child_dir = canonical(folder_of(child), format)?;
+        let (named, child_dir) = located(parent, child, format)?;
         Ok(Parent {
             image,
             absolute,
@@ -85,6 +81,16 @@ impl Parent {
     pub fn absolute_text(&self) -> String {
         self.absolute.to_string_lossy().into_owned()
     }
+}
+
+/// `parent` as named with its folder made canonical (links in the file
+/// name itself not followed), and the canonical folder of `child`.
+pub(crate) fn located(parent: &Path, child: &Path, format: Format) -> Result<(PathBuf, PathBuf)> {
+    let name = parent.file_name().ok_or_else(|| {
+        Error::unsupported(format, "the parent's path names no file").in_file(parent)
+    })?;
+    let named = canonical(folder_of(parent), format)?.join(name);
+    Ok((named, canonical(folder_of(child), format)?))
 }
 
 /// The parent of the differencing disk `path` that is about to be

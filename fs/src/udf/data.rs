@@ -1,7 +1,7 @@
-//! A file's data as pieces (volume bytes, zeros or embedded bytes), and
-//! the `Read + Seek` over them.
+//! A file's data: its extents as the crate's [`DataRun`]s (volume bytes
+//! or zeros), or the bytes embedded in its entry.
 
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::Cursor;
 use std::sync::Arc;
 
 use diskimage_formats::BlockDevice;
@@ -11,78 +11,51 @@ use super::icb::{in_path, Data, Entry};
 use super::partition::Partitions;
 use super::FS;
 use crate::error::{Error, Result};
-use crate::file_system::StoredRun;
+use crate::file_system::{FileReader, StoredRun};
+use crate::runs::{self, DataRun, RunReader};
 
-/// Most pieces of one file (a virtual or metadata partition can split
-/// every block into its own piece).
-pub const MAX_PIECES: usize = 1 << 20;
+/// Most runs of one file (a virtual or metadata partition can split
+/// every block into its own run).
+pub const MAX_RUNS: usize = 1 << 20;
 
-/// Where a piece of a file comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Src {
-    /// Bytes of the volume from this offset.
-    Volume(u64),
-    /// Zeros: an extent allocated but not recorded, or not allocated.
-    Zero,
-    /// The entry's embedded data, from this offset.
-    Inline(u64),
-}
-
-/// `len` bytes of the file from `at`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Piece {
-    /// Offset in the file.
-    pub at: u64,
-    /// Length in bytes.
-    pub len: u64,
-    /// Where the bytes are.
-    pub src: Src,
-}
-
-/// The pieces of `entry`'s data up to its information length, each
-/// recorded one checked against the end of the volume. Extents that
-/// cover less than the information length are a corrupt error; what they
-/// hold past it is left out.
-pub fn pieces(
+/// The runs of `entry`'s data up to its information length, each
+/// recorded one checked against the end of the volume; unrecorded
+/// extents are runs without a volume offset (zeros). Extents that cover
+/// less than the information length are a corrupt error; what they hold
+/// past it is left out. Data embedded in the entry has no runs.
+pub fn runs(
     device: &dyn BlockDevice,
     parts: &Partitions,
     entry: &Entry,
     path: &str,
-) -> Result<Vec<Piece>> {
+) -> Result<Vec<DataRun>> {
     let size = entry.size;
-    let ads = match &entry.data {
-        Data::Inline(b) => {
-            return Ok(vec![Piece {
-                at: 0,
-                len: (b.len() as u64).min(size),
-                src: Src::Inline(0),
-            }]);
-        }
-        Data::Extents(ads) => ads,
+    let Data::Extents(ads) = &entry.data else {
+        return Ok(Vec::new());
     };
     let block = parts.block();
-    let mut out: Vec<Piece> = Vec::new();
+    let mut out: Vec<DataRun> = Vec::new();
     let mut at = 0u64;
-    let push = |out: &mut Vec<Piece>, p: Piece| -> Result<()> {
+    let push = |out: &mut Vec<DataRun>, r: DataRun| -> Result<()> {
         if let Some(last) = out.last_mut() {
-            let merged = match (last.src, p.src) {
-                (Src::Volume(a), Src::Volume(b)) => a + last.len == b,
-                (Src::Zero, Src::Zero) => true,
+            let merged = match (last.at, r.at) {
+                (Some(a), Some(b)) => a.checked_add(last.len) == Some(b),
+                (None, None) => true,
                 _ => false,
             };
             if merged {
-                last.len += p.len;
+                last.len += r.len;
                 return Ok(());
             }
         }
-        if out.len() >= MAX_PIECES {
+        if out.len() >= MAX_RUNS {
             return Err(Error::limit(
                 FS,
                 Some(path),
-                format!("file in more than {MAX_PIECES} pieces"),
+                format!("file in more than {MAX_RUNS} runs"),
             ));
         }
-        out.push(p);
+        out.push(r);
         Ok(())
     };
     for ad in ads {
@@ -91,14 +64,12 @@ pub fn pieces(
         }
         let len = u64::from(ad.len).min(size - at);
         if ad.kind != ExtentKind::Recorded {
-            push(
-                &mut out,
-                Piece {
-                    at,
-                    len,
-                    src: Src::Zero,
-                },
-            )?;
+            let zeros = DataRun {
+                file_offset: at,
+                len,
+                at: None,
+            };
+            push(&mut out, zeros)?;
             at += len;
             continue;
         }
@@ -125,14 +96,12 @@ pub fn pieces(
                 )
                 .at(entry.offset));
             }
-            push(
-                &mut out,
-                Piece {
-                    at: at + done,
-                    len: n,
-                    src: Src::Volume(offset),
-                },
-            )?;
+            let stored = DataRun {
+                file_offset: at + done,
+                len: n,
+                at: Some(offset),
+            };
+            push(&mut out, stored)?;
             done += n;
             lbn += blocks.max(1);
         }
@@ -149,112 +118,52 @@ pub fn pieces(
     Ok(out)
 }
 
-/// Fills `buf` with the file's bytes from `pos` (which the caller keeps
-/// within the pieces).
-pub fn read_pieces(
+/// The bytes embedded in `entry` that make its data, up to its
+/// information length; `None` for data in extents.
+fn embedded<'e>(entry: &'e Entry, path: &str) -> Option<Result<&'e [u8]>> {
+    let Data::Inline(b) = &entry.data else {
+        return None;
+    };
+    let n = usize::try_from(entry.size).unwrap_or(usize::MAX);
+    Some(b.get(..n).ok_or_else(|| {
+        Error::corrupt(FS, Some(path), "embedded data shorter than the file").at(entry.offset)
+    }))
+}
+
+/// All of `entry`'s data, `runs` being its [`runs`].
+pub fn read(
     device: &dyn BlockDevice,
-    pieces: &[Piece],
-    data: &Data,
-    mut pos: u64,
-    mut buf: &mut [u8],
-) -> Result<()> {
-    let mut i = pieces.partition_point(|p| p.at + p.len <= pos);
-    while !buf.is_empty() {
-        let Some(p) = pieces.get(i) else {
-            return Err(Error::corrupt(FS, None, "read past the file's data"));
-        };
-        let within = pos - p.at;
-        let n = usize::try_from((p.len - within).min(buf.len() as u64)).unwrap_or(0);
-        let (dst, rest) = std::mem::take(&mut buf).split_at_mut(n);
-        match p.src {
-            Src::Volume(o) => device.read_at(dst, o + within)?,
-            Src::Zero => dst.fill(0),
-            Src::Inline(o) => {
-                let Data::Inline(b) = data else {
-                    return Err(Error::corrupt(
-                        FS,
-                        None,
-                        "embedded piece without embedded data",
-                    ));
-                };
-                let from = usize::try_from(o + within).unwrap_or(usize::MAX);
-                let src = b.get(from..from + n).ok_or_else(|| {
-                    Error::corrupt(FS, None, "embedded data shorter than the file")
-                })?;
-                dst.copy_from_slice(src);
-            }
-        }
-        buf = rest;
-        pos += n as u64;
-        i += 1;
+    entry: &Entry,
+    runs: &[DataRun],
+    path: &str,
+) -> Result<Vec<u8>> {
+    if let Some(b) = embedded(entry, path) {
+        return b.map(<[u8]>::to_vec);
     }
-    Ok(())
+    let mut out = vec![0u8; usize::try_from(entry.size).unwrap_or(0)];
+    runs::read_runs(device, runs, &mut out, 0).map_err(|e| in_path(e, path))?;
+    Ok(out)
 }
 
-/// Where the data of a file is stored verbatim: its pieces, when every
-/// one is on the volume.
-pub fn stored_runs(pieces: &[Piece]) -> Option<Vec<StoredRun>> {
-    pieces
-        .iter()
-        .map(|p| match p.src {
-            Src::Volume(at) => Some(StoredRun { at, len: p.len }),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A file's data: `Read + Seek`.
-pub struct UdfFile {
+/// A reader of `entry`'s data, `runs` being its [`runs`].
+pub fn open(
     device: Arc<dyn BlockDevice>,
-    pieces: Vec<Piece>,
-    data: Data,
-    size: u64,
-    pos: u64,
-}
-
-impl UdfFile {
-    /// The data of `entry`, whose pieces are `pieces`.
-    pub fn new(device: Arc<dyn BlockDevice>, entry: &Entry, pieces: Vec<Piece>) -> Self {
-        let data = match &entry.data {
-            Data::Inline(b) => Data::Inline(b.clone()),
-            Data::Extents(_) => Data::Extents(Vec::new()),
-        };
-        UdfFile {
-            device,
-            pieces,
-            data,
-            size: entry.size,
-            pos: 0,
-        }
+    entry: &Entry,
+    runs: Vec<DataRun>,
+    path: &str,
+) -> Result<Box<dyn FileReader>> {
+    if let Some(b) = embedded(entry, path) {
+        return Ok(Box::new(Cursor::new(b?.to_vec())));
     }
+    Ok(Box::new(RunReader::new(device, runs, entry.size)))
 }
 
-impl Read for UdfFile {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.size {
-            return Ok(0);
-        }
-        let n = usize::try_from((self.size - self.pos).min(buf.len() as u64)).unwrap_or(0);
-        let Some(dst) = buf.get_mut(..n) else {
-            return Ok(0);
-        };
-        read_pieces(
-            self.device.as_ref(),
-            &self.pieces,
-            &self.data,
-            self.pos,
-            dst,
-        )
-        .map_err(Error::into_io)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl Seek for UdfFile {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.pos = crate::file_system::seek_position(self.pos, self.size, pos)?;
-        Ok(self.pos)
+/// Where `entry`'s data is stored verbatim, when every byte of it is on
+/// the volume.
+pub fn stored_runs(entry: &Entry, runs: &[DataRun]) -> Option<Vec<StoredRun>> {
+    match entry.data {
+        Data::Inline(_) => None,
+        Data::Extents(_) => runs::stored_runs(runs, entry.size),
     }
 }
 
@@ -322,19 +231,19 @@ mod tests {
                 ad(ExtentKind::Recorded, 512, 20),
             ],
         );
-        let p = pieces(&dev, &parts, &e, "/f").unwrap();
-        assert_eq!(stored_runs(&p), None);
-        let mut out = vec![0xAAu8; 2124];
-        read_pieces(&dev, &p, &e.data, 0, &mut out).unwrap();
+        let r = runs(&dev, &parts, &e, "/f").unwrap();
+        assert_eq!(stored_runs(&e, &r), None);
+        let out = read(&dev, &e, &r, "/f").unwrap();
+        assert_eq!(out.len(), 2124);
         assert!(out[..512].iter().all(|&b| b == 12));
         assert!(out[512..1024].iter().all(|&b| b == 13));
         assert!(out[1024..2024].iter().all(|&b| b == 0));
         assert!(out[2024..].iter().all(|&b| b == 30));
         // Extents past the partition, and too short for the size, are errors.
         let far = entry(512, vec![ad(ExtentKind::Recorded, 512, 50)]);
-        assert!(pieces(&dev, &parts, &far, "/f").is_err());
+        assert!(runs(&dev, &parts, &far, "/f").is_err());
         let short = entry(5000, vec![ad(ExtentKind::Recorded, 512, 1)]);
-        let err = pieces(&dev, &parts, &short, "/f").unwrap_err();
+        let err = runs(&dev, &parts, &short, "/f").unwrap_err();
         assert!(err.to_string().contains("information length"), "{err}");
         // All recorded: stored verbatim, one merged run.
         let whole = entry(
@@ -344,9 +253,9 @@ mod tests {
                 ad(ExtentKind::Recorded, 1024, 2),
             ],
         );
-        let runs = stored_runs(&pieces(&dev, &parts, &whole, "/f").unwrap()).unwrap();
+        let stored = stored_runs(&whole, &runs(&dev, &parts, &whole, "/f").unwrap()).unwrap();
         assert_eq!(
-            runs,
+            stored,
             vec![StoredRun {
                 at: 10 * 512,
                 len: 1500

@@ -371,9 +371,6 @@ pub fn read_all(
             format!("{} bytes to read in memory (limit {limit})", entry.size),
         ));
     }
-    let pieces = super::data::pieces(device, parts, entry, path)?;
-    let mut out = vec![0u8; usize::try_from(entry.size).unwrap_or(0)];
-    super::data::read_pieces(device, &pieces, &entry.data, 0, &mut out)
-        .map_err(|e| in_path(e, path))?;
-    Ok(out)
+    let runs = super::data::runs(device, parts, entry, path)?;
+    super::data::read(device, entry, &runs, path)
 }

@@ -222,17 +222,14 @@ impl UdfFs {
             ));
         }
         let dev = self.device.as_ref();
-        let pieces = data::pieces(dev, &self.parts, e, path)?;
-        let bytes = icb::read_all(dev, &self.parts, e, MAX_DIR_BYTES, path)?;
+        let runs = data::runs(dev, &self.parts, e, path)?;
+        let bytes = data::read(dev, e, &runs, path)?;
         let offset_of = |i: usize| {
             let i = i as u64;
-            pieces
-                .iter()
-                .find(|p| i >= p.at && i - p.at < p.len)
-                .map_or(e.offset, |p| match p.src {
-                    data::Src::Volume(o) => o + (i - p.at),
-                    _ => e.offset,
-                })
+            runs.iter()
+                .find(|r| i >= r.file_offset && i - r.file_offset < r.len)
+                .and_then(|r| r.at.map(|at| at + (i - r.file_offset)))
+                .unwrap_or(e.offset)
         };
         let fids = dir::parse(&bytes, &offset_of, &self.checks, path)?;
         // Entries named twice (hard links, or a hostile directory naming
@@ -300,8 +297,8 @@ impl UdfFs {
             FileType::Directory => return Err(Error::wrong_type(FS, path, "is a directory")),
             _ => return Err(Error::wrong_type(FS, path, "not a regular file")),
         }
-        let pieces = data::pieces(self.device.as_ref(), &self.parts, e, path)?;
-        Ok(Box::new(data::UdfFile::new(self.device.clone(), e, pieces)))
+        let runs = data::runs(self.device.as_ref(), &self.parts, e, path)?;
+        data::open(self.device.clone(), e, runs, path)
     }
 
     fn link_of(&self, e: &Entry, path: &str) -> Result<String> {
@@ -316,8 +313,8 @@ impl UdfFs {
         if self.metadata_of(e).file_type != FileType::File {
             return None;
         }
-        let pieces = data::pieces(self.device.as_ref(), &self.parts, e, path).ok()?;
-        data::stored_runs(&pieces)
+        let runs = data::runs(self.device.as_ref(), &self.parts, e, path).ok()?;
+        data::stored_runs(e, &runs)
     }
 }
 
