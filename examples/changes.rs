@@ -34,7 +34,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // QueryChangedDiskAreas, per disk.
     let disks = areas_of(&vm, from, to, &opts)?;
     for d in &disks {
-        println!("disk {}: {} run(s), {} bytes may differ", d.slot, d.runs.len(), d.changed_bytes());
+        println!(
+            "disk {}: {} run(s), {} bytes may differ",
+            d.slot,
+            d.runs.len(),
+            d.changed_bytes()
+        );
         if let Some(note) = &d.note {
             println!("  {note}");
         }
@@ -42,7 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The files, volume by volume.
     for v in files_of(&vm, from, to, &opts)? {
-        println!("volume {:?} ({}):", v.to_volume.or(v.from_volume), v.fs.as_deref().unwrap_or("-"));
+        println!(
+            "volume {:?} ({}):",
+            v.to_volume.or(v.from_volume),
+            v.fs.as_deref().unwrap_or("-")
+        );
         for c in &v.changes {
             println!("  {:<8} {} {}", c.change.as_str(), c.path, c.what.join(","));
         }

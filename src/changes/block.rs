@@ -125,8 +125,8 @@ struct Chain {
 
 impl Chain {
     fn open(top: &Path, options: &diskimage_formats::OpenOptions) -> Result<Chain> {
-        let image = diskimage_formats::open(top, options)
-            .map_err(|e| Error::from_device(Scheme::Vm, e))?;
+        let image =
+            diskimage_formats::open(top, options).map_err(|e| Error::from_device(Scheme::Vm, e))?;
         let layers = image
             .info()
             .chain()
@@ -141,7 +141,10 @@ impl Chain {
 }
 
 fn whole(slot: String, a: Option<Chain>, b: Option<Chain>, note: String) -> DiskChanges {
-    let (from_size, to_size) = (a.as_ref().map_or(0, |c| c.size), b.as_ref().map_or(0, |c| c.size));
+    let (from_size, to_size) = (
+        a.as_ref().map_or(0, |c| c.size),
+        b.as_ref().map_or(0, |c| c.size),
+    );
     let size = from_size.max(to_size);
     let layers = |c: &Option<Chain>| {
         c.as_ref()
@@ -195,7 +198,12 @@ fn compare(
         .take_while(|(x, y)| x.1 == y.1)
         .count();
     if shared == 0 {
-        let bases = |c: &Chain| c.layers.last().map(|l| l.0.display().to_string()).unwrap_or_default();
+        let bases = |c: &Chain| {
+            c.layers
+                .last()
+                .map(|l| l.0.display().to_string())
+                .unwrap_or_default()
+        };
         let note = format!(
             "the two states do not share a file ({} and {} are different bases): the whole disk is reported",
             bases(&ca),
@@ -209,8 +217,8 @@ fn compare(
     let mut runs: Vec<Run> = Vec::new();
     let alone = options.clone().no_parents(true);
     for (path, _) in ca.layers.iter().take(na).chain(cb.layers.iter().take(nb)) {
-        let layer = diskimage_formats::open(path, &alone)
-            .map_err(|e| Error::from_device(Scheme::Vm, e))?;
+        let layer =
+            diskimage_formats::open(path, &alone).map_err(|e| Error::from_device(Scheme::Vm, e))?;
         let end = layer.size().min(size);
         let mut at = 0;
         while at < end {
@@ -295,7 +303,14 @@ mod tests {
     fn merge_sorts_joins_touching_and_overlapping_runs() {
         let r = |offset, length| Run { offset, length };
         assert_eq!(
-            merge(vec![r(100, 10), r(0, 10), r(10, 5), r(50, 0), r(105, 20), r(200, 1)]),
+            merge(vec![
+                r(100, 10),
+                r(0, 10),
+                r(10, 5),
+                r(50, 0),
+                r(105, 20),
+                r(200, 1)
+            ]),
             vec![r(0, 15), r(100, 25), r(200, 1)]
         );
         assert_eq!(merge(vec![r(0, 100), r(10, 5)]), vec![r(0, 100)]);

@@ -138,7 +138,13 @@ pub fn files_of(vm: &Vm, from: &str, to: &str, opts: &ChangeOptions) -> Result<V
     let mut out = Vec::new();
     for (key, va) in &ka {
         let vb = kb.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
-        out.push(volume(key, Some((&sa.set, *va)), vb.map(|v| (&sb.set, v)), &disks, opts));
+        out.push(volume(
+            key,
+            Some((&sa.set, *va)),
+            vb.map(|v| (&sb.set, v)),
+            &disks,
+            opts,
+        ));
     }
     for (key, vb) in &kb {
         if !ka.iter().any(|(k, _)| k == key) {
@@ -200,7 +206,9 @@ fn volume(
         guid: key.guid.clone(),
         from_volume: a.map(|(_, v)| v.index),
         to_volume: b.map(|(_, v)| v.index),
-        fs: any.and_then(|v| v.fs.as_ref()).map(|f| f.kind.as_str().to_owned()),
+        fs: any
+            .and_then(|v| v.fs.as_ref())
+            .map(|f| f.kind.as_str().to_owned()),
         walked: false,
         note: None,
         changes: Vec::new(),
@@ -255,7 +263,11 @@ struct Side<'f> {
 }
 
 impl<'f> Side<'f> {
-    fn new(fs: Option<&'f dyn FileSystem>, label: &'static str, problems: &mut Vec<String>) -> Self {
+    fn new(
+        fs: Option<&'f dyn FileSystem>,
+        label: &'static str,
+        problems: &mut Vec<String>,
+    ) -> Self {
         let walk = fs.and_then(|fs| match Walk::new(fs, "/") {
             Ok(w) => Some(w.skip_fs_metadata()),
             Err(e) => {
@@ -411,10 +423,7 @@ fn sha256(fs: Option<&dyn FileSystem>, path: &str) -> std::result::Result<String
         }
         h.update(buf.get(..n).unwrap_or_default());
     }
-    Ok(h.finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

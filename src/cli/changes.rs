@@ -153,11 +153,7 @@ fn change_line(c: &FileChange) -> String {
 pub fn run(args: &ChangesArgs) -> Result<(), CliError> {
     let vm = Vm::load(&args.config)?;
     let opts = ChangeOptions::new()
-        .open(
-            OpenOptions::new()
-                .strict(args.strict)
-                .mmap(args.mmap),
-        )
+        .open(OpenOptions::new().strict(args.strict).mmap(args.mmap))
         .allow_outside(args.allow_outside)
         .compare_content(!args.no_content);
     let to = args.to.as_deref().unwrap_or("current");
