@@ -47,11 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The files, volume by volume.
     for v in files_of(&vm, from, to, &opts)? {
-        println!(
-            "volume {:?} ({}):",
-            v.to_volume.or(v.from_volume),
-            v.fs.as_deref().unwrap_or("-")
-        );
+        let number = v
+            .to_volume
+            .or(v.from_volume)
+            .map_or("-".to_owned(), |n| n.to_string());
+        println!("volume {number} ({}):", v.fs.as_deref().unwrap_or("-"));
         for c in &v.changes {
             println!("  {:<8} {} {}", c.change.as_str(), c.path, c.what.join(","));
         }
@@ -63,7 +63,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let snapshot = (!to.eq_ignore_ascii_case("current")).then(|| to.to_owned());
     let opened = vm.open(&VmOptions::new().snapshot(snapshot))?;
     for (i, disk) in opened.set.disks().iter().enumerate() {
-        let Some(changes) = disks.iter().find(|d| d.slot == opened.state.disks[i].slot) else {
+        let Some(slot) = opened.state.disks.get(i).map(|d| &d.slot) else {
+            continue;
+        };
+        let Some(changes) = disks.iter().find(|d| &d.slot == slot) else {
             continue;
         };
         let file = File::create(std::path::Path::new(out).join(format!("disk-{i}.raw")))?;
