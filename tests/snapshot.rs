@@ -386,7 +386,7 @@ fn revert_then_delete_every_snapshot_keeps_the_current_bytes() {
     assert!(dir.join("sata-000003.vmdk").is_file());
     // "third" has a .vmsn: the .vmx is restored from it.
     let before_third = std::fs::read_to_string(&vmx).expect("vmx");
-    snapshot::revert(&vmx, "third", &SnapshotOptions::new()).expect("revert to third");
+    let r = snapshot::revert(&vmx, "third", &SnapshotOptions::new()).expect("revert to third");
     assert_eq!(ours(&vmx, None), truth_of("current"));
     let restored = std::fs::read_to_string(&vmx).expect("vmx");
     assert_ne!(restored, before_third);
@@ -396,7 +396,21 @@ fn revert_then_delete_every_snapshot_keeps_the_current_bytes() {
     );
     if q {
         assert_eq!(qemu_current(&vmx), truth_of("current"));
-        qemu_accepts(&dir.join("sata-000005.vmdk"), "sata-000002.vmdk");
+        // Every new delta sits on the file the snapshot recorded and reads
+        // as it.
+        let names: Vec<String> = r
+            .created
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["sys-000005.vmdk", "sata-000005.vmdk"]);
+        for (delta, parent) in [
+            ("sys-000005.vmdk", "sys-000002.vmdk"),
+            ("sata-000005.vmdk", "sata-000002.vmdk"),
+        ] {
+            qemu_accepts(&dir.join(delta), parent);
+            qemu_same(&dir.join(delta), &dir.join(parent));
+        }
     }
     let current = ours(&vmx, None);
     let mut snapshots = every_snapshot(&vmx);
@@ -518,16 +532,7 @@ fn running_locked_suspended_or_incomplete_vms_are_refused() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = unpack("vmware", tmp.path());
     let vmx = dir.join("fixture.vmx");
-    let files_before: BTreeMap<String, String> = std::fs::read_dir(&dir)
-        .expect("dir")
-        .flatten()
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                sha256_file(&e.path()),
-            )
-        })
-        .collect();
+    let files_before = folder_sums(&dir);
     let opts = SnapshotOptions::new();
     for (sign, dirlike) in [
         ("fixture.vmx.lck", true),
@@ -572,17 +577,7 @@ fn running_locked_suspended_or_incomplete_vms_are_refused() {
         "{out:?}"
     );
     // Nothing was written by any refusal.
-    let files_after: BTreeMap<String, String> = std::fs::read_dir(&dir)
-        .expect("dir")
-        .flatten()
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                sha256_file(&e.path()),
-            )
-        })
-        .collect();
-    assert_eq!(files_before, files_after);
+    assert_eq!(folder_sums(&dir), files_before);
 
     // An incomplete chain (the current state's newest delta deleted).
     let broken = unpack("vmware-broken", tmp.path());
@@ -607,6 +602,71 @@ fn running_locked_suspended_or_incomplete_vms_are_refused() {
     let e = snapshot::create(&hv, "x", &opts).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert!(e.to_string().contains(".vmcx is not written"), "{e}");
+}
+
+/// File name -> sha256 of every file directly in `dir`.
+fn folder_sums(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                sha256_file(&e.path()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_file_outside_the_vm_folder_is_never_written() {
+    // The "installed" snapshot's first disk is recorded as a file in a
+    // sibling folder (a copy of sys.vmdk): the states that need it are
+    // refused, and no change writes there.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = unpack("vmware", tmp.path());
+    let vmx = dir.join("fixture.vmx");
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    std::fs::copy(dir.join("sys.vmdk"), elsewhere.join("sys.vmdk")).expect("copy");
+    let vmsd = dir.join("fixture.vmsd");
+    let text = std::fs::read_to_string(&vmsd).expect("vmsd");
+    let moved = text.replace(
+        "snapshot0.disk0.fileName = \"sys.vmdk\"",
+        "snapshot0.disk0.fileName = \"../elsewhere/sys.vmdk\"",
+    );
+    assert_ne!(moved, text);
+    std::fs::write(&vmsd, moved).expect("vmsd");
+    let outside = folder_sums(&elsewhere);
+    let inside = folder_sums(&dir);
+    let opts = SnapshotOptions::new();
+    for r in [
+        snapshot::create(&vmx, "x", &opts),
+        snapshot::revert(&vmx, "installed", &opts.clone().fallback(true)),
+        snapshot::delete(&vmx, "installed", &opts),
+        snapshot::delete(&vmx, "installed", &opts.clone().fallback(true)),
+    ] {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutsideFolder, "{e}");
+        assert!(e.to_string().contains("elsewhere"), "{e}");
+    }
+    assert_eq!(
+        folder_sums(&dir),
+        inside,
+        "a refusal wrote into the VM folder"
+    );
+    // With --fallback a change that needs only the current state goes on,
+    // and writes only inside the folder.
+    snapshot::create(&vmx, "x", &opts.clone().fallback(true)).expect("create");
+    snapshot::delete(&vmx, "x", &opts.clone().fallback(true)).expect("delete");
+    assert_eq!(ours(&vmx, None), truth_of("current"));
+    assert_eq!(
+        folder_sums(&elsewhere),
+        outside,
+        "a file outside was written"
+    );
+    no_temp_files(&dir);
 }
 
 #[test]
@@ -673,6 +733,19 @@ fn an_interrupted_change_leaves_a_configuration_that_opens() {
             2
         };
         assert_eq!(vm.snapshots.len(), expect, "{step}");
+        // Run again, the delete completes; the kept states still read the same.
+        if expect == 2 {
+            snapshot::delete(&vmx, "installed", &SnapshotOptions::new())
+                .unwrap_or_else(|e| panic!("{step}: delete again: {e}"));
+        }
+        let vm = Vm::load(&vmx).expect("load");
+        assert_eq!(vm.snapshots.len(), 1, "{step}");
+        assert_eq!(ours(&vmx, None), before[0], "{step}: current after");
+        assert_eq!(ours(&vmx, Some("updated")), truth_of("updated"), "{step}");
+        if qemu() {
+            assert_eq!(qemu_current(&vmx), before[0], "{step}: qemu-img");
+        }
+        no_temp_files(&dir);
     }
 }
 

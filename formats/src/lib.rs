@@ -55,6 +55,7 @@ pub mod options;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;
+mod table_runs;
 #[doc(hidden)]
 pub mod time;
 pub mod vdi;

@@ -28,7 +28,10 @@
 //! `.vmsn` written then renamed), then the `.vmsd`, then the `.vmx`, each
 //! written beside the old one and renamed over it; files no longer needed
 //! are removed last. An interruption leaves the old or the new
-//! configuration, each of which opens.
+//! configuration, each of which opens, with every state read as before but
+//! one: a delete interrupted after its merge leaves the snapshot being
+//! deleted in the tree, its file already holding the merged delta (the
+//! delete is to be run again).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

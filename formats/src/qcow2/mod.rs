@@ -35,13 +35,12 @@ use std::sync::{Arc, Mutex};
 
 use zune_inflate::{DeflateDecoder, DeflateOptions};
 
-use crate::block_device::{
-    check_range, push_extent, push_from_parent, BlockDevice, Extent, ExtentKind, FileRange,
-};
+use crate::block_device::{check_range, BlockDevice, Extent, FileRange};
 use crate::context::OpenContext;
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image::{DiskImage, ImageInfo, WarningKind, Warnings};
 use crate::image_file::ImageFile;
+use crate::table_runs::{self, Run, TableMapped};
 
 pub use header::{Header, Snapshot};
 use table::{Cluster, Tables};
@@ -70,24 +69,7 @@ impl std::fmt::Debug for Qcow2Image {
     }
 }
 
-/// Where one run of bytes inside a cluster comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Run {
-    /// At this offset of the data-holding file.
-    File(u64),
-    /// Zeros, as the format says.
-    Zero,
-    /// Not in this image: the backing file, or zeros.
-    Absent,
-    /// Inside a compressed cluster: its stream, and the skip into the inflated cluster.
-    Compressed { offset: u64, len: u64, skip: u64 },
-}
-
 impl Qcow2Image {
-    fn data_file(&self) -> &ImageFile {
-        self.data.as_ref().unwrap_or(self.tables.file())
-    }
-
     /// Calls `f` for each run of `len` bytes from virtual `offset`.
     fn walk(
         &self,
@@ -318,45 +300,32 @@ impl BlockDevice for Qcow2Image {
 
     fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(Format::Qcow2, offset, len, self.size)?;
-        let mut map = Vec::new();
-        self.walk(offset, len, |o, l, run| {
-            let kind = match run {
-                Run::File(_) => ExtentKind::Data,
-                Run::Compressed { .. } => ExtentKind::Compressed,
-                Run::Zero => ExtentKind::Zero,
-                Run::Absent => match &self.parent {
-                    Some(p) => return push_from_parent(&mut map, p, o, l),
-                    None => ExtentKind::Unallocated,
-                },
-            };
-            push_extent(
-                &mut map,
-                Extent {
-                    offset: o,
-                    len: l,
-                    kind,
-                },
-            );
-            Ok(())
-        })?;
-        Ok(map)
+        table_runs::map(self, offset, len)
     }
 
     fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
         check_range(Format::Qcow2, offset, len, self.size).ok()?;
         let cs = self.tables.cluster_size();
-        let mut first = None;
-        self.walk(offset, (cs - offset % cs).min(len), |_, l, run| {
-            if first.is_none() {
-                first = Some((l, run));
-            }
-            Ok(())
-        })
-        .ok()?;
-        match first? {
-            (l, Run::File(at)) => self.data_file().file_range(at, l),
-            _ => None,
-        }
+        table_runs::file_range(self, offset, (cs - offset % cs).min(len))
+    }
+}
+
+impl TableMapped for Qcow2Image {
+    fn walk_runs(
+        &self,
+        offset: u64,
+        len: u64,
+        f: &mut dyn FnMut(u64, u64, Run) -> Result<()>,
+    ) -> Result<()> {
+        self.walk(offset, len, f)
+    }
+
+    fn parent_device(&self) -> Option<&dyn BlockDevice> {
+        self.parent.as_ref().map(|p| p as &dyn BlockDevice)
+    }
+
+    fn data_file(&self) -> &ImageFile {
+        self.data.as_ref().unwrap_or(self.tables.file())
     }
 }
 

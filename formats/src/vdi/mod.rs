@@ -38,13 +38,12 @@ pub(crate) mod header;
 
 use std::sync::Arc;
 
-use crate::block_device::{
-    check_range, push_extent, push_from_parent, BlockDevice, Extent, ExtentKind, FileRange,
-};
+use crate::block_device::{check_range, BlockDevice, Extent, FileRange};
 use crate::context::OpenContext;
-use crate::error::{Error, Format, Result};
+use crate::error::{Detail, Error, Format, Result};
 use crate::image::{DiskImage, ImageInfo, Warnings};
 use crate::image_file::ImageFile;
+use crate::table_runs::{self, Run, TableMapped};
 
 use block_map::{Block, BlockMap};
 pub use header::{Header, ImageType};
@@ -71,17 +70,6 @@ impl std::fmt::Debug for VdiImage {
             .field("has_parent", &self.parent.is_some())
             .finish_non_exhaustive()
     }
-}
-
-/// Where one run of bytes inside a block comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Run {
-    /// At this offset of the image file.
-    File(u64),
-    /// Zeros (a `ZERO` block).
-    Zero,
-    /// Not in this image: the parent, or zeros.
-    Absent,
 }
 
 impl VdiImage {
@@ -189,49 +177,41 @@ impl BlockDevice for VdiImage {
                     Ok(())
                 }
                 Run::Absent => self.read_absent(dst, o),
+                Run::Compressed { .. } => Err(Error::corrupt(
+                    Format::Vdi,
+                    Detail::Invalid("a compressed run in a VDI".into()),
+                )),
             }
         })
     }
 
     fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(Format::Vdi, offset, len, self.size)?;
-        let mut map = Vec::new();
-        self.walk(offset, len, |o, l, run| {
-            let kind = match run {
-                Run::File(_) => ExtentKind::Data,
-                Run::Zero => ExtentKind::Zero,
-                Run::Absent => match &self.parent {
-                    Some(p) => return push_from_parent(&mut map, p, o, l),
-                    None => ExtentKind::Unallocated,
-                },
-            };
-            push_extent(
-                &mut map,
-                Extent {
-                    offset: o,
-                    len: l,
-                    kind,
-                },
-            );
-            Ok(())
-        })?;
-        Ok(map)
+        table_runs::map(self, offset, len)
     }
 
     fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
         check_range(Format::Vdi, offset, len, self.size).ok()?;
-        let mut first = None;
-        self.walk(offset, len, |_, l, run| {
-            if first.is_none() {
-                first = Some((l, run));
-            }
-            Ok(())
-        })
-        .ok()?;
-        match first? {
-            (l, Run::File(at)) => self.file.file_range(at, l),
-            _ => None,
-        }
+        table_runs::file_range(self, offset, len)
+    }
+}
+
+impl TableMapped for VdiImage {
+    fn walk_runs(
+        &self,
+        offset: u64,
+        len: u64,
+        f: &mut dyn FnMut(u64, u64, Run) -> Result<()>,
+    ) -> Result<()> {
+        self.walk(offset, len, f)
+    }
+
+    fn parent_device(&self) -> Option<&dyn BlockDevice> {
+        self.parent.as_ref().map(|p| p as &dyn BlockDevice)
+    }
+
+    fn data_file(&self) -> &ImageFile {
+        &self.file
     }
 }
 
