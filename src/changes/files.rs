@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use diskimage_fs::{FileSystem, FileType, Timestamp};
+#[cfg(feature = "digests")]
 use sha2::{Digest, Sha256};
 
 use super::block::{disks_of, DiskChanges};
@@ -46,8 +47,9 @@ pub struct FileFacts {
     pub size: u64,
     /// Last data modification.
     pub modified: Option<Timestamp>,
-    /// The sha256 of the data, lower-case hex, where it was computed (a
-    /// regular file of the same size on both sides).
+    /// The sha256 of the data, lower-case hex, where it was computed: a
+    /// regular file of the same size on both sides whose contents were
+    /// compared, with the feature `digests` (on with `cli`, the default).
     pub sha256: Option<String>,
     /// The link target of a symlink.
     pub target: Option<String>,
@@ -109,9 +111,10 @@ pub struct VolumeChanges {
 /// [module docs](super) for how they are matched). An entry is added or
 /// removed when its path is in one tree only (every entry below an added
 /// directory too). An entry in both is changed when its type differs; a
-/// regular file when its size differs, when the sha256 of its data differs
-/// though its size is the same ([`ChangeOptions::compare_content`]; both
-/// digests are reported), or when its mtime differs; a symlink when its
+/// regular file when its size differs, when its data differs though its
+/// size is the same (the two versions read and compared byte by byte,
+/// [`ChangeOptions::compare_content`]; with the feature `digests` the
+/// sha256 of both is reported too), or when its mtime differs; a symlink when its
 /// target differs. Directories are only added or removed (their size and
 /// mtime follow their entries). NTFS's own metadata files are left out.
 pub fn changed_files(
@@ -381,16 +384,17 @@ fn compare(
                 if fa.size != fb.size {
                     what.push("size");
                 } else if opts.compare_content {
-                    match (sha256(sa.fs, &ea.path), sha256(sb.fs, &eb.path)) {
-                        (Ok(ha), Ok(hb)) => {
-                            if ha != hb {
+                    match same_content(sa.fs, &ea.path, sb.fs, &eb.path) {
+                        Ok((same, digests)) => {
+                            if !same {
                                 what.push("content");
                             }
-                            fa.sha256 = Some(ha);
-                            fb.sha256 = Some(hb);
+                            if let Some((ha, hb)) = digests {
+                                fa.sha256 = Some(ha);
+                                fb.sha256 = Some(hb);
+                            }
                         }
-                        (Err(e), _) => problems.push(format!("from state: {}: {e}", ea.path)),
-                        (_, Err(e)) => problems.push(format!("to state: {}: {e}", eb.path)),
+                        Err(e) => problems.push(e),
                     }
                 }
                 if fa.modified != fb.modified {
@@ -410,20 +414,107 @@ fn compare(
     })
 }
 
-/// The sha256 of a file's data, lower-case hex.
-fn sha256(fs: Option<&dyn FileSystem>, path: &str) -> std::result::Result<String, String> {
-    let fs = fs.ok_or_else(|| "no file system".to_owned())?;
-    let mut r = fs.open(path).map_err(|e| e.to_string())?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+/// The sha256 of each side, when the feature `digests` is on.
+#[cfg(feature = "digests")]
+struct Digests(Sha256, Sha256);
+
+#[cfg(feature = "digests")]
+impl Digests {
+    fn new() -> Self {
+        Digests(Sha256::new(), Sha256::new())
+    }
+
+    fn update(&mut self, a: &[u8], b: &[u8]) {
+        self.0.update(a);
+        self.1.update(b);
+    }
+
+    /// Whether reading may stop at the first difference (not while hashing).
+    const STOP_EARLY: bool = false;
+
+    fn finish(self) -> Option<(String, String)> {
+        let hex = |h: Sha256| h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Some((hex(self.0), hex(self.1)))
+    }
+}
+
+/// Without the feature `digests`: no digest, reading stops at the first
+/// difference.
+#[cfg(not(feature = "digests"))]
+struct Digests;
+
+#[cfg(not(feature = "digests"))]
+impl Digests {
+    fn new() -> Self {
+        Digests
+    }
+
+    fn update(&mut self, _: &[u8], _: &[u8]) {}
+
+    const STOP_EARLY: bool = true;
+
+    fn finish(self) -> Option<(String, String)> {
+        None
+    }
+}
+
+/// Reads into `buf` until it is full or the data ends; the bytes read.
+fn fill<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let Some(rest) = buf.get_mut(n..) else { break };
+        match r.read(rest) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// A file opened for reading, failures named by side and path.
+fn open_side<'f>(
+    fs: Option<&'f dyn FileSystem>,
+    path: &str,
+    label: &str,
+) -> std::result::Result<Box<dyn diskimage_fs::FileReader + 'f>, String> {
+    fs.ok_or_else(|| format!("{label} state: {path}: no file system"))?
+        .open(path)
+        .map_err(|e| format!("{label} state: {path}: {e}"))
+}
+
+/// Whether two versions of a file hold the same bytes (read side by side,
+/// a chunk at a time), and their sha256 with the feature `digests`.
+fn same_content(
+    fa: Option<&dyn FileSystem>,
+    pa: &str,
+    fb: Option<&dyn FileSystem>,
+    pb: &str,
+) -> std::result::Result<(bool, Option<(String, String)>), String> {
+    let (mut ra, mut rb) = (open_side(fa, pa, "from")?, open_side(fb, pb, "to")?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut digests = Digests::new();
+    let mut same = true;
     loop {
-        let n = r.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
+        let na = fill(&mut *ra, &mut ba).map_err(|e| format!("from state: {pa}: {e}"))?;
+        let nb = fill(&mut *rb, &mut bb).map_err(|e| format!("to state: {pb}: {e}"))?;
+        let (da, db) = (
+            ba.get(..na).unwrap_or_default(),
+            bb.get(..nb).unwrap_or_default(),
+        );
+        digests.update(da, db);
+        if da != db {
+            same = false;
+            if Digests::STOP_EARLY {
+                break;
+            }
+        }
+        if na == 0 && nb == 0 {
             break;
         }
-        h.update(buf.get(..n).unwrap_or_default());
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok((same, digests.finish()))
 }
 
 #[cfg(test)]

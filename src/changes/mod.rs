@@ -67,8 +67,9 @@ pub struct ChangeOptions {
     pub open: OpenOptions,
     /// Allow files outside the configuration's folder.
     pub allow_outside: bool,
-    /// [`changed_files`]: compare the sha256 of the two versions of a file
-    /// whose size is the same on both sides (default). Off, such a file is
+    /// [`changed_files`]: compare the data of the two versions of a file
+    /// whose size is the same on both sides (default; with the feature
+    /// `digests` their sha256 is reported too). Off, such a file is
     /// changed only when its mtime differs, and no data is read.
     pub compare_content: bool,
 }

@@ -29,7 +29,7 @@ pub struct ChangesArgs {
     /// Also list the files added, removed and changed on each volume.
     #[arg(long)]
     files: bool,
-    /// With --files: do not hash files whose size is the same on both sides
+    /// With --files: do not read files whose size is the same on both sides
     /// (they count as changed only when their mtime differs).
     #[arg(long)]
     no_content: bool,
