@@ -3,6 +3,13 @@
 //! and GPT tables, whole-disk file systems, and LVM2 logical volumes whose
 //! physical volumes may sit on different disks of the set.
 //!
+//! A Btrfs file system spread over several volumes of the set (`mkfs.btrfs
+//! -d raid1 disk1 disk2`) is one file system: the volumes whose Btrfs
+//! superblocks carry the same file system UUID are its devices
+//! ([`Volume::member`]), read together through the first of them (the
+//! lowest device id present), the others not [`Volume::mountable`] on
+//! their own; mounting any of them opens the whole file system.
+//!
 //! [`DiskSet::open`] is the path-based entry point; [`DiskSet::from_images`]
 //! takes images already opened (the disks of a VM state, for example).
 //! The operating systems of a set are found by [`crate::os::detect`].
@@ -75,13 +82,32 @@ pub struct Volume {
     pub bootable: bool,
     /// What the volume holds, by its superblock.
     pub fs: Option<FsInfo>,
-    /// Whether the file-system layer can read it ([`diskimage_fs::reads`]).
+    /// Whether the file-system layer can read it ([`diskimage_fs::reads`]);
+    /// false for the devices of a multi-device file system but the one it
+    /// is read through ([`Volume::member`]).
     pub mountable: bool,
     /// The LV, for an LVM2 volume.
     pub lv: Option<LogicalVolume>,
     /// Why the volume cannot be read or probed, when it cannot.
     pub problem: Option<String>,
+    /// For a device of a file system spread over several volumes (a
+    /// multi-device Btrfs): its place in it and the other volumes.
+    pub member: Option<FsMember>,
     device: Arc<dyn BlockDevice>,
+}
+
+/// A volume that is one device of a file system spread over several
+/// volumes of the set (a multi-device Btrfs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsMember {
+    /// This volume's device id in the file system.
+    pub devid: u64,
+    /// How many devices the file system has, by its superblock.
+    pub devices: u64,
+    /// The volumes of the set holding devices of the file system (this one
+    /// included), as (device id, volume index), by device id. The file
+    /// system is read through the first.
+    pub members: Vec<(u64, usize)>,
 }
 
 impl std::fmt::Debug for Volume {
@@ -197,6 +223,7 @@ impl DiskSet {
                         fs: Some(fs),
                         lv: None,
                         problem: None,
+                        member: None,
                         device: Arc::clone(&device),
                     });
                 }
@@ -260,6 +287,7 @@ impl DiskSet {
                     fs,
                     lv: None,
                     problem,
+                    member: None,
                     device: slice,
                 });
             }
@@ -310,10 +338,12 @@ impl DiskSet {
                     fs,
                     lv: Some(lv),
                     problem,
+                    member: None,
                     device,
                 });
             }
         }
+        set.group_btrfs();
         if options.strict {
             // A scheme recognised but not read is a note, not damage.
             let damage = set
@@ -328,6 +358,106 @@ impl DiskSet {
             }
         }
         Ok(set)
+    }
+
+    /// Groups the Btrfs volumes of one multi-device file system (same file
+    /// system UUID): each gets its [`FsMember`], and all but the one with
+    /// the lowest device id stop being mountable on their own. A device
+    /// id seen twice (the same disk given twice) keeps its first volume;
+    /// devices missing from the set are a warning.
+    fn group_btrfs(&mut self) {
+        use std::collections::BTreeMap;
+        let mut groups: BTreeMap<String, Vec<(u64, usize, u64)>> = BTreeMap::new();
+        for (i, v) in self.volumes.iter().enumerate() {
+            if v.problem.is_some() || v.fs.as_ref().is_none_or(|f| f.kind != FsKind::Btrfs) {
+                continue;
+            }
+            if let Ok(info) = diskimage_fs::btrfs::device_info(v.device.as_ref()) {
+                if info.num_devices > 1 {
+                    groups
+                        .entry(info.fsid)
+                        .or_default()
+                        .push((info.devid, i, info.num_devices));
+                }
+            }
+        }
+        for (fsid, mut found) in groups {
+            found.sort_by_key(|&(devid, i, _)| (devid, i));
+            let mut members: Vec<(u64, usize)> = Vec::new();
+            let mut devices = 0;
+            for (devid, i, n) in found {
+                devices = devices.max(n);
+                match members.last() {
+                    Some(&(d, first)) if d == devid => self.warn(
+                        WarningKind::Other,
+                        self.volumes.get(i).and_then(|v| v.disk),
+                        format!(
+                            "volumes {} and {} are both device {devid} of Btrfs file system \
+                             {fsid}: volume {} is read",
+                            first + 1,
+                            i + 1,
+                            first + 1
+                        ),
+                    ),
+                    _ => members.push((devid, i)),
+                }
+            }
+            if (members.len() as u64) < devices {
+                let ids: Vec<String> = members.iter().map(|(d, _)| d.to_string()).collect();
+                self.warn(
+                    WarningKind::Other,
+                    None,
+                    format!(
+                        "Btrfs file system {fsid} has {devices} devices; {} in the disk set \
+                         (device ids {}): the others' data is read from copies, where there are \
+                         copies",
+                        members.len(),
+                        ids.join(", ")
+                    ),
+                );
+            }
+            let listed: Vec<(u64, usize)> = members.iter().map(|&(d, i)| (d, i + 1)).collect();
+            for (k, &(devid, i)) in members.iter().enumerate() {
+                if let Some(v) = self.volumes.get_mut(i) {
+                    v.member = Some(FsMember {
+                        devid,
+                        devices,
+                        members: listed.clone(),
+                    });
+                    if k > 0 {
+                        v.mountable = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The device a file-system reader opens for `volume`, and the other
+    /// devices of its file system: for a device of a multi-device Btrfs,
+    /// the first member's device and every other member's; for any other
+    /// volume, its own device and none.
+    pub fn fs_devices(&self, volume: &Volume) -> (Arc<dyn BlockDevice>, Vec<Arc<dyn BlockDevice>>) {
+        let Some(m) = &volume.member else {
+            return (volume.device(), Vec::new());
+        };
+        let mut devices = m
+            .members
+            .iter()
+            .filter_map(|&(_, index)| self.volume(index))
+            .map(Volume::device);
+        match devices.next() {
+            Some(first) => (first, devices.collect()),
+            None => (volume.device(), Vec::new()),
+        }
+    }
+
+    /// The options a file-system reader opens `volume` with: the set's
+    /// strictness and, for a multi-device Btrfs, the other devices
+    /// ([`DiskSet::fs_devices`]).
+    fn fs_options(&self, others: Vec<Arc<dyn BlockDevice>>) -> diskimage_fs::FsOptions {
+        diskimage_fs::FsOptions::default()
+            .with_strict(self.strict)
+            .with_devices(others)
     }
 
     fn push(&mut self, mut v: Volume) {
@@ -405,10 +535,11 @@ impl DiskSet {
         }
         // The volume's detection is reused: a file system is detected once.
         // A set opened strict mounts strict (a bad checksum refuses).
-        let options = diskimage_fs::FsOptions::default().with_strict(self.strict);
+        let (device, others) = self.fs_devices(volume);
+        let options = self.fs_options(others);
         match &volume.fs {
-            Some(info) => diskimage_fs::open_fs_as_with(volume.device(), info.kind, &options),
-            None => diskimage_fs::open_fs_with(volume.device(), &options),
+            Some(info) => diskimage_fs::open_fs_as_with(device, info.kind, &options),
+            None => diskimage_fs::open_fs_with(device, &options),
         }
     }
 
@@ -428,10 +559,11 @@ impl DiskSet {
                 format!("volume {}: {problem}", volume.index),
             ));
         }
-        let options = diskimage_fs::FsOptions::default().with_strict(self.strict);
+        let (device, others) = self.fs_devices(volume);
+        let options = self.fs_options(others);
         let fs = match subvolume.strip_prefix("id:").map(str::parse::<u64>) {
-            Some(Ok(id)) => BtrfsFs::open_subvolume_id(volume.device(), &options, id)?,
-            _ => BtrfsFs::open_subvolume(volume.device(), &options, subvolume)?,
+            Some(Ok(id)) => BtrfsFs::open_subvolume_id(device, &options, id)?,
+            _ => BtrfsFs::open_subvolume(device, &options, subvolume)?,
         };
         Ok(Box::new(fs))
     }

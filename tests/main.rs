@@ -31,11 +31,13 @@
 //! - `vdi`: VDI images against qemu-img map, a differencing pair, a `.vbox` machine over it, every command.
 //! - `xfs`: XFS images (v5, nrext64, v4, real-time section) against the kernel's listing, xfs_db and a live loop mount; a Rocky-like disk for OS detection.
 //! - `btrfs`: Btrfs volumes (subvolumes, compression, holes, 10,000 entries) against the kernel.
+//! - `btrfs_raid`: Btrfs over several disks (RAID0/1/10/1C3, RAID5 refused) against the kernel.
 //! - `snapshot`: snapshots of a powered-off VMware VM (create, revert, delete) against qemu-img and the recorded truth.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 //! - `changes`: what changed between two VM states: runs against qemu-img map and compare, files against mtools/debugfs.
 
 mod btrfs;
+mod btrfs_raid;
 mod changes;
 mod cli;
 mod common;

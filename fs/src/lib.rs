@@ -57,7 +57,7 @@ pub use file_system::{
     DirEntry, FileReader, FileSystem, FileType, Metadata, PathEntry, ReadDir, StoredRun, Timestamp,
     VisitFn, Visited,
 };
-pub use options::FsOptions;
+pub use options::{Devices, FsOptions};
 
 /// Whether [`open_fs`] reads files of `kind` (the others are detected only).
 pub fn reads(kind: FsKind) -> bool {

@@ -57,8 +57,9 @@ impl Observer for Printer {
 
 /// Runs `extract`.
 pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
-    let (device, path) = args.fs.open_device(false)?;
+    let (device, others, path) = args.fs.open_device(false)?;
     let options = ExtractOptions::new()
+        .fs_devices(others)
         .streams(args.streams)
         .threads(args.threads)
         .kernel_copy(!args.no_kernel_copy)

@@ -11,6 +11,9 @@ use diskimage::{BlockDevice, DiskImage, OpenOptions};
 
 use super::{CliError, OpenArgs};
 
+/// The other devices of a file system spread over several.
+type Devices = Vec<Arc<dyn BlockDevice>>;
+
 /// The device holding the file system to read: volume `volume` of the set
 /// (numbered as `diskimage volumes` prints them), or, when none is given,
 /// the one volume whose file system can be read
@@ -108,13 +111,17 @@ impl FsArgs {
         let set = DiskSet::from_images(images, &self.open.options())?;
         let volume = choose_volume(&set, self.volume)?;
         let fs = match self.fs {
-            Some(kind) => diskimage::fs::open_fs_as_with(
-                volume.device(),
-                kind,
-                &FsOptions::default()
-                    .with_strict(self.open.strict)
-                    .with_kind(Some(kind)),
-            )?,
+            Some(kind) => {
+                let (device, others) = set.fs_devices(volume);
+                diskimage::fs::open_fs_as_with(
+                    device,
+                    kind,
+                    &FsOptions::default()
+                        .with_strict(self.open.strict)
+                        .with_kind(Some(kind))
+                        .with_devices(others),
+                )?
+            }
             None => set.mount(volume)?,
         };
         print_fs_warnings(fs.as_ref());
@@ -133,15 +140,17 @@ impl FsArgs {
     }
 
     /// Opens the images; the device of the selected volume (to open its
-    /// file system once per thread) and the path inside it.
+    /// file system once per thread), the other devices of its file system
+    /// ([`DiskSet::fs_devices`]: a multi-device Btrfs) and the path inside it.
     pub fn open_device(
         &self,
         path_required: bool,
-    ) -> Result<(Arc<dyn BlockDevice>, String), CliError> {
+    ) -> Result<(Arc<dyn BlockDevice>, Devices, String), CliError> {
         let (images, path) = self.split(path_required)?;
         let images = self.open.open_all(&images)?;
-        let device = volume_device(images, self.volume, &self.open.options())?;
-        Ok((device, path))
+        let set = DiskSet::from_images(images, &self.open.options())?;
+        let (device, others) = set.fs_devices(choose_volume(&set, self.volume)?);
+        Ok((device, others, path))
     }
 }
 

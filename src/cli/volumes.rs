@@ -80,6 +80,12 @@ fn volume_json(v: &Volume) -> Value {
         "mountable": v.mountable,
         "lv": lv,
         "problem": v.problem,
+        "member": v.member.as_ref().map_or(Value::Null, |m| json!({
+            "devid": m.devid,
+            "devices": m.devices,
+            "members": m.members.iter().map(|(d, i)| json!({"devid": d, "volume": i}))
+                .collect::<Vec<_>>(),
+        })),
     })
 }
 
@@ -153,6 +159,12 @@ fn print_text(set: &DiskSet) {
             v.problem
                 .as_ref()
                 .map(|p| format!("  ({p})"))
+                .or_else(|| v.member.as_ref().map(|m| format!(
+                    "  (device {} of {}, read through volume {})",
+                    m.devid,
+                    m.devices,
+                    m.members.first().map_or(v.index, |f| f.1)
+                )))
                 .unwrap_or_default(),
         );
     }

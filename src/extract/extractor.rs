@@ -63,6 +63,8 @@ pub struct Extractor<'a> {
     pub(super) fs_metadata: bool,
     /// Whether the file systems of other threads are opened strict.
     pub(super) strict: bool,
+    /// The other devices the file systems of other threads are opened with.
+    pub(super) fs_devices: diskimage_fs::Devices,
     /// The one read buffer, reused for every file.
     buf: Vec<u8>,
     observer: &'a dyn Observer,
@@ -83,6 +85,7 @@ impl<'a> Extractor<'a> {
             streams: options.streams,
             fs_metadata: options.fs_metadata,
             strict: options.strict,
+            fs_devices: options.fs_devices.clone(),
             buf: vec![0u8; COPY_BUFFER],
             observer,
         }

@@ -87,6 +87,9 @@ pub struct ExtractOptions {
     /// Open the file system as this kind instead of the detected one
     /// (see [`FsOptions::kind`]).
     pub fs_kind: Option<diskimage_fs::FsKind>,
+    /// The other devices of a file system spread over several (see
+    /// [`FsOptions::devices`]; [`crate::DiskSet::fs_devices`] gives them).
+    pub fs_devices: diskimage_fs::Devices,
 }
 
 impl Default for ExtractOptions {
@@ -98,6 +101,7 @@ impl Default for ExtractOptions {
             fs_metadata: true,
             strict: false,
             fs_kind: None,
+            fs_devices: diskimage_fs::Devices::default(),
         }
     }
 }
@@ -141,6 +145,14 @@ impl ExtractOptions {
     #[must_use]
     pub fn fs_kind(mut self, kind: Option<diskimage_fs::FsKind>) -> Self {
         self.fs_kind = kind;
+        self
+    }
+
+    /// The other devices of a multi-device file system (see
+    /// [`FsOptions::devices`]).
+    #[must_use]
+    pub fn fs_devices(mut self, devices: Vec<Arc<dyn BlockDevice>>) -> Self {
+        self.fs_devices = diskimage_fs::Devices(devices);
         self
     }
 
@@ -238,7 +250,8 @@ pub fn extract(
 ) -> Result<Summary> {
     let fs_options = FsOptions::default()
         .with_strict(options.strict)
-        .with_kind(options.fs_kind);
+        .with_kind(options.fs_kind)
+        .with_devices(options.fs_devices.0.clone());
     let fs = open_fs_with(Arc::clone(device), &fs_options)?;
     let opened = fs.warnings();
     for w in &opened {

@@ -223,10 +223,13 @@ pub fn walk(
         fs_metadata: x.fs_metadata,
         strict: x.strict,
         fs_kind: None,
+        fs_devices: x.fs_devices.clone(),
     };
     // Every thread opens the kind the first open found, not detecting again.
     let kind = x.fs.kind();
-    let fs_options = FsOptions::default().with_strict(x.strict);
+    let fs_options = FsOptions::default()
+        .with_strict(x.strict)
+        .with_devices(x.fs_devices.0.clone());
     std::thread::scope(|s| {
         for _ in 1..threads {
             s.spawn(|| {

@@ -223,6 +223,19 @@ impl VolumeSource {
             size,
         }
     }
+
+    /// A source opening the file system of volume `v` of `set` (all the
+    /// devices of a multi-device Btrfs: [`DiskSet::fs_devices`]).
+    pub fn from_volume(set: &DiskSet, v: &Volume) -> Self {
+        let (device, others) = set.fs_devices(v);
+        let size = device.size();
+        let options = diskimage_fs::FsOptions::default().with_devices(others);
+        VolumeSource {
+            name: volume_dir_name(v),
+            open: Arc::new(move || diskimage_fs::open_fs_with(Arc::clone(&device), &options)),
+            size,
+        }
+    }
 }
 
 /// Mounts the file systems of `volumes` read-only at `mountpoint`: one
@@ -330,7 +343,7 @@ impl DiskSet {
                 if let Some(problem) = &v.problem {
                     return Err(MountError::Invalid(format!("volume {n}: {problem}")));
                 }
-                let source = VolumeSource::from_device(volume_dir_name(v), v.device());
+                let source = VolumeSource::from_volume(self, v);
                 mount_volumes(vec![source], false, mountpoint, options)
             }
             Selection::All => {
@@ -338,7 +351,7 @@ impl DiskSet {
                     .volumes()
                     .iter()
                     .filter(|v| v.mountable && v.problem.is_none())
-                    .map(|v| VolumeSource::from_device(volume_dir_name(v), v.device()))
+                    .map(|v| VolumeSource::from_volume(self, v))
                     .collect();
                 if sources.is_empty() {
                     return Err(MountError::Invalid(

@@ -1,12 +1,16 @@
 //! The logical-to-physical map: chunk items from the superblock's system
 //! chunk array, then from the chunk tree.
 //!
-//! Profiles read: single, DUP, RAID1 (and RAID1C3/C4), RAID0 and RAID10
-//! for the stripes on this device. A read that needs a stripe on another
-//! device is [`Unsupported`](crate::ErrorKind::Unsupported) naming that
-//! device; RAID5/6 chunks are refused the same way.
+//! Every profile but the parity ones is mapped: single and DUP, RAID1,
+//! RAID1C3 and RAID1C4 (every stripe holds the whole chunk), RAID0
+//! (64 KiB units dealt to the stripes in turn) and RAID10 (units dealt to
+//! groups of `sub_stripes` mirrors). A logical address becomes a device
+//! id and an offset on that device; a read takes the first copy on a
+//! device that is present (or the `copy`-th, to try the others), and
+//! fails naming the device when no copy is present. RAID5/6 chunks are
+//! [`Unsupported`](crate::ErrorKind::Unsupported), naming the profile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use diskimage_formats::bytes::{le_u16, le_u64};
 
@@ -49,6 +53,11 @@ pub(crate) fn item_len(n: usize) -> usize {
 }
 
 impl Chunk {
+    /// The profile's name, as `btrfs filesystem df` prints it.
+    pub fn profile(&self) -> &'static str {
+        profile_name(self.kind)
+    }
+
     /// Parses a chunk item (`b` starts at the item); `Err` says what is wrong.
     pub fn parse(b: &[u8]) -> std::result::Result<Self, String> {
         let length = le_u64(b, 0).ok_or("chunk item cut short")?;
@@ -82,19 +91,50 @@ impl Chunk {
     }
 }
 
-/// Every chunk by logical start.
+/// The name of the profile of chunk type `kind`.
+pub(crate) fn profile_name(kind: u64) -> &'static str {
+    if kind & RAID0 != 0 {
+        "RAID0"
+    } else if kind & RAID1 != 0 {
+        "RAID1"
+    } else if kind & DUP != 0 {
+        "DUP"
+    } else if kind & RAID10 != 0 {
+        "RAID10"
+    } else if kind & RAID5 != 0 {
+        "RAID5"
+    } else if kind & RAID6 != 0 {
+        "RAID6"
+    } else if kind & RAID1C3 != 0 {
+        "RAID1C3"
+    } else if kind & RAID1C4 != 0 {
+        "RAID1C4"
+    } else {
+        "single"
+    }
+}
+
+/// One piece of a mapped range: `len` bytes at `offset` on device `devid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub devid: u64,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Every chunk by logical start, and the devices present.
 #[derive(Debug, Default)]
 pub(crate) struct ChunkMap {
     chunks: BTreeMap<u64, Chunk>,
-    devid: u64,
+    present: BTreeSet<u64>,
 }
 
 impl ChunkMap {
-    /// An empty map for device `devid`.
-    pub fn new(devid: u64) -> Self {
+    /// An empty map reading the devices `present` (by device id).
+    pub fn new(present: impl IntoIterator<Item = u64>) -> Self {
         ChunkMap {
             chunks: BTreeMap::new(),
-            devid,
+            present: present.into_iter().collect(),
         }
     }
 
@@ -111,9 +151,10 @@ impl ChunkMap {
         Ok(())
     }
 
-    /// The chunk items of the system chunk array.
-    pub fn from_sys_array(array: &[u8], devid: u64) -> Result<Self> {
-        let mut map = ChunkMap::new(devid);
+    /// The chunk items of the system chunk array, reading the devices
+    /// `present`.
+    pub fn from_sys_array(array: &[u8], present: impl IntoIterator<Item = u64>) -> Result<Self> {
+        let mut map = ChunkMap::new(present);
         let mut at = 0usize;
         while at < array.len() {
             let key = super::items::Key::parse(array, at)
@@ -135,88 +176,113 @@ impl ChunkMap {
         Ok(map)
     }
 
-    /// Where `len` bytes at `logical` are on this device: the runs
-    /// (physical offset, length) in order, one per copy to try first.
-    /// `copy` picks another mirror of DUP/RAID1 chunks (0: the first).
-    pub fn map(&self, logical: u64, len: u64, copy: usize) -> Result<Vec<(u64, u64)>> {
-        let mut out = Vec::new();
-        let mut at = logical;
-        let end = logical.checked_add(len).ok_or_else(|| {
-            Error::corrupt(
-                FS,
-                None,
-                format!("logical range {logical:#x}+{len} overflows"),
-            )
-        })?;
-        while at < end {
-            let (&start, chunk) = self
-                .chunks
-                .range(..=at)
-                .next_back()
-                .filter(|(s, c)| at - **s < c.length)
-                .ok_or_else(|| {
-                    Error::corrupt(FS, None, format!("logical address {at:#x} is in no chunk"))
-                })?;
-            let off = at - start;
-            let in_chunk = (chunk.length - off).min(end - at);
-            let (phys, n) = self.map_in_chunk(chunk, start, off, in_chunk, copy)?;
-            out.push((phys, n));
-            at += n;
-        }
-        Ok(out)
+    /// No longer reads device `devid`.
+    pub fn remove_device(&mut self, devid: u64) {
+        self.present.remove(&devid);
     }
 
-    /// How many copies the chunk holding `logical` keeps on this device.
-    pub fn copies(&self, logical: u64) -> usize {
+    /// The chunks with a stripe on `devid` that have some byte with no
+    /// copy on a present device (logical start and profile); parity
+    /// chunks, never read, are not counted.
+    pub fn chunks_lost_without(&self, devid: u64) -> Vec<(u64, &'static str)> {
+        let present = |g: &[Stripe]| g.iter().any(|s| self.present.contains(&s.devid));
         self.chunks
-            .range(..=logical)
-            .next_back()
-            .map_or(1, |(_, c)| {
-                if c.kind & (DUP | RAID1 | RAID1C3 | RAID1C4) != 0 {
-                    c.stripes
-                        .iter()
-                        .filter(|s| s.devid == self.devid)
-                        .count()
-                        .max(1)
+            .iter()
+            .filter(|(_, c)| c.stripes.iter().any(|s| s.devid == devid))
+            .filter(|(_, c)| {
+                if c.kind & (RAID5 | RAID6) != 0 {
+                    false
+                } else if c.kind & RAID10 != 0 {
+                    let sub = usize::from(c.sub_stripes.max(1));
+                    c.stripes.chunks(sub).any(|g| !present(g))
+                } else if c.kind & (DUP | RAID1 | RAID1C3 | RAID1C4) != 0 {
+                    !present(&c.stripes)
                 } else {
-                    1
+                    c.stripes.chunks(1).any(|g| !present(g))
                 }
             })
+            .map(|(&at, c)| (at, c.profile()))
+            .collect()
     }
 
-    fn map_in_chunk(
-        &self,
-        chunk: &Chunk,
-        start: u64,
-        off: u64,
-        len: u64,
-        copy: usize,
-    ) -> Result<(u64, u64)> {
-        let missing = |devid: u64| {
-            Error::unsupported(
-                FS,
-                None,
-                format!(
-                    "the chunk at logical {start:#x} needs device {devid} of a multi-device \
-                     volume, which is not in the disk set (this is device {})",
-                    self.devid
-                ),
-            )
+    /// Where `len` bytes at `logical` are: the runs in order. `copy` picks
+    /// among the copies on present devices (0: the first; taken modulo
+    /// their number).
+    pub fn map(&self, logical: u64, len: u64, copy: usize) -> Result<Vec<Run>> {
+        self.map_with(logical, len, |start, chunk, cands| {
+            let present: Vec<&Stripe> = cands
+                .iter()
+                .filter(|s| self.present.contains(&s.devid))
+                .collect();
+            match present.get(copy % present.len().max(1)) {
+                Some(s) => Ok(**s),
+                None => Err(self.absent(start, chunk, cands)),
+            }
+        })
+    }
+
+    /// Where `len` bytes at `logical` are on device `devid` alone, when
+    /// every byte has a copy there.
+    pub fn map_on(&self, logical: u64, len: u64, devid: u64) -> Option<Vec<Run>> {
+        self.map_with(logical, len, |_, _, cands| {
+            cands
+                .iter()
+                .find(|s| s.devid == devid)
+                .copied()
+                .ok_or_else(|| Error::corrupt(FS, None, "no copy on this device"))
+        })
+        .ok()
+    }
+
+    /// How many copies of the block at `logical` are on present devices
+    /// (at least 1).
+    pub fn copies(&self, logical: u64) -> usize {
+        let Some((&start, chunk)) = self.chunk_at(logical) else {
+            return 1;
         };
-        let phys = |s: &Stripe, o: u64| {
-            s.offset.checked_add(o).ok_or_else(|| {
-                Error::corrupt(
-                    FS,
-                    None,
-                    format!("chunk at {start:#x}: stripe offset overflows"),
-                )
+        self.candidates(chunk, logical - start)
+            .map_or(1, |(cands, _, _)| {
+                cands
+                    .iter()
+                    .filter(|s| self.present.contains(&s.devid))
+                    .count()
+                    .max(1)
             })
-        };
+    }
+
+    fn chunk_at(&self, at: u64) -> Option<(&u64, &Chunk)> {
+        self.chunks
+            .range(..=at)
+            .next_back()
+            .filter(|(s, c)| at - **s < c.length)
+    }
+
+    fn absent(&self, start: u64, chunk: &Chunk, cands: &[Stripe]) -> Error {
+        let devid = cands.first().map_or(0, |s| s.devid);
+        Error::unsupported(
+            FS,
+            None,
+            format!(
+                "device {devid} of the file system is not in the disk set (the {} chunk at \
+                 logical {start:#x} has no copy on the devices present: {})",
+                chunk.profile(),
+                self.present
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    }
+
+    /// The stripes holding byte `off` of `chunk` (its mirrors), the offset
+    /// in each, and how many bytes from there stay in those stripes.
+    fn candidates(&self, chunk: &Chunk, off: u64) -> Result<(Vec<Stripe>, u64, u64)> {
         if chunk.kind & (RAID5 | RAID6) != 0 {
             return Err(Error::unsupported(
                 FS,
                 None,
-                format!("RAID5/6 chunk at logical {start:#x}"),
+                format!("{} chunks (parity RAID) are not read", chunk.profile()),
             ));
         }
         if chunk.kind & (RAID0 | RAID10) != 0 {
@@ -230,28 +296,55 @@ impl ChunkMap {
             let factor = (n / sub).max(1);
             let nr = off / sl;
             let in_stripe = off % sl;
-            let len = len.min(sl - in_stripe);
             let first = (nr % factor) * sub;
             let row = nr / factor;
-            let cands: Vec<&Stripe> = (first..first + sub)
-                .filter_map(|i| chunk.stripes.get(usize::try_from(i).ok()?))
+            let cands = (first..first + sub)
+                .filter_map(|i| chunk.stripes.get(usize::try_from(i).ok()?).copied())
                 .collect();
-            let local: Vec<&&Stripe> = cands.iter().filter(|s| s.devid == self.devid).collect();
-            let s = local
-                .get(copy % local.len().max(1))
-                .ok_or_else(|| missing(cands.first().map_or(0, |s| s.devid)))?;
-            return Ok((phys(s, row * sl + in_stripe)?, len));
+            return Ok((cands, row * sl + in_stripe, sl - in_stripe));
         }
         // single, DUP, RAID1, RAID1C3/C4: every stripe holds the whole chunk.
-        let local: Vec<&Stripe> = chunk
-            .stripes
-            .iter()
-            .filter(|s| s.devid == self.devid)
-            .collect();
-        let s = local
-            .get(copy % local.len().max(1))
-            .ok_or_else(|| missing(chunk.stripes.first().map_or(0, |s| s.devid)))?;
-        Ok((phys(s, off)?, len))
+        Ok((chunk.stripes.clone(), off, chunk.length - off))
+    }
+
+    fn map_with(
+        &self,
+        logical: u64,
+        len: u64,
+        mut pick: impl FnMut(u64, &Chunk, &[Stripe]) -> Result<Stripe>,
+    ) -> Result<Vec<Run>> {
+        let mut out = Vec::new();
+        let mut at = logical;
+        let end = logical.checked_add(len).ok_or_else(|| {
+            Error::corrupt(
+                FS,
+                None,
+                format!("logical range {logical:#x}+{len} overflows"),
+            )
+        })?;
+        while at < end {
+            let (&start, chunk) = self.chunk_at(at).ok_or_else(|| {
+                Error::corrupt(FS, None, format!("logical address {at:#x} is in no chunk"))
+            })?;
+            let off = at - start;
+            let (cands, in_stripe, room) = self.candidates(chunk, off)?;
+            let n = room.min(chunk.length - off).min(end - at);
+            let s = pick(start, chunk, &cands)?;
+            let offset = s.offset.checked_add(in_stripe).ok_or_else(|| {
+                Error::corrupt(
+                    FS,
+                    None,
+                    format!("chunk at {start:#x}: stripe offset overflows"),
+                )
+            })?;
+            out.push(Run {
+                devid: s.devid,
+                offset,
+                len: n,
+            });
+            at += n;
+        }
+        Ok(out)
     }
 }
 
@@ -272,16 +365,24 @@ mod tests {
         }
     }
 
+    fn runs(m: &ChunkMap, logical: u64, len: u64, copy: usize) -> Vec<(u64, u64, u64)> {
+        m.map(logical, len, copy)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.devid, r.offset, r.len))
+            .collect()
+    }
+
     #[test]
     fn dup_copies_and_raid0_stripes_map_as_the_kernel_lays_them_out() {
-        let mut m = ChunkMap::new(1);
+        let mut m = ChunkMap::new([1]);
         m.insert(
             0x100_0000,
             chunk(DUP | 4, 0, &[(1, 0x10_0000), (1, 0x20_0000)]),
         )
         .unwrap();
-        assert_eq!(m.map(0x100_0010, 16, 0).unwrap(), vec![(0x10_0010, 16)]);
-        assert_eq!(m.map(0x100_0010, 16, 1).unwrap(), vec![(0x20_0010, 16)]);
+        assert_eq!(runs(&m, 0x100_0010, 16, 0), vec![(1, 0x10_0010, 16)]);
+        assert_eq!(runs(&m, 0x100_0010, 16, 1), vec![(1, 0x20_0010, 16)]);
         assert_eq!(m.copies(0x100_0010), 2);
         // RAID0 over two stripes of one device: 64 KiB units alternate.
         m.insert(
@@ -290,34 +391,91 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            m.map(0x200_0000 + 0xFFF0, 0x20, 0).unwrap(),
-            vec![(0x40_FFF0, 0x10), (0x80_0000, 0x10)]
+            runs(&m, 0x200_0000 + 0xFFF0, 0x20, 0),
+            vec![(1, 0x40_FFF0, 0x10), (1, 0x80_0000, 0x10)]
         );
         // Third unit: back on stripe 0, one row down.
-        assert_eq!(m.map(0x202_0000, 4, 0).unwrap(), vec![(0x41_0000, 4)]);
+        assert_eq!(runs(&m, 0x202_0000, 4, 0), vec![(1, 0x41_0000, 4)]);
     }
 
     #[test]
-    fn raid10_other_devices_and_raid56_are_refused_or_mapped() {
-        let mut m = ChunkMap::new(1);
-        // RAID10: pairs (1,2) and (1,3); unit 1 lives on the second pair.
+    fn raid0_and_raid10_deal_units_to_devices_and_mirrors_fall_back() {
+        // RAID0 over devices 1 and 2.
+        let mut m = ChunkMap::new([1, 2]);
+        m.insert(0, chunk(RAID0 | 1, 0, &[(1, 0x10_0000), (2, 0x20_0000)]))
+            .unwrap();
+        assert_eq!(
+            runs(&m, 0x1_FFF0, 0x20, 0),
+            vec![(2, 0x20_FFF0, 0x10), (1, 0x11_0000, 0x10)]
+        );
+        // RAID10: pairs (1,2) and (3,4); unit 1 lives on the second pair.
+        let mut m = ChunkMap::new([1, 2, 3, 4]);
         m.insert(
             0,
-            chunk(RAID10 | 1, 2, &[(1, 0), (2, 0), (1, 0x10_0000), (3, 0)]),
+            chunk(RAID10 | 1, 2, &[(1, 0), (2, 0), (3, 0x100), (4, 0x200)]),
         )
         .unwrap();
-        assert_eq!(m.map(0x1_0000, 8, 0).unwrap(), vec![(0x10_0000, 8)]);
-        // A single chunk on device 2 only: unsupported, naming it.
+        assert_eq!(runs(&m, 0x1_0000, 8, 0), vec![(3, 0x100, 8)]);
+        assert_eq!(runs(&m, 0x1_0000, 8, 1), vec![(4, 0x200, 8)]);
+        assert_eq!(runs(&m, 0x2_0000, 8, 0), vec![(1, 0x1_0000, 8)]);
+        assert_eq!(m.copies(0x1_0000), 2);
+        // Device 3 absent: its mirror, device 4, serves.
+        let mut m = ChunkMap::new([1, 2, 4]);
+        m.insert(
+            0,
+            chunk(RAID10 | 1, 2, &[(1, 0), (2, 0), (3, 0x100), (4, 0x200)]),
+        )
+        .unwrap();
+        assert_eq!(runs(&m, 0x1_0000, 8, 0), vec![(4, 0x200, 8)]);
+        assert_eq!(m.copies(0x1_0000), 1);
+        assert_eq!(
+            m.map_on(0x1_0000, 8, 4),
+            Some(vec![Run {
+                devid: 4,
+                offset: 0x200,
+                len: 8
+            }])
+        );
+        assert_eq!(m.map_on(0x1_0000, 8, 1), None);
+    }
+
+    #[test]
+    fn raid1c3_reads_any_present_copy() {
+        let mut m = ChunkMap::new([3]);
+        m.insert(0, chunk(RAID1C3 | 1, 0, &[(1, 0x10), (2, 0x20), (3, 0x30)]))
+            .unwrap();
+        assert_eq!(runs(&m, 0x5, 1, 0), vec![(3, 0x35, 1)]);
+        assert_eq!(m.copies(0x5), 1);
+    }
+
+    #[test]
+    fn absent_devices_and_raid56_are_refused_by_name() {
+        let mut m = ChunkMap::new([1]);
+        // A single chunk on device 2 only: refused, naming it.
         m.insert(0x100_0000, chunk(1, 0, &[(2, 0)])).unwrap();
         let e = m.map(0x100_0000, 8, 0).unwrap_err();
-        assert!(e.to_string().contains("device 2"), "{e}");
-        m.insert(0x200_0000, chunk(RAID5 | 1, 0, &[(1, 0), (1, 0x1000)]))
+        assert!(
+            e.to_string()
+                .contains("device 2 of the file system is not in the disk set"),
+            "{e}"
+        );
+        // RAID0 whose second unit is on device 2.
+        m.insert(0x200_0000, chunk(RAID0 | 1, 0, &[(1, 0), (2, 0)]))
+            .unwrap();
+        assert!(m.map(0x200_0000, 8, 0).is_ok());
+        assert!(m.map(0x201_0000, 8, 0).is_err());
+        m.insert(0x300_0000, chunk(RAID5 | 1, 0, &[(1, 0), (1, 0x1000)]))
+            .unwrap();
+        let e = m.map(0x300_0000, 8, 0).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Unsupported);
+        assert!(e.to_string().contains("RAID5"), "{e}");
+        m.insert(0x400_0000, chunk(RAID6 | 1, 0, &[(1, 0), (1, 0x1000)]))
             .unwrap();
         assert!(m
-            .map(0x200_0000, 8, 0)
+            .map(0x400_0000, 8, 0)
             .unwrap_err()
             .to_string()
-            .contains("RAID5/6"));
+            .contains("RAID6"));
         // No chunk there at all.
         assert!(m.map(0x900_0000, 8, 0).is_err());
         assert!(Chunk::parse(&[0u8; 40]).is_err());

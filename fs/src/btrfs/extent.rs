@@ -255,11 +255,13 @@ pub(crate) fn stored_runs(vol: &Volume, extents: &[Placed], size: u64) -> Option
             return None;
         }
         let len = num_bytes.min(size - done);
-        for (phys, n) in vol
+        // Runs on the device the volume was opened by: a file with a
+        // piece only on another device of a multi-device volume has none.
+        for run in vol
             .chunks
-            .map(disk_bytenr.checked_add(offset)?, len, 0)
-            .ok()?
+            .map_on(disk_bytenr.checked_add(offset)?, len, vol.primary)?
         {
+            let (phys, n) = (run.offset, run.len);
             match out.last_mut() {
                 Some(StoredRun { at, len }) if *at + *len == phys => *len += n,
                 _ => out.push(StoredRun { at: phys, len: n }),

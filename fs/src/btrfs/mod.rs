@@ -1,15 +1,25 @@
 //! Btrfs, read by our own layer.
 //!
 //! Its modules: `superblock` (the primary at 64 KiB, or the first good
-//! mirror at 64 MiB or 256 GiB, with a warning), `chunk` (the logical to
-//! physical map from the system chunk array and the chunk tree: single,
-//! DUP, RAID1/1C3/1C4, RAID0 and RAID10 on this device; a stripe on
-//! another device of a multi-device volume is
-//! [`Unsupported`](crate::ErrorKind::Unsupported) naming it, RAID5/6
-//! too), `tree` (tree blocks checked and searched), `items`, `extent`
-//! (inline, regular, holes, preallocated ranges as zeros) and `compress`
-//! (zlib by `flate2`, LZO by our own `lzo` decoder, zstd by
+//! mirror at 64 MiB or 256 GiB, with a warning), `devices` (the devices
+//! of a file system spread over several, matched by file system UUID,
+//! device id and device UUID), `chunk` (the logical to physical map from
+//! the system chunk array and the chunk tree: single, DUP, RAID0, RAID1,
+//! RAID1C3/C4 and RAID10 across the devices given; RAID5/6 chunks are
+//! [`Unsupported`](crate::ErrorKind::Unsupported), naming the profile),
+//! `tree` (tree blocks checked and searched), `items`, `extent` (inline,
+//! regular, holes, preallocated ranges as zeros) and `compress` (zlib by
+//! `flate2`, LZO by our own `lzo` decoder, zstd by
 //! `diskimage_formats::zstd`).
+//!
+//! A file system over several devices is opened from one of them with the
+//! others in [`FsOptions::devices`] (a disk set groups them:
+//! `DiskSet::mount` in the `diskimage` crate). A device of the file system
+//! missing from those given is a warning that says whether every chunk
+//! still has a copy: reads take a mirror on a device present, and a read
+//! with no copy present fails naming the device ("device N of the file
+//! system is not in the disk set"). The device with the newest superblock
+//! gives the tree roots.
 //!
 //! The root directory is the default subvolume (`btrfs subvolume
 //! set-default`, else the top level), as a mount without `subvol=` shows
@@ -43,12 +53,14 @@ use crate::FsKind;
 
 mod chunk;
 mod compress;
+mod devices;
 mod extent;
 mod items;
 mod lzo;
 mod superblock;
 mod tree;
 
+pub use devices::{device_info, DeviceInfo};
 use extent::{ExtentReader, Placed};
 use items::{InodeItem, Key, RootItem};
 use tree::{Root, Volume};
@@ -88,12 +100,15 @@ enum Node {
 }
 
 impl BtrfsFs {
-    /// Opens the Btrfs volume on `device` at its default subvolume.
+    /// Opens the Btrfs volume on `device` at its default subvolume (a
+    /// volume on one device; see [`BtrfsFs::open_with`] for several).
     pub fn open(device: Arc<dyn BlockDevice>) -> Result<Self> {
         Self::open_with(device, &FsOptions::default())
     }
 
-    /// [`BtrfsFs::open`] with `options` (strict mode refuses bad checksums).
+    /// [`BtrfsFs::open`] with `options`: strict mode refuses bad
+    /// checksums (and a missing device); [`FsOptions::devices`] gives the
+    /// other devices of a volume spread over several.
     pub fn open_with(device: Arc<dyn BlockDevice>, options: &FsOptions) -> Result<Self> {
         let mut fs = Self::open_volume(device, options)?;
         fs.top = fs.default_subvolume()?;
@@ -150,7 +165,11 @@ impl BtrfsFs {
                 ),
             ));
         }
-        let chunks = chunk::ChunkMap::from_sys_array(&sb.sys_chunk_array, sb.devid)?;
+        let g = devices::gather(device, sb, &options.devices.0, options.strict)?;
+        warnings.extend(g.warnings);
+        let sb = g.sb;
+        let chunks =
+            chunk::ChunkMap::from_sys_array(&sb.sys_chunk_array, g.devices.keys().copied())?;
         let chunk_root = Root {
             bytenr: sb.chunk_root,
             level: sb.chunk_root_level,
@@ -159,7 +178,14 @@ impl BtrfsFs {
             bytenr: sb.root,
             level: sb.root_level,
         };
-        let mut vol = Volume::new(device, sb, chunks, options.strict);
+        let mut vol = Volume::new(
+            g.devices,
+            g.dev_uuids,
+            g.primary,
+            sb,
+            chunks,
+            options.strict,
+        );
         for w in warnings {
             vol.warn(Error::corrupt(FS, None, w))?;
         }
@@ -168,16 +194,6 @@ impl BtrfsFs {
                 FS,
                 None,
                 format!("checksum type {} not verified", vol.sb.csum_type),
-            ))?;
-        }
-        if vol.sb.num_devices > 1 {
-            vol.warn(Error::unsupported(
-                FS,
-                None,
-                format!(
-                    "a volume of {} devices: only device {} is read; data on the others is unreadable",
-                    vol.sb.num_devices, vol.sb.devid
-                ),
             ))?;
         }
         // The whole chunk tree.
@@ -201,6 +217,7 @@ impl BtrfsFs {
             })?;
             vol.chunks.insert(k.offset, c)?;
         }
+        devices::check(&mut vol, chunk_root)?;
         let mut fs = BtrfsFs {
             vol,
             root_tree,

@@ -46,7 +46,10 @@ pub(crate) struct Superblock {
     pub nodesize: u32,
     pub csum_type: u16,
     pub incompat: u64,
+    pub generation: u64,
+    /// This device's id and UUID (the superblock's dev_item).
     pub devid: u64,
+    pub dev_uuid: [u8; 16],
     pub label: String,
     pub sys_chunk_array: Vec<u8>,
 }
@@ -102,7 +105,9 @@ impl Superblock {
             nodesize,
             csum_type: le_u16(b, 0xc4).unwrap_or(0),
             incompat,
+            generation: u64at(0x48),
             devid: u64at(0xc9),
+            dev_uuid: array::<16>(b, 0xc9 + 66).unwrap_or_default(),
             label: crate::file_system::encode_name(label_raw.get(..end).unwrap_or_default()),
             sys_chunk_array,
         };

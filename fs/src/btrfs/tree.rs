@@ -6,7 +6,7 @@
 //! pointers ends); keys out of order are corrupt.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use diskimage_formats::bytes::{array, le_u32, le_u64};
@@ -42,9 +42,14 @@ pub(crate) struct Root {
     pub level: u8,
 }
 
-/// The volume: device, superblock, chunk map and a cache of tree blocks.
+/// The volume: its devices by id, superblock, chunk map and a cache of
+/// tree blocks.
 pub(crate) struct Volume {
-    pub device: Arc<dyn BlockDevice>,
+    pub devices: BTreeMap<u64, Arc<dyn BlockDevice>>,
+    /// The device UUID each device's superblock gives.
+    pub dev_uuids: BTreeMap<u64, [u8; 16]>,
+    /// The id of the device the volume was opened by.
+    pub primary: u64,
     pub sb: Superblock,
     pub chunks: ChunkMap,
     pub strict: bool,
@@ -78,15 +83,20 @@ impl Node {
 }
 
 impl Volume {
-    /// A volume over `device` with `sb` and the chunks known so far.
+    /// A volume over `devices` (by device id) with `sb` and the chunks
+    /// known so far.
     pub fn new(
-        device: Arc<dyn BlockDevice>,
+        devices: BTreeMap<u64, Arc<dyn BlockDevice>>,
+        dev_uuids: BTreeMap<u64, [u8; 16]>,
+        primary: u64,
         sb: Superblock,
         chunks: ChunkMap,
         strict: bool,
     ) -> Self {
         Volume {
-            device,
+            devices,
+            dev_uuids,
+            primary,
             sb,
             chunks,
             strict,
@@ -108,6 +118,14 @@ impl Volume {
         Ok(())
     }
 
+    /// Stops reading device `devid` (blocks read from it are forgotten).
+    pub fn drop_device(&mut self, devid: u64) {
+        self.devices.remove(&devid);
+        self.dev_uuids.remove(&devid);
+        self.chunks.remove_device(devid);
+        self.cache.borrow_mut().clear();
+    }
+
     /// The warnings recorded so far.
     pub fn warnings(&self) -> Vec<String> {
         self.warnings.borrow().clone()
@@ -117,12 +135,15 @@ impl Volume {
     /// of mirrored chunks).
     pub fn read_logical(&self, buf: &mut [u8], logical: u64, copy: usize) -> Result<()> {
         let mut at = 0usize;
-        for (phys, len) in self.chunks.map(logical, buf.len() as u64, copy)? {
-            let n = usize::try_from(len).unwrap_or(usize::MAX);
+        for run in self.chunks.map(logical, buf.len() as u64, copy)? {
+            let n = usize::try_from(run.len).unwrap_or(usize::MAX);
             let part = buf
                 .get_mut(at..at.saturating_add(n))
                 .ok_or_else(|| Error::corrupt(FS, None, "chunk map returned more than asked"))?;
-            self.device.read_at(part, phys)?;
+            let device = self.devices.get(&run.devid).ok_or_else(|| {
+                Error::corrupt(FS, None, format!("device {} is not open", run.devid))
+            })?;
+            device.read_at(part, run.offset)?;
             at += n;
         }
         Ok(())
