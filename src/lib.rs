@@ -34,6 +34,7 @@
 //! | `VixMntapi_GetOsInfo` | [`os::detect`] ([`OsReport`]) |
 //! | `VixMntapi_MountVolume` | [`DiskSet::mount`] (a [`fs::FileSystem`]), or `DiskSet::mount_fuse` (feature `fuse`) |
 //! | `VixVM_Open` + a snapshot | [`vm::Vm::load`], [`vm::Vm::open`] with [`vm::VmOptions::snapshot`] |
+//! | `QueryChangedDiskAreas` (between two snapshots) | [`changes::changed_areas`]; the files: [`changes::changed_files`] |
 //!
 //! The examples (`examples/`) follow these flows: `mntapi_flow` (VM or
 //! images → set → volumes → OS → one file), `copy_allocated` (Open,
@@ -67,6 +68,7 @@
 )]
 
 pub mod buffer;
+pub mod changes;
 pub mod diskset;
 pub mod error;
 pub mod extract;

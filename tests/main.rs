@@ -35,9 +35,11 @@
 //! - `snapshot`: snapshots of a powered-off VMware VM (create, revert, delete) against qemu-img and the recorded truth.
 //! - `vm`: VM configurations (.vmx/.vmsd, .vbox, Hyper-V folders) against qemu-img per state.
 //! - `snapshot_vbox`: VirtualBox snapshots taken, reverted and deleted offline, against qemu-img, libvmdk and libvhdi.
+//! - `changes`: what changed between two VM states: runs against qemu-img map and compare, files against mtools/debugfs.
 
 mod btrfs;
 mod btrfs_raid;
+mod changes;
 mod cli;
 mod common;
 mod corpus;

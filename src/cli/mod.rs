@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use diskimage::{Format, OpenOptions};
 
 mod cat;
+mod changes;
 mod commit;
 mod convert;
 mod create;
@@ -74,6 +75,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Merge a child (delta) into its parent.
     Commit(commit::CommitArgs),
+    /// What changed between two states of a VM: byte runs per disk, and with --files the files.
+    Changes(changes::ChangesArgs),
     /// Take, revert to or delete a snapshot of a powered-off VMware VM.
     Snapshot(snapshot::SnapshotArgs),
 }
@@ -160,6 +163,7 @@ pub fn main() -> ExitCode {
         Command::Write(a) => write::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Commit(a) => commit::run(&a),
+        Command::Changes(a) => changes::run(&a),
         Command::Snapshot(a) => snapshot::run(&a),
     };
     match result {
