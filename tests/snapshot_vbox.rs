@@ -232,10 +232,7 @@ fn vmdk_create_keeps_every_state_and_writes_only_the_new_current() {
     let report = create(
         &vbox,
         "third",
-        &SnapshotOptions {
-            description: Some("taken offline (a<b&c)".into()),
-            ..opts()
-        },
+        &opts().description(Some("taken offline (a<b&c)".into())),
     )
     .unwrap();
     assert_eq!(report.snapshot, "third");
@@ -441,15 +438,7 @@ fn refusals_name_what_was_found_and_change_nothing() {
         );
     };
 
-    let e = create(
-        &vbox,
-        "m",
-        &SnapshotOptions {
-            include_memory: true,
-            ..opts()
-        },
-    )
-    .unwrap_err();
+    let e = create(&vbox, "m", &opts().include_memory(true)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert!(e.to_string().contains("memory"), "{e}");
     unchanged("memory");
@@ -537,28 +526,12 @@ fn refusals_name_what_was_found_and_change_nothing() {
     let e = create(&vbox, "s", &opts()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MissingFile, "{e}");
     assert!(e.to_string().contains("sys-000002.vmdk"), "{e}");
-    let e = create(
-        &vbox,
-        "s",
-        &SnapshotOptions {
-            fallback: true,
-            ..opts()
-        },
-    )
-    .unwrap_err();
+    let e = create(&vbox, "s", &opts().fallback(true)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MissingFile, "{e}");
     let e = revert(&vbox, "updated", &opts()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MissingFile, "{e}");
     unchanged("incomplete");
-    let r = revert(
-        &vbox,
-        "updated",
-        &SnapshotOptions {
-            fallback: true,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let r = revert(&vbox, "updated", &opts().fallback(true)).unwrap();
     assert_eq!(r.created.len(), 2);
     let vm = Vm::load(&vbox).unwrap();
     assert!(vm.open(&VmOptions::new()).is_ok());
@@ -746,15 +719,7 @@ fn vhd_machine_create_write_delete_revert() {
     }
 
     // A second snapshot, then deleting it (a leaf: its child merges into it).
-    let second = create(
-        &vbox,
-        "second",
-        &SnapshotOptions {
-            description: Some("two".into()),
-            ..opts()
-        },
-    )
-    .unwrap();
+    let second = create(&vbox, "second", &opts().description(Some("two".into()))).unwrap();
     let c2 = second.created[0].clone();
     assert_eq!(vhd_state(&vbox, None).1, written_sha);
     // Deleting "first" would relink c2 to the base: refused, not written.

@@ -104,15 +104,20 @@ pub(crate) fn refuse_incomplete(vm: &Vm, needed: &[Option<&str>], fallback: bool
     .in_file(&vm.config))
 }
 
+/// `p` with every link resolved, or as given when it cannot be (a file
+/// not made yet).
+pub(crate) fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 /// Refuses `path` unless it lies directly in the VM's folder: nothing
 /// outside it is written.
 pub(crate) fn inside_folder(vm: &Vm, path: &Path) -> Result<()> {
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    if canon(dir) == canon(&vm.folder) {
+    if canonical(dir) == canonical(&vm.folder) {
         return Ok(());
     }
     Err(Error::new(

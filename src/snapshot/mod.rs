@@ -42,6 +42,7 @@ pub(crate) fn fuzz_vbox_tree(data: &[u8]) {
 /// How a snapshot is taken, reverted to or deleted: the defaults, changed
 /// through the fields or the builder methods.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct SnapshotOptions {
     /// The new snapshot's description ([`create`] only).
     pub description: Option<String>,

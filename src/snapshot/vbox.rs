@@ -59,7 +59,7 @@ use diskimage_formats::{Format, Guid, OpenOptions};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
-use super::files::{refuse_incomplete, Staged};
+use super::files::{canonical, refuse_incomplete, Staged};
 use super::{SnapshotOptions, SnapshotReport};
 use crate::error::{Detail, Error, ErrorKind, Result, Scheme};
 use crate::vm::vbox::{MAX_DEPTH, MAX_ELEMENTS};
@@ -871,10 +871,6 @@ impl Machine {
         staged.install()?;
         Ok(vec![self.config.clone(), prev])
     }
-}
-
-fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// A process (pid) holding one of `files` open, from `/proc/*/fd`.
