@@ -36,7 +36,7 @@ use crate::vm::{Vm, VmKind};
 /// `vbox` and the seed replay): what is written parses to the same text.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn fuzz_vbox_tree(data: &[u8]) {
-    vbox::round_trip(data);
+    crate::vm::xml::round_trip(data);
 }
 
 /// How a snapshot is taken, reverted to or deleted: the defaults, changed

@@ -32,6 +32,7 @@ mod state;
 pub mod vbox;
 pub mod vmsd;
 pub mod vmx;
+pub(crate) mod xml;
 
 use facts::check_tree;
 pub use facts::{Snapshot, SnapshotDisk, VmDisk, VmFacts, VmFile};

@@ -18,187 +18,14 @@
 
 use std::collections::HashMap;
 
-use quick_xml::events::Event;
-use quick_xml::Reader;
-
-use super::vmx::MAX_CONFIG_BYTES;
+use super::xml::{self, bad, El};
 use super::{check_tree, Snapshot, SnapshotDisk, VmFacts};
-use crate::error::{Error, Result, Scheme};
+use crate::error::Result;
 
 /// Deepest element nesting read (a snapshot adds two levels).
 pub const MAX_DEPTH: usize = 256;
 /// Most elements in one document.
 pub const MAX_ELEMENTS: usize = 200_000;
-
-/// One element of the document.
-#[derive(Debug, Default)]
-struct Element {
-    name: String,
-    attrs: Vec<(String, String)>,
-    text: String,
-    children: Vec<Element>,
-}
-
-impl Element {
-    fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn child(&self, name: &str) -> Option<&Element> {
-        self.children.iter().find(|c| c.name == name)
-    }
-    fn children<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
-        self.children.iter().filter(move |c| c.name == name)
-    }
-}
-
-fn bad(what: impl Into<String>, offset: u64) -> Error {
-    Error::invalid(Scheme::Vm, what).at(offset)
-}
-
-/// A predefined entity's text.
-fn entity(name: &str) -> Option<String> {
-    let c = match name {
-        "amp" => '&',
-        "lt" => '<',
-        "gt" => '>',
-        "quot" => '"',
-        "apos" => '\'',
-        _ => {
-            let n = name.strip_prefix('#')?;
-            let code = match n.strip_prefix('x') {
-                Some(h) => u32::from_str_radix(h, 16).ok()?,
-                None => n.parse().ok()?,
-            };
-            char::from_u32(code)?
-        }
-    };
-    Some(c.to_string())
-}
-
-/// Parses the document into an element tree, refusing DTDs and bombs.
-fn parse_tree(text: &[u8]) -> Result<Element> {
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(Error::limit(
-            Scheme::Vm,
-            "configuration bytes",
-            text.len() as u64,
-            MAX_CONFIG_BYTES,
-        ));
-    }
-    let mut reader = Reader::from_reader(text);
-    reader.config_mut().trim_text(true);
-    let mut stack: Vec<Element> = vec![Element::default()];
-    let mut count = 0usize;
-    loop {
-        let pos = reader.buffer_position();
-        let event = reader
-            .read_event()
-            .map_err(|e| bad(format!("XML: {e}"), reader.error_position()))?;
-        let open = |e: &quick_xml::events::BytesStart<'_>| -> Result<Element> {
-            let mut el = Element {
-                name: String::from_utf8_lossy(e.local_name().as_ref()).into_owned(),
-                ..Element::default()
-            };
-            for a in e.attributes() {
-                let a = a.map_err(|e| bad(format!("XML attribute: {e}"), pos))?;
-                let v = a
-                    .unescape_value()
-                    .map_err(|e| bad(format!("XML attribute value: {e}"), pos))?;
-                el.attrs.push((
-                    String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned(),
-                    v.into_owned(),
-                ));
-            }
-            Ok(el)
-        };
-        match event {
-            Event::DocType(_) => {
-                return Err(bad(
-                    "XML document type declarations (where entities are defined) are refused",
-                    pos,
-                ))
-            }
-            Event::Start(e) | Event::Empty(e)
-                if stack.len() > MAX_DEPTH || count >= MAX_ELEMENTS =>
-            {
-                let _ = e;
-                return Err(Error::limit(
-                    Scheme::Vm,
-                    if count >= MAX_ELEMENTS {
-                        "XML elements"
-                    } else {
-                        "XML nesting depth"
-                    },
-                    if count >= MAX_ELEMENTS {
-                        count as u64 + 1
-                    } else {
-                        stack.len() as u64
-                    },
-                    if count >= MAX_ELEMENTS {
-                        MAX_ELEMENTS as u64
-                    } else {
-                        MAX_DEPTH as u64
-                    },
-                )
-                .at(pos));
-            }
-            Event::Start(e) => {
-                count += 1;
-                stack.push(open(&e)?);
-            }
-            Event::Empty(e) => {
-                count += 1;
-                let el = open(&e)?;
-                if let Some(top) = stack.last_mut() {
-                    top.children.push(el);
-                }
-            }
-            Event::End(_) => {
-                let el = stack
-                    .pop()
-                    .ok_or_else(|| bad("XML: unbalanced end tag", pos))?;
-                match stack.last_mut() {
-                    Some(top) => top.children.push(el),
-                    None => return Err(bad("XML: unbalanced end tag", pos)),
-                }
-            }
-            Event::Text(t) => {
-                let s = t.decode().map_err(|e| bad(format!("XML text: {e}"), pos))?;
-                if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&s);
-                }
-            }
-            Event::GeneralRef(r) => {
-                let name = String::from_utf8_lossy(r.as_ref()).into_owned();
-                let s = entity(&name).ok_or_else(|| {
-                    bad(
-                        format!(
-                            "XML entity &{name}; is not predefined (entities are not expanded)"
-                        ),
-                        pos,
-                    )
-                })?;
-                if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&s);
-                }
-            }
-            Event::CData(t) => {
-                if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&String::from_utf8_lossy(&t));
-                }
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    match (stack.pop(), stack.is_empty()) {
-        (Some(root), true) => Ok(root),
-        _ => Err(bad("XML: unclosed elements at the end", text.len() as u64)),
-    }
-}
 
 /// A medium of the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,7 +72,7 @@ fn norm_uuid(u: &str) -> String {
         .to_ascii_lowercase()
 }
 
-fn registry(el: &Element, parent: Option<&str>, out: &mut HashMap<String, Medium>) {
+fn registry(el: &El, parent: Option<&str>, out: &mut HashMap<String, Medium>) {
     for d in el.children("HardDisk") {
         let Some(uuid) = d.attr("uuid").map(norm_uuid) else {
             continue;
@@ -262,7 +89,7 @@ fn registry(el: &Element, parent: Option<&str>, out: &mut HashMap<String, Medium
     }
 }
 
-fn attachments(holder: &Element) -> Vec<Attachment> {
+fn attachments(holder: &El) -> Vec<Attachment> {
     let ctrls = holder.child("StorageControllers").or_else(|| {
         holder
             .child("Hardware")
@@ -297,7 +124,7 @@ fn attachments(holder: &Element) -> Vec<Attachment> {
     out
 }
 
-fn snapshots(el: &Element, parent: Option<&str>, out: &mut Vec<Snapshot>) {
+fn snapshots(el: &El, parent: Option<&str>, out: &mut Vec<Snapshot>) {
     for s in el.children("Snapshot") {
         let Some(uid) = s.attr("uuid").map(norm_uuid) else {
             continue;
@@ -308,7 +135,7 @@ fn snapshots(el: &Element, parent: Option<&str>, out: &mut Vec<Snapshot>) {
             name: s.attr("name").unwrap_or(&uid).to_owned(),
             description: s
                 .child("Description")
-                .map(|d| d.text.clone())
+                .map(|d| d.text().trim().to_owned())
                 .filter(|t| !t.is_empty()),
             created: s.attr("timeStamp").map(str::to_owned),
             state_file: s.attr("stateFile").map(str::to_owned),
@@ -329,15 +156,14 @@ fn snapshots(el: &Element, parent: Option<&str>, out: &mut Vec<Snapshot>) {
 impl Vbox {
     /// Parses `.vbox` XML.
     pub fn parse(text: &[u8]) -> Result<Vbox> {
-        let root = parse_tree(text)?;
-        let vb = root
-            .child("VirtualBox")
-            .ok_or_else(|| bad("no VirtualBox root element", 0))?;
+        let doc = xml::parse(text)?;
+        let vb =
+            xml::root(&doc, "VirtualBox").ok_or_else(|| bad("no VirtualBox root element", 0))?;
         let m = vb
             .child("Machine")
             .ok_or_else(|| bad("no Machine element", 0))?;
         let hw = m.child("Hardware");
-        let num = |el: Option<&Element>, a: &str| {
+        let num = |el: Option<&El>, a: &str| {
             el.and_then(|e| e.attr(a))
                 .and_then(|v| v.parse::<u64>().ok())
         };
