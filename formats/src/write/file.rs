@@ -237,13 +237,7 @@ impl Staging {
     /// Syncs and moves every staged file into the destination folder, in
     /// the order they were named, and removes the staging folder.
     pub fn commit(mut self, format: Format) -> Result<()> {
-        for n in &self.names {
-            let from = self.dir.join(n);
-            if let Ok(f) = File::open(&from) {
-                f.sync_all()
-                    .map_err(|e| Error::io(format, e).in_file(&from))?;
-            }
-        }
+        self.sync_files(format)?;
         for n in &self.names {
             let from = self.dir.join(n);
             let to = self.dest_dir.join(n);
@@ -255,6 +249,45 @@ impl Staging {
         let _ = std::fs::remove_dir(&self.dir);
         self.done = true;
         Ok(())
+    }
+}
+
+impl Staging {
+    /// Syncs every staged file. Many files (the 2 GiB extents of a split
+    /// disk) are synced from several threads at once, so that the file
+    /// system commits them together instead of one journal commit per
+    /// file (1,024 extents: seconds one by one, a few hundred
+    /// milliseconds at once).
+    fn sync_files(&self, format: Format) -> Result<()> {
+        const THREADS: usize = 32;
+        let sync = |n: &String| -> Result<()> {
+            let from = self.dir.join(n);
+            match File::open(&from) {
+                Ok(f) => f
+                    .sync_all()
+                    .map_err(|e| Error::io(format, e).in_file(&from)),
+                Err(_) => Ok(()),
+            }
+        };
+        if self.names.len() <= 2 {
+            return self.names.iter().try_for_each(sync);
+        }
+        let chunk = self.names.len().div_ceil(THREADS);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = self
+                .names
+                .chunks(chunk)
+                .map(|names| scope.spawn(move || names.iter().try_for_each(sync)))
+                .collect();
+            workers.into_iter().try_for_each(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(
+                        Error::io(format, io::Error::other("a sync thread panicked"))
+                            .in_file(&self.dir),
+                    )
+                })
+            })
+        })
     }
 }
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The write side against qemu-img, side by side in one run:
+#
+# 1. `create --parent` on a 2 TiB parent (VMDK monolithicSparse and
+#    twoGbMaxExtentSparse against `qemu-img create -b`; VHDX dynamic and
+#    VHD dynamic at its 2040 GiB limit alone, as qemu-img makes no child
+#    of either), in a folder on disk (CHILD_DIR,
+#    default /var/tmp, where the syncs of a crash-safe create cost what
+#    they cost on a real disk) and on tmpfs (/dev/shm). Median wall time of
+#    RUNS creates, each child removed before the next.
+# 2. `convert` to streamOptimized VMDK against `qemu-img convert -O vmdk
+#    -o subformat=streamOptimized`, on a 1 GiB text-like disk (every byte
+#    data, benches/text-data.py) and a 1 GiB random disk, source and output
+#    on tmpfs, alternating: median wall, CPU (user + sys) and peak memory
+#    (maximum resident set). Every output is compared with its source by
+#    `qemu-img compare`.
+#
+#   benches/write-compare.sh [RUNS] [CONVERT_RUNS]   (defaults: 5 creates, 3 converts)
+#
+# Needs qemu-img, python3 and /usr/bin/time; builds diskimage in release
+# mode. Prints the load average before and after: on a shared machine the
+# ratios mean little when it is above the number of cores.
+set -euo pipefail
+runs=${1:-5}
+convert_runs=${2:-3}
+cd "$(dirname "$0")/.."
+cargo build --release -q --bin diskimage
+bin=$(pwd)/target/release/diskimage
+work=$(mktemp -d /dev/shm/diskimage-write.XXXXXX)
+disk=$(mktemp -d "${CHILD_DIR:-/var/tmp}/diskimage-write.XXXXXX")
+trap 'rm -rf "$work" "$disk"' EXIT
+
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), median of $runs creates, $convert_runs converts"
+
+# ms CMD...: wall milliseconds of one run of CMD.
+ms() {
+  local t0 t1
+  t0=$(date +%s%N)
+  "$@" >/dev/null 2>&1
+  t1=$(date +%s%N)
+  echo $(((t1 - t0) / 1000))
+}
+# med VALUES...: the median of the values (ms, printed with one decimal).
+med() {
+  printf '%s\n' "$@" | sort -n | awk -v n="$#" 'NR == int((n + 1) / 2) {printf "%.1f", $1 / 1000}'
+}
+
+echo
+echo "create --parent on a 2 TiB parent (median wall ms)"
+printf '%-28s %-10s %10s %10s\n' parent where qemu-img diskimage
+for spec in "vmdk monolithicSparse 2T" "vmdk twoGbMaxExtentSparse 2T" "vhdx dynamic 2T" "vhd dynamic 2040G"; do
+  read -r fmt layout size <<<"$spec"
+  qfmt=$fmt
+  [ "$fmt" = vhd ] && qfmt=vpc
+  for where in "$disk" "$work"; do
+    rm -rf "$where/p"
+    mkdir "$where/p"
+    "$bin" create "$where/p/base.$fmt" --size "$size" --subformat "$layout" >/dev/null
+    # Alternating, each child removed before the next create. qemu-img
+    # makes no VHD or VHDX child (its vpc and vhdx drivers take no backing
+    # file), so those have no peer.
+    qs=() ds=()
+    for _ in $(seq "$runs"); do
+      rm -f "$where/p/"qchild* "$where/p/"dchild*
+      [ "$fmt" = vmdk ] && qs+=("$(ms qemu-img create -q -f "$qfmt" -b base."$fmt" -F "$qfmt" "$where/p/qchild.$fmt")")
+      ds+=("$(ms "$bin" create "$where/p/dchild.$fmt" --parent "$where/p/base.$fmt")")
+    done
+    q=-
+    [ "$fmt" = vmdk ] && q=$(med "${qs[@]}")
+    d=$(med "${ds[@]}")
+    if [ "$fmt" = vmdk ]; then
+      qemu-img check -q "$where/p/dchild.$fmt"
+    else
+      "$bin" info "$where/p/dchild.$fmt" >/dev/null
+    fi
+    label=disk
+    [ "$where" = "$work" ] && label=tmpfs
+    printf '%-28s %-10s %10s %10s\n' "$fmt $layout $size" "$label" "$q" "$d"
+    rm -rf "$where/p"
+  done
+done
+
+# run3 OUT CMD...: one run of CMD writing OUT: "WALL CPU MAXRSS_MIB".
+run3() {
+  local out=$1
+  shift
+  rm -f "$out"
+  /usr/bin/time -o "$work/time" -f '%e %U %S %M' "$@" >/dev/null 2>&1
+  tail -1 "$work/time" | awk '{print $1, $2 + $3, $4 / 1024}'
+}
+# med3 LINES...: the line of median wall time.
+med3() {
+  printf '%s\n' "$@" | sort -n | awk -v n="$#" 'NR == int((n + 1) / 2)'
+}
+
+echo
+echo "convert to streamOptimized VMDK, 1 GiB, tmpfs (median wall s, CPU s, peak MiB)"
+printf '%-10s %-10s %8s %8s %8s %10s\n' disk tool wall cpu peak "size MiB"
+python3 benches/text-data.py "$work/text.raw" 1024 1024
+python3 -c "import random, sys; r = random.Random(2026); f = open(sys.argv[1], 'wb'); [f.write(r.randbytes(1 << 20)) for _ in range(1024)]" "$work/random.raw"
+for src in text random; do
+  # Alternating, each output compared with its source.
+  qs=() ds=()
+  for _ in $(seq "$convert_runs"); do
+    qs+=("$(run3 "$work/q.vmdk" qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$work/$src.raw" "$work/q.vmdk")")
+    ds+=("$(run3 "$work/d.vmdk" "$bin" convert "$work/$src.raw" "$work/d.vmdk" --subformat streamOptimized)")
+  done
+  for tool in qemu-img diskimage; do
+    if [ "$tool" = qemu-img ]; then out=$work/q.vmdk line=$(med3 "${qs[@]}"); else out=$work/d.vmdk line=$(med3 "${ds[@]}"); fi
+    qemu-img compare -q -f raw "$work/$src.raw" "$out" || { echo "$tool $src: OUTPUT DIFFERS FROM THE SOURCE"; exit 1; }
+    read -r w c m <<<"$line"
+    printf '%-10s %-10s %8.2f %8.2f %8.0f %10d\n' "$src" "$tool" "$w" "$c" "$m" "$(($(stat -c %s "$out") >> 20))"
+  done
+  rm -f "$work/q.vmdk" "$work/d.vmdk"
+done
+echo
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
