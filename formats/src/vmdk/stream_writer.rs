@@ -8,7 +8,9 @@
 //! The grains of one table's span (512 grains, 32 MiB at the default
 //! grain) are read and deflated in parallel, then written in order, so
 //! memory stays near twice that span whatever the disk's size. Grains
-//! that are holes in the source or all zeros are not written.
+//! that are holes in the source or all zeros are not written; grains that
+//! do not compress (a sample says so) go into the zlib stream as stored
+//! blocks.
 
 use rayon::prelude::*;
 
@@ -47,14 +49,44 @@ fn pad_to_sector(buf: &mut Vec<u8>) {
     buf.resize(len as usize, 0);
 }
 
+/// Bytes of each sample [`incompressible`] deflates.
+const SAMPLE: usize = 4096;
+/// Samples taken across a grain.
+const SAMPLES: usize = 4;
+
+/// Whether `data` looks like it will not shrink: [`SAMPLES`] windows of
+/// [`SAMPLE`] bytes spread over it, deflated at the fastest level, come
+/// to 98% or more of their size (random or already compressed data).
+fn incompressible(data: &[u8]) -> std::io::Result<bool> {
+    use std::io::Write;
+    let step = (data.len() / SAMPLES).max(SAMPLE);
+    let mut taken = 0usize;
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    for i in 0..SAMPLES {
+        let from = i * step;
+        let Some(window) = data.get(from..(from + SAMPLE).min(data.len())) else {
+            break;
+        };
+        e.write_all(window)?;
+        taken += window.len();
+    }
+    let packed = e.finish()?.len();
+    Ok(packed * 100 >= taken * 98)
+}
+
 /// Deflates one grain into a zlib stream, the way VMware and qemu-img
-/// store them (default level).
+/// store them (default level). A grain that will not shrink is stored in
+/// the stream's uncompressed blocks instead: a zlib stream every reader
+/// inflates as any other, smaller than the default level's output for
+/// such data, and made at copying speed.
 fn deflate(data: &[u8]) -> std::io::Result<Vec<u8>> {
     use std::io::Write;
-    let mut e = flate2::write::ZlibEncoder::new(
-        Vec::with_capacity(data.len() / 2),
-        flate2::Compression::default(),
-    );
+    let level = if incompressible(data)? {
+        flate2::Compression::none()
+    } else {
+        flate2::Compression::default()
+    };
+    let mut e = flate2::write::ZlibEncoder::new(Vec::with_capacity(data.len() / 2), level);
     e.write_all(data)?;
     e.finish()
 }
@@ -172,4 +204,52 @@ pub(crate) fn write(
     file.set_len(pos + tail.len() as u64)?;
     progress(size, size);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn inflate(z: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::ZlibDecoder::new(z)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn random_grains_are_stored_and_text_grains_deflated() {
+        // xorshift bytes: no repeats for deflate to find.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let random: Vec<u8> = (0..65536)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let text: Vec<u8> = b"the quick brown fox jumps over the lazy dog\n"
+            .iter()
+            .copied()
+            .cycle()
+            .take(65536)
+            .collect();
+        assert!(incompressible(&random).unwrap());
+        assert!(!incompressible(&text).unwrap());
+        let zr = deflate(&random).unwrap();
+        let zt = deflate(&text).unwrap();
+        assert_eq!(inflate(&zr), random);
+        assert_eq!(inflate(&zt), text);
+        // Stored: a few bytes of block headers over the data; deflated:
+        // far smaller.
+        assert!(zr.len() < random.len() + 64, "{}", zr.len());
+        assert!(zt.len() < text.len() / 20, "{}", zt.len());
+        // A grain random only in its first quarter still deflates.
+        let mut mixed = text.clone();
+        mixed[..16384].copy_from_slice(&random[..16384]);
+        assert!(!incompressible(&mixed).unwrap());
+    }
 }
