@@ -86,11 +86,18 @@ pub fn output_format(
 
 /// Runs `create`.
 pub fn run(args: &CreateArgs) -> Result<(), CliError> {
-    let parent_format = match &args.parent {
-        Some(p) => Some(diskimage::open(p, &diskimage::OpenOptions::new())?.format()),
-        None => None,
+    // The parent is opened here only when neither --format nor the
+    // child's extension names the format (the writer opens it anyway).
+    let named = args
+        .format
+        .or_else(|| write::format_from_extension(&args.file));
+    let parent_format = match (&args.parent, named) {
+        (Some(p), None) => {
+            Some(diskimage::open(p, &diskimage::OpenOptions::new().no_parents(true))?.format())
+        }
+        _ => None,
     };
-    let format = output_format(args.format, &args.file, parent_format)?;
+    let format = output_format(named, &args.file, parent_format)?;
     let size = match (args.size, &args.parent) {
         (Some(s), _) => s,
         (None, Some(_)) => 0,
