@@ -28,6 +28,9 @@ qemu-img convert -f raw -O vmdk -o subformat=monolithicSparse "$work/src.raw" "$
 qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$work/src.raw" "$work/stream.vmdk" && images[vmdk-streamOptimized]="$work/stream.vmdk"
 qemu-img convert -f raw -O vpc -o subformat=dynamic,force_size=on "$work/src.raw" "$work/dynamic.vhd" && images[vhd-dynamic]="$work/dynamic.vhd"
 qemu-img convert -f raw -O vhdx -o subformat=dynamic "$work/src.raw" "$work/dynamic.vhdx" && images[vhdx-dynamic]="$work/dynamic.vhdx"
+qemu-img convert -f raw -O qcow2 "$work/src.raw" "$work/plain.qcow2" && images[qcow2]="$work/plain.qcow2"
+qemu-img convert -f raw -O qcow2 -c "$work/src.raw" "$work/zlib.qcow2" && images[qcow2-zlib]="$work/zlib.qcow2"
+qemu-img convert -f raw -O vdi "$work/src.raw" "$work/dynamic.vdi" && images[vdi-dynamic]="$work/dynamic.vdi"
 
 # median() of "$@" over $runs runs: prints "WALL CPU" in seconds (CPU =
 # user + sys, which a machine shared with other work disturbs less than
@@ -57,7 +60,7 @@ PY
 ratio() { echo "$1 / $2" | bc -l | awk '{printf "%.2fx", $1}'; }
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), ${size_mib} MiB, median of $runs runs"
 printf '%-24s %-9s %17s %17s %7s %7s\n' image peer "peer wall/cpu" "diskimage w/c" "wall" "cpu"
-for name in vmdk-monolithicSparse vmdk-streamOptimized vhd-dynamic vhdx-dynamic; do
+for name in vmdk-monolithicSparse vmdk-streamOptimized vhd-dynamic vhdx-dynamic qcow2 qcow2-zlib vdi-dynamic; do
   img=${images[$name]:-}
   if [ -z "$img" ]; then
     printf '%-24s %s\n' "$name" "qemu-img could not make it"
