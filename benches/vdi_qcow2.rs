@@ -14,7 +14,7 @@ mod common;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use common::{make_raw, qemu_convert, run_groups, ReadFn, IMAGE_SIZE};
+use common::{image_size, make_raw, qemu_convert, run_groups, ReadFn};
 use criterion::{criterion_group, criterion_main, Criterion};
 use diskimage::{open, BlockDevice, DiskImage, OpenOptions};
 
@@ -34,7 +34,7 @@ fn bench(c: &mut Criterion) {
             return;
         }
         let image = open(&path, &OpenOptions::default()).expect("open image");
-        assert_eq!(image.size(), IMAGE_SIZE);
+        assert_eq!(image.size(), image_size());
         images.push((name, image));
     }
     let file = File::open(&raw).expect("open");

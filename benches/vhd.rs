@@ -13,7 +13,7 @@ mod common;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use common::{make_raw, qemu_convert, run_groups, ReadFn, IMAGE_SIZE};
+use common::{image_size, make_raw, qemu_convert, run_groups, ReadFn};
 use criterion::{criterion_group, criterion_main, Criterion};
 use diskimage::{open, BlockDevice, OpenOptions};
 
@@ -28,7 +28,7 @@ fn bench(c: &mut Criterion) {
     }
     let file = File::open(&raw).expect("open");
     let image = open(&vhd, &OpenOptions::default()).expect("open vhd");
-    assert_eq!(image.size(), IMAGE_SIZE);
+    assert_eq!(image.size(), image_size());
     let readers: [(&str, &ReadFn); 2] = [
         ("plain-pread", &|b, o| {
             file.read_exact_at(b, o).expect("pread")

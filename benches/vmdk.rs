@@ -18,7 +18,7 @@ mod common;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use common::{make_text_raw, qemu_convert, run_groups, run_open, ReadFn, IMAGE_SIZE};
+use common::{image_size, make_text_raw, qemu_convert, run_groups, run_open, ReadFn};
 use criterion::{criterion_group, criterion_main, Criterion};
 use diskimage::{open, BlockDevice, OpenOptions};
 
@@ -45,8 +45,8 @@ fn bench(c: &mut Criterion) {
     let file = File::open(&raw).expect("open");
     let sparse = open(&sparse, &OpenOptions::default()).expect("open monolithicSparse");
     let stream = open(&stream, &OpenOptions::default()).expect("open streamOptimized");
-    assert_eq!(sparse.size(), IMAGE_SIZE);
-    assert_eq!(stream.size(), IMAGE_SIZE);
+    assert_eq!(sparse.size(), image_size());
+    assert_eq!(stream.size(), image_size());
     let readers: [(&str, &ReadFn); 3] = [
         ("plain-pread", &|b, o| {
             file.read_exact_at(b, o).expect("pread")

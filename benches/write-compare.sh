@@ -14,6 +14,9 @@
 #    on tmpfs, alternating: median wall, CPU (user + sys) and peak memory
 #    (maximum resident set). Every output is compared with its source by
 #    `qemu-img compare`.
+# 3. `convert` of the text-like disk and of a 2 TiB sparse disk (64 MiB of
+#    data) to monolithicSparse VMDK, dynamic VHD and dynamic VHDX, the same
+#    way.
 #
 #   benches/write-compare.sh [RUNS] [CONVERT_RUNS]   (defaults: 5 creates, 3 converts)
 #
@@ -113,5 +116,43 @@ for src in text random; do
   done
   rm -f "$work/q.vmdk" "$work/d.vmdk"
 done
+# convert_pair LABEL SRC QFMT QOPTS EXT SUB: qemu-img and diskimage
+# converting SRC to the same container, alternating; medians, every output
+# compared with its source by qemu-img.
+convert_pair() {
+  local label=$1 src=$2 qfmt=$3 qopts=$4 ext=$5 sub=$6
+  local qs=() ds=()
+  for _ in $(seq "$convert_runs"); do
+    qs+=("$(run3 "$work/q.$ext" qemu-img convert -f raw -O "$qfmt" -o "$qopts" "$src" "$work/q.$ext")")
+    ds+=("$(run3 "$work/d.$ext" "$bin" convert "$src" "$work/d.$ext" --subformat "$sub")")
+  done
+  for tool in qemu-img diskimage; do
+    if [ "$tool" = qemu-img ]; then out=$work/q.$ext line=$(med3 "${qs[@]}"); else out=$work/d.$ext line=$(med3 "${ds[@]}"); fi
+    qemu-img compare -q -f raw "$src" "$out" || { echo "$tool $label: OUTPUT DIFFERS FROM THE SOURCE"; exit 1; }
+    read -r w c m <<<"$line"
+    printf '%-24s %-10s %8.2f %8.2f %8.0f %10d\n' "$label" "$tool" "$w" "$c" "$m" "$(($(du -k "$out" | cut -f1) >> 10))"
+  done
+  rm -f "$work/q.$ext" "$work/d.$ext"
+}
+
+echo
+echo "convert to sparse containers, tmpfs (median wall s, CPU s, peak MiB, MiB allocated)"
+printf '%-24s %-10s %8s %8s %8s %10s\n' "disk -> container" tool wall cpu peak "MiB"
+# The 1 GiB text-like disk, and a 2 TiB sparse one (2040 GiB for VHD,
+# its limit) with 64 MiB of data in 16 places: memory must not grow with
+# the destination's size.
+for big in 2048 2040; do
+  truncate -s "${big}G" "$work/sparse$big.raw"
+  for i in $(seq 0 15); do
+    head -c 4M "$work/text.raw" | dd of="$work/sparse$big.raw" bs=1M seek=$((i * big * 1024 / 16)) conv=notrunc status=none
+  done
+done
+convert_pair "text -> vmdk sparse" "$work/text.raw" vmdk subformat=monolithicSparse vmdk monolithicSparse
+convert_pair "text -> vhd dynamic" "$work/text.raw" vpc subformat=dynamic,force_size=on vhd dynamic
+convert_pair "text -> vhdx dynamic" "$work/text.raw" vhdx subformat=dynamic vhdx dynamic
+convert_pair "2 TiB -> vmdk sparse" "$work/sparse2048.raw" vmdk subformat=monolithicSparse vmdk monolithicSparse
+convert_pair "2040 GiB -> vhd dynamic" "$work/sparse2040.raw" vpc subformat=dynamic,force_size=on vhd dynamic
+convert_pair "2 TiB -> vhdx dynamic" "$work/sparse2048.raw" vhdx subformat=dynamic vhdx dynamic
+
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

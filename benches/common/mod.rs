@@ -16,8 +16,16 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 /// One way of reading `buf.len()` bytes at an offset.
 pub type ReadFn<'a> = dyn Fn(&mut [u8], u64) + 'a;
 
-/// Size of the bench image.
-pub const IMAGE_SIZE: u64 = 256 << 20;
+/// Size of the bench image in bytes: `DISKIMAGE_BENCH_MIB` MiB, 256 by
+/// default.
+pub fn image_size() -> u64 {
+    std::env::var("DISKIMAGE_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&m| m > 0)
+        .unwrap_or(256)
+        << 20
+}
 const SEQ_CHUNK: usize = 1 << 20;
 const RANDOM_CHUNK: usize = 4096;
 const RANDOM_READS: u64 = 4096;
@@ -27,7 +35,7 @@ pub fn make_raw(path: &Path) {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut buf = vec![0u8; 1 << 20];
     let f = File::create(path).expect("create bench image");
-    for block in 0..IMAGE_SIZE / buf.len() as u64 {
+    for block in 0..image_size() / buf.len() as u64 {
         for word in buf.chunks_exact_mut(8) {
             state ^= state << 13;
             state ^= state >> 7;
@@ -58,7 +66,7 @@ pub fn make_text_raw(path: &Path) {
     }
     block.truncate(1 << 20);
     let f = File::create(path).expect("create bench image");
-    for i in 0..IMAGE_SIZE >> 20 {
+    for i in 0..image_size() >> 20 {
         block.rotate_left(1);
         f.write_all_at(&block, i << 20).expect("write bench image");
     }
@@ -83,7 +91,7 @@ fn random_offsets() -> Vec<u64> {
             state = state
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            (state >> 33) % (IMAGE_SIZE / RANDOM_CHUNK as u64) * RANDOM_CHUNK as u64
+            (state >> 33) % (image_size() / RANDOM_CHUNK as u64) * RANDOM_CHUNK as u64
         })
         .collect()
 }
@@ -91,14 +99,14 @@ fn random_offsets() -> Vec<u64> {
 /// Runs `PREFIX-sequential-1MiB` and `PREFIX-random-4KiB` over the readers.
 pub fn run_groups(c: &mut Criterion, prefix: &str, readers: &[(&str, &ReadFn)]) {
     let mut g = c.benchmark_group(format!("{prefix}-sequential-1MiB"));
-    g.throughput(Throughput::Bytes(IMAGE_SIZE));
+    g.throughput(Throughput::Bytes(image_size()));
     g.sample_size(10);
     for (name, read) in readers {
         g.bench_function(BenchmarkId::from_parameter(name), |b| {
             let mut buf = vec![0u8; SEQ_CHUNK];
             b.iter(|| {
                 let mut off = 0;
-                while off < IMAGE_SIZE {
+                while off < image_size() {
                     read(&mut buf, off);
                     off += SEQ_CHUNK as u64;
                 }
