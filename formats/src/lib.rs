@@ -31,6 +31,7 @@
 
 pub mod block_device;
 pub mod budget;
+pub mod buffer;
 // Workspace-internal helpers, shared with `diskimage-fs` and the facade;
 // hidden from the docs and not part of the public API.
 #[doc(hidden)]

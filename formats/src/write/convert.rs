@@ -102,7 +102,9 @@ pub(crate) fn copy(
             )),
         ));
     }
-    let mut buf = vec![0u8; CHUNK as usize];
+    // Page-aligned: the kernel copies into it at full speed (see
+    // `crate::buffer`).
+    let mut buf = crate::buffer::AlignedBuf::with_len(CHUNK as usize);
     let mut window = 0u64;
     while window < size {
         let wlen = MAP_WINDOW.min(size - window);
@@ -114,7 +116,7 @@ pub(crate) fn copy(
             let mut at = e.offset;
             while at < e.end() {
                 let n = CHUNK.min(e.end() - at) as usize;
-                let chunk = buf.get_mut(..n).unwrap_or_default();
+                let chunk = buf.get(n);
                 source.read_at(chunk, at)?;
                 write_nonzero(out, chunk, at)?;
                 at += n as u64;
