@@ -4,6 +4,7 @@
 //! hint's file name), the CID/parentCID check (reported, not refused), and
 //! [`dependencies`]: every file an image needs, without reading data.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::context::{OpenContext, MAX_CHAIN_DEPTH};
@@ -121,9 +122,11 @@ pub fn dependencies(path: &Path, options: &OpenOptions) -> Result<Vec<PathBuf>> 
 /// [`dependencies`] in a given context (in-memory files for tests).
 pub(crate) fn dependencies_in(ctx: &OpenContext<'_>, path: &Path) -> Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = Vec::new();
+    // The same paths, for lookups: a split disk lists a thousand extents.
+    let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut cur = path.to_path_buf();
     for _ in 0..=MAX_CHAIN_DEPTH {
-        if out.contains(&cur) {
+        if !seen.insert(cur.clone()) {
             return Err(Error::corrupt(
                 Format::Vmdk,
                 Detail::Invalid(format!("parent chain loops back to {}", cur.display())),
@@ -144,7 +147,7 @@ pub(crate) fn dependencies_in(ctx: &OpenContext<'_>, path: &Path) -> Result<Vec<
                     continue;
                 }
                 let p = resolve_extent(ctx, &cur, line)?;
-                if !out.contains(&p) {
+                if seen.insert(p.clone()) {
                     out.push(p);
                 }
             }

@@ -10,6 +10,7 @@
 //! so a 2 TiB image opens without reading its tables and memory stays
 //! bounded whatever is read.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -250,7 +251,9 @@ impl SparseExtent {
 }
 
 /// Compares the first few grain tables of the primary and redundant
-/// directories and notes a disagreement.
+/// directories and notes a disagreement. Each directory's tables are read
+/// in one piece when they lie together, as writers lay them out (a split
+/// disk's 1,024 extents: two reads each instead of thirty-two).
 fn compare_tables(
     file: &ImageFile,
     gd: &[u32],
@@ -259,19 +262,18 @@ fn compare_tables(
     w: &mut Warnings,
     path: &Path,
 ) -> Result<()> {
-    for (i, (&a, &b)) in gd
-        .iter()
-        .zip(rgd)
-        .take(MAX_COMPARED_TABLES as usize)
-        .enumerate()
-    {
+    let n = MAX_COMPARED_TABLES as usize;
+    let (gd, rgd) = (
+        gd.get(..n.min(gd.len())).unwrap_or_default(),
+        rgd.get(..n.min(rgd.len())).unwrap_or_default(),
+    );
+    let primary = TableSpan::read(file, gd, gt_bytes)?;
+    let redundant = TableSpan::read(file, rgd, gt_bytes)?;
+    for (i, (&a, &b)) in gd.iter().zip(rgd).enumerate() {
         let same = match (a, b) {
             (0, 0) => true,
             (0, _) | (_, 0) => false,
-            _ => {
-                file.read_vec(u64::from(a) * SECTOR, gt_bytes)?
-                    == file.read_vec(u64::from(b) * SECTOR, gt_bytes)?
-            }
+            _ => primary.table(file, a, gt_bytes)? == redundant.table(file, b, gt_bytes)?,
         };
         if !same {
             w.note(
@@ -286,6 +288,47 @@ fn compare_tables(
         }
     }
     Ok(())
+}
+
+/// The bytes of a few grain tables read at once, when the span from the
+/// first to the end of the last is no longer than the tables themselves.
+struct TableSpan {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl TableSpan {
+    fn read(file: &ImageFile, entries: &[u32], gt_bytes: u64) -> Result<Self> {
+        let sectors = entries.iter().filter(|&&e| e != 0).map(|&e| u64::from(e));
+        let (Some(lo), Some(hi)) = (sectors.clone().min(), sectors.max()) else {
+            return Ok(TableSpan::empty());
+        };
+        let (start, end) = (lo * SECTOR, hi * SECTOR + gt_bytes);
+        if end - start > entries.len() as u64 * gt_bytes || end > file.len() {
+            return Ok(TableSpan::empty());
+        }
+        Ok(TableSpan {
+            start,
+            bytes: file.read_vec(start, end - start)?,
+        })
+    }
+
+    fn empty() -> Self {
+        TableSpan {
+            start: 0,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// The table at `sector`, from the span or read on its own.
+    fn table(&self, file: &ImageFile, sector: u32, gt_bytes: u64) -> Result<Cow<'_, [u8]>> {
+        let at = u64::from(sector) * SECTOR;
+        let from = at.checked_sub(self.start).map(|o| o as usize);
+        match from.and_then(|o| self.bytes.get(o..o + gt_bytes as usize)) {
+            Some(t) => Ok(Cow::Borrowed(t)),
+            None => Ok(Cow::Owned(file.read_vec(at, gt_bytes)?)),
+        }
+    }
 }
 
 impl GrainSource for SparseExtent {
@@ -408,6 +451,45 @@ mod tests {
         let f = ImageFile::from_bytes("s.vmdk", image(5000));
         let e = SparseExtent::open(f, header(3, 0), &mut w).err().unwrap();
         assert_eq!(e.kind(), ErrorKind::OutOfBounds);
+    }
+
+    #[test]
+    fn redundant_tables_are_compared_together_or_one_by_one() {
+        let opened = |d: Vec<u8>| {
+            let mut w = Warnings::new(&OpenOptions::default());
+            let f = ImageFile::from_bytes("s.vmdk", d);
+            SparseExtent::open(f, header(3, 6), &mut w).unwrap();
+            w.into_vec()
+                .iter()
+                .map(|x| (x.kind, x.offset))
+                .collect::<Vec<_>>()
+        };
+        let put = |d: &mut Vec<u8>, sector: usize, entry: usize, value: u32| {
+            let at = sector * 512 + entry * 4;
+            d[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        };
+        // Primary tables at sectors 8 and 80 (apart: read one by one),
+        // redundant ones at 12 and 16 (together: read at once).
+        let mut d = image(8);
+        put(&mut d, 4, 1, 80);
+        put(&mut d, 6, 0, 12);
+        put(&mut d, 6, 1, 16);
+        d.copy_within(8 * 512..12 * 512, 12 * 512);
+        put(&mut d, 80, 0, 90);
+        put(&mut d, 16, 0, 90);
+        assert_eq!(opened(d.clone()), vec![]);
+        // The second redundant table differs: named by the primary's offset.
+        put(&mut d, 16, 0, 91);
+        assert_eq!(
+            opened(d.clone()),
+            vec![(WarningKind::CopiesDisagree, Some(80 * 512))]
+        );
+        // The first differs: the comparison stops there.
+        put(&mut d, 12, 0, 65);
+        assert_eq!(
+            opened(d),
+            vec![(WarningKind::CopiesDisagree, Some(8 * 512))]
+        );
     }
 
     #[test]

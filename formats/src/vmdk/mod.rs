@@ -32,6 +32,7 @@ mod stream;
 mod stream_writer;
 pub mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -358,6 +359,8 @@ fn finish_with(
             .unwrap_or_else(|| "bare extent".into()),
     );
     let mut files: Vec<PathBuf> = vec![path.to_path_buf()];
+    // The same paths, for lookups: a split disk has a thousand extents.
+    let mut seen: HashSet<&Path> = HashSet::from([path]);
     info.property("descriptor", where_desc);
     if let Some(d) = desc {
         describe(&mut info, d);
@@ -376,7 +379,7 @@ fn finish_with(
             format!("{line}{file}; {}", e.summary),
         );
         if let Some(p) = &e.path {
-            if !files.contains(p) {
+            if seen.insert(p) {
                 files.push(p.clone());
             }
         }
