@@ -167,12 +167,17 @@ fn libyal_sha(reader: &str, chain: &[PathBuf]) -> String {
 /// Every VMDK state as our reader, qemu-img and libvmdk read it: all three
 /// agree, and the shas are returned.
 fn vmdk_truth(t: &Tools, vbox: &Path) -> BTreeMap<(String, String), String> {
+    truth(t, vbox, true)
+}
+
+/// [`vmdk_truth`], libvmdk asked only with `libvmdk`.
+fn truth(t: &Tools, vbox: &Path, libvmdk: bool) -> BTreeMap<(String, String), String> {
     let states = our_states(vbox);
     for ((state, slot), (top, sha)) in &states {
         if t.qemu {
             assert_eq!(&qemu_sha(top, "vmdk"), sha, "qemu-img: {state} {slot}");
         }
-        if t.vmdk {
+        if t.vmdk && libvmdk {
             let chain = chain_of(vbox, state, slot);
             assert_eq!(&libyal_sha("vmdk", &chain), sha, "libvmdk: {state} {slot}");
         }
@@ -592,15 +597,12 @@ fn vhd_state(vbox: &Path, state: Option<&str>) -> (Vec<PathBuf>, String) {
     (st.files.clone(), sha)
 }
 
-#[test]
-fn vhd_machine_create_write_delete_revert() {
-    let t = tools();
-    if !t.qemu {
-        eprintln!("snapshot_vbox: qemu-img missing, the VHD machine is not made; skipped");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("vhdvm");
+/// A VirtualBox machine over qemu-img's VHDs made in `parent/vhdvm`: a
+/// `Normal` 4 MiB `base.vhd` on SATA port 0 and a `Writethrough` 2 MiB
+/// `scratch.vhd` (left out of snapshots) on port 1. Returns the `.vbox`
+/// and the base.
+fn vhd_machine(parent: &Path) -> (PathBuf, PathBuf) {
+    let dir = parent.join("vhdvm");
     std::fs::create_dir(&dir).unwrap();
     let base = dir.join("base.vhd");
     let wt = dir.join("scratch.vhd");
@@ -644,6 +646,18 @@ fn vhd_machine_create_write_delete_revert() {
         ),
     )
     .unwrap();
+    (vbox, base)
+}
+
+#[test]
+fn vhd_machine_create_write_delete_revert() {
+    let t = tools();
+    if !t.qemu {
+        eprintln!("snapshot_vbox: qemu-img missing, the VHD machine is not made; skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (vbox, base) = vhd_machine(tmp.path());
     let base_sha = qemu_sha(&base, "vpc");
     let (_, ours) = vhd_state(&vbox, None);
     assert_eq!(ours, base_sha, "our reader and qemu-img on the base");
@@ -722,9 +736,6 @@ fn vhd_machine_create_write_delete_revert() {
     let second = create(&vbox, "second", &opts().description(Some("two".into()))).unwrap();
     let c2 = second.created[0].clone();
     assert_eq!(vhd_state(&vbox, None).1, written_sha);
-    // Deleting "first" would relink c2 to the base: refused, not written.
-    let e = delete(&vbox, "first", &opts()).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     let d = delete(&vbox, "second", &opts()).unwrap();
     assert_eq!(d.removed, std::slice::from_ref(&c2));
     assert!(!c2.exists());
@@ -831,4 +842,375 @@ fn cli_snapshot_create_revert_delete_on_a_vbox() {
     want.retain(|k, _| k.0 != "third");
     assert_eq!(vmdk_truth(&t, &vbox), want);
     etree_parses(&vbox);
+}
+
+/// Every file under `root` but those under `skip`: path -> sha256.
+fn sums_outside(root: &Path, skip: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.starts_with(skip) {
+                continue;
+            }
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.insert(p.clone(), sha256_file(&p));
+            }
+        }
+    }
+    out
+}
+
+/// The files of the VM folder and its snapshot folder, relative names.
+fn vm_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in [dir.to_path_buf(), dir.join("Snapshots")] {
+        let Ok(entries) = std::fs::read_dir(&sub) else {
+            continue;
+        };
+        for e in entries.flatten().filter(|e| e.path().is_file()) {
+            let p = e.path();
+            out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
+fn no_temp_files(dir: &Path) {
+    let left: Vec<String> = vm_files(dir)
+        .into_iter()
+        .filter(|n| n.contains(".new-"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+/// One change of the fixture VM and the names of its steps.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Create,
+    Revert,
+    Delete,
+}
+
+impl Change {
+    fn run(self, vbox: &Path, o: &SnapshotOptions) -> Result<(), String> {
+        match self {
+            Change::Create => create(vbox, "third", o),
+            Change::Revert => revert(vbox, "installed", o),
+            Change::Delete => delete(vbox, "installed", o),
+        }
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+
+    fn steps(self) -> &'static [&'static str] {
+        match self {
+            Change::Create => &["media", "stage", "prev", "vbox"],
+            Change::Revert => &["media", "stage", "prev", "vbox", "remove"],
+            Change::Delete => &["merge", "stage", "prev", "relink", "vbox", "remove"],
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_change_leaves_the_old_or_the_new_configuration() {
+    let t = tools();
+    for change in [Change::Create, Change::Revert, Change::Delete] {
+        // The change run whole: the states before and after it.
+        let (before, after, after_files) = {
+            let tmp = tempfile::tempdir().unwrap();
+            let vbox = unpack_vmware(tmp.path());
+            let before = shas(&our_states(&vbox));
+            change.run(&vbox, &opts()).unwrap();
+            let files = vm_files(vbox.parent().unwrap());
+            (before, shas(&our_states(&vbox)), files.len())
+        };
+        assert_ne!(before, after, "{change:?}");
+        for step in change.steps() {
+            let what = format!("{change:?} interrupted before {step:?}");
+            let tmp = tempfile::tempdir().unwrap();
+            let vbox = unpack_vmware(tmp.path());
+            let dir = vbox.parent().unwrap().to_path_buf();
+            // A disk beside the VM folder: never written.
+            let outside = tmp.path().join("outside");
+            std::fs::create_dir(&outside).unwrap();
+            std::fs::copy(dir.join("sys.vmdk"), outside.join("sys.vmdk")).unwrap();
+            let outside_before = sums_outside(tmp.path(), &dir);
+            let old_text = std::fs::read(&vbox).unwrap();
+            let mut o = opts();
+            o.fail_before = Some((*step).to_owned());
+            let e = change.run(&vbox, &o).unwrap_err();
+            assert!(e.contains(step), "{what}: {e}");
+            no_temp_files(&dir);
+            assert_eq!(
+                sums_outside(tmp.path(), &dir),
+                outside_before,
+                "{what}: a file outside the VM folder was written"
+            );
+            // The folder opens, and qemu-img and libvmdk read every state
+            // as our reader does. Between the relink and the rename the
+            // relinked media name the merged medium while the old registry
+            // still names their merged parent (VirtualBox too sees that
+            // mismatch until the rename): libvmdk, given the registry's
+            // chain, refuses it there; qemu-img follows the files.
+            let relinked = matches!(change, Change::Delete) && *step == "vbox";
+            let got = truth(&t, &vbox, !relinked);
+            if *step == "remove" {
+                // The new configuration is in place; only the removal of
+                // media it no longer names was left.
+                assert_ne!(std::fs::read(&vbox).unwrap(), old_text, "{what}");
+                assert_eq!(got, after, "{what}");
+                continue;
+            }
+            assert_eq!(std::fs::read(&vbox).unwrap(), old_text, "{what}");
+            assert_eq!(got.len(), before.len(), "{what}");
+            for (k, sha) in &before {
+                // Once a medium of the deleted snapshot has its child merged
+                // into it, that snapshot reads as its child snapshot.
+                let merged = matches!(change, Change::Delete)
+                    && *step != "merge"
+                    && k.0 == "installed"
+                    && got[k] == before[&("updated".to_owned(), k.1.clone())];
+                assert!(&got[k] == sha || merged, "{what}: {k:?}");
+            }
+            // Run again, the change completes as if never interrupted, and
+            // leaves no file behind.
+            change
+                .run(&vbox, &opts())
+                .unwrap_or_else(|e| panic!("{what}, run again: {e}"));
+            assert_eq!(shas(&our_states(&vbox)), after, "{what}, run again");
+            assert_eq!(vm_files(&dir).len(), after_files, "{what}: files left");
+            no_temp_files(&dir);
+            etree_parses(&vbox);
+        }
+    }
+}
+
+/// The parent locators of a differencing VHD read from its bytes (not
+/// through the library): platform code and UTF-16LE text of each entry.
+fn vhd_locators(path: &Path) -> Vec<(String, String)> {
+    let b = std::fs::read(path).unwrap();
+    let f = &b[b.len() - 512..];
+    let h = u64::from_be_bytes(f[16..24].try_into().unwrap()) as usize;
+    let mut out = Vec::new();
+    for i in 0..8 {
+        let e = &b[h + 576 + i * 24..h + 576 + (i + 1) * 24];
+        if e[..4] == [0; 4] {
+            continue;
+        }
+        let len = u32::from_be_bytes(e[8..12].try_into().unwrap()) as usize;
+        let at = u64::from_be_bytes(e[16..24].try_into().unwrap()) as usize;
+        let units: Vec<u16> = b[at..at + len]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        out.push((
+            String::from_utf8_lossy(&e[..4]).into_owned(),
+            String::from_utf16(&units).unwrap(),
+        ));
+    }
+    out
+}
+
+/// What libvhdi reads of a VHD chain (child first, each set as the
+/// parent of the one before, read in 512-byte pieces: see
+/// `scripts/libyal_sha256.py`): the sha256, the child's parent identifier,
+/// its parent's identifier and the child's parent file name.
+fn libvhdi_chain(chain: &[PathBuf]) -> (String, String, String, String) {
+    let script = r#"
+import hashlib, sys
+sys.path.insert(0, sys.argv[1])
+import libyal_sha256, pyvhdi
+paths = sys.argv[2:]
+data = libyal_sha256.read_chain("vhdi", paths, piece=512)
+child, parent = pyvhdi.file(), pyvhdi.file()
+child.open(paths[0])
+parent.open(paths[1])
+print(hashlib.sha256(data).hexdigest())
+print(child.get_parent_identifier())
+print(parent.get_identifier())
+print(child.get_parent_filename())
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script])
+        .arg(repo().join("scripts"))
+        .args(chain);
+    let (ok, out) = run(&mut cmd);
+    assert!(ok, "libvhdi {chain:?}: {out}");
+    let l: Vec<String> = out.lines().map(str::to_owned).collect();
+    (l[0].clone(), l[1].clone(), l[2].clone(), l[3].clone())
+}
+
+/// Writes `len` bytes of `byte` at `offset` into the current state's disk
+/// on SATA port 0.
+fn write_current(vbox: &Path, offset: u64, byte: u8, len: usize) {
+    let vm = Vm::load(vbox).unwrap();
+    let top = vbox.parent().unwrap().join(&vm.disks[0].file);
+    let w = diskimage::formats::open_writable(&top, &diskimage::OpenOptions::new()).unwrap();
+    w.write_at(&vec![byte; len], offset).unwrap();
+    w.flush().unwrap();
+}
+
+#[test]
+fn vhd_delete_of_a_middle_snapshot_relinks_its_grandchild() {
+    let t = tools();
+    if !t.qemu {
+        eprintln!("snapshot_vbox: qemu-img missing, the VHD machine is not made; skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (vbox, base) = vhd_machine(tmp.path());
+    let base_sha = qemu_sha(&base, "vpc");
+    // Three snapshots, each state written after it was taken: writes in
+    // both 2 MiB blocks, some over what the state before wrote.
+    let mut tops = Vec::new();
+    for (i, name) in ["s1", "s2", "s3"].into_iter().enumerate() {
+        let r = create(&vbox, name, &opts()).unwrap();
+        tops.push(r.created[0].clone());
+        let k = i as u64;
+        write_current(&vbox, 100_000 + k * 700, 0x11 * (k as u8 + 1), 5000);
+        write_current(&vbox, 2_100_000 + k * 70_000, 0x21 * (k as u8 + 1), 70_000);
+        write_current(&vbox, 4_194_304 - 512 * (k + 1), 0x31 + k as u8, 512);
+    }
+    let [c1, c2, c3] = [tops[0].clone(), tops[1].clone(), tops[2].clone()];
+    let states = ["current", "s1", "s2", "s3"];
+    let read = |s: &str| vhd_state(&vbox, (s != "current").then_some(s));
+    let before: BTreeMap<&str, String> = states.iter().map(|s| (*s, read(s).1)).collect();
+    assert_eq!(before["s1"], base_sha);
+    assert_eq!(
+        read("current").0,
+        [c3.clone(), c2.clone(), c1.clone(), base.clone()]
+    );
+    let distinct: std::collections::BTreeSet<&String> = before.values().collect();
+    assert_eq!(
+        distinct.len(),
+        4,
+        "every state reads differently: {before:?}"
+    );
+    if t.vhdi {
+        let (sha, ..) = libvhdi_chain(&[c3.clone(), c2.clone(), c1.clone(), base.clone()]);
+        assert_eq!(sha, before["current"], "libvhdi before the delete");
+    }
+
+    // Interrupted before each step up to the rename: the old configuration
+    // stays and opens; every state reads as before but "s2", whose medium
+    // c1 reads as "s3" once c2 is merged into it.
+    for step in ["merge", "stage", "prev", "relink", "vbox"] {
+        let text = std::fs::read(&vbox).unwrap();
+        let mut o = opts();
+        o.fail_before = Some(step.to_owned());
+        let e = delete(&vbox, "s2", &o).unwrap_err();
+        assert!(e.to_string().contains(step), "{step}: {e}");
+        assert_eq!(std::fs::read(&vbox).unwrap(), text, "{step}");
+        no_temp_files(vbox.parent().unwrap());
+        for s in ["current", "s1", "s3"] {
+            assert_eq!(read(s).1, before[s], "{step}: {s}");
+        }
+        let s2 = read("s2").1;
+        assert!(
+            s2 == before["s2"] || (step != "merge" && s2 == before["s3"]),
+            "{step}: s2"
+        );
+    }
+
+    // "s2" records c1; c1's one child c2 is merged into it and c2's child
+    // c3 (the current state) is relinked to c1.
+    let r = delete(&vbox, "s2", &opts()).unwrap();
+    assert_eq!(r.removed, std::slice::from_ref(&c2), "{r:?}");
+    assert!(r.changed.contains(&c1) && r.changed.contains(&c3), "{r:?}");
+    assert!(!c2.exists());
+    etree_parses(&vbox);
+    let vm = Vm::load(&vbox).unwrap();
+    let names: Vec<&str> = vm.snapshots.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["s1", "s3"]);
+    for s in ["current", "s1", "s3"] {
+        assert_eq!(read(s).1, before[s], "{s} after the delete");
+    }
+    assert_eq!(read("current").0, [c3.clone(), c1.clone(), base.clone()]);
+    assert_eq!(read("s3").0, [c1.clone(), base.clone()]);
+    assert_eq!(qemu_sha(&base, "vpc"), base_sha, "the base is not written");
+
+    // The relinked header names c1: its unique ID (the medium UUID the
+    // registry gives c1), its file name, and locators read from the bytes.
+    let c1_uuid = vhd_uuid(&c1);
+    let c1_name = format!("{{{c1_uuid}}}.vhd");
+    assert_eq!(vhd_parent_bytes(&c3), {
+        let b = std::fs::read(&c1).unwrap();
+        b[b.len() - 512 + 68..b.len() - 512 + 84].to_vec()
+    });
+    let locators = vhd_locators(&c3);
+    assert_eq!(locators.len(), 2, "{locators:?}");
+    assert_eq!(locators[0], ("W2ru".to_owned(), format!(".\\{c1_name}")));
+    assert_eq!(locators[1].0, "W2ku");
+    assert_eq!(
+        PathBuf::from(&locators[1].1).canonicalize().unwrap(),
+        c1.canonicalize().unwrap()
+    );
+    let text = std::fs::read_to_string(&vbox).unwrap();
+    let c3_name = c3.file_name().unwrap().to_string_lossy().into_owned();
+    let nested = format!("location=\"Snapshots/{c1_name}\" format=\"VHD\">");
+    assert!(
+        text.contains(&nested),
+        "c1 has a child in the registry: {text}"
+    );
+    assert!(text.contains(&c3_name));
+    // The file alone leads to its new parent (its locators, not the registry).
+    let alone = diskimage::formats::open(&c3, &diskimage::OpenOptions::new()).unwrap();
+    assert!(
+        alone.info().warnings.is_empty(),
+        "{:?}",
+        alone.info().warnings
+    );
+    assert_eq!(
+        alone
+            .info()
+            .parent
+            .as_ref()
+            .unwrap()
+            .path
+            .canonicalize()
+            .unwrap(),
+        c1.canonicalize().unwrap()
+    );
+
+    // libvhdi reads the relinked chain as we do and agrees on the link.
+    if t.vhdi {
+        let (sha, parent_id, c1_id, parent_name) =
+            libvhdi_chain(&[c3.clone(), c1.clone(), base.clone()]);
+        assert_eq!(
+            sha, before["current"],
+            "libvhdi: the relinked current state"
+        );
+        assert_eq!(parent_id, c1_id, "libvhdi: c3's parent identifier is c1's");
+        assert_eq!(parent_name, c1_name, "libvhdi: c3's parent file name");
+        let (sha, ..) = libvhdi_chain(&[c1.clone(), base.clone()]);
+        assert_eq!(sha, before["s3"], "libvhdi: the merged medium");
+    }
+
+    // The current state takes writes after the relink (the parent time
+    // stamp is the merged medium's), and libvhdi reads them.
+    write_current(&vbox, 3_000_000, 0x5c, 9000);
+    let written = read("current").1;
+    assert_ne!(written, before["current"]);
+    assert_eq!(read("s3").1, before["s3"]);
+    if t.vhdi {
+        let (sha, ..) = libvhdi_chain(&[c3.clone(), c1.clone(), base.clone()]);
+        assert_eq!(sha, written, "libvhdi: a write after the relink");
+    }
+    // Deleting the rest merges everything into the base.
+    delete(&vbox, "s1", &opts()).unwrap();
+    delete(&vbox, "s3", &opts()).unwrap();
+    let vm = Vm::load(&vbox).unwrap();
+    assert!(vm.snapshots.is_empty());
+    assert_eq!(vm.disks[0].file, "base.vhd");
+    assert_eq!(read("current").1, written);
+    assert_eq!(
+        qemu_sha(&base, "vpc"),
+        written,
+        "qemu-img on the merged base"
+    );
 }

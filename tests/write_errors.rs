@@ -307,6 +307,87 @@ fn a_committed_vhd_or_vhdx_child_is_relinked() {
     }
 }
 
+/// A VHD child relinked to its grandparent after its parent was merged
+/// into it (`write::relink`, as a VirtualBox snapshot delete does): the
+/// header names the grandparent (unique ID, time stamp, name, locators),
+/// the old parent is not needed any more, the chain opens strictly in our
+/// reader and reads the same in libvhdi, and the child takes writes. A
+/// dynamic disk, a parent of another size and a damaged header are
+/// refused with the file and offset, nothing written.
+#[test]
+fn a_vhd_child_is_relinked_to_another_parent() {
+    let t = crate::write_vhd::tools();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let size = 6 << 20;
+    let block = 1 << 20;
+    let base = tmp.path().join("base.vhd");
+    let mid = tmp.path().join("mid.vhd");
+    let child = tmp.path().join("sub").join("child.vhd");
+    std::fs::create_dir(tmp.path().join("sub")).expect("mkdir");
+    let opts = |parent: Option<&Path>| {
+        CreateOptions::new(Format::Vhd, if parent.is_some() { 0 } else { size })
+            .parent(parent.map(Path::to_path_buf))
+            .block_size(Some(block))
+    };
+    write::create(&base, &opts(None)).expect("base");
+    let mut expected = vec![0u8; size as usize];
+    crate::write_vhd::write_mix(&base, &mut expected, block, 21);
+    write::create(&mid, &opts(Some(&base))).expect("mid");
+    crate::write_vhd::write_mix(&mid, &mut expected, block, 22);
+    write::create(&child, &opts(Some(&mid))).expect("child");
+    crate::write_vhd::write_mix(&child, &mut expected, block, 23);
+    write::commit::commit(&mid, &OpenOptions::new(), false, &mut |_, _| {}).expect("commit");
+    let before = std::fs::metadata(&child).expect("child").len();
+    write::relink(&child, &base).expect("relink");
+    std::fs::remove_file(&mid).expect("remove mid");
+    // The locators went past the old end; the file still ends in a footer.
+    assert!(std::fs::metadata(&child).expect("child").len() > before);
+    crate::write_vhd::check_readers(&t, Format::Vhd, &[&child, &base], &expected, false);
+    let img = diskimage::formats::open(&child, &OpenOptions::new()).expect("open");
+    let props: std::collections::BTreeMap<String, String> =
+        img.info().properties.iter().cloned().collect();
+    assert_eq!(props["parent_name"], "base.vhd", "{props:?}");
+    let base_props: std::collections::BTreeMap<String, String> =
+        diskimage::formats::open(&base, &OpenOptions::new())
+            .expect("base")
+            .info()
+            .properties
+            .iter()
+            .cloned()
+            .collect();
+    assert_eq!(props["parent_unique_id"], base_props["unique_id"]);
+    assert!(
+        props
+            .values()
+            .any(|v| v.contains("W2ru") && v.contains("..\\base.vhd")),
+        "{props:?}"
+    );
+    drop(img);
+    crate::write_vhd::write_mix(&child, &mut expected, block, 24);
+    crate::write_vhd::check_readers(&t, Format::Vhd, &[&child, &base], &expected, false);
+
+    // Refusals name the file and the offset; nothing is written.
+    let other = tmp.path().join("other.vhd");
+    write::create(&other, &CreateOptions::new(Format::Vhd, 2 << 20)).expect("other");
+    let sums = [sha256_file(&child), sha256_file(&base)];
+    let e = write::relink(&base, &other).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert_eq!(e.path(), Some(base.as_path()), "{e}");
+    assert!(e.to_string().contains("dynamic"), "{e}");
+    let e = write::relink(&child, &other).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert_eq!(e.path(), Some(child.as_path()), "{e}");
+    assert!(e.to_string().contains("bytes"), "{e}");
+    assert_eq!([sha256_file(&child), sha256_file(&base)], sums);
+    let mut bytes = std::fs::read(&child).expect("child");
+    bytes[512 + 100] ^= 1; // in the parent name: the checksum no longer matches
+    std::fs::write(&child, &bytes).expect("damage");
+    let e = write::relink(&child, &base).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert_eq!(e.offset(), Some(512 + 36), "{e}");
+    assert_eq!(std::fs::read(&child).expect("child"), bytes);
+}
+
 /// A child that would replace a file of its own chain (its parent, a
 /// parent's extent) is refused even with `--force`; the parent is
 /// unchanged. An existing convert destination needs `--force`.

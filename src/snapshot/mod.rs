@@ -52,9 +52,12 @@ pub struct SnapshotOptions {
     /// [`revert`] to a snapshot without a state file, keep the current
     /// configuration with the snapshot's disks).
     pub fallback: bool,
-    /// Test hook: fail with an injected error before the named step
-    /// (`deltas`, `vmsn`, `merge`, `relink`, `vmsd`, `vmx`, `remove`), to
-    /// show what an interruption there leaves.
+    /// Test hook: fail with an injected error before the named step, to
+    /// show what an interruption there leaves. VMware: `deltas`, `vmsn`,
+    /// `merge`, `relink`, `vmsd`, `vmx`, `remove`; VirtualBox: `media`
+    /// (new differencing media), `merge`, `relink`, `stage` (the new
+    /// `.vbox` written beside the old one), `prev` (the `.vbox-prev`
+    /// copy), `vbox` (the rename into place), `remove`.
     #[doc(hidden)]
     pub fail_before: Option<String>,
 }

@@ -19,8 +19,12 @@
 //!   VirtualBox discards the current state it restores over.
 //! - **Delete.** The snapshot leaves the tree (its child snapshot moves up);
 //!   each medium it records is merged with its one differencing child (the
-//!   child's data written into it, the child's descendants relinked to it,
-//!   the child removed), so every other state reads the same bytes; a
+//!   child's data written into it, the child's descendants relinked to it:
+//!   a VMDK's descriptor keys, a VHD's dynamic header and parent locators;
+//!   the child removed), so every other state reads the same bytes. The
+//!   merge changes what the deleted snapshot itself reads; an interruption
+//!   before the `.vbox` is renamed leaves the old configuration, whose
+//!   other states read as before. A
 //!   differencing medium with no child that no other state uses (its
 //!   state was restored over) is deleted, as VirtualBox deletes it.
 //!   A medium with several children, or a snapshot with several child
@@ -57,7 +61,7 @@ use std::path::{Component, Path, PathBuf};
 use diskimage_formats::write::{self as fw, CreateOptions};
 use diskimage_formats::{Format, Guid, OpenOptions};
 
-use super::files::{canonical, refuse_incomplete, Staged};
+use super::files::{canonical, refuse_incomplete, Staged, Steps};
 use super::{SnapshotOptions, SnapshotReport};
 use crate::error::{Detail, Error, ErrorKind, Result, Scheme};
 use crate::vm::vmx::read_config;
@@ -500,10 +504,15 @@ impl Machine {
     }
 
     /// Writes the tree back: the new text staged beside the `.vbox`
-    /// (written whole and synced), the old file copied to `NAME-prev` as
-    /// VirtualBox keeps it, then the new one renamed into place. Returns
-    /// the files changed.
-    fn save(&self) -> Result<Vec<PathBuf>> {
+    /// (written whole and synced; step `stage`), the old file copied to
+    /// `NAME-prev` as VirtualBox keeps it (step `prev`), `before_rename`
+    /// run, then the new one renamed into place (step `vbox`). Returns the
+    /// files changed.
+    fn save(
+        &self,
+        steps: &Steps<'_>,
+        before_rename: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Vec<PathBuf>> {
         let text = serialize(&self.doc);
         // What is written must read back through the reader.
         crate::vm::vbox::Vbox::parse(text.as_bytes()).map_err(|e| e.in_file(&self.config))?;
@@ -513,12 +522,16 @@ impl Machine {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let prev = self.folder.join(format!("{name}-prev"));
+        steps.before("stage")?;
         let staged = Staged::write(&self.config, text.as_bytes())?;
         let io = |e| Error::host_io(Scheme::Vm, &prev, e);
+        steps.before("prev")?;
         std::fs::copy(&self.config, &prev).map_err(io)?;
         std::fs::File::open(&prev)
             .and_then(|f| f.sync_all())
             .map_err(io)?;
+        before_rename()?;
+        steps.before("vbox")?;
         staged.install()?;
         Ok(vec![self.config.clone(), prev])
     }
@@ -804,7 +817,9 @@ pub(super) fn create(vm: &Vm, name: &str, opts: &SnapshotOptions) -> Result<Snap
     let media = mach.media();
     let current = attached(mach.machine());
     check_media(&mach, &media, &current)?;
+    let steps = Steps::new(opts.fail_before.as_deref());
     let snap_uuid = new_uuid()?;
+    steps.before("media")?;
     let made = make_children(&mach, &media, &current)?;
     let map: HashMap<String, String> = made
         .iter()
@@ -845,7 +860,7 @@ pub(super) fn create(vm: &Vm, name: &str, opts: &SnapshotOptions) -> Result<Snap
         reattach(machine, &map);
         stamp_machine(machine, Some(&snap_uuid));
     }
-    match mach.save() {
+    match mach.save(&steps, &mut || Ok(())) {
         Ok(changed) => Ok(SnapshotReport {
             snapshot: name.to_owned(),
             uid: snap_uuid,
@@ -892,6 +907,8 @@ pub(super) fn revert(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
             in_snapshots.extend(attached(e));
         }
     }
+    let steps = Steps::new(opts.fail_before.as_deref());
+    steps.before("media")?;
     let made = make_children(&mach, &media, &wanted)?;
     let map: HashMap<String, String> = made
         .iter()
@@ -962,7 +979,7 @@ pub(super) fn revert(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
         }
         stamp_machine(machine, Some(&target.uuid));
     }
-    let changed = match mach.save() {
+    let changed = match mach.save(&steps, &mut || Ok(())) {
         Ok(c) => c,
         Err(e) => {
             remove_children(&made);
@@ -970,6 +987,7 @@ pub(super) fn revert(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
         }
     };
     let open = mach.vm.open_options(&VmOptions::default());
+    steps.before("remove")?;
     let mut removed = Vec::new();
     for (_, path, parent) in &discard {
         for f in own_files(path, parent, &open) {
@@ -1011,6 +1029,41 @@ fn own_files(path: &Path, parent: &Path, open: &OpenOptions) -> Vec<PathBuf> {
         files.push(path.to_path_buf());
     }
     files
+}
+
+/// Relinks the children of each merged child to the medium it was merged
+/// into, adding the files written to `changed`.
+fn relink_children(merges: &[Merge], changed: &mut Vec<PathBuf>) -> Result<()> {
+    for g in merges {
+        if g.format == "VMDK" {
+            let props = properties(&g.path)?;
+            let cid = prop(&props, "cid")
+                .ok_or_else(|| bad("the merged VMDK has no CID", 0).in_file(&g.path))?;
+            let pmod = prop(&props, "ddb.uuid.modification").unwrap_or_else(|| NIL_UUID.into());
+            for (_, gp) in &g.grandchildren {
+                let hint = relative(&dir_of(gp), &g.path);
+                fw::set_vmdk_descriptor_keys(
+                    gp,
+                    &[
+                        ("parentCID", cid.as_str()),
+                        ("parentFileNameHint", hint.as_str()),
+                        ("ddb.uuid.parent", g.medium.as_str()),
+                        ("ddb.uuid.parentmodification", pmod.as_str()),
+                    ],
+                )?;
+                changed.push(gp.clone());
+            }
+        } else {
+            // A VHD child names its parent by the parent's unique ID, which
+            // is the merged medium's UUID: the header and locators are
+            // rewritten to name it.
+            for (_, gp) in &g.grandchildren {
+                fw::relink(gp, &g.path)?;
+                changed.push(gp.clone());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Deletes the snapshot `which`, merging each of its media with its one
@@ -1108,16 +1161,6 @@ pub(super) fn delete(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
                 grandchildren.push((g.clone(), mach.medium_path(gm)?));
             }
         }
-        if format == "VHD" && !grandchildren.is_empty() {
-            return Err(Error::unsupported(
-                Scheme::Vm,
-                format!(
-                    "merging VHD medium {} into {} needs its differencing children relinked to {}; relinking a VHD is not yet written",
-                    cm.location, m.location, m.location
-                ),
-            )
-            .in_file(&vm.config));
-        }
         merges.push(Merge {
             medium: u.clone(),
             path: mach.medium_path(m)?,
@@ -1128,31 +1171,17 @@ pub(super) fn delete(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
         });
     }
     // Merge each child into the snapshot's medium (the child stays until
-    // the configuration no longer names it), relink its children.
+    // the configuration no longer names it); its children are relinked
+    // just before the new configuration is renamed into place (the file
+    // names one parent, each configuration another: that window is kept
+    // to the rename).
     let open = mach.vm.open_options(&VmOptions::default());
+    let steps = Steps::new(opts.fail_before.as_deref());
     let mut changed: Vec<PathBuf> = Vec::new();
     for g in &merges {
+        steps.before("merge")?;
         fw::commit::commit(&g.child_path, &open, false, &mut |_, _| {})?;
         changed.push(g.path.clone());
-        if g.format == "VMDK" {
-            let props = properties(&g.path)?;
-            let cid = prop(&props, "cid")
-                .ok_or_else(|| bad("the merged VMDK has no CID", 0).in_file(&g.path))?;
-            let pmod = prop(&props, "ddb.uuid.modification").unwrap_or_else(|| NIL_UUID.into());
-            for (_, gp) in &g.grandchildren {
-                let hint = relative(&dir_of(gp), &g.path);
-                fw::set_vmdk_descriptor_keys(
-                    gp,
-                    &[
-                        ("parentCID", cid.as_str()),
-                        ("parentFileNameHint", hint.as_str()),
-                        ("ddb.uuid.parent", g.medium.as_str()),
-                        ("ddb.uuid.parentmodification", pmod.as_str()),
-                    ],
-                )?;
-                changed.push(gp.clone());
-            }
-        }
     }
     let parent_uuid = target
         .path
@@ -1227,7 +1256,13 @@ pub(super) fn delete(vm: &Vm, which: &str, opts: &SnapshotOptions) -> Result<Sna
             stamp_machine(machine, c.as_deref());
         }
     }
-    changed.extend(mach.save()?);
+    let mut relinked = Vec::new();
+    changed.extend(mach.save(&steps, &mut || {
+        steps.before("relink")?;
+        relink_children(&merges, &mut relinked)
+    })?);
+    changed.extend(relinked);
+    steps.before("remove")?;
     let mut removed = Vec::new();
     for g in &merges {
         let files = own_files(&g.child_path, &g.path, &open);

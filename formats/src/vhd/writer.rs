@@ -122,17 +122,11 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
         }
         let entries = size.div_ceil(block_size);
         let bat_len = align_up(entries * 4, SECTOR);
-        let mut tail = BAT_OFFSET + bat_len;
         // Parent locators (differencing) after the BAT, 512-byte aligned.
-        let mut locators = Vec::new();
-        if let Some(p) = &parent {
-            for (code, text) in [(*b"W2ru", &p.relative), (*b"W2ku", &p.absolute)] {
-                let data: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
-                let space = align_up(data.len() as u64, SECTOR).max(SECTOR);
-                locators.push((code, tail, data));
-                tail += space;
-            }
-        }
+        let (locators, tail) = match &parent {
+            Some(p) => parent_locators(p, BAT_OFFSET + bat_len),
+            None => (Vec::new(), BAT_OFFSET + bat_len),
+        };
         let header = header_bytes(
             BAT_OFFSET,
             u32::try_from(entries).unwrap_or(u32::MAX),
@@ -144,14 +138,7 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
         file.write_all_at(&footer, 0)?;
         file.write_all_at(&header, FOOTER_LEN as u64)?;
         file.write_all_at(&bat, BAT_OFFSET)?;
-        for (_, at, data) in &locators {
-            let mut padded = data.clone();
-            padded.resize(
-                usize::try_from(align_up(data.len() as u64, SECTOR).max(SECTOR)).unwrap_or(0),
-                0,
-            );
-            file.write_all_at(&padded, *at)?;
-        }
+        write_locators(file, &locators)?;
         file.write_all_at(&footer, tail)
     })
 }
@@ -203,32 +190,179 @@ fn mtime_of(path: &Path) -> Result<u64> {
         .map_or(0, |d| d.as_secs()))
 }
 
+/// A parent locator as written: platform code, file offset, data.
+type Locator = ([u8; 4], u64, Vec<u8>);
+
+/// The parent locators a differencing disk records for `p`: its path
+/// relative to the child (`W2ru`) and absolute (`W2ku`), UTF-16
+/// little-endian as Hyper-V writes them, laid out from `at` each in whole
+/// sectors. Returns them and the offset past the last one.
+fn parent_locators(p: &ParentFacts, at: u64) -> (Vec<Locator>, u64) {
+    let mut tail = at;
+    let mut out = Vec::new();
+    for (code, text) in [(*b"W2ru", &p.relative), (*b"W2ku", &p.absolute)] {
+        let data: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let space = locator_space(data.len());
+        out.push((code, tail, data));
+        tail += space;
+    }
+    (out, tail)
+}
+
+/// Bytes a locator of `len` bytes takes in the file: whole sectors, one
+/// at least.
+fn locator_space(len: usize) -> u64 {
+    align_up(len as u64, SECTOR).max(SECTOR)
+}
+
+/// Writes each locator's data, padded with zeros to its space.
+fn write_locators(file: &WFile, locators: &[Locator]) -> Result<()> {
+    for (_, at, data) in locators {
+        let mut padded = data.clone();
+        padded.resize(usize::try_from(locator_space(data.len())).unwrap_or(0), 0);
+        file.write_all_at(&padded, *at)?;
+    }
+    Ok(())
+}
+
+/// A differencing disk's footer (the one at the end of the file) and
+/// dynamic header, read and checked before a relink rewrites the header.
+struct Linked {
+    /// Where the footer is: the file's last 512 bytes.
+    footer_at: u64,
+    footer: [u8; FOOTER_LEN],
+    size: u64,
+    header_at: u64,
+    header: [u8; HEADER_LEN],
+    parsed: DynamicHeader,
+}
+
+impl Linked {
+    fn read(file: &WFile, path: &Path) -> Result<Self> {
+        let len = file.len()?;
+        let footer_at = len.checked_sub(FOOTER_LEN as u64).ok_or_else(|| {
+            Error::corrupt(
+                Format::Vhd,
+                Detail::Truncated {
+                    what: "footer".into(),
+                    needed: FOOTER_LEN as u64,
+                    available: len,
+                },
+            )
+            .at(0)
+            .in_file(path)
+        })?;
+        let mut footer = [0u8; FOOTER_LEN];
+        file.read_exact_at(&mut footer, footer_at)?;
+        let within = |e: Error, base: u64| {
+            let o = e.offset().unwrap_or(0);
+            e.at(base + o).in_file(path)
+        };
+        let f = VhdFooter::parse(&footer).map_err(|e| within(e, footer_at))?;
+        if !f.checksum_ok() {
+            return Err(f.checksum_error().at(footer_at + 64).in_file(path));
+        }
+        if f.disk_type != DiskType::Differencing {
+            return Err(Error::unsupported(
+                Format::Vhd,
+                format!(
+                    "relinking a {} disk (only a differencing disk has a parent)",
+                    f.disk_type.as_str()
+                ),
+            )
+            .at(footer_at + 60)
+            .in_file(path));
+        }
+        let header_at = f.data_offset;
+        let mut header = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut header, header_at)?;
+        let parsed = DynamicHeader::parse(&header).map_err(|e| within(e, header_at))?;
+        if !parsed.checksum_ok() {
+            return Err(Error::corrupt(
+                Format::Vhd,
+                Detail::Checksum {
+                    what: "dynamic header (not relinked)",
+                    stored: u64::from(parsed.checksum),
+                    computed: u64::from(parsed.computed_checksum),
+                },
+            )
+            .at(header_at + 36)
+            .in_file(path));
+        }
+        Ok(Linked {
+            footer_at,
+            footer,
+            size: f.current_size,
+            header_at,
+            header,
+            parsed,
+        })
+    }
+}
+
 /// Sets the parent time stamp of the differencing disk `child` to its
 /// parent's modification time, after a commit wrote the parent (the
 /// parent's unique ID is unchanged). One header sector is rewritten.
 pub(crate) fn relink(child: &Path, parent: &Path) -> Result<()> {
     let file = WFile::open(child, Format::Vhd)?;
-    let len = file.len()?;
-    let mut tail = [0u8; FOOTER_LEN];
-    file.read_exact_at(&mut tail, len.saturating_sub(FOOTER_LEN as u64))?;
-    let footer = VhdFooter::parse(&tail).map_err(|e| e.in_file(child))?;
-    let at = footer.data_offset;
-    let mut h = [0u8; HEADER_LEN];
-    file.read_exact_at(&mut h, at)?;
-    let parsed = DynamicHeader::parse(&h).map_err(|e| e.at(at).in_file(child))?;
-    if !parsed.checksum_ok() {
-        return Err(Error::corrupt(
-            Format::Vhd,
-            Detail::Invalid("dynamic header checksum mismatch; not relinked".into()),
-        )
-        .at(at)
-        .in_file(child));
-    }
+    let Linked {
+        header_at: at,
+        header: mut h,
+        ..
+    } = Linked::read(&file, child)?;
     put(&mut h, 56, &vhd_seconds(mtime_of(parent)?).to_be_bytes());
     let sum = ones_complement_checksum(&h, 36);
     put(&mut h, 36, &sum.to_be_bytes());
     // The time stamp and checksum share the header's first sector.
     file.write_all_at(h.get(..SECTOR as usize).unwrap_or_default(), at)?;
+    file.sync()
+}
+
+/// Points the differencing disk `child` at another parent, `parent`, that
+/// reads as its old one did (the old parent merged into its own parent,
+/// which takes its place): the dynamic header's parent unique ID, time
+/// stamp and Unicode name, and its parent locators (`W2ru` and `W2ku` as
+/// [`create`] writes them; other entries, which name the old parent, are
+/// cleared), with the header checksum. The parent is only read.
+///
+/// Crash consistency: nothing the old header points at is overwritten.
+/// The new locator data goes where the footer was, after the footer was
+/// first written again past it (the file always ends with a valid
+/// footer; the footer's bytes, and so its copy at offset 0, do not
+/// change), and is synced before the header is rewritten to point at it,
+/// by one write of its 1,024 bytes. An interruption leaves the child
+/// linked to its old parent or to the new one; the old locators' space is
+/// left unused.
+pub(crate) fn relink_to(child: &Path, parent: &Path) -> Result<()> {
+    let file = WFile::open(child, Format::Vhd)?;
+    let linked = Linked::read(&file, child)?;
+    let facts = ParentFacts::read(parent, child)?;
+    if facts.size != linked.size {
+        return Err(Error::unsupported(
+            Format::Vhd,
+            format!(
+                "relinking to {} of {} bytes: the child is {} bytes",
+                parent.display(),
+                facts.size,
+                linked.size
+            ),
+        )
+        .at(linked.footer_at + 48)
+        .in_file(child));
+    }
+    let (locators, end) = parent_locators(&facts, align_up(linked.footer_at, SECTOR));
+    file.write_all_at(&linked.footer, end)?;
+    file.sync()?;
+    write_locators(&file, &locators)?;
+    file.sync()?;
+    let h = header_bytes(
+        linked.parsed.table_offset,
+        linked.parsed.max_table_entries,
+        linked.parsed.block_size,
+        Some(&facts),
+        &locators,
+    );
+    file.write_all_at(&h, linked.header_at)?;
     file.sync()
 }
 
@@ -341,8 +475,7 @@ fn header_bytes(
     for (i, (code, at, data)) in locators.iter().take(PARENT_LOCATOR_ENTRIES).enumerate() {
         let e = 576 + i * 24;
         let len = u32::try_from(data.len()).unwrap_or(0);
-        let space =
-            u32::try_from(align_up(data.len() as u64, SECTOR).max(SECTOR) / SECTOR).unwrap_or(0);
+        let space = u32::try_from(locator_space(data.len()) / SECTOR).unwrap_or(0);
         put(&mut h, e, code);
         put(&mut h, e + 4, &space.to_be_bytes());
         put(&mut h, e + 8, &len.to_be_bytes());

@@ -213,14 +213,18 @@ pub fn open_writable(path: &Path, options: &OpenOptions) -> Result<Box<dyn Writa
     }
 }
 
-/// Points the delta `child` at `parent` (VMDK: `parentCID` and
-/// `parentFileNameHint`), after `parent` took the place of the child's old
-/// parent with the same content (a delta merged into its own parent). Only
-/// the child's descriptor is written; other formats are refused.
+/// Points the delta `child` at `parent`, after `parent` took the place of
+/// the child's old parent with the same content (a delta merged into its
+/// own parent). Only the child is written: a VMDK's descriptor
+/// (`parentCID`, `parentFileNameHint`), a VHD's dynamic header (parent
+/// unique ID, time stamp and name) and parent locators, new locator data
+/// appended and synced before the header points at it; other formats are
+/// refused.
 pub fn relink(child: &Path, parent: &Path) -> Result<()> {
     let format = crate::probe::open(child, &OpenOptions::new().no_parents(true))?.format();
     match format {
         Format::Vmdk => crate::vmdk::writer::relink_to(child, parent),
+        Format::Vhd => crate::vhd::writer::relink_to(child, parent),
         other => {
             Err(Error::unsupported(other, "relinking a child to another parent").in_file(child))
         }
