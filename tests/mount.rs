@@ -1,7 +1,8 @@
 //! `diskimage mount` end to end through the kernel's FUSE: every image of
 //! `fixtures/filesystems/` mounted and walked with ordinary file calls
 //! against the source-tree listing (`mktree.py`) and TSK's `fls` truth;
-//! `mount --raw` read by TSK's `fls` itself; write attempts, SIGTERM,
+//! `mount --raw` read by TSK's `fls` itself, and partitions of sparse
+//! containers by `sha256sum`, `dd`, `cp`, `mmap` and a loop mount; write attempts, SIGTERM,
 //! `fusermount3 -u` and a busy mount point.
 //!
 //! Needs `/dev/fuse` and `fusermount3` (Debian `fuse3`) and, for the raw
