@@ -140,8 +140,8 @@ impl RawFs {
     /// buffer, one copy in all, instead of filling new pages of this file's
     /// page cache first and copying them again: a 1 MiB `dd` of a sparse
     /// VMDK went from 0.2x to 0.5-0.7x of `dd` of the raw file, at half
-    /// the CPU (`benches/README.md`). Other files (compressed, from a parent) keep
-    /// the page cache, which spares re-reading them.
+    /// the CPU (`benches/README.md`). Other files (compressed, from a
+    /// parent) keep the page cache, which spares re-reading them.
     fn direct(&self, ino: INodeNo) -> bool {
         self.direct_io_mmap
             && self.node(ino).is_some_and(|n| match &n.body {
@@ -160,7 +160,8 @@ impl RawFs {
         let mut have = first.len;
         while have < want {
             let next = dev.verbatim_range(offset.checked_add(have)?, want - have)?;
-            if !std::ptr::eq(next.file, first.file)
+            if next.len == 0
+                || !std::ptr::eq(next.file, first.file)
                 || next.offset != first.offset.checked_add(have)?
             {
                 return None;
