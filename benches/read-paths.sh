@@ -5,6 +5,7 @@
 # runs alternating peer and diskimage, medians.
 #
 #   benches/read-paths.sh [SIZE_MIB] [RUNS]      (defaults: 1024 MiB, 5 runs)
+#   READ_PATHS_JOBS="mount" benches/read-paths.sh ...   only the jobs named
 #
 # Jobs (peer -> diskimage):
 #   null   dd if=RAW of=/dev/null bs=1M          -> dump IMG -o /dev/null
@@ -140,6 +141,8 @@ while off < n:
 PY
 python3 -c 'import pyvmdk' 2>/dev/null && have_pyvmdk=1 || have_pyvmdk=0
 python3 -c 'import pyvhdi' 2>/dev/null && have_pyvhdi=1 || have_pyvhdi=0
+jobs=" ${READ_PATHS_JOBS:-null pipe file hash mount lib} "
+want() { [[ $jobs == *" $1 "* ]]; }
 [ -e /dev/fuse ] && command -v fusermount3 >/dev/null && have_fuse=1 || have_fuse=0
 
 echo "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start, ${size_mib} MiB, median of $runs alternating runs"
@@ -156,15 +159,17 @@ for name in raw split-raw vmdk-flat vmdk-sparse vhd vhdx qcow2; do
     vhdx) img=$dir/dynamic.vhdx ;;
     qcow2) img=$dir/disk.qcow2 ;;
   esac
-  compare "$name" null dd time_of dd if="$raw" of=/dev/null bs=1M -- time_of "$bin" dump "$img" -o /dev/null
-  compare "$name" pipe "dd|cat" pipe_dd -- pipe_dump "$img"
-  compare "$name" file cp cp_file -- dump_file "$img"
-  [ "$name" != split-raw ] && compare "$name" file qemu-img qemu_file "$img" -- dump_file "$img"
-  compare "$name" hash sha256sum time_of sha256sum "$raw" -- hash_ours "$img"
-  [ "$have_fuse" = 1 ] && compare "$name" mount dd time_of dd if="$raw" of=/dev/null bs=1M -- mount_of "$img"
-  case $name in
-    vmdk-*) [ "$have_pyvmdk" = 1 ] && compare "$name" lib pyvmdk py_read vmdk "$img" -- time_of "$seqread" "$img" ;;
-    vhd|vhdx) [ "$have_pyvhdi" = 1 ] && compare "$name" lib pyvhdi py_read vhdi "$img" -- time_of "$seqread" "$img" ;;
-  esac
+  want null && compare "$name" null dd time_of dd if="$raw" of=/dev/null bs=1M -- time_of "$bin" dump "$img" -o /dev/null
+  want pipe && compare "$name" pipe "dd|cat" pipe_dd -- pipe_dump "$img"
+  want file && compare "$name" file cp cp_file -- dump_file "$img"
+  want file && [ "$name" != split-raw ] && compare "$name" file qemu-img qemu_file "$img" -- dump_file "$img"
+  want hash && compare "$name" hash sha256sum time_of sha256sum "$raw" -- hash_ours "$img"
+  want mount && [ "$have_fuse" = 1 ] && compare "$name" mount dd time_of dd if="$raw" of=/dev/null bs=1M -- mount_of "$img"
+  if want lib; then
+    case $name in
+      vmdk-*) [ "$have_pyvmdk" = 1 ] && compare "$name" lib pyvmdk py_read vmdk "$img" -- time_of "$seqread" "$img" ;;
+      vhd|vhdx) [ "$have_pyvhdi" = 1 ] && compare "$name" lib pyvhdi py_read vhdi "$img" -- time_of "$seqread" "$img" ;;
+    esac
+  fi
 done
 echo "load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"

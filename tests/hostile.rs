@@ -565,7 +565,8 @@ fn valgrind_present() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The one `unsafe` of the library is the memory map (`formats/src/mmap.rs`);
+/// The library's `unsafe` is memory maps: of images (`formats/src/mmap.rs`,
+/// read here) and of image files `mount --raw` hands to the kernel unread;
 /// `cargo miri` cannot be installed here (fuzz/README.md says why), so the
 /// reads through it run under valgrind's memcheck instead: `diskimage hash
 /// --mmap` over images of every container, each digest checked against

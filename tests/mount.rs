@@ -1,7 +1,8 @@
 //! `diskimage mount` end to end through the kernel's FUSE: every image of
 //! `fixtures/filesystems/` mounted and walked with ordinary file calls
 //! against the source-tree listing (`mktree.py`) and TSK's `fls` truth;
-//! `mount --raw` read by TSK's `fls` itself; write attempts, SIGTERM,
+//! `mount --raw` read by TSK's `fls` itself, and partitions of sparse
+//! containers by `sha256sum`, `dd`, `cp`, `mmap` and a loop mount; write attempts, SIGTERM,
 //! `fusermount3 -u` and a busy mount point.
 //!
 //! Needs `/dev/fuse` and `fusermount3` (Debian `fuse3`) and, for the raw
@@ -609,4 +610,165 @@ fn a_directory_of_100000_entries_lists_every_name_once() {
     }
     assert!(m.terminate().success());
     assert_eq!(sha256_file(&image), before, "the image is unchanged");
+}
+
+/// Whether this process is root (loop mounts need it).
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The kernel's driver for a fixture file system (`ext4.img` -> `ext4`),
+/// if `/proc/filesystems` lists it.
+fn kernel_fs_type(fs_image: &str) -> Option<&'static str> {
+    let ty = match fs_image.split('.').next()? {
+        f if f.starts_with("ext") => "ext4",
+        f if f.starts_with("fat") => "vfat",
+        "ntfs" => "ntfs3",
+        _ => return None,
+    };
+    let listed = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    listed
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some(ty))
+        .then_some(ty)
+}
+
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let have = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    have >= (major, minor)
+}
+
+/// The sha256 of `path` as a memory map of it reads (`MAP_SHARED`, as
+/// programs that map a disk image do). A map cannot be made without
+/// `unsafe`; this is the tests' one.
+#[allow(unsafe_code)]
+fn sha256_mapped(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // SAFETY: the file is a read-only FUSE file served by the mount this
+    // test started; nothing truncates or writes it while it is mapped.
+    let map = unsafe { memmap2::Mmap::map(&f) }
+        .unwrap_or_else(|e| panic!("mmap {}: {e}", path.display()));
+    crate::common::hex(&Sha256::digest(&map[..]))
+}
+
+/// `fixtures/filesystems/containers.tsv`: partitions of a sparse VMDK and
+/// a VHDX (answered from maps of the image, opened for direct I/O) and of
+/// a streamOptimized VMDK (inflated, through the page cache), each read
+/// through `mount --raw` by the programs a forensic user runs on them:
+/// `sha256sum`, `dd bs=1M`, `cp`, a memory map, and (as root) a loop
+/// mount `-o loop,ro` whose files match the file system's source tree.
+#[test]
+fn raw_partitions_of_sparse_containers_read_by_dd_cp_mmap_and_loop_mounts() {
+    if !fuse_ready() {
+        return;
+    }
+    let root = is_root();
+    if !root {
+        eprintln!("raw partitions: not root, the loop mounts are skipped");
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    for row in tsv_rows(&dir().join("containers.tsv")) {
+        let [container, part, fs_image, sha, ..] = row.as_slice() else {
+            panic!("containers.tsv: short row {row:?}");
+        };
+        let name = container.trim_end_matches(".gz");
+        let img = work.path().join(name);
+        gunzip(&dir().join(container), &img);
+        let before = sha256_file(&img);
+        let mp = work.path().join(format!("{name}.{part}.raw"));
+        std::fs::create_dir(&mp).expect("mount point");
+        let mut m = Mounted::start(&["--raw", img.to_str().expect("utf-8 path")], &mp);
+        let file = mp.join(format!("disk0p{part}"));
+        let what = format!("{name} partition {part}");
+
+        assert_eq!(&sha256_file(&file), sha, "{what}: read");
+        assert_eq!(&sha256_mapped(&file), sha, "{what}: mmap");
+        let out = Command::new("sha256sum")
+            .arg(&file)
+            .output()
+            .expect("sha256sum");
+        assert!(out.status.success(), "{what}: sha256sum failed");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).split(' ').next(),
+            Some(sha.as_str()),
+            "{what}: sha256sum"
+        );
+        let copy = work.path().join("copy");
+        let dd = Command::new("dd")
+            .arg(format!("if={}", file.display()))
+            .arg(format!("of={}", copy.display()))
+            .args(["bs=1M", "status=none"])
+            .status()
+            .expect("dd");
+        assert!(dd.success(), "{what}: dd failed");
+        assert_eq!(&sha256_file(&copy), sha, "{what}: dd bs=1M");
+        std::fs::remove_file(&copy).expect("rm copy");
+        assert!(
+            Command::new("cp")
+                .arg(&file)
+                .arg(&copy)
+                .status()
+                .expect("cp")
+                .success(),
+            "{what}: cp failed"
+        );
+        assert_eq!(&sha256_file(&copy), sha, "{what}: cp");
+        std::fs::remove_file(&copy).expect("rm copy");
+
+        // Files stored verbatim are read 1 MiB at a time by programs that
+        // ask st_blksize (direct I/O: each read is a round trip); inflated
+        // ones keep the page cache and the usual 4 KiB.
+        // (`FUSE_DIRECT_IO_ALLOW_MMAP`, Linux 6.6 and later).
+        let blksize = std::fs::metadata(&file).expect("stat").blksize();
+        let direct = !name.contains("stream") && kernel_at_least(6, 6);
+        assert_eq!(
+            blksize,
+            if direct { 1 << 20 } else { 4096 },
+            "{what}: st_blksize"
+        );
+
+        let fs_type = kernel_fs_type(fs_image);
+        if root && fs_type.is_none() {
+            eprintln!("{what}: the kernel has no driver for {fs_image}, loop mount skipped");
+        }
+        if let Some(fs_type) = fs_type.filter(|_| root) {
+            let fs_mp = work.path().join(format!("{name}.p{part}"));
+            std::fs::create_dir(&fs_mp).expect("mount point");
+            let out = Command::new("mount")
+                .args(["-t", fs_type, "-o", "loop,ro"])
+                .arg(&file)
+                .arg(&fs_mp)
+                .output()
+                .expect("mount");
+            assert!(
+                out.status.success(),
+                "{what}: mount -o loop,ro: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let mut wrong = Vec::new();
+            for (p, r) in listing(fs_image) {
+                if r.ty == "file" && sha256_file(&fs_mp.join(p.trim_start_matches('/'))) != r.sha256
+                {
+                    wrong.push(p);
+                }
+            }
+            let umount = Command::new("umount").arg(&fs_mp).status().expect("umount");
+            assert!(
+                wrong.is_empty(),
+                "{what}: files differ in the loop mount: {wrong:?}"
+            );
+            assert!(umount.success(), "{what}: umount");
+        }
+        assert!(m.terminate().success(), "{what}: mount exit");
+        assert_eq!(sha256_file(&img), before, "{what}: the image changed");
+    }
 }

@@ -27,6 +27,7 @@
 
 mod attr;
 mod fs_tree;
+mod mapped;
 mod mountpoint;
 mod raw;
 mod read_ahead;
