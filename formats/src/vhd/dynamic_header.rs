@@ -51,7 +51,9 @@ struct RawHeader {
     /// Then 4 reserved bytes.
     #[br(pad_after = 4)]
     parent_time_stamp: u32,
-    parent_unicode_name: [u8; PARENT_NAME_LEN],
+    /// Read as one piece (binrw reads a byte array a byte at a time).
+    #[br(count = PARENT_NAME_LEN)]
+    parent_unicode_name: Vec<u8>,
     /// Then 256 reserved bytes.
     #[br(pad_after = 256)]
     parent_locators: [ParentLocatorEntry; PARENT_LOCATOR_ENTRIES],
