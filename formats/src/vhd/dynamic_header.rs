@@ -8,7 +8,7 @@ use crate::error::{hex_preview, Detail, Error, Format, Result};
 use binrw::BinRead;
 
 use super::footer::{ones_complement_checksum, SECTOR};
-use crate::layout::{self, Layout};
+use crate::layout::{self, Bytes, Layout};
 
 /// Bytes in the dynamic header.
 pub const HEADER_LEN: usize = 1024;
@@ -28,6 +28,7 @@ const CHECKSUM_OFFSET: usize = 36;
 #[derive(BinRead, Debug, Clone, Copy, PartialEq, Eq)]
 #[br(big)]
 pub(crate) struct ParentLocatorEntry {
+    #[br(map = |b: Bytes<4>| b.0)]
     pub platform_code: [u8; 4],
     pub platform_data_space: u32,
     /// Then 4 reserved bytes.
@@ -40,6 +41,7 @@ pub(crate) struct ParentLocatorEntry {
 #[derive(BinRead)]
 #[br(big)]
 struct RawHeader {
+    #[br(map = |b: Bytes<8>| b.0)]
     _cookie: [u8; 8],
     _data_offset: u64,
     table_offset: u64,
@@ -47,6 +49,7 @@ struct RawHeader {
     max_table_entries: u32,
     block_size: u32,
     checksum: u32,
+    #[br(map = |b: Bytes<16>| b.0)]
     parent_unique_id: [u8; 16],
     /// Then 4 reserved bytes.
     #[br(pad_after = 4)]

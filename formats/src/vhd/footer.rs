@@ -8,7 +8,7 @@
 use binrw::BinRead;
 
 use crate::error::{hex_preview, Detail, Error, Format, Result};
-use crate::layout::{self, Layout};
+use crate::layout::{self, Bytes, Layout};
 
 /// Bytes in a footer as the specification lays it out.
 pub const FOOTER_LEN: usize = 512;
@@ -95,13 +95,16 @@ pub(crate) struct VhdFooter {
 #[derive(BinRead)]
 #[br(big)]
 struct RawFooter {
+    #[br(map = |b: Bytes<8>| b.0)]
     _cookie: [u8; 8],
     features: u32,
     file_format_version: u32,
     data_offset: u64,
     time_stamp: u32,
+    #[br(map = |b: Bytes<4>| b.0)]
     creator_application: [u8; 4],
     creator_version: u32,
+    #[br(map = |b: Bytes<4>| b.0)]
     creator_host_os: [u8; 4],
     original_size: u64,
     current_size: u64,
@@ -110,6 +113,7 @@ struct RawFooter {
     sectors_per_track: u8,
     disk_type: u32,
     checksum: u32,
+    #[br(map = |b: Bytes<16>| b.0)]
     unique_id: [u8; 16],
     /// Then 427 reserved bytes.
     #[br(pad_after = 427)]

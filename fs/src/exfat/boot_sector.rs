@@ -10,7 +10,7 @@
 
 use binrw::BinRead;
 use diskimage_formats::bytes::le_u32;
-use diskimage_formats::layout::{self, Layout};
+use diskimage_formats::layout::{self, Bytes, Layout};
 use diskimage_formats::BlockDevice;
 
 use super::FS;
@@ -54,10 +54,13 @@ diskimage_formats::display_as_str!(BootRegion);
 #[br(little)]
 pub struct BootSector {
     /// JumpBoot: `EB 76 90`.
+    #[br(map = |b: Bytes<3>| b.0)]
     jump_boot: [u8; 3],
     /// FileSystemName: `"EXFAT   "`.
+    #[br(map = |b: Bytes<8>| b.0)]
     file_system_name: [u8; 8],
     /// MustBeZero: bytes 11..64 (where a FAT BPB would be).
+    #[br(map = |b: Bytes<53>| b.0)]
     must_be_zero: [u8; 53],
     /// PartitionOffset, in sectors (informational).
     pub partition_offset: u64,
