@@ -649,16 +649,25 @@ fn vhd_machine(parent: &Path) -> (PathBuf, PathBuf) {
     (vbox, base)
 }
 
-#[test]
-fn vhd_machine_create_write_delete_revert() {
+/// The tools, the VHD machine made in `dir` and its base's sha256 by
+/// qemu-img; `None` (said on stderr) where qemu-img is missing.
+fn vhd_machine_with_tools(dir: &Path) -> Option<(Tools, PathBuf, PathBuf, String)> {
     let t = tools();
     if !t.qemu {
         eprintln!("snapshot_vbox: qemu-img missing, the VHD machine is not made; skipped");
-        return;
+        return None;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let (vbox, base) = vhd_machine(tmp.path());
+    let (vbox, base) = vhd_machine(dir);
     let base_sha = qemu_sha(&base, "vpc");
+    Some((t, vbox, base, base_sha))
+}
+
+#[test]
+fn vhd_machine_create_write_delete_revert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((t, vbox, base, base_sha)) = vhd_machine_with_tools(tmp.path()) else {
+        return;
+    };
     let (_, ours) = vhd_state(&vbox, None);
     assert_eq!(ours, base_sha, "our reader and qemu-img on the base");
 
@@ -1057,14 +1066,10 @@ fn write_current(vbox: &Path, offset: u64, byte: u8, len: usize) {
 
 #[test]
 fn vhd_delete_of_a_middle_snapshot_relinks_its_grandchild() {
-    let t = tools();
-    if !t.qemu {
-        eprintln!("snapshot_vbox: qemu-img missing, the VHD machine is not made; skipped");
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
-    let (vbox, base) = vhd_machine(tmp.path());
-    let base_sha = qemu_sha(&base, "vpc");
+    let Some((t, vbox, base, base_sha)) = vhd_machine_with_tools(tmp.path()) else {
+        return;
+    };
     // Three snapshots, each state written after it was taken: writes in
     // both 2 MiB blocks, some over what the state before wrote.
     let mut tops = Vec::new();
