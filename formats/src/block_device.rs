@@ -224,6 +224,35 @@ pub trait BlockDevice: Send + Sync {
     }
 }
 
+/// How much of a device [`stored_verbatim`] asks the map for at a time.
+const MAP_WINDOW: u64 = 1 << 30;
+
+/// Whether `dev` stores its data verbatim in image files: its first
+/// allocated extent is [`ExtentKind::Data`] that
+/// [`BlockDevice::verbatim_range`] finds in a file. Not so for compressed
+/// images, for data in a parent, or for a disk with no data at all. What
+/// copies of such a disk (`mount --raw`, `dump -o`) are best left to the
+/// kernel alone: one copy per byte, no thread of ours in between.
+pub fn stored_verbatim(dev: &dyn BlockDevice) -> bool {
+    let size = dev.size();
+    let mut at = 0;
+    while at < size {
+        let len = MAP_WINDOW.min(size - at);
+        let Ok(extents) = dev.map(at, len) else {
+            return false;
+        };
+        for e in extents {
+            match e.kind {
+                ExtentKind::Zero | ExtentKind::Unallocated => {}
+                ExtentKind::Data => return dev.verbatim_range(e.offset, e.len).is_some(),
+                ExtentKind::Parent { .. } | ExtentKind::Compressed => return false,
+            }
+        }
+        at += len;
+    }
+    false
+}
+
 /// A pointer to a device is a device (`Arc<dyn BlockDevice>`, `Box<..>`, `&..`).
 macro_rules! forward_through_pointer {
     ($($ptr:ty),*) => {$(

@@ -11,7 +11,7 @@ use std::ffi::OsStr;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use diskimage_formats::{BlockDevice, ExtentKind};
+use diskimage_formats::{stored_verbatim, BlockDevice};
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry,
@@ -224,33 +224,6 @@ fn add(nodes: &mut Vec<Node>, dir: usize, name: &str, body: Body) -> usize {
 /// `st_blksize` of a file opened for direct I/O: the most the kernel
 /// asks in one request (256 pages).
 const DIRECT_BLKSIZE: u32 = 1 << 20;
-
-/// How much of a device [`stored_verbatim`] asks the map for at a time.
-const MAP_WINDOW: u64 = 1 << 30;
-
-/// Whether `dev` stores its data verbatim in image files: its first
-/// allocated extent is [`ExtentKind::Data`] that
-/// [`BlockDevice::verbatim_range`] finds in a file. Not so for compressed
-/// images, for data in a parent, or for a disk with no data at all.
-fn stored_verbatim(dev: &dyn BlockDevice) -> bool {
-    let size = dev.size();
-    let mut at = 0;
-    while at < size {
-        let len = MAP_WINDOW.min(size - at);
-        let Ok(extents) = dev.map(at, len) else {
-            return false;
-        };
-        for e in extents {
-            match e.kind {
-                ExtentKind::Zero | ExtentKind::Unallocated => {}
-                ExtentKind::Data => return dev.verbatim_range(e.offset, e.len).is_some(),
-                ExtentKind::Parent { .. } | ExtentKind::Compressed => return false,
-            }
-        }
-        at += len;
-    }
-    false
-}
 
 /// Read-ahead of a raw mount, in KiB: the kernel's 128 KiB default makes
 /// a sequential read of a disk one FUSE round trip per 128 KiB; 1 MiB (the
