@@ -41,6 +41,7 @@ use super::footer::{
     ones_complement_checksum, DiskType, VhdFooter, FOOTER_COOKIE, FOOTER_LEN, NO_DATA_OFFSET,
     SECTOR, VHD_EPOCH_UNIX_SECONDS,
 };
+use super::RelativeTo;
 
 /// The default block size of a dynamic or differencing disk: 2 MiB, as
 /// Hyper-V and Virtual PC write.
@@ -239,29 +240,7 @@ struct Linked {
 
 impl Linked {
     fn read(file: &WFile, path: &Path) -> Result<Self> {
-        let len = file.len()?;
-        let footer_at = len.checked_sub(FOOTER_LEN as u64).ok_or_else(|| {
-            Error::corrupt(
-                Format::Vhd,
-                Detail::Truncated {
-                    what: "footer".into(),
-                    needed: FOOTER_LEN as u64,
-                    available: len,
-                },
-            )
-            .at(0)
-            .in_file(path)
-        })?;
-        let mut footer = [0u8; FOOTER_LEN];
-        file.read_exact_at(&mut footer, footer_at)?;
-        let within = |e: Error, base: u64| {
-            let o = e.offset().unwrap_or(0);
-            e.at(base + o).in_file(path)
-        };
-        let f = VhdFooter::parse(&footer).map_err(|e| within(e, footer_at))?;
-        if !f.checksum_ok() {
-            return Err(f.checksum_error().at(footer_at + 64).in_file(path));
-        }
+        let (footer_at, footer, f) = end_footer(file, path)?;
         if f.disk_type != DiskType::Differencing {
             return Err(Error::unsupported(
                 Format::Vhd,
@@ -274,21 +253,7 @@ impl Linked {
             .in_file(path));
         }
         let header_at = f.data_offset;
-        let mut header = [0u8; HEADER_LEN];
-        file.read_exact_at(&mut header, header_at)?;
-        let parsed = DynamicHeader::parse(&header).map_err(|e| within(e, header_at))?;
-        if !parsed.checksum_ok() {
-            return Err(Error::corrupt(
-                Format::Vhd,
-                Detail::Checksum {
-                    what: "dynamic header (not relinked)",
-                    stored: u64::from(parsed.checksum),
-                    computed: u64::from(parsed.computed_checksum),
-                },
-            )
-            .at(header_at + 36)
-            .in_file(path));
-        }
+        let (header, parsed) = checked_header(file, path, header_at)?;
         Ok(Linked {
             footer_at,
             footer,
@@ -298,6 +263,62 @@ impl Linked {
             parsed,
         })
     }
+}
+
+/// The footer at the end of a VHD about to be written (opened for
+/// writing, relinked): where it is, its bytes and what they say. A file
+/// shorter than a footer, or a footer that does not parse or fails its
+/// checksum, is refused before anything is written.
+fn end_footer(file: &WFile, path: &Path) -> Result<(u64, [u8; FOOTER_LEN], VhdFooter)> {
+    let len = file.len()?;
+    let footer_at = len.checked_sub(FOOTER_LEN as u64).ok_or_else(|| {
+        Error::corrupt(
+            Format::Vhd,
+            Detail::Truncated {
+                what: "footer".into(),
+                needed: FOOTER_LEN as u64,
+                available: len,
+            },
+        )
+        .at(0)
+        .in_file(path)
+    })?;
+    let mut footer = [0u8; FOOTER_LEN];
+    file.read_exact_at(&mut footer, footer_at)?;
+    let f = VhdFooter::parse(&footer).map_err(|e| e.relative_to(footer_at).in_file(path))?;
+    if !f.checksum_ok() {
+        return Err(f.checksum_error().at(footer_at).in_file(path));
+    }
+    Ok((footer_at, footer, f))
+}
+
+/// The dynamic header at `at` of a VHD about to be written: its bytes and
+/// what they say. A header past the end of the file, or one that does not
+/// parse or fails its checksum, is refused before anything is written.
+fn checked_header(file: &WFile, path: &Path, at: u64) -> Result<([u8; HEADER_LEN], DynamicHeader)> {
+    let mut header = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut header, at).map_err(|_| {
+        Error::corrupt(
+            Format::Vhd,
+            Detail::Invalid("dynamic header past the end of the file".into()),
+        )
+        .at(at)
+        .in_file(path)
+    })?;
+    let parsed = DynamicHeader::parse(&header).map_err(|e| e.relative_to(at).in_file(path))?;
+    if !parsed.checksum_ok() {
+        return Err(Error::corrupt(
+            Format::Vhd,
+            Detail::Checksum {
+                what: "dynamic header",
+                stored: u64::from(parsed.checksum),
+                computed: u64::from(parsed.computed_checksum),
+            },
+        )
+        .at(at + 36)
+        .in_file(path));
+    }
+    Ok((header, parsed))
 }
 
 /// Sets the parent time stamp of the differencing disk `child` to its
@@ -550,19 +571,7 @@ impl VhdWriter {
                 .in_file(path)
         };
         let file = WFile::open(path, Format::Vhd)?;
-        let len = file.len()?;
-        let footer_at = len
-            .checked_sub(FOOTER_LEN as u64)
-            .ok_or_else(|| corrupt("shorter than a footer".into(), 0))?;
-        let mut footer = [0u8; FOOTER_LEN];
-        file.read_exact_at(&mut footer, footer_at)?;
-        let parsed = VhdFooter::parse(&footer).map_err(|e| e.at(footer_at).in_file(path))?;
-        if !parsed.checksum_ok() {
-            return Err(corrupt(
-                "the footer at the end of the file is damaged; not written".into(),
-                footer_at,
-            ));
-        }
+        let (footer_at, footer, parsed) = end_footer(&file, path)?;
         let size = parsed.current_size;
         if parsed.disk_type == DiskType::Fixed {
             if footer_at < size {
@@ -580,16 +589,7 @@ impl VhdWriter {
             });
         }
         let at = parsed.data_offset;
-        let mut hb = vec![0u8; HEADER_LEN];
-        file.read_exact_at(&mut hb, at)
-            .map_err(|_| corrupt("dynamic header past the end of the file".into(), at))?;
-        let header = DynamicHeader::parse(&hb).map_err(|e| e.at(at).in_file(path))?;
-        if !header.checksum_ok() {
-            return Err(corrupt(
-                "dynamic header checksum mismatch; not written".into(),
-                at,
-            ));
-        }
+        let (_, header) = checked_header(&file, path, at)?;
         let block_size = u64::from(header.block_size);
         let entries = u64::from(header.max_table_entries);
         if entries * block_size < size || entries > MAX_SIZE / SECTOR {
