@@ -102,11 +102,15 @@ compare() {
   shift
   ocmd=("$@")
   : > "$out/p"; : > "$out/o"
+  # Each side starts with no output file: writing over the other's
+  # output would time the freeing of its 1 GiB of tmpfs pages too.
   for _ in $(seq "$runs"); do
-    "${pcmd[@]}" >> "$out/p"
-    "${ocmd[@]}" >> "$out/o"
     rm -f "$out/out.raw"
+    "${pcmd[@]}" >> "$out/p"
+    rm -f "$out/out.raw"
+    "${ocmd[@]}" >> "$out/o"
   done
+  rm -f "$out/out.raw"
   local pw pc pf ps ow oc of os
   pw=$(col 1 < "$out/p"); pc=$(col 2 < "$out/p"); pf=$(col 3 < "$out/p"); ps=$(col 4 < "$out/p")
   ow=$(col 1 < "$out/o"); oc=$(col 2 < "$out/o"); of=$(col 3 < "$out/o"); os=$(col 4 < "$out/o")
