@@ -10,7 +10,7 @@ pub mod vhdx_input;
 pub mod vmdk_input;
 pub mod write;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::block_device::BlockDevice;
@@ -48,6 +48,20 @@ pub fn exercise_files(files: &[(PathBuf, Vec<u8>)]) {
         .iter()
         .map(|(p, d)| (p.clone(), Arc::from(d.as_slice())))
         .collect();
+    exercise_memory(root, &mem);
+}
+
+/// Opens `data` as the single file `name` (see [`exercise_files`]),
+/// copied once into the file store (inputs of many MiB, such as the
+/// VHDX target's, cost their copies in every run).
+pub fn exercise(name: &str, data: &[u8]) {
+    let root = PathBuf::from(name);
+    let mem: MemoryFiles = [(root.clone(), Arc::from(data))].into_iter().collect();
+    exercise_memory(&root, &mem);
+}
+
+/// [`exercise_files`] over files already in memory.
+fn exercise_memory(root: &Path, mem: &MemoryFiles) {
     for options in [
         OpenOptions::default(),
         OpenOptions {
@@ -55,16 +69,11 @@ pub fn exercise_files(files: &[(PathBuf, Vec<u8>)]) {
             ..OpenOptions::default()
         },
     ] {
-        let Ok(img) = open_in_memory(root, &mem, &options) else {
+        let Ok(img) = open_in_memory(root, mem, &options) else {
             continue;
         };
         exercise_device(&img);
     }
-}
-
-/// Opens `data` as the single file `name` (see [`exercise_files`]).
-pub fn exercise(name: &str, data: &[u8]) {
-    exercise_files(&[(PathBuf::from(name), data.to_vec())]);
 }
 
 /// Reads a device in odd-sized chunks within [`READ_BUDGET`] and checks its map.
