@@ -224,34 +224,33 @@ pub trait BlockDevice: Send + Sync {
     }
 }
 
-/// How much of a device [`first_data`] asks the map for at a time.
+/// How much of a device [`stored_verbatim`] asks the map for at a time.
 const MAP_WINDOW: u64 = 1 << 30;
 
-/// The first allocated extent of `dev` when it is [`ExtentKind::Data`]:
-/// `None` for compressed images, for data in a parent, or for a disk with
-/// no data at all. How a disk's first data is stored is taken for how all
-/// of it is (`mount --raw` and `dump -o` choose their copy by it).
-pub fn first_data(dev: &dyn BlockDevice) -> Option<Extent> {
+/// Whether `dev` stores its data verbatim in image files: its first
+/// allocated extent is [`ExtentKind::Data`] that
+/// [`BlockDevice::verbatim_range`] finds in a file. Not so for compressed
+/// images, for data in a parent, or for a disk with no data at all. How a
+/// disk's first data is stored is taken for how all of it is (`mount
+/// --raw` and `dump -o` choose their copy by it).
+pub fn stored_verbatim(dev: &dyn BlockDevice) -> bool {
     let size = dev.size();
     let mut at = 0;
     while at < size {
         let len = MAP_WINDOW.min(size - at);
-        for e in dev.map(at, len).ok()? {
+        let Ok(extents) = dev.map(at, len) else {
+            return false;
+        };
+        for e in extents {
             match e.kind {
                 ExtentKind::Zero | ExtentKind::Unallocated => {}
-                ExtentKind::Data => return Some(e),
-                ExtentKind::Parent { .. } | ExtentKind::Compressed => return None,
+                ExtentKind::Data => return dev.verbatim_range(e.offset, e.len).is_some(),
+                ExtentKind::Parent { .. } | ExtentKind::Compressed => return false,
             }
         }
         at += len;
     }
-    None
-}
-
-/// Whether `dev` stores its data verbatim in image files: its
-/// [`first_data`] is found in a file by [`BlockDevice::verbatim_range`].
-pub fn stored_verbatim(dev: &dyn BlockDevice) -> bool {
-    first_data(dev).is_some_and(|e| dev.verbatim_range(e.offset, e.len).is_some())
+    false
 }
 
 /// A pointer to a device is a device (`Arc<dyn BlockDevice>`, `Box<..>`, `&..`).

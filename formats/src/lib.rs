@@ -68,8 +68,8 @@ pub mod write;
 pub mod zstd;
 
 pub use block_device::{
-    first_data, push_extent, stored_verbatim, BlockDevice, DeviceReader, Extent, ExtentKind,
-    FileRange, MemoryDevice, SliceDevice,
+    push_extent, stored_verbatim, BlockDevice, DeviceReader, Extent, ExtentKind, FileRange,
+    MemoryDevice, SliceDevice,
 };
 pub use budget::{MemoryBudget, Reservation, DEFAULT_MEMORY_LIMIT};
 pub use context::{MemoryFiles, OpenContext, MAX_CHAIN_DEPTH};

@@ -307,16 +307,7 @@ fn checked_header(file: &WFile, path: &Path, at: u64) -> Result<([u8; HEADER_LEN
     })?;
     let parsed = DynamicHeader::parse(&header).map_err(|e| e.relative_to(at).in_file(path))?;
     if !parsed.checksum_ok() {
-        return Err(Error::corrupt(
-            Format::Vhd,
-            Detail::Checksum {
-                what: "dynamic header",
-                stored: u64::from(parsed.checksum),
-                computed: u64::from(parsed.computed_checksum),
-            },
-        )
-        .at(at + 36)
-        .in_file(path));
+        return Err(parsed.checksum_error().at(at + 36).in_file(path));
     }
     Ok((header, parsed))
 }
