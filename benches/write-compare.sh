@@ -124,15 +124,16 @@ done
 # the VHDX) and compared with the source's bytes instead, and `qemu-img
 # check` checks its tables.
 same_as_source() {
-  local src=$1 out=$2 qfmt=$3 i at
-  if [ "$qfmt" != vhdx ] || [ "$(stat -c %s "$src")" -lt $((64 << 30)) ]; then
+  local src=$1 out=$2 qfmt=$3 i at mib
+  mib=$(($(stat -c %s "$src") >> 20))
+  if [ "$qfmt" != vhdx ] || [ "$mib" -lt $((64 << 10)) ]; then
     qemu-img compare -q -f raw "$src" "$out"
     return
   fi
   qemu-img check -q -f vhdx "$out" || return 1
   for i in $(seq 0 31); do
     # Data at the (i/2)th sixteenth (even i), a hole 64 MiB past it (odd i).
-    at=$(( ((i / 2) * ($(stat -c %s "$src") >> 20) / 16 + (i % 2) * 64) << 20 ))
+    at=$(( ((i / 2) * mib / 16 + (i % 2) * 64) << 20 ))
     rm -f "$work/piece"
     qemu-img convert -O raw --image-opts \
       "driver=raw,offset=$at,size=$((4 << 20)),file.driver=vhdx,file.file.driver=file,file.file.filename=$out" \
