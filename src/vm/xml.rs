@@ -188,9 +188,10 @@ pub(crate) fn parse(text: &[u8]) -> Result<Vec<Node>> {
             .read_event()
             .map_err(|e| bad(format!("XML: {e}"), reader.error_position()))?;
         let open = |e: &quick_xml::events::BytesStart<'_>| -> Result<El> {
-            let mut el = El::new(&String::from_utf8_lossy(e.name().as_ref()));
+            let mut el = El::new(&xml_name(e.name().as_ref(), "element", pos)?);
             for a in e.attributes() {
                 let a = a.map_err(|e| bad(format!("XML attribute: {e}"), pos))?;
+                xml_name(a.key.as_ref(), "attribute", pos)?;
                 let v = a
                     .unescape_value()
                     .map_err(|e| bad(format!("XML attribute value: {e}"), pos))?;
@@ -293,6 +294,34 @@ pub(crate) fn parse(text: &[u8]) -> Result<Vec<Node>> {
     match (stack.pop(), stack.is_empty()) {
         (Some(root), true) => Ok(root.kids),
         _ => Err(bad("XML: unclosed elements at the end", text.len() as u64)),
+    }
+}
+
+/// `raw` as an element or attribute name, refused unless it is an XML
+/// name (a letter, `_` or `:` first, then also digits, `-` and `.`;
+/// characters beyond ASCII are taken as name characters), so that the
+/// tree writes back as a document that parses.
+fn xml_name(raw: &[u8], what: &str, pos: u64) -> Result<String> {
+    let refuse = || {
+        bad(
+            format!(
+                "XML {what} name {:?} is not a name",
+                String::from_utf8_lossy(raw)
+            ),
+            pos,
+        )
+    };
+    let name = std::str::from_utf8(raw).map_err(|_| refuse())?;
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':' || !c.is_ascii());
+    let rest_ok = chars
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-' | '.') || !c.is_ascii());
+    if first_ok && rest_ok {
+        Ok(name.to_owned())
+    } else {
+        Err(refuse())
     }
 }
 
@@ -422,5 +451,21 @@ mod tests {
         let e = parse(deep.as_bytes()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::LimitExceeded);
         assert!(parse(b"<a><b></a>").is_err());
+    }
+
+    #[test]
+    fn elements_and_attributes_without_a_name_are_refused() {
+        // `<` and `/>` with only line feeds between: an element whose name
+        // is empty, which would be written back as `</>`.
+        let e = parse(b"<\n\n\n/>").unwrap_err();
+        assert!(e.to_string().contains("is not a name"), "{e}");
+        round_trip(b"<\n\n\n/>");
+        for bad_name in [&b"<1a/>"[..], b"<a -x=\"1\"/>", b"<a><.b/></a>"] {
+            let e = parse(bad_name).unwrap_err();
+            assert!(e.to_string().contains("is not a name"), "{e}");
+        }
+        let doc = parse("<vbox:Machine a.b-c=\"1\" _d=\"2\"><Ünïcode/></vbox:Machine>".as_bytes())
+            .unwrap();
+        round_trip(serialize(&doc).as_bytes());
     }
 }
