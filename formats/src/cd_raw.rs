@@ -18,6 +18,7 @@ use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image::{DiskImage, ImageInfo, WarningKind, Warnings};
 use crate::image_file::ImageFile;
 use crate::options::OpenOptions;
+use crate::pieces::pieces;
 
 /// The 12-byte sync pattern at the start of every raw CD sector.
 pub const SYNC: [u8; 12] = [
@@ -72,21 +73,11 @@ impl BlockDevice for RawCdImage {
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range(Format::Iso, offset, buf.len() as u64, self.size)?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let (sector, within) = (pos / USER_DATA, pos % USER_DATA);
-            let n = usize::try_from(USER_DATA - within)
-                .unwrap_or(usize::MAX)
-                .min(buf.len() - done);
-            let Some(dst) = buf.get_mut(done..done + n) else {
-                break;
-            };
-            let at = sector * RAW_SECTOR + self.data_offset + within;
+        for p in pieces(offset, buf.len(), USER_DATA) {
+            let at = p.index * RAW_SECTOR + self.data_offset + p.within;
             self.file
-                .read_exact_at(dst, at)
+                .read_exact_at(p.of_mut(buf), at)
                 .map_err(|e| e.in_format(Format::Iso))?;
-            done += n;
         }
         Ok(())
     }

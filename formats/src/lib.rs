@@ -53,6 +53,7 @@ pub(crate) mod iso;
 pub mod layout;
 mod mmap;
 pub mod options;
+mod pieces;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;

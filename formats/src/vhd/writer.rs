@@ -29,6 +29,7 @@ use crate::error::{Detail, Error, Format, Result};
 use crate::image::DiskImage;
 use crate::image_file::ImageFile;
 use crate::options::OpenOptions;
+use crate::pieces::pieces;
 use crate::write::file::{create_staged, random_guid, WFile};
 use crate::write::parent::Parent;
 use crate::write::{CreateOptions, Subformat, WritableDevice};
@@ -853,21 +854,9 @@ impl BlockDevice for VhdWriter {
             return self.file.read_exact_at(buf, offset);
         };
         let mut s = self.lock(m);
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let block = pos / s.block_size;
-            let in_block = pos % s.block_size;
-            let n = usize::try_from((s.block_size - in_block).min((buf.len() - done) as u64))
-                .unwrap_or(0);
-            let dst = buf.get_mut(done..done + n).unwrap_or_default();
-            self.read_block(
-                &mut s,
-                dst,
-                u32::try_from(block).unwrap_or(u32::MAX),
-                in_block,
-            )?;
-            done += n;
+        for p in pieces(offset, buf.len(), s.block_size) {
+            let block = u32::try_from(p.index).unwrap_or(u32::MAX);
+            self.read_block(&mut s, p.of_mut(buf), block, p.within)?;
         }
         Ok(())
     }
@@ -919,21 +908,9 @@ impl WritableDevice for VhdWriter {
             return self.file.write_all_at(buf, offset);
         };
         let mut s = self.lock(m);
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let block = pos / s.block_size;
-            let in_block = pos % s.block_size;
-            let n = usize::try_from((s.block_size - in_block).min((buf.len() - done) as u64))
-                .unwrap_or(0);
-            let src = buf.get(done..done + n).unwrap_or_default();
-            self.write_block(
-                &mut s,
-                src,
-                u32::try_from(block).unwrap_or(u32::MAX),
-                in_block,
-            )?;
-            done += n;
+        for p in pieces(offset, buf.len(), s.block_size) {
+            let block = u32::try_from(p.index).unwrap_or(u32::MAX);
+            self.write_block(&mut s, p.of(buf), block, p.within)?;
         }
         if s.pending.len() >= MAX_PENDING || s.dirty.len() >= MAX_PENDING {
             self.flush_sparse(&mut s)?;

@@ -35,6 +35,7 @@ use crate::guid::Guid;
 use crate::image::{DiskImage, Warnings};
 use crate::image_file::ImageFile;
 use crate::options::OpenOptions;
+use crate::pieces::pieces;
 use crate::write::file::{create_staged, random_guid, WFile};
 use crate::write::parent::Parent;
 use crate::write::{CreateOptions, Subformat, WritableDevice};
@@ -926,16 +927,8 @@ impl BlockDevice for VhdxWriter {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range(Format::Vhdx, offset, buf.len() as u64, self.g.size)?;
         let mut s = self.lock();
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let block = pos / self.g.block_size;
-            let in_block = pos % self.g.block_size;
-            let n = usize::try_from((self.g.block_size - in_block).min((buf.len() - done) as u64))
-                .unwrap_or(0);
-            let dst = buf.get_mut(done..done + n).unwrap_or_default();
-            self.read_block(&mut s, dst, block, in_block)?;
-            done += n;
+        for p in pieces(offset, buf.len(), self.g.block_size) {
+            self.read_block(&mut s, p.of_mut(buf), p.index, p.within)?;
         }
         Ok(())
     }
@@ -974,16 +967,8 @@ impl WritableDevice for VhdxWriter {
         check_range(Format::Vhdx, offset, buf.len() as u64, self.g.size)?;
         let mut s = self.lock();
         self.before_first_write(&mut s)?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let block = pos / self.g.block_size;
-            let in_block = pos % self.g.block_size;
-            let n = usize::try_from((self.g.block_size - in_block).min((buf.len() - done) as u64))
-                .unwrap_or(0);
-            let src = buf.get(done..done + n).unwrap_or_default();
-            self.write_block(&mut s, src, block, in_block)?;
-            done += n;
+        for p in pieces(offset, buf.len(), self.g.block_size) {
+            self.write_block(&mut s, p.of(buf), p.index, p.within)?;
         }
         if s.dirty_bat.len() + s.dirty_bitmaps.len() >= MAX_DIRTY {
             self.flush_locked(&mut s)?;

@@ -25,6 +25,7 @@ use crate::context::{is_absolute_anywhere, OpenContext};
 use crate::error::{Detail, Error, ErrorKind, Format, Result};
 use crate::image::DiskImage;
 use crate::options::OpenOptions;
+use crate::pieces::pieces;
 use crate::write::file::{random_bytes16, random_u32, Staging, WFile};
 use crate::write::parent::Parent;
 use crate::write::{CreateOptions, Subformat, WritableDevice};
@@ -1013,23 +1014,17 @@ impl SparseState {
         under: &dyn Fn(&mut [u8], u64) -> Result<()>,
         virt: u64,
     ) -> Result<()> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = at + done as u64;
-            let g = pos / self.grain;
-            let in_g = pos % self.grain;
-            let n = ((self.grain - in_g) as usize).min(buf.len() - done);
-            let chunk = buf.get_mut(done..done + n).unwrap_or_default();
-            let gte = self.gte(g)?;
+        for p in pieces(at, buf.len(), self.grain) {
+            let chunk = p.of_mut(buf);
+            let gte = self.gte(p.index)?;
             if gte == 0 {
-                under(chunk, virt + done as u64)?;
+                under(chunk, virt + p.done as u64)?;
             } else if self.is_zero_gte(gte) {
                 chunk.fill(0);
             } else {
                 self.file
-                    .read_exact_at(chunk, u64::from(gte) * SECTOR + in_g)?;
+                    .read_exact_at(chunk, u64::from(gte) * SECTOR + p.within)?;
             }
-            done += n;
         }
         Ok(())
     }
@@ -1041,13 +1036,9 @@ impl SparseState {
         under: &dyn Fn(&mut [u8], u64) -> Result<()>,
         virt: u64,
     ) -> Result<()> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = at + done as u64;
-            let g = pos / self.grain;
-            let in_g = pos % self.grain;
-            let n = ((self.grain - in_g) as usize).min(buf.len() - done);
-            let chunk = buf.get(done..done + n).unwrap_or_default();
+        for p in pieces(at, buf.len(), self.grain) {
+            let (g, in_g, n) = (p.index, p.within, p.len);
+            let chunk = p.of(buf);
             let gte = self.gte(g)?;
             if gte != 0 && !self.is_zero_gte(gte) {
                 self.occupied.claim_in_place(
@@ -1062,7 +1053,7 @@ impl SparseState {
                 // A new grain: the rest of it comes from below (copy-on-write).
                 let mut grain = vec![0u8; self.grain as usize];
                 if n as u64 != self.grain && gte == 0 {
-                    let grain_virt = virt + done as u64 - in_g;
+                    let grain_virt = virt + p.done as u64 - in_g;
                     under(&mut grain, grain_virt)?;
                 }
                 grain
@@ -1071,7 +1062,6 @@ impl SparseState {
                     .copy_from_slice(chunk);
                 self.allocate(g, &grain)?;
             }
-            done += n;
         }
         if self.dirty.len() >= MAX_DIRTY_TABLES {
             self.flush()?;
