@@ -32,6 +32,7 @@ use crate::options::OpenOptions;
 use crate::pieces::pieces;
 use crate::write::file::{create_staged, random_guid, WFile};
 use crate::write::parent::Parent;
+use crate::write::sector_groups::widen_to_groups;
 use crate::write::{CreateOptions, Subformat, WritableDevice};
 
 use super::dynamic_header::{
@@ -766,23 +767,14 @@ impl VhdWriter {
         // present): libvhdi, like Hyper-V's 4 KiB I/O, takes a bitmap's
         // sectors eight at a time, and reads a group whose first sector
         // is present wholly from the child.
-        let start = in_block / GROUP * GROUP;
-        let end = align_up(in_block + buf.len() as u64, GROUP).min(s.block_size);
-        let (first, last) = (start / SECTOR, end.div_ceil(SECTOR));
-        let mut whole = vec![0u8; usize::try_from(end - start).unwrap_or(0)];
-        let head = usize::try_from(in_block - start).unwrap_or(0);
-        let tail_at = head + buf.len();
-        if head != 0 {
-            let b = whole.get_mut(..head).unwrap_or_default();
-            self.read_block(s, b, block, start)?;
-        }
-        if tail_at < whole.len() {
-            let b = whole.get_mut(tail_at..).unwrap_or_default();
-            self.read_block(s, b, block, start + tail_at as u64)?;
-        }
-        if let Some(d) = whole.get_mut(head..tail_at) {
-            d.copy_from_slice(buf);
-        }
+        let block_size = s.block_size;
+        let (start, whole) = widen_to_groups(buf, in_block, GROUP, block_size, |b, at| {
+            self.read_block(s, b, block, at)
+        })?;
+        let (first, last) = (
+            start / SECTOR,
+            (start + whole.len() as u64).div_ceil(SECTOR),
+        );
         self.file.write_all_at(&whole, data + start)?;
         let bitmap = self.bitmap(s, block)?;
         for sector in first..last {

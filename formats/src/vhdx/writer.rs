@@ -38,6 +38,7 @@ use crate::options::OpenOptions;
 use crate::pieces::pieces;
 use crate::write::file::{create_staged, random_guid, WFile};
 use crate::write::parent::Parent;
+use crate::write::sector_groups::widen_to_groups;
 use crate::write::{CreateOptions, Subformat, WritableDevice};
 
 use super::bat::{
@@ -773,27 +774,11 @@ impl VhdxWriter {
         // from what reads there now (the parent's bytes where not yet
         // present), as Hyper-V's 4 KiB I/O leaves them.
         let ss = self.g.sector_size;
-        let group = ss.max(PAGE);
-        let start = in_block / group * group;
-        let end = (in_block + buf.len() as u64)
-            .div_ceil(group)
-            .saturating_mul(group)
-            .min(self.g.block_size);
-        let (first, last) = (start / ss, end.div_ceil(ss));
-        let mut whole = vec![0u8; usize::try_from(end - start).unwrap_or(0)];
-        let head = usize::try_from(in_block - start).unwrap_or(0);
-        let tail_at = head + buf.len();
-        if head != 0 {
-            let b = whole.get_mut(..head).unwrap_or_default();
-            self.read_block(s, b, block, start)?;
-        }
-        if tail_at < whole.len() {
-            let b = whole.get_mut(tail_at..).unwrap_or_default();
-            self.read_block(s, b, block, start + tail_at as u64)?;
-        }
-        if let Some(d) = whole.get_mut(head..tail_at) {
-            d.copy_from_slice(buf);
-        }
+        let (start, whole) =
+            widen_to_groups(buf, in_block, ss.max(PAGE), self.g.block_size, |b, at| {
+                self.read_block(s, b, block, at)
+            })?;
+        let (first, last) = (start / ss, (start + whole.len() as u64).div_ceil(ss));
         self.file.write_all_at(&whole, data + start)?;
         for sector in first..last {
             if let Some((page, byte, bit)) = self.bitmap_bit(s, block, sector) {

@@ -14,6 +14,7 @@ pub mod convert;
 pub(crate) mod file;
 pub(crate) mod parent;
 pub mod raw;
+pub(crate) mod sector_groups;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
