@@ -1,12 +1,12 @@
 //! Runs of a container whose virtual blocks a table maps (VDI's block
-//! map, QCOW2's L1/L2 tables): where each run of bytes comes from, and
+//! map, QCOW2's L1/L2 tables, VHDX's BAT and sector bitmaps): where each
+//! run of bytes comes from, and
 //! the `map` and `file_range` answers every such container gives the same
 //! way from its walk over those runs.
 
 use crate::block_device::FileRange;
 use crate::block_device::{push_extent, push_from_parent, BlockDevice, Extent, ExtentKind};
 use crate::error::Result;
-use crate::image_file::ImageFile;
 
 /// Where one run of virtual bytes comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +36,9 @@ pub(crate) trait TableMapped {
     /// The image under this one, if any.
     fn parent_device(&self) -> Option<&dyn BlockDevice>;
 
-    /// The file [`Run::File`] offsets are in.
-    fn data_file(&self) -> &ImageFile;
+    /// `len` bytes at offset `at` of the file [`Run::File`] offsets are
+    /// in, when the disk's bytes there are the file's own.
+    fn data_range(&self, at: u64, len: u64) -> Option<FileRange<'_>>;
 }
 
 /// The extents of `len` bytes from `offset` (checked by the caller):
@@ -80,7 +81,7 @@ pub(crate) fn file_range(image: &impl TableMapped, offset: u64, len: u64) -> Opt
         })
         .ok()?;
     match first? {
-        (l, Run::File(at)) => image.data_file().file_range(at, l),
+        (l, Run::File(at)) => image.data_range(at, l),
         _ => None,
     }
 }

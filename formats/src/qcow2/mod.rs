@@ -70,6 +70,11 @@ impl std::fmt::Debug for Qcow2Image {
 }
 
 impl Qcow2Image {
+    /// The file guest data is in: the external data file, else the image.
+    fn data_file(&self) -> &ImageFile {
+        self.data.as_ref().unwrap_or(self.tables.file())
+    }
+
     /// Calls `f` for each run of `len` bytes from virtual `offset`.
     fn walk(
         &self,
@@ -324,8 +329,8 @@ impl TableMapped for Qcow2Image {
         self.parent.as_ref().map(|p| p as &dyn BlockDevice)
     }
 
-    fn data_file(&self) -> &ImageFile {
-        self.data.as_ref().unwrap_or(self.tables.file())
+    fn data_range(&self, at: u64, len: u64) -> Option<FileRange<'_>> {
+        self.data_file().file_range(at, len)
     }
 }
 

@@ -210,8 +210,8 @@ impl TableMapped for VdiImage {
         self.parent.as_ref().map(|p| p as &dyn BlockDevice)
     }
 
-    fn data_file(&self) -> &ImageFile {
-        &self.file
+    fn data_range(&self, at: u64, len: u64) -> Option<FileRange<'_>> {
+        self.file.file_range(at, len)
     }
 }
 

@@ -30,14 +30,13 @@ pub use writer::{create, open_writable};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::block_device::{
-    check_range, push_extent, push_from_parent, BlockDevice, Extent, ExtentKind, FileRange,
-};
+use crate::block_device::{check_range, BlockDevice, Extent, FileRange};
 use crate::budget::ChargedBytes;
 use crate::context::OpenContext;
 use crate::error::{Detail, Error, Format, Result};
 use crate::image::{DiskImage, ImageInfo, WarningKind, Warnings};
 use crate::image_file::ImageFile;
+use crate::table_runs::{self, Run, TableMapped};
 
 use bat::{Bat, BlockState, Geometry};
 use file_view::FileView;
@@ -63,17 +62,6 @@ impl std::fmt::Debug for VhdxImage {
             .field("has_parent", &self.has_parent)
             .finish_non_exhaustive()
     }
-}
-
-/// One run inside a block: `len` bytes from `offset` (virtual), and where they come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Run {
-    /// At this file offset.
-    File(u64),
-    /// Zeros, as the format says.
-    Zero,
-    /// Not in this file: the parent, or zeros without one.
-    Absent,
 }
 
 impl VhdxImage {
@@ -230,36 +218,19 @@ impl BlockDevice for VhdxImage {
                     Ok(())
                 }
                 Run::Absent => self.read_absent(dst, o),
+                // `runs` gives none: VHDX stores nothing compressed.
+                Run::Compressed { .. } => Err(Error::unsupported(
+                    Format::Vhdx,
+                    "a compressed run in a VHDX",
+                )
+                .in_file(self.view.file().path())),
             }
         })
     }
 
     fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(Format::Vhdx, offset, len, self.size())?;
-        let mut map = Vec::new();
-        self.walk(offset, len, |o, l, run| {
-            let kind = match run {
-                Run::File(_) => ExtentKind::Data,
-                Run::Zero => ExtentKind::Zero,
-                Run::Absent => match &self.parent {
-                    Some(p) => {
-                        push_from_parent(&mut map, p, o, l)?;
-                        return Ok(());
-                    }
-                    None => ExtentKind::Unallocated,
-                },
-            };
-            push_extent(
-                &mut map,
-                Extent {
-                    offset: o,
-                    len: l,
-                    kind,
-                },
-            );
-            Ok(())
-        })?;
-        Ok(map)
+        table_runs::map(self, offset, len)
     }
 
     /// Payload bytes of the file itself; `None` wherever a replayed log
@@ -267,13 +238,26 @@ impl BlockDevice for VhdxImage {
     fn file_range(&self, offset: u64, len: u64) -> Option<FileRange<'_>> {
         check_range(Format::Vhdx, offset, len, self.size()).ok()?;
         let bs = self.bat.geometry().block_size;
-        let mut runs = Vec::new();
-        self.runs(offset, (bs - offset % bs).min(len), &mut runs)
-            .ok()?;
-        match runs.first()? {
-            &(_, l, Run::File(at)) => self.view.file_range(at, l),
-            _ => None,
-        }
+        table_runs::file_range(self, offset, (bs - offset % bs).min(len))
+    }
+}
+
+impl TableMapped for VhdxImage {
+    fn walk_runs(
+        &self,
+        offset: u64,
+        len: u64,
+        f: &mut dyn FnMut(u64, u64, Run) -> Result<()>,
+    ) -> Result<()> {
+        self.walk(offset, len, f)
+    }
+
+    fn parent_device(&self) -> Option<&dyn BlockDevice> {
+        self.parent.as_ref().map(|p| p as &dyn BlockDevice)
+    }
+
+    fn data_range(&self, at: u64, len: u64) -> Option<FileRange<'_>> {
+        self.view.file_range(at, len)
     }
 }
 
