@@ -105,32 +105,25 @@ impl Guest {
     /// The bytes of the file at `path` (links followed), refusing files
     /// over `max` bytes.
     pub fn read(&self, path: &str, max: u64) -> Result<Vec<u8>, String> {
-        let real = self.resolve(path)?;
-        let (fs, inner) = self
-            .locate(&real)
-            .ok_or_else(|| format!("{real}: no file system mounted there"))?;
-        let meta = fs.metadata(&inner).map_err(|e| format!("{real}: {e}"))?;
-        if meta.file_type != FileType::File {
-            return Err(format!("{real}: not a regular file"));
-        }
-        if meta.size > max {
+        let (fs, inner, real, size) = self.regular(path)?;
+        if size > max {
             return Err(format!(
-                "{real}: {} bytes, more than the {max} read for OS detection",
-                meta.size
+                "{real}: {size} bytes, more than the {max} read for OS detection"
             ));
         }
-        let mut out = Vec::new();
-        fs.open(&inner)
-            .map_err(|e| format!("{real}: {e}"))?
-            .take(max)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("{real}: {e}"))?;
-        Ok(out)
+        read_up_to(fs, &inner, &real, max)
     }
 
     /// The first `n` bytes of the regular file at `path` (links followed),
     /// whatever its size: enough for a header.
     pub fn read_head(&self, path: &str, n: u64) -> Result<Vec<u8>, String> {
+        let (fs, inner, real, _) = self.regular(path)?;
+        read_up_to(fs, &inner, &real, n)
+    }
+
+    /// The regular file at `path` (links followed): its file system, its
+    /// path there, its resolved path and its size.
+    fn regular(&self, path: &str) -> Result<(&dyn FileSystem, String, String, u64), String> {
         let real = self.resolve(path)?;
         let (fs, inner) = self
             .locate(&real)
@@ -139,13 +132,7 @@ impl Guest {
         if meta.file_type != FileType::File {
             return Err(format!("{real}: not a regular file"));
         }
-        let mut out = Vec::new();
-        fs.open(&inner)
-            .map_err(|e| format!("{real}: {e}"))?
-            .take(n)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("{real}: {e}"))?;
-        Ok(out)
+        Ok((fs, inner, real, meta.size))
     }
 
     /// The names in the directory at `path` (links followed), sorted.
@@ -167,4 +154,16 @@ impl Guest {
     pub fn read_text(&self, path: &str) -> Result<String, String> {
         Ok(String::from_utf8_lossy(&self.read(path, 1 << 20)?).into_owned())
     }
+}
+
+/// At most `n` bytes from the start of `inner` in `fs` (`real` names it
+/// in errors).
+fn read_up_to(fs: &dyn FileSystem, inner: &str, real: &str, n: u64) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    fs.open(inner)
+        .map_err(|e| format!("{real}: {e}"))?
+        .take(n)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("{real}: {e}"))?;
+    Ok(out)
 }
