@@ -1,8 +1,7 @@
 //! Runs of a container whose virtual blocks a table maps (VDI's block
 //! map, QCOW2's L1/L2 tables, VHDX's BAT and sector bitmaps): where each
-//! run of bytes comes from, and
-//! the `map` and `file_range` answers every such container gives the same
-//! way from its walk over those runs.
+//! run of bytes comes from, and the `map` and `file_range` answers every
+//! such container gives the same way from its walk over those runs.
 
 use crate::block_device::FileRange;
 use crate::block_device::{push_extent, push_from_parent, BlockDevice, Extent, ExtentKind};

@@ -188,17 +188,17 @@ pub(crate) fn parse(text: &[u8]) -> Result<Vec<Node>> {
             .read_event()
             .map_err(|e| bad(format!("XML: {e}"), reader.error_position()))?;
         let open = |e: &quick_xml::events::BytesStart<'_>| -> Result<El> {
-            let mut el = El::new(&xml_name(e.name().as_ref(), "element", pos)?);
+            let mut el = El {
+                name: xml_name(e.name().as_ref(), "element", pos)?,
+                ..El::default()
+            };
             for a in e.attributes() {
                 let a = a.map_err(|e| bad(format!("XML attribute: {e}"), pos))?;
-                xml_name(a.key.as_ref(), "attribute", pos)?;
+                let key = xml_name(a.key.as_ref(), "attribute", pos)?;
                 let v = a
                     .unescape_value()
                     .map_err(|e| bad(format!("XML attribute value: {e}"), pos))?;
-                el.attrs.push((
-                    String::from_utf8_lossy(a.key.as_ref()).into_owned(),
-                    v.into_owned(),
-                ));
+                el.attrs.push((key, v.into_owned()));
             }
             Ok(el)
         };
